@@ -1,0 +1,655 @@
+"""The ``Agent``: what an agent author uses to sell and buy services.
+
+A provider advertises a capability and serves it::
+
+    agent = await Agent.connect(url, AgentKeys.load("provider.seed"))
+    await agent.advertise("text.upper", description="Upper-cases text", price_millicredits=500)
+    await agent.serve("text.upper", handler, pricing=500)
+
+A buyer asks for quotes, hires the best one, checks and accepts the result::
+
+    quotes = await agent.request_quotes("text.upper", "shout this", budget_millicredits=1_000)
+    contract = await agent.hire(quotes[0], {"text": "hello"})
+    delivery = await contract.wait_delivery(timeout_s=10)
+    await contract.accept_delivery()
+
+Negotiation (RFQ and quotes) travels peer to peer; contracts, escrow and
+settlement go through the exchange, which checks every signature again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+from nats.aio.subscription import Subscription
+
+from agent_client import limits, subjects
+from agent_client.errors import (
+    AgentClientError,
+    AgentClosed,
+    ExchangeError,
+    ProtocolError,
+    RequestTimeout,
+    SignatureRejected,
+)
+from agent_client.keys import AgentKeys
+from agent_client.protocol import (
+    AcceptDelivery,
+    Advertise,
+    BalanceReply,
+    ContractOpenedNotice,
+    ContractRecord,
+    ContractReply,
+    ContractView,
+    Decline,
+    Deliver,
+    DeliveredNotice,
+    Document,
+    Envelope,
+    ErrorReply,
+    GetBalance,
+    GetContract,
+    Header,
+    InfoReply,
+    Listing,
+    ListingReply,
+    ListTransactions,
+    Mint,
+    MintReply,
+    OpenContract,
+    Quote,
+    ReleasedNotice,
+    Reply,
+    Rfq,
+    SearchCatalog,
+    SearchReply,
+    TransactionEntry,
+    TransactionsReply,
+    json_encoder,
+    reply_decoder,
+)
+from agent_client.signing import (
+    Clock,
+    ReplayGuard,
+    SystemClock,
+    make_header,
+    new_nonce,
+    open_envelope,
+    open_envelope_struct,
+    seal,
+    sha256_hex,
+    verify_evidence,
+    verify_request,
+)
+from agent_client.transport import IncomingMessage, NatsConnection
+
+__all__ = ["Agent", "AgentOptions", "Contract", "Delivery", "Pricing", "ReceivedQuote"]
+
+log = logging.getLogger(__name__)
+
+TaskHandler = Callable[[Any], Awaitable[Any]]
+# A fixed price, or a function of the RFQ that returns a price or None to decline.
+Pricing = int | Callable[[Rfq], int | None]
+
+_D = TypeVar("_D", bound=Document)
+_R = TypeVar("_R", bound=Reply)
+
+EXCHANGE_AUDIENCE = "exchange"
+RFQ_AUDIENCE = "providers"
+PENDING_DELIVERIES_MAX = 10_000
+
+
+class AgentState(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOptions:
+    request_timeout_s: float = limits.REQUEST_TIMEOUT_DEFAULT_S
+    handler_concurrency_max: int = limits.AGENT_HANDLER_CONCURRENCY_MAX
+    connect_timeout_s: float = 5.0
+    # Pin the exchange's id to refuse any other signer of contract records
+    # and notices; when None it is learned from the exchange's info endpoint.
+    exchange_id: str | None = None
+    name: str = "agentx-agent"
+
+    def __post_init__(self) -> None:
+        assert 0 < self.request_timeout_s <= limits.REQUEST_TIMEOUT_MAX_S
+        assert 0 < self.handler_concurrency_max <= 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedQuote:
+    """A provider's quote that passed every check, with its signed envelope."""
+
+    quote: Quote
+    envelope: Envelope
+
+    @property
+    def provider_id(self) -> str:
+        return self.quote.header.issuer
+
+    @property
+    def price_millicredits(self) -> int:
+        return self.quote.price_millicredits
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    contract_id: str
+    result: Any
+    result_sha256: str
+
+
+@dataclass(slots=True)
+class _Service:
+    capability: str
+    handler: TaskHandler
+    pricing: Pricing
+    subscription: Subscription | None = None
+
+
+@dataclass(slots=True)
+class _Notices:
+    """Deliveries and releases that arrived, waiting for the code that asks."""
+
+    deliveries: dict[str, asyncio.Future[DeliveredNotice]] = field(default_factory=dict)
+    releases: dict[str, asyncio.Future[ReleasedNotice]] = field(default_factory=dict)
+
+    def future_for(self, table: dict[str, asyncio.Future[Any]], contract_id: str) -> Any:
+        if contract_id not in table:
+            if len(table) >= PENDING_DELIVERIES_MAX:
+                raise AgentClientError("too many contracts waiting for notices")
+            table[contract_id] = asyncio.get_running_loop().create_future()
+        return table[contract_id]
+
+
+class Contract:
+    """The buyer's handle on an open contract."""
+
+    def __init__(self, agent: Agent, record: ContractRecord, /) -> None:
+        self._agent = agent
+        self.record = record
+        self.contract_id = record.contract_id
+        self.price_millicredits = record.price_millicredits
+
+    async def wait_delivery(self, *, timeout_s: float = 30.0) -> Delivery:
+        return await self._agent.wait_delivery(self.contract_id, timeout_s=timeout_s)
+
+    async def accept_delivery(self, delivery: Delivery, /) -> ContractView:
+        return await self._agent.accept_delivery(delivery)
+
+
+class Agent:
+    """An agent connected to the exchange. Create it with :meth:`connect`."""
+
+    def __init__(
+        self,
+        connection: NatsConnection,
+        keys: AgentKeys,
+        /,
+        *,
+        options: AgentOptions,
+        exchange_id: str,
+        clock: Clock,
+    ) -> None:
+        self._connection = connection
+        self._keys = keys
+        self._options = options
+        self._clock = clock
+        self._replay_guard = ReplayGuard()
+        self._services: dict[str, _Service] = {}
+        self._notices = _Notices()
+        self._state = AgentState.OPEN
+        self.agent_id = keys.agent_id
+        self.exchange_id = exchange_id
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        keys: AgentKeys,
+        /,
+        *,
+        options: AgentOptions | None = None,
+        clock: Clock | None = None,
+    ) -> Agent:
+        """Connect, learn (or check) the exchange's id, and listen for notices."""
+        options = options or AgentOptions()
+        connection = await NatsConnection.connect(
+            url,
+            name=options.name,
+            inbox_prefix=subjects.inbox_prefix(keys.agent_id),
+            connect_timeout_s=options.connect_timeout_s,
+        )
+        try:
+            info = await _fetch_info(connection, timeout_s=options.request_timeout_s)
+            if options.exchange_id is not None and info.exchange_id != options.exchange_id:
+                raise AgentClientError("the exchange answering is not the pinned one")
+            agent = cls(
+                connection,
+                keys,
+                options=options,
+                exchange_id=info.exchange_id,
+                clock=clock or SystemClock(),
+            )
+            await agent._listen_for_notices()
+        except BaseException:
+            await connection.close()
+            raise
+        return agent
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop serving, let running handlers finish, and disconnect."""
+        if self._state is AgentState.CLOSED:
+            return
+        self._state = AgentState.CLOSED
+        await self._connection.close()
+
+    # --- catalog ---------------------------------------------------------------
+
+    async def advertise(
+        self,
+        capability: str,
+        /,
+        *,
+        description: str,
+        price_millicredits: int,
+        input_schema: dict[str, Any] | None = None,
+        output_schema: dict[str, Any] | None = None,
+        version: str = "1.0.0",
+        active: bool = True,
+    ) -> Listing:
+        reply = await self._request(
+            "catalog.advertise",
+            lambda header: Advertise(
+                header=header,
+                capability=capability,
+                description=description,
+                price_millicredits=price_millicredits,
+                input_schema=input_schema or {},
+                output_schema=output_schema or {},
+                version=version,
+                status="active" if active else "inactive",
+            ),
+        )
+        return _expect(reply, ListingReply).listing
+
+    async def search(
+        self,
+        *,
+        capability: str | None = None,
+        text: str | None = None,
+        price_max_millicredits: int | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> SearchReply:
+        reply = await self._request(
+            "catalog.search",
+            lambda header: SearchCatalog(
+                header=header,
+                capability=capability,
+                text=text,
+                price_max_millicredits=price_max_millicredits,
+                limit=limit,
+                offset=offset,
+            ),
+        )
+        return _expect(reply, SearchReply)
+
+    # --- providing -------------------------------------------------------------
+
+    async def serve(self, capability: str, handler: TaskHandler, /, *, pricing: Pricing) -> None:
+        """Answer RFQs for ``capability`` and run ``handler`` for hired tasks.
+
+        ``handler`` receives the task (decoded JSON) and returns the result
+        (any JSON value); it runs when the exchange says the price is held.
+        """
+        self._check_open()
+        if capability in self._services:
+            raise AgentClientError(f"already serving {capability}")
+        service = _Service(capability, handler, pricing)
+        self._services[capability] = service
+        service.subscription = await self._connection.subscribe(
+            subjects.rfq(capability),
+            self._answer_rfq,
+            concurrency_max=self._options.handler_concurrency_max,
+        )
+
+    async def _answer_rfq(self, message: IncomingMessage) -> None:
+        if not message.reply:
+            return
+        try:
+            opened = verify_request(
+                open_envelope(message.data),
+                subject=message.subject,
+                subject_agent_id=None,
+                clock=self._clock,
+                replay_guard=self._replay_guard,
+            )
+        except SignatureRejected as exc:
+            log.info("ignored an RFQ on %s: %s", message.subject, exc)
+            return
+        rfq = opened.document
+        if not isinstance(rfq, Rfq) or rfq.capability not in self._services:
+            return
+        response = self._quote_or_decline(rfq, self._services[rfq.capability])
+        await self._connection.publish(message.reply, json_encoder.encode(response))
+
+    def _quote_or_decline(self, rfq: Rfq, service: _Service) -> Envelope:
+        pricing = service.pricing
+        price = pricing if isinstance(pricing, int) else pricing(rfq)
+        subject = subjects.rfq(rfq.capability)
+        buyer_id = rfq.header.issuer
+        if price is None or price > rfq.budget_millicredits:
+            reason = "declined by pricing" if price is None else "over the budget"
+            header = self._header(audience=buyer_id, subject=subject, lifetime_s=10)
+            return seal(Decline(header=header, rfq_id=rfq.rfq_id, reason=reason), self._keys)
+        header = self._header(
+            audience=buyer_id, subject=subject, lifetime_s=limits.QUOTE_VALIDITY_DEFAULT_S
+        )
+        quote = Quote(
+            header=header,
+            rfq_id=rfq.rfq_id,
+            capability=rfq.capability,
+            price_millicredits=price,
+            delivery_deadline_ms=header.issued_at_ms + rfq.delivery_within_s * 1000,
+        )
+        return seal(quote, self._keys)
+
+    async def _perform(self, notice: ContractOpenedNotice) -> None:
+        record = self._verify_exchange_document(notice.record, ContractRecord)
+        if record.provider_id != self.agent_id or record.capability not in self._services:
+            log.warning("ignored a contract not meant for this agent: %s", record.contract_id)
+            return
+        task = msgspec.json.decode(notice.task)
+        result = await self._services[record.capability].handler(task)
+        result_bytes = json_encoder.encode(result)
+        await self._request(
+            "contract.deliver",
+            lambda header: Deliver(
+                header=header,
+                contract_id=record.contract_id,
+                result=msgspec.Raw(result_bytes),
+                result_sha256=sha256_hex(result_bytes),
+            ),
+        )
+
+    # --- buying ----------------------------------------------------------------
+
+    async def request_quotes(
+        self,
+        capability: str,
+        task_summary: str,
+        /,
+        *,
+        budget_millicredits: int,
+        delivery_within_s: int = 60,
+        timeout_s: float = limits.QUOTE_COLLECTION_TIMEOUT_DEFAULT_S,
+        quotes_max: int = 10,
+    ) -> list[ReceivedQuote]:
+        """Publish an RFQ and collect valid quotes, cheapest first.
+
+        Collection stops at ``timeout_s`` or after ``quotes_max`` quotes.
+        Declines and quotes that fail verification are logged and left out.
+        """
+        self._check_open()
+        assert 0 < quotes_max <= limits.QUOTES_PER_RFQ_MAX
+        assert 0 < timeout_s <= limits.REQUEST_LIFETIME_MAX_S
+        subject = subjects.rfq(capability)
+        rfq = Rfq(
+            header=self._header(audience=RFQ_AUDIENCE, subject=subject, lifetime_s=timeout_s),
+            rfq_id=new_nonce(),
+            capability=capability,
+            task_summary=task_summary,
+            budget_millicredits=budget_millicredits,
+            delivery_within_s=delivery_within_s,
+        )
+        inbox = self._connection.new_inbox()
+        subscription = await self._connection.subscribe_inbox(inbox)
+        try:
+            await self._connection.publish(
+                subject, json_encoder.encode(seal(rfq, self._keys)), reply=inbox
+            )
+            quotes = await self._collect_quotes(subscription, rfq, timeout_s, quotes_max)
+        finally:
+            await subscription.unsubscribe()
+        return sorted(quotes, key=lambda received: received.price_millicredits)
+
+    async def _collect_quotes(
+        self, subscription: Subscription, rfq: Rfq, timeout_s: float, quotes_max: int
+    ) -> list[ReceivedQuote]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        quotes: dict[str, ReceivedQuote] = {}
+        while len(quotes) < quotes_max and (remaining_s := deadline - loop.time()) > 0:
+            try:
+                msg = await subscription.next_msg(timeout=remaining_s)
+            except TimeoutError:
+                break
+            received = self._check_quote(msg.data, rfq)
+            # One quote per provider: a second one from the same signer
+            # replaces nothing, so a noisy provider cannot crowd others out.
+            if received is not None and received.provider_id not in quotes:
+                quotes[received.provider_id] = received
+        return list(quotes.values())
+
+    def _check_quote(self, data: bytes, rfq: Rfq) -> ReceivedQuote | None:
+        try:
+            opened = open_envelope(data)
+            if isinstance(opened.document, Decline):
+                log.info(
+                    "declined by %s: %s", opened.document.header.issuer, opened.document.reason
+                )
+                return None
+            verified = verify_evidence(
+                opened,
+                expected_type=Quote,
+                audience=self.agent_id,
+                expected_subject=rfq.header.subject,
+                clock=self._clock,
+                lifetime_max_s=limits.QUOTE_VALIDITY_MAX_S,
+            )
+        except SignatureRejected as exc:
+            log.info("ignored a quote: %s", exc)
+            return None
+        quote = verified.document
+        assert isinstance(quote, Quote)
+        if quote.rfq_id != rfq.rfq_id or quote.price_millicredits > rfq.budget_millicredits:
+            log.info("ignored a quote for another RFQ or over the budget")
+            return None
+        return ReceivedQuote(quote, verified.envelope)
+
+    async def hire(self, quote: ReceivedQuote, task: Any, /) -> Contract:
+        """Accept a quote: the exchange holds the price in escrow and opens the contract."""
+        task_bytes = json_encoder.encode(task)
+        if len(task_bytes) > limits.TASK_BYTES_MAX:
+            raise ProtocolError("payload_too_large", f"task over {limits.TASK_BYTES_MAX} B")
+        reply = await self._request(
+            "contract.open",
+            lambda header: OpenContract(
+                header=header, quote=quote.envelope, task=msgspec.Raw(task_bytes)
+            ),
+        )
+        view = _expect(reply, ContractReply).contract
+        return Contract(self, self._verify_exchange_document(view.record, ContractRecord))
+
+    async def wait_delivery(self, contract_id: str, /, *, timeout_s: float = 30.0) -> Delivery:
+        future = self._notices.future_for(self._notices.deliveries, contract_id)
+        try:
+            notice: DeliveredNotice = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError as exc:
+            raise RequestTimeout(f"delivery of {contract_id}", timeout_s) from exc
+        if sha256_hex(notice.result) != notice.result_sha256:
+            raise ProtocolError("hash_mismatch", "the delivered result does not match its hash")
+        del self._notices.deliveries[contract_id]
+        return Delivery(contract_id, msgspec.json.decode(notice.result), notice.result_sha256)
+
+    async def accept_delivery(self, delivery: Delivery, /) -> ContractView:
+        """Accept a delivery: the exchange releases the price to the provider."""
+        reply = await self._request(
+            "contract.accept",
+            lambda header: AcceptDelivery(
+                header=header,
+                contract_id=delivery.contract_id,
+                result_sha256=delivery.result_sha256,
+            ),
+        )
+        return _expect(reply, ContractReply).contract
+
+    async def contract(self, contract_id: str, /) -> ContractView:
+        reply = await self._request(
+            "contract.get", lambda header: GetContract(header=header, contract_id=contract_id)
+        )
+        return _expect(reply, ContractReply).contract
+
+    async def wait_release(self, contract_id: str, /, *, timeout_s: float = 30.0) -> ReleasedNotice:
+        """For providers: wait until the exchange says the contract paid out."""
+        future = self._notices.future_for(self._notices.releases, contract_id)
+        try:
+            notice: ReleasedNotice = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError as exc:
+            raise RequestTimeout(f"release of {contract_id}", timeout_s) from exc
+        del self._notices.releases[contract_id]
+        return notice
+
+    # --- wallet ----------------------------------------------------------------
+
+    async def balance(self) -> BalanceReply:
+        return _expect(await self._request("wallet.balance", _balance_request), BalanceReply)
+
+    async def transactions(
+        self, *, limit: int = 50, before_timestamp_us: int | None = None
+    ) -> list[TransactionEntry]:
+        reply = await self._request(
+            "wallet.transactions",
+            lambda header: ListTransactions(
+                header=header, limit=limit, before_timestamp_us=before_timestamp_us
+            ),
+        )
+        return _expect(reply, TransactionsReply).entries
+
+    async def mint(
+        self, recipient_id: str, amount_millicredits: int, /, *, reason: str
+    ) -> MintReply:
+        """Operator only: grant credits to an agent, with an audit record."""
+        reply = await self._request(
+            "operator.mint",
+            lambda header: Mint(
+                header=header,
+                recipient_id=recipient_id,
+                amount_millicredits=amount_millicredits,
+                reason=reason,
+            ),
+        )
+        return _expect(reply, MintReply)
+
+    # --- plumbing --------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state is AgentState.CLOSED:
+            raise AgentClosed()
+
+    def _header(self, *, audience: str, subject: str, lifetime_s: float) -> Header:
+        return make_header(
+            self._keys, audience=audience, subject=subject, lifetime_s=lifetime_s, clock=self._clock
+        )
+
+    async def _request(self, endpoint: str, build: Callable[[Header], Document]) -> Reply:
+        self._check_open()
+        subject = subjects.exchange_request(self.agent_id, endpoint)
+        timeout_s = self._options.request_timeout_s
+        # The document lives a little longer than the request's timeout, so a
+        # slow but successful exchange does not see it expire mid-flight.
+        header = self._header(audience=EXCHANGE_AUDIENCE, subject=subject, lifetime_s=timeout_s + 5)
+        payload = json_encoder.encode(seal(build(header), self._keys))
+        reply_bytes = await self._connection.request(subject, payload, timeout_s=timeout_s)
+        try:
+            reply = reply_decoder.decode(reply_bytes)
+        except msgspec.DecodeError as exc:
+            raise ProtocolError("malformed", f"the exchange's reply: {exc}") from exc
+        if isinstance(reply, ErrorReply):
+            raise ExchangeError(reply.code, reply.message, contract_id=reply.contract_id)
+        return reply
+
+    def _verify_exchange_document(self, envelope: Envelope, expected: type[_D]) -> _D:
+        verified = verify_evidence(
+            open_envelope_struct(envelope),
+            expected_type=expected,  # type: ignore[arg-type]
+            audience=None,
+            issuer=self.exchange_id,
+            clock=self._clock,
+            lifetime_max_s=limits.CONTRACT_RECORD_LIFETIME_S,
+        )
+        document = verified.document
+        assert isinstance(document, expected)
+        return document
+
+    async def _listen_for_notices(self) -> None:
+        await self._connection.subscribe(
+            subjects.notifications(self.agent_id),
+            self._on_notice,
+            concurrency_max=self._options.handler_concurrency_max,
+        )
+
+    async def _on_notice(self, message: IncomingMessage) -> None:
+        try:
+            opened = verify_request(
+                open_envelope(message.data),
+                subject=message.subject,
+                subject_agent_id=None,
+                clock=self._clock,
+                replay_guard=self._replay_guard,
+            )
+        except SignatureRejected as exc:
+            log.warning("ignored a notice: %s", exc)
+            return
+        notice = opened.document
+        if notice.header.issuer != self.exchange_id:
+            log.warning("ignored a notice not signed by the exchange")
+            return
+        await self._dispatch_notice(notice)
+
+    async def _dispatch_notice(self, notice: Document) -> None:
+        if isinstance(notice, ContractOpenedNotice):
+            await self._perform(notice)
+        elif isinstance(notice, DeliveredNotice):
+            future = self._notices.future_for(self._notices.deliveries, notice.contract_id)
+            if not future.done():
+                future.set_result(notice)
+        elif isinstance(notice, ReleasedNotice):
+            future = self._notices.future_for(self._notices.releases, notice.contract_id)
+            if not future.done():
+                future.set_result(notice)
+
+
+def _balance_request(header: Header) -> Document:
+    return GetBalance(header=header)
+
+
+def _expect(reply: Reply, expected: type[_R]) -> _R:
+    if not isinstance(reply, expected):
+        raise ProtocolError("malformed", f"expected a {expected.__name__} reply")
+    return reply
+
+
+async def _fetch_info(connection: NatsConnection, *, timeout_s: float) -> InfoReply:
+    reply_bytes = await connection.request(subjects.EXCHANGE_INFO, b"", timeout_s=timeout_s)
+    try:
+        reply = reply_decoder.decode(reply_bytes)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("malformed", f"the exchange's info reply: {exc}") from exc
+    return _expect(reply, InfoReply)

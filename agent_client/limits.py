@@ -1,0 +1,59 @@
+"""Every limit the wire protocol depends on, in one place.
+
+Both sides of the protocol read these: a client that stays inside them is
+never rejected for size or time, and the exchange rejects anything outside
+them with a typed error. Their relations are asserted at import time.
+"""
+
+from typing import Final
+
+PROTOCOL_VERSION: Final = 1
+
+# Clocks of agents on different machines disagree a little; a signed document
+# whose issued-at is further than this from the receiver's clock is refused.
+CLOCK_SKEW_MAX_S: Final = 30
+# A request to the exchange is short-lived; bounding its lifetime bounds the
+# replay cache, which must remember a nonce for as long as the document lives.
+REQUEST_LIFETIME_MAX_S: Final = 60
+# Quotes are evidence a buyer may accept a while after receiving them.
+QUOTE_VALIDITY_MAX_S: Final = 3600
+QUOTE_VALIDITY_DEFAULT_S: Final = 60
+# An exchange-signed contract record stays verifiable evidence this long.
+CONTRACT_RECORD_LIFETIME_S: Final = 90 * 24 * 3600
+# The delivery deadline a provider may promise, measured from now.
+DELIVERY_DEADLINE_MAX_S: Final = 7 * 24 * 3600
+
+MESSAGE_BYTES_MAX: Final = 512 * 1024
+TASK_BYTES_MAX: Final = 64 * 1024
+RESULT_BYTES_MAX: Final = 256 * 1024
+TEXT_LENGTH_MAX: Final = 1024
+CAPABILITY_LENGTH_MAX: Final = 64
+SCHEMA_BYTES_MAX: Final = 16 * 1024
+NONCE_BYTES: Final = 16
+
+# One deal's price ceiling in millicredits: a billion credits. It sits far
+# below the ledger's own per-transfer limit so fees can never overflow it.
+PRICE_MILLICREDITS_MAX: Final = 10**12
+MINT_MILLICREDITS_MAX: Final = 10**12
+
+REQUEST_TIMEOUT_DEFAULT_S: Final = 5.0
+REQUEST_TIMEOUT_MAX_S: Final = 60.0
+QUOTE_COLLECTION_TIMEOUT_DEFAULT_S: Final = 1.0
+QUOTES_PER_RFQ_MAX: Final = 100
+SEARCH_PAGE_SIZE_MAX: Final = 100
+SEARCH_OFFSET_MAX: Final = 10_000
+TRANSACTIONS_PAGE_SIZE_MAX: Final = 200
+
+# Replay protection remembers each (issuer, nonce) until the document
+# expires; the cache refuses new entries rather than grow without bound.
+REPLAY_CACHE_ENTRIES_MAX: Final = 1_000_000
+VERIFY_KEY_CACHE_ENTRIES_MAX: Final = 100_000
+# Handlers an agent runs at once (RFQs answered, tasks executed).
+AGENT_HANDLER_CONCURRENCY_MAX: Final = 64
+
+assert TASK_BYTES_MAX < MESSAGE_BYTES_MAX
+assert RESULT_BYTES_MAX * 4 // 3 + TEXT_LENGTH_MAX < MESSAGE_BYTES_MAX  # base64 of a result fits
+assert QUOTE_VALIDITY_DEFAULT_S <= QUOTE_VALIDITY_MAX_S
+assert REQUEST_TIMEOUT_DEFAULT_S <= REQUEST_TIMEOUT_MAX_S <= REQUEST_LIFETIME_MAX_S
+assert CLOCK_SKEW_MAX_S < REQUEST_LIFETIME_MAX_S
+assert DELIVERY_DEADLINE_MAX_S < CONTRACT_RECORD_LIFETIME_S

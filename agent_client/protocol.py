@@ -1,0 +1,395 @@
+"""Wire protocol version 1: every message as a frozen msgspec Struct.
+
+Two families travel on the wire, both as JSON:
+
+* **Signed documents** (:data:`Document`), tagged by ``kind``. Each carries a
+  :class:`Header` (issuer, audience, subject, issued-at, expiry, nonce) and is
+  sent inside an :class:`Envelope` holding the document's exact JSON bytes and
+  an ed25519 signature over those bytes (see :mod:`agent_client.signing`).
+* **Replies** of the exchange (:data:`Reply`), tagged by ``kind``: a result or
+  an :class:`ErrorReply` with a stable :class:`ErrorCode`.
+
+Unknown kinds are rejected; unknown fields are ignored so that later minor
+versions can add fields with defaults. docs/PROTOCOL.md is the reference.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Raw, Struct
+
+from agent_client import limits
+
+__all__ = [
+    "AcceptDelivery",
+    "Advertise",
+    "BalanceReply",
+    "ContractOpenedNotice",
+    "ContractRecord",
+    "ContractReply",
+    "ContractView",
+    "Decline",
+    "Deliver",
+    "DeliveredNotice",
+    "Document",
+    "Envelope",
+    "ErrorCode",
+    "ErrorReply",
+    "GetBalance",
+    "GetContract",
+    "Header",
+    "InfoReply",
+    "ListTransactions",
+    "Listing",
+    "ListingReply",
+    "Mint",
+    "MintReply",
+    "Notice",
+    "OpenContract",
+    "Quote",
+    "ReleasedNotice",
+    "Reply",
+    "Rfq",
+    "SearchCatalog",
+    "SearchReply",
+    "TransactionEntry",
+    "TransactionsReply",
+]
+
+# Constrained scalar types shared by many messages.
+AgentId = Annotated[str, Meta(min_length=56, max_length=56, pattern=r"^U[A-Z2-7]{55}$")]
+Audience = Annotated[str, Meta(min_length=1, max_length=64)]
+Capability = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=limits.CAPABILITY_LENGTH_MAX,
+        pattern=r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$",
+    ),
+]
+Identifier = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Text = Annotated[str, Meta(max_length=limits.TEXT_LENGTH_MAX)]
+Sha256Hex = Annotated[str, Meta(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
+TimestampMs = Annotated[int, Meta(ge=0, le=2**53)]
+PriceMillicredits = Annotated[int, Meta(ge=1, le=limits.PRICE_MILLICREDITS_MAX)]
+MintMillicredits = Annotated[int, Meta(ge=1, le=limits.MINT_MILLICREDITS_MAX)]
+Nonce = Annotated[str, Meta(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Base64Url = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]*$")]
+
+
+class ErrorCode(enum.StrEnum):
+    """Stable error codes; clients branch on these, never on messages."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_KIND = "unknown_kind"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    SUBJECT_MISMATCH = "subject_mismatch"
+    CLOCK_SKEW = "clock_skew"
+    EXPIRED = "expired"
+    LIFETIME_TOO_LONG = "lifetime_too_long"
+    REPLAYED = "replayed"
+    BAD_SIGNATURE = "bad_signature"
+    SIGNER_MISMATCH = "signer_mismatch"
+    WRONG_AUDIENCE = "wrong_audience"
+    WRONG_KIND = "wrong_kind"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    INVALID_REQUEST = "invalid_request"
+    QUOTE_EXPIRED = "quote_expired"
+    QUOTE_ALREADY_ACCEPTED = "quote_already_accepted"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    INVALID_STATE = "invalid_state"
+    HASH_MISMATCH = "hash_mismatch"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+
+class Envelope(Struct, frozen=True):
+    """A signed document: its exact JSON bytes and the signature over them.
+
+    Both fields are unpadded base64url so that the signed bytes survive any
+    JSON re-encoding on the way; the receiver verifies the bytes it decodes
+    from ``doc`` and never re-serialises the document to verify it.
+    """
+
+    doc: Base64Url
+    sig: Base64Url
+
+
+class Header(Struct, frozen=True, kw_only=True):
+    issuer: AgentId
+    audience: Audience
+    subject: Annotated[str, Meta(min_length=1, max_length=256)]
+    issued_at_ms: TimestampMs
+    expires_at_ms: TimestampMs
+    nonce: Nonce
+
+
+class _Signed(Struct, frozen=True, kw_only=True, tag_field="kind"):
+    header: Header
+
+
+# --- Documents signed by agents -------------------------------------------------
+
+
+class Advertise(_Signed, frozen=True, tag="catalog.advertise"):
+    capability: Capability
+    description: Text
+    price_millicredits: PriceMillicredits
+    input_schema: dict[str, Any] = {}
+    output_schema: dict[str, Any] = {}
+    version: Annotated[str, Meta(min_length=1, max_length=32)] = "1.0.0"
+    status: Literal["active", "inactive"] = "active"
+
+
+class SearchCatalog(_Signed, frozen=True, tag="catalog.search"):
+    capability: Capability | None = None
+    text: Annotated[str, Meta(max_length=128)] | None = None
+    price_max_millicredits: PriceMillicredits | None = None
+    limit: Annotated[int, Meta(ge=1, le=limits.SEARCH_PAGE_SIZE_MAX)] = 20
+    offset: Annotated[int, Meta(ge=0, le=limits.SEARCH_OFFSET_MAX)] = 0
+
+
+class Rfq(_Signed, frozen=True, tag="rfq"):
+    rfq_id: Identifier
+    capability: Capability
+    task_summary: Text
+    budget_millicredits: PriceMillicredits
+    delivery_within_s: Annotated[int, Meta(ge=1, le=limits.DELIVERY_DEADLINE_MAX_S)]
+
+
+class Quote(_Signed, frozen=True, tag="quote"):
+    rfq_id: Identifier
+    capability: Capability
+    price_millicredits: PriceMillicredits
+    delivery_deadline_ms: TimestampMs
+    terms: Text = ""
+
+
+class Decline(_Signed, frozen=True, tag="decline"):
+    rfq_id: Identifier
+    reason: Text
+
+
+class OpenContract(_Signed, frozen=True, tag="contract.open"):
+    """The buyer's signed acceptance of one quote, carrying the task."""
+
+    quote: Envelope
+    task: Raw
+
+
+class Deliver(_Signed, frozen=True, tag="contract.deliver"):
+    contract_id: Identifier
+    result: Raw
+    result_sha256: Sha256Hex
+
+
+class AcceptDelivery(_Signed, frozen=True, tag="contract.accept"):
+    contract_id: Identifier
+    result_sha256: Sha256Hex
+
+
+class GetContract(_Signed, frozen=True, tag="contract.get"):
+    contract_id: Identifier
+
+
+class GetBalance(_Signed, frozen=True, tag="wallet.balance"):
+    pass
+
+
+class ListTransactions(_Signed, frozen=True, tag="wallet.transactions"):
+    limit: Annotated[int, Meta(ge=1, le=limits.TRANSACTIONS_PAGE_SIZE_MAX)] = 50
+    before_timestamp_us: Annotated[int, Meta(ge=0)] | None = None
+
+
+class Mint(_Signed, frozen=True, tag="operator.mint"):
+    """Operator-only grant of credits, recorded in the audit log."""
+
+    recipient_id: AgentId
+    amount_millicredits: MintMillicredits
+    reason: Annotated[str, Meta(min_length=1, max_length=limits.TEXT_LENGTH_MAX)]
+
+
+# --- Documents signed by the exchange ---------------------------------------------
+
+
+class ContractRecord(_Signed, frozen=True, tag="contract.record"):
+    """The exchange's statement that a contract is open and its price held.
+
+    Together with the quote and acceptance it names by hash, it is the
+    evidence of the contract that any party can verify.
+    """
+
+    contract_id: Identifier
+    buyer_id: AgentId
+    provider_id: AgentId
+    capability: Capability
+    price_millicredits: PriceMillicredits
+    fee_millicredits: Annotated[int, Meta(ge=0)]
+    delivery_deadline_ms: TimestampMs
+    quote_sha256: Sha256Hex
+    acceptance_sha256: Sha256Hex
+
+
+class ContractOpenedNotice(_Signed, frozen=True, tag="notice.contract_opened"):
+    record: Envelope
+    task: Raw
+
+
+class DeliveredNotice(_Signed, frozen=True, tag="notice.delivered"):
+    contract_id: Identifier
+    result: Raw
+    result_sha256: Sha256Hex
+
+
+class ReleasedNotice(_Signed, frozen=True, tag="notice.released"):
+    contract_id: Identifier
+    price_millicredits: PriceMillicredits
+    fee_millicredits: Annotated[int, Meta(ge=0)]
+    net_millicredits: Annotated[int, Meta(ge=0)]
+
+
+Document = (
+    Advertise
+    | SearchCatalog
+    | Rfq
+    | Quote
+    | Decline
+    | OpenContract
+    | Deliver
+    | AcceptDelivery
+    | GetContract
+    | GetBalance
+    | ListTransactions
+    | Mint
+    | ContractRecord
+    | ContractOpenedNotice
+    | DeliveredNotice
+    | ReleasedNotice
+)
+Notice = ContractOpenedNotice | DeliveredNotice | ReleasedNotice
+
+# --- Replies of the exchange (not signed: see docs/PROTOCOL.md, "Trust") --------
+
+
+class _Reply(Struct, frozen=True, kw_only=True, tag_field="kind"):
+    pass
+
+
+class ErrorReply(_Reply, frozen=True, tag="error"):
+    code: str
+    message: str
+    contract_id: str | None = None
+
+
+class Listing(Struct, frozen=True, kw_only=True):
+    listing_id: str
+    provider_id: str
+    capability: str
+    description: str
+    price_millicredits: int
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    version: str
+    status: str
+    updated_at_ms: int
+
+
+class ListingReply(_Reply, frozen=True, tag="listing"):
+    listing: Listing
+
+
+class SearchReply(_Reply, frozen=True, tag="listings"):
+    listings: list[Listing]
+    offset: int
+    has_more: bool
+
+
+class ContractView(Struct, frozen=True, kw_only=True):
+    contract_id: str
+    state: str
+    buyer_id: str
+    provider_id: str
+    capability: str
+    price_millicredits: int
+    fee_millicredits: int
+    delivery_deadline_ms: int
+    result_sha256: str | None
+    record: Envelope
+    created_at_ms: int
+    updated_at_ms: int
+
+
+class ContractReply(_Reply, frozen=True, tag="contract"):
+    contract: ContractView
+
+
+class BalanceReply(_Reply, frozen=True, tag="balance"):
+    agent_id: str
+    available_millicredits: int
+    held_millicredits: int
+    credits_posted_millicredits: int
+    debits_posted_millicredits: int
+
+
+class TransactionEntry(Struct, frozen=True, kw_only=True):
+    transfer_id: str
+    code: str
+    direction: Literal["in", "out"]
+    amount_millicredits: int
+    counterparty_account_id: str
+    pending: bool
+    contract_id: str
+    timestamp_us: int
+
+
+class TransactionsReply(_Reply, frozen=True, tag="transactions"):
+    entries: list[TransactionEntry]
+
+
+class MintReply(_Reply, frozen=True, tag="minted"):
+    transfer_id: str
+    recipient_id: str
+    amount_millicredits: int
+
+
+class InfoReply(_Reply, frozen=True, tag="info"):
+    exchange_id: str
+    protocol_version: int
+    escrow_fee_bps: int
+    endpoints: list[str]
+
+
+Reply = (
+    ErrorReply
+    | ListingReply
+    | SearchReply
+    | ContractReply
+    | BalanceReply
+    | TransactionsReply
+    | MintReply
+    | InfoReply
+)
+
+# Encoders and decoders are built once: building them is the costly part.
+json_encoder = msgspec.json.Encoder()
+envelope_decoder = msgspec.json.Decoder(Envelope)
+document_decoder: msgspec.json.Decoder[Document] = msgspec.json.Decoder(Document)
+reply_decoder: msgspec.json.Decoder[Reply] = msgspec.json.Decoder(Reply)
+
+
+class KindProbe(Struct, frozen=True):
+    """Decodes only ``kind``, to tell an unknown kind from a malformed one."""
+
+    kind: str = ""
+
+
+kind_probe_decoder = msgspec.json.Decoder(KindProbe)
+DOCUMENT_KINDS: frozenset[str] = frozenset(
+    tag
+    for document_type in Document.__args__
+    if isinstance(tag := document_type.__struct_config__.tag, str)
+)

@@ -1,0 +1,278 @@
+"""Signing and verifying documents: exact bytes, replay window, typed rejections.
+
+A sender encodes a document to JSON once, signs those bytes and ships both in
+an :class:`~agent_client.protocol.Envelope`. A receiver decodes the envelope,
+decodes the document from the signed bytes, and checks, in this order:
+
+1. the document's subject is the one it arrived on (or is expected to bear);
+2. issued-at is within the clock-skew window, expiry is in the future and the
+   lifetime is within the limit for that use;
+3. (issuer, nonce) was not seen within the window;
+4. the signature over the exact bytes, with the issuer's key;
+5. the agent id in the subject (if any) equals the signer.
+
+Each failure raises :class:`~agent_client.errors.SignatureRejected` with a
+stable code. The nonce is remembered only once every check has passed, so a
+forged message can never burn a genuine sender's nonce.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+import nacl.exceptions
+
+from agent_client import limits
+from agent_client.errors import SignatureRejected
+from agent_client.keys import AgentKeys, verify_key_for
+from agent_client.protocol import (
+    DOCUMENT_KINDS,
+    Document,
+    Envelope,
+    ErrorCode,
+    Header,
+    document_decoder,
+    envelope_decoder,
+    json_encoder,
+    kind_probe_decoder,
+)
+
+__all__ = [
+    "Clock",
+    "ReplayGuard",
+    "SystemClock",
+    "VerifiedDocument",
+    "b64decode",
+    "b64encode",
+    "make_header",
+    "new_nonce",
+    "open_envelope",
+    "seal",
+    "sha256_hex",
+    "verify_evidence",
+    "verify_request",
+]
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+def b64encode(data: bytes, /) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64decode(text: str, /) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sha256_hex(data: bytes, /) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def new_nonce() -> str:
+    return b64encode(secrets.token_bytes(limits.NONCE_BYTES))
+
+
+def make_header(
+    keys: AgentKeys,
+    *,
+    audience: str,
+    subject: str,
+    lifetime_s: float,
+    clock: Clock,
+) -> Header:
+    issued_at_ms = clock.now_ms()
+    return Header(
+        issuer=keys.agent_id,
+        audience=audience,
+        subject=subject,
+        issued_at_ms=issued_at_ms,
+        expires_at_ms=issued_at_ms + int(lifetime_s * 1000),
+        nonce=new_nonce(),
+    )
+
+
+def seal(document: Document, keys: AgentKeys, /) -> Envelope:
+    """Sign a document with the issuer's keys; the header must name them."""
+    assert document.header.issuer == keys.agent_id, "a document is signed by its issuer"
+    document_bytes = json_encoder.encode(document)
+    return Envelope(doc=b64encode(document_bytes), sig=b64encode(keys.sign(document_bytes)))
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedDocument:
+    """A decoded document with the exact bytes it was signed as.
+
+    ``verified`` is False until :func:`verify_request` or :func:`verify_evidence`
+    accepted it; code acting on a document must only take verified ones.
+    """
+
+    document: Document
+    document_bytes: bytes
+    signature: bytes
+    envelope: Envelope
+    verified: bool = False
+
+
+def open_envelope(data: bytes, /) -> VerifiedDocument:
+    """Decode an envelope's bytes into a document, without trusting it yet."""
+    if len(data) > limits.MESSAGE_BYTES_MAX:
+        raise SignatureRejected(ErrorCode.PAYLOAD_TOO_LARGE, f"over {limits.MESSAGE_BYTES_MAX} B")
+    try:
+        envelope = envelope_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise SignatureRejected(ErrorCode.MALFORMED, f"not an envelope: {exc}") from exc
+    return open_envelope_struct(envelope)
+
+
+def open_envelope_struct(envelope: Envelope, /) -> VerifiedDocument:
+    try:
+        document_bytes = b64decode(envelope.doc)
+        signature = b64decode(envelope.sig)
+    except ValueError as exc:
+        raise SignatureRejected(ErrorCode.MALFORMED, "envelope fields are not base64url") from exc
+    try:
+        document = document_decoder.decode(document_bytes)
+    except msgspec.DecodeError as exc:
+        raise SignatureRejected(_classify_decode_failure(document_bytes), str(exc)) from exc
+    return VerifiedDocument(document, document_bytes, signature, envelope)
+
+
+def _classify_decode_failure(document_bytes: bytes) -> ErrorCode:
+    try:
+        kind = kind_probe_decoder.decode(document_bytes).kind
+    except msgspec.DecodeError:
+        return ErrorCode.MALFORMED
+    return ErrorCode.MALFORMED if kind in DOCUMENT_KINDS else ErrorCode.UNKNOWN_KIND
+
+
+class ReplayGuard:
+    """Remembers (issuer, nonce) pairs until their document expires.
+
+    Bounded: when full it first forgets expired entries, and if still full it
+    refuses the document (``unavailable``) rather than forget a live nonce,
+    which would reopen the replay window.
+    """
+
+    def __init__(self, *, entries_max: int = limits.REPLAY_CACHE_ENTRIES_MAX) -> None:
+        assert entries_max > 0
+        self._entries_max = entries_max
+        # Insertion order is close to expiry order because lifetimes are
+        # bounded, so purging from the front finds expired entries first.
+        self._expiry_by_key: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._expiry_by_key)
+
+    def seen(self, issuer: str, nonce: str, /) -> bool:
+        return (issuer, nonce) in self._expiry_by_key
+
+    def remember(self, issuer: str, nonce: str, expires_at_ms: int, *, now_ms: int) -> None:
+        if len(self._expiry_by_key) >= self._entries_max:
+            self._purge(now_ms)
+        if len(self._expiry_by_key) >= self._entries_max:
+            raise SignatureRejected(ErrorCode.UNAVAILABLE, "replay cache is full, retry later")
+        self._expiry_by_key[(issuer, nonce)] = expires_at_ms + limits.CLOCK_SKEW_MAX_S * 1000
+
+    def _purge(self, now_ms: int) -> None:
+        while self._expiry_by_key:
+            key, expiry_ms = next(iter(self._expiry_by_key.items()))
+            if expiry_ms > now_ms:
+                return
+            del self._expiry_by_key[key]
+
+
+def verify_request(
+    opened: VerifiedDocument,
+    /,
+    *,
+    subject: str,
+    subject_agent_id: str | None,
+    clock: Clock,
+    replay_guard: ReplayGuard,
+) -> VerifiedDocument:
+    """Run every receiver check on a request that arrived on ``subject``."""
+    header = opened.document.header
+    if header.subject != subject:
+        raise SignatureRejected(ErrorCode.SUBJECT_MISMATCH, f"signed for {header.subject!r}")
+    now_ms = clock.now_ms()
+    _check_times(header, now_ms=now_ms, lifetime_max_s=limits.REQUEST_LIFETIME_MAX_S)
+    if replay_guard.seen(header.issuer, header.nonce):
+        raise SignatureRejected(ErrorCode.REPLAYED, "this nonce was already used")
+    _check_signature(opened)
+    if subject_agent_id is not None and subject_agent_id != header.issuer:
+        raise SignatureRejected(ErrorCode.SIGNER_MISMATCH, "the subject names another agent")
+    replay_guard.remember(header.issuer, header.nonce, header.expires_at_ms, now_ms=now_ms)
+    return _mark_verified(opened)
+
+
+def verify_evidence(
+    opened: VerifiedDocument,
+    /,
+    *,
+    expected_type: type[Document],
+    audience: str | None,
+    clock: Clock,
+    lifetime_max_s: int,
+    expected_subject: str | None = None,
+    issuer: str | None = None,
+) -> VerifiedDocument:
+    """Check a forwarded document (a quote, a record): kind, audience, time, signature.
+
+    Evidence is not nonce-checked here: the exchange makes each quote
+    acceptable once through the contract's unique id instead.
+    """
+    document = opened.document
+    if not isinstance(document, expected_type):
+        raise SignatureRejected(ErrorCode.WRONG_KIND, f"expected a {expected_type.__name__}")
+    header = document.header
+    if expected_subject is not None and header.subject != expected_subject:
+        raise SignatureRejected(ErrorCode.SUBJECT_MISMATCH, f"signed for {header.subject!r}")
+    if audience is not None and header.audience != audience:
+        raise SignatureRejected(ErrorCode.WRONG_AUDIENCE, "addressed to someone else")
+    if issuer is not None and header.issuer != issuer:
+        raise SignatureRejected(ErrorCode.SIGNER_MISMATCH, "signed by an unexpected party")
+    _check_times(header, now_ms=clock.now_ms(), lifetime_max_s=lifetime_max_s)
+    _check_signature(opened)
+    return _mark_verified(opened)
+
+
+def _check_times(header: Header, *, now_ms: int, lifetime_max_s: int) -> None:
+    # A document from the past is fine while it lives: its bounded lifetime
+    # already bounds how old it can be. One from the future means a clock
+    # that is off by more than the window, and is refused.
+    if header.issued_at_ms - now_ms > limits.CLOCK_SKEW_MAX_S * 1000:
+        raise SignatureRejected(ErrorCode.CLOCK_SKEW, "issued in the future")
+    if header.expires_at_ms <= now_ms:
+        raise SignatureRejected(ErrorCode.EXPIRED, "the document has expired")
+    if header.expires_at_ms - header.issued_at_ms > lifetime_max_s * 1000:
+        raise SignatureRejected(ErrorCode.LIFETIME_TOO_LONG, f"lifetime over {lifetime_max_s} s")
+
+
+def _check_signature(opened: VerifiedDocument) -> None:
+    verify_key = verify_key_for(opened.document.header.issuer)
+    if verify_key is None:
+        raise SignatureRejected(ErrorCode.BAD_SIGNATURE, "the issuer is not an agent id")
+    try:
+        verify_key.verify(opened.document_bytes, opened.signature)
+    except (nacl.exceptions.BadSignatureError, ValueError) as exc:
+        raise SignatureRejected(ErrorCode.BAD_SIGNATURE, "the signature does not verify") from exc
+
+
+def _mark_verified(opened: VerifiedDocument) -> VerifiedDocument:
+    return VerifiedDocument(
+        opened.document, opened.document_bytes, opened.signature, opened.envelope, verified=True
+    )
