@@ -1,0 +1,22 @@
+"""The exchange: catalog, contract lifecycle and escrow settlement over NATS.
+
+Layers, from the edge in: ``endpoints`` (NATS micro service: decode, verify,
+map errors) → ``service`` (use cases in one transaction each) → ``contracts``
+(pure lifecycle rules) and ``repository`` (the only SQL). ``app`` wires one
+worker; ``stack`` runs the embedded set-up; ``cli`` is the ``agentx`` command.
+"""
+
+from exchange.app import ExchangeConfig, ExchangeWorker, migrate_database
+from exchange.errors import ExchangeError
+from exchange.invariants import check_exchange_invariants
+from exchange.stack import EmbeddedStack, StackConfig
+
+__all__ = [
+    "EmbeddedStack",
+    "ExchangeConfig",
+    "ExchangeError",
+    "ExchangeWorker",
+    "StackConfig",
+    "check_exchange_invariants",
+    "migrate_database",
+]

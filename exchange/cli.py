@@ -1,0 +1,142 @@
+"""The ``agentx`` command: keys, the embedded stack, the demo, operator mints.
+
+::
+
+    agentx keys new [--out FILE]           write a new agent seed (0600), print its id
+    agentx up [--data-dir DIR] [--port N]  run NATS + ledger + exchange until Ctrl-C
+    agentx demo [--agents N] [--deals N]   agents trade; exit 0 only if all settle
+    agentx mint AGENT_ID CREDITS --reason TEXT [--url URL] [--key FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from agent_client import Agent, AgentClientError, AgentKeys, KeyFileError
+from exchange.demo import DemoOptions, run_demo
+from exchange.stack import EmbeddedStack, StackConfig
+from wallet import MILLICREDITS_PER_CREDIT
+
+__all__ = ["main"]
+
+DEFAULT_DATA_DIR = Path("var/agentx")
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if arguments.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    command = arguments.command
+    try:
+        if command == "keys":
+            return _keys_new(arguments.out)
+        if command == "up":
+            return asyncio.run(_up(arguments.data_dir, arguments.port))
+        if command == "demo":
+            return _demo(arguments)
+        if command == "mint":
+            return asyncio.run(_mint(arguments))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (KeyFileError, AgentClientError) as exc:
+        print(f"agentx: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    raise AssertionError(f"unhandled command {command}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentx", description="Agent Exchange")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    keys = commands.add_parser("keys", help="manage agent keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    keys_new = keys_commands.add_parser("new", help="write a new seed file and print the id")
+    keys_new.add_argument("--out", type=Path, default=Path("agent.seed"), help="seed file")
+
+    up = commands.add_parser("up", help="run the exchange on embedded NATS + SQLite")
+    up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    up.add_argument("--port", type=int, default=4222, help="NATS port (0: any free port)")
+
+    demo = commands.add_parser("demo", help="run demo agents that trade, then check the ledger")
+    demo.add_argument("--agents", type=int, default=DemoOptions.agents)
+    demo.add_argument("--deals", type=int, default=DemoOptions.deals)
+    demo.add_argument("--concurrency", type=int, default=DemoOptions.concurrency)
+    demo.add_argument("--data-dir", type=Path, default=None, help="keep the state here")
+
+    mint = commands.add_parser("mint", help="operator: grant credits to an agent")
+    mint.add_argument("agent_id")
+    mint.add_argument("credits", type=int)
+    mint.add_argument("--reason", required=True)
+    mint.add_argument("--url", default="nats://127.0.0.1:4222")
+    mint.add_argument("--key", type=Path, default=DEFAULT_DATA_DIR / "operator.seed")
+    return parser
+
+
+def _keys_new(out: Path) -> int:
+    keys = AgentKeys.generate()
+    keys.save(out)
+    print(keys.agent_id)
+    print(f"seed written to {out} (mode 0600); keep it secret", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _up(data_dir: Path, port: int) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    async with EmbeddedStack(StackConfig(data_dir=data_dir, nats_port=port)) as stack:
+        print(f"NATS:        {stack.nats_url}")
+        print(f"data dir:    {data_dir.resolve()}")
+        print(f"database:    {stack.database_url}")
+        print(f"exchange id: {stack.exchange_keys.agent_id}")
+        print(f"operator:    {stack.operator_keys.agent_id} (seed {data_dir / 'operator.seed'})")
+        print("running; press Ctrl-C to stop", flush=True)
+        await stop.wait()
+    print("stopped")
+    return EXIT_OK
+
+
+def _demo(arguments: argparse.Namespace) -> int:
+    options = DemoOptions(
+        agents=arguments.agents,
+        deals=arguments.deals,
+        data_dir=arguments.data_dir,
+        concurrency=arguments.concurrency,
+    )
+    problem = options.check()
+    if problem is not None:
+        print(f"agentx demo: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    succeeded = asyncio.run(run_demo(options, say=lambda line: print(line, flush=True)))
+    return EXIT_OK if succeeded else EXIT_FAILED
+
+
+async def _mint(arguments: argparse.Namespace) -> int:
+    if not 1 <= arguments.credits <= 1_000_000_000:
+        print("agentx mint: credits must be between 1 and 1,000,000,000", file=sys.stderr)
+        return EXIT_USAGE
+    operator = await Agent.connect(arguments.url, AgentKeys.load(arguments.key))
+    async with operator:
+        reply = await operator.mint(
+            arguments.agent_id,
+            arguments.credits * MILLICREDITS_PER_CREDIT,
+            reason=arguments.reason,
+        )
+    print(f"minted {arguments.credits} credits to {reply.recipient_id} ({reply.transfer_id})")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

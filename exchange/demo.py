@@ -1,0 +1,241 @@
+"""``agentx demo``: agents trade on the embedded stack and the ledger is checked.
+
+Half the agents (at least one) are providers, each serving one of a few small
+capabilities at its own price; the rest are buyers, funded by an operator
+mint. Each deal: the buyer sends an RFQ, collects quotes, hires the cheapest,
+receives and checks the result, accepts it, and the escrow releases the price
+(minus the fee) to the provider. At the end every balance is printed and the
+ledger invariants are checked; the demo succeeds only if every deal settled
+and the books balance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent_client import Agent, AgentClientError, AgentKeys
+from exchange.invariants import check_exchange_invariants
+from exchange.ledger_accounts import ESCROW_ACCOUNT_ID, REVENUE_ACCOUNT_ID
+from exchange.stack import EmbeddedStack, StackConfig
+from wallet import MILLICREDITS_PER_CREDIT, InvariantViolation, SqlLedger
+
+__all__ = ["DemoOptions", "run_demo"]
+
+AGENTS_MAX = 200
+DEALS_MAX = 100_000
+BUYER_GRANT_MILLICREDITS = 1_000 * MILLICREDITS_PER_CREDIT
+QUOTE_TIMEOUT_S = 2.0
+DELIVERY_TIMEOUT_S = 10.0
+
+Say = Callable[[str], None]
+
+
+async def _upper(task: Any) -> Any:
+    return {"text": str(task.get("text", "")).upper()}
+
+
+async def _reverse(task: Any) -> Any:
+    return {"text": str(task.get("text", ""))[::-1]}
+
+
+async def _word_count(task: Any) -> Any:
+    return {"words": len(str(task.get("text", "")).split())}
+
+
+@dataclass(frozen=True, slots=True)
+class DemoService:
+    capability: str
+    description: str
+    base_price_millicredits: int
+    handler: Callable[[Any], Awaitable[Any]]
+    sample_task: dict[str, Any]
+
+
+SERVICES = (
+    DemoService("text.upper", "Upper-cases text", 2_000, _upper, {"text": "hello agents"}),
+    DemoService("text.reverse", "Reverses text", 1_500, _reverse, {"text": "stressed"}),
+    DemoService("text.wordcount", "Counts words", 1_000, _word_count, {"text": "one two three"}),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    agents: int = 4
+    deals: int = 6
+    data_dir: Path | None = None
+    # Deals run this many at a time; 1 keeps the story easy to read.
+    concurrency: int = 1
+
+    def check(self) -> str | None:
+        if not 2 <= self.agents <= AGENTS_MAX:
+            return f"--agents must be between 2 and {AGENTS_MAX}"
+        if not 1 <= self.deals <= DEALS_MAX:
+            return f"--deals must be between 1 and {DEALS_MAX}"
+        if not 1 <= self.concurrency <= 256:
+            return "--concurrency must be between 1 and 256"
+        return None
+
+
+def credits(amount_millicredits: int, /) -> str:
+    whole, fraction = divmod(amount_millicredits, MILLICREDITS_PER_CREDIT)
+    return f"{whole}.{fraction:03d} cr"
+
+
+async def run_demo(options: DemoOptions, /, *, say: Say = print) -> bool:
+    """Run the demo; True only if every deal settled and the ledger balances."""
+    with _data_dir(options.data_dir) as data_dir:
+        async with EmbeddedStack(StackConfig(data_dir=data_dir)) as stack:
+            say(f"NATS {stack.nats_url}, data in {data_dir}, exchange {stack.exchange_keys.agent_id}")
+            return await _trade(stack, options, say)
+
+
+@contextlib.contextmanager
+def _data_dir(path: Path | None) -> Iterator[Path]:
+    if path is not None:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="agentx-demo-") as temporary:
+        yield Path(temporary)
+
+
+async def _trade(stack: EmbeddedStack, options: DemoOptions, say: Say) -> bool:
+    provider_count = max(1, options.agents // 2)
+    agents = [
+        await Agent.connect(stack.nats_url, AgentKeys.generate())
+        for _ in range(options.agents)
+    ]
+    operator = await Agent.connect(stack.nats_url, stack.operator_keys)
+    try:
+        providers, buyers = agents[:provider_count], agents[provider_count:]
+        names = {agent.agent_id: f"provider-{i + 1}" for i, agent in enumerate(providers)}
+        names |= {agent.agent_id: f"buyer-{i + 1}" for i, agent in enumerate(buyers)}
+        offered = await _open_shops(providers, names, say)
+        for buyer in buyers:
+            await operator.mint(buyer.agent_id, BUYER_GRANT_MILLICREDITS, reason="demo grant")
+            say(f"operator minted {credits(BUYER_GRANT_MILLICREDITS)} to {names[buyer.agent_id]}")
+        settled = await _run_deals(buyers, offered, names, options, say)
+        return await _report(stack, agents, names, settled, options.deals, say)
+    finally:
+        for agent in [*agents, operator]:
+            await agent.close()
+
+
+async def _open_shops(
+    providers: list[Agent], names: dict[str, str], say: Say
+) -> dict[str, tuple[DemoService, int]]:
+    """Each provider serves one service; returns capability -> (service, provider count)."""
+    offered: dict[str, tuple[DemoService, int]] = {}
+    for index, provider in enumerate(providers):
+        service = SERVICES[index % len(SERVICES)]
+        price = service.base_price_millicredits + 250 * (index // len(SERVICES))
+        await provider.advertise(
+            service.capability, description=service.description, price_millicredits=price
+        )
+        await provider.serve(service.capability, service.handler, pricing=price)
+        previous = offered.get(service.capability, (service, 0))[1]
+        offered[service.capability] = (service, previous + 1)
+        say(f"{names[provider.agent_id]} offers {service.capability} at {credits(price)}")
+    return offered
+
+
+async def _run_deals(
+    buyers: list[Agent],
+    offered: dict[str, tuple[DemoService, int]],
+    names: dict[str, str],
+    options: DemoOptions,
+    say: Say,
+) -> int:
+    capabilities = sorted(offered)
+    slots = asyncio.Semaphore(options.concurrency)
+
+    async def one(number: int) -> bool:
+        async with slots:
+            service, provider_count = offered[capabilities[number % len(capabilities)]]
+            buyer = buyers[number % len(buyers)]
+            return await _deal(number + 1, buyer, service, provider_count, names, say)
+
+    results = await asyncio.gather(*(one(number) for number in range(options.deals)))
+    return sum(results)
+
+
+async def _deal(
+    number: int,
+    buyer: Agent,
+    service: DemoService,
+    provider_count: int,
+    names: dict[str, str],
+    say: Say,
+) -> bool:
+    tag = f"deal {number}:"
+    buyer_name = names[buyer.agent_id]
+    try:
+        say(f"{tag} {buyer_name} asks for {service.capability} {service.sample_task}")
+        quotes = await buyer.request_quotes(
+            service.capability,
+            service.description,
+            budget_millicredits=10 * service.base_price_millicredits,
+            timeout_s=QUOTE_TIMEOUT_S,
+            quotes_max=provider_count,
+        )
+        if not quotes:
+            say(f"{tag} no quotes arrived")
+            return False
+        offers = ", ".join(f"{names[q.provider_id]} {credits(q.price_millicredits)}" for q in quotes)
+        say(f"{tag} quotes: {offers}")
+        best = quotes[0]
+        contract = await buyer.hire(best, service.sample_task)
+        say(
+            f"{tag} agreed {credits(contract.price_millicredits)} with {names[best.provider_id]}; "
+            f"escrow locked, contract {contract.contract_id}"
+        )
+        delivery = await contract.wait_delivery(timeout_s=DELIVERY_TIMEOUT_S)
+        say(f"{tag} delivered {delivery.result} (sha256 {delivery.result_sha256[:12]}…)")
+        view = await contract.accept_delivery(delivery)
+        net = view.price_millicredits - view.fee_millicredits
+        say(
+            f"{tag} released: {names[best.provider_id]} gets {credits(net)}, "
+            f"platform fee {credits(view.fee_millicredits)}"
+        )
+        return view.state == "released"
+    except AgentClientError as exc:
+        say(f"{tag} FAILED: {exc}")
+        return False
+
+
+async def _report(
+    stack: EmbeddedStack,
+    agents: list[Agent],
+    names: dict[str, str],
+    settled: int,
+    deals: int,
+    say: Say,
+) -> bool:
+    say("balances after trading:")
+    for agent in agents:
+        balance = await agent.balance()
+        say(
+            f"  {names[agent.agent_id]:<12} available {credits(balance.available_millicredits)}"
+            f", held {credits(balance.held_millicredits)}"
+        )
+    platform = await SqlLedger(stack.worker.engine).lookup_accounts(
+        [REVENUE_ACCOUNT_ID, ESCROW_ACCOUNT_ID]
+    )
+    revenue = platform[REVENUE_ACCOUNT_ID]
+    escrow = platform[ESCROW_ACCOUNT_ID]
+    say(f"  platform revenue {credits(revenue.credits_posted - revenue.debits_posted)}")
+    say(f"  escrow still held {credits(escrow.credits_pending)}")
+    try:
+        await check_exchange_invariants(stack.worker.engine)
+        say("ledger invariants: OK (debits equal credits, totals match transfers, none overdrawn)")
+        books_balance = True
+    except InvariantViolation as exc:
+        say(f"ledger invariants: VIOLATED: {exc}")
+        books_balance = False
+    say(f"{settled} of {deals} deals settled")
+    return books_balance and settled == deals

@@ -1,0 +1,227 @@
+"""The exchange's NATS endpoints: decode, verify, call the service, map errors.
+
+Every worker serves every endpoint in one queue group, as a NATS micro
+service (so ``$SRV.PING``, ``$SRV.INFO`` and ``$SRV.STATS`` work for free).
+A handler never lets an exception escape: each request gets either a result
+or an :class:`~agent_client.protocol.ErrorReply` with a stable code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats.micro
+from nats.aio.client import Client
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from agent_client import subjects
+from agent_client.errors import SignatureRejected
+from agent_client.limits import PROTOCOL_VERSION
+from agent_client.protocol import (
+    AcceptDelivery,
+    Advertise,
+    ContractReply,
+    Deliver,
+    Envelope,
+    ErrorCode,
+    ErrorReply,
+    GetBalance,
+    GetContract,
+    InfoReply,
+    ListingReply,
+    ListTransactions,
+    Mint,
+    OpenContract,
+    Reply,
+    SearchCatalog,
+    TransactionsReply,
+    json_encoder,
+)
+from agent_client.signing import Clock, ReplayGuard, VerifiedDocument, open_envelope, verify_request
+from exchange.errors import ExchangeError
+from exchange.limits import REQUEST_CONCURRENCY_MAX
+from exchange.service import ExchangeService
+from wallet import WalletError
+
+__all__ = ["ExchangeEndpoints", "NatsNoticePublisher"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "agentx-exchange"
+SERVICE_VERSION = "0.1.0"
+EXCHANGE_AUDIENCE = "exchange"
+
+UseCase = Callable[[str, VerifiedDocument], Awaitable[Reply]]
+
+
+class NatsNoticePublisher:
+    def __init__(self, client: Client, /) -> None:
+        self._client = client
+
+    async def publish_notice(self, subject: str, envelope: Envelope, /) -> None:
+        await self._client.publish(subject, json_encoder.encode(envelope))
+
+
+class ExchangeEndpoints:
+    """Binds the service's use cases to NATS subjects."""
+
+    def __init__(
+        self,
+        client: Client,
+        service: ExchangeService,
+        /,
+        *,
+        clock: Clock,
+        escrow_fee_bps: int,
+        concurrency_max: int = REQUEST_CONCURRENCY_MAX,
+    ) -> None:
+        self._client = client
+        self._service = service
+        self._clock = clock
+        self._replay_guard = ReplayGuard()
+        self._slots = asyncio.Semaphore(concurrency_max)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._micro: Service | None = None
+        self._info = json_encoder.encode(
+            InfoReply(
+                exchange_id=service.exchange_id,
+                protocol_version=PROTOCOL_VERSION,
+                escrow_fee_bps=escrow_fee_bps,
+                endpoints=list(subjects.EXCHANGE_ENDPOINTS),
+            )
+        )
+        self._routes: dict[str, tuple[type[Any], UseCase]] = {
+            "catalog.advertise": (Advertise, self._advertise),
+            "catalog.search": (SearchCatalog, self._search),
+            "contract.open": (OpenContract, self._open_contract),
+            "contract.deliver": (Deliver, self._deliver),
+            "contract.accept": (AcceptDelivery, self._accept_delivery),
+            "contract.get": (GetContract, self._get_contract),
+            "wallet.balance": (GetBalance, self._balance),
+            "wallet.transactions": (ListTransactions, self._transactions),
+            "operator.mint": (Mint, self._mint),
+        }
+        assert set(self._routes) == set(subjects.EXCHANGE_ENDPOINTS)
+
+    async def start(self) -> None:
+        self._micro = await nats.micro.add_service(
+            self._client,
+            name=SERVICE_NAME,
+            version=SERVICE_VERSION,
+            description="Agent Exchange: catalog, contracts, escrow, wallets",
+            queue_group=subjects.EXCHANGE_QUEUE_GROUP,
+        )
+        await self._micro.add_endpoint(
+            name="info", subject=subjects.EXCHANGE_INFO, handler=self._answer_info
+        )
+        for endpoint in self._routes:
+            await self._micro.add_endpoint(
+                name=endpoint.replace(".", "-"),
+                subject=subjects.exchange_request_wildcard(endpoint),
+                handler=self._dispatcher(endpoint),
+            )
+
+    async def stop(self) -> None:
+        if self._micro is not None:
+            await self._micro.stop()
+            self._micro = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _answer_info(self, request: Request) -> None:
+        await request.respond(self._info)
+
+    def _dispatcher(self, endpoint: str) -> Callable[[Request], Awaitable[None]]:
+        # nats-py runs one subscription's callbacks one at a time; handing each
+        # request to a task (bounded by the semaphore) lets slow database work
+        # overlap instead of queueing behind one another.
+        async def dispatch(request: Request) -> None:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._handle(endpoint, request))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return dispatch
+
+    async def _handle(self, endpoint: str, request: Request) -> None:
+        try:
+            reply = await self._reply_for(endpoint, request.subject, request.data)
+            await request.respond(json_encoder.encode(reply))
+        except Exception:
+            log.exception("could not answer a request on %s", request.subject)
+        finally:
+            self._slots.release()
+
+    async def _reply_for(self, endpoint: str, subject: str, data: bytes) -> Reply:
+        expected_type, use_case = self._routes[endpoint]
+        try:
+            verified = verify_request(
+                open_envelope(data),
+                subject=subject,
+                subject_agent_id=subjects.agent_id_in_request_subject(subject),
+                clock=self._clock,
+                replay_guard=self._replay_guard,
+            )
+            document = verified.document
+            if not isinstance(document, expected_type):
+                return _error(ErrorCode.WRONG_KIND, f"{endpoint} takes {expected_type.__name__}")
+            if document.header.audience != EXCHANGE_AUDIENCE:
+                return _error(ErrorCode.WRONG_AUDIENCE, "requests are addressed to 'exchange'")
+            return await use_case(document.header.issuer, verified)
+        except SignatureRejected as exc:
+            return _error(ErrorCode(exc.code), exc.message)
+        except ExchangeError as exc:
+            return ErrorReply(code=exc.code.value, message=exc.message, contract_id=exc.contract_id)
+        except WalletError as exc:
+            log.warning("ledger error on %s: %s", subject, exc)
+            return _error(ErrorCode.UNAVAILABLE, "the ledger is unavailable, retry later")
+        except Exception:
+            log.exception("internal error on %s", subject)
+            return _error(ErrorCode.INTERNAL, "internal error")
+
+    # Each use case below only unpacks the verified document for the service.
+
+    async def _advertise(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, Advertise)
+        return ListingReply(listing=await self._service.advertise(signer, verified.document))
+
+    async def _search(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, SearchCatalog)
+        return await self._service.search(verified.document)
+
+    async def _open_contract(self, signer: str, verified: VerifiedDocument) -> Reply:
+        return ContractReply(contract=await self._service.open_contract(signer, verified))
+
+    async def _deliver(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, Deliver)
+        return ContractReply(contract=await self._service.deliver(signer, verified.document))
+
+    async def _accept_delivery(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, AcceptDelivery)
+        contract = await self._service.accept_delivery(signer, verified.document)
+        return ContractReply(contract=contract)
+
+    async def _get_contract(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, GetContract)
+        contract = await self._service.get_contract(signer, verified.document.contract_id)
+        return ContractReply(contract=contract)
+
+    async def _balance(self, signer: str, verified: VerifiedDocument) -> Reply:
+        return await self._service.balance(signer)
+
+    async def _transactions(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, ListTransactions)
+        entries = await self._service.transactions(signer, verified.document)
+        return TransactionsReply(entries=entries)
+
+    async def _mint(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, Mint)
+        return await self._service.mint(signer, verified.document)
+
+
+def _error(code: ErrorCode, message: str) -> ErrorReply:
+    return ErrorReply(code=code.value, message=message)

@@ -1,0 +1,92 @@
+"""Exchange tables: listings, contracts, operator audit.
+
+Revision ID: exchange_0001
+Revises:
+Create Date: 2026-11-21
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "exchange_0001"
+down_revision = None
+branch_labels = ("exchange",)
+depends_on = None
+
+_CONTRACT_STATES = "('open', 'delivered', 'released', 'refunded')"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "exchange_listings",
+        sa.Column("listing_id", sa.Text, primary_key=True),
+        sa.Column("provider_id", sa.Text, nullable=False),
+        sa.Column("capability", sa.Text, nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("price_millicredits", sa.BigInteger, nullable=False),
+        sa.Column("input_schema", sa.Text, nullable=False),
+        sa.Column("output_schema", sa.Text, nullable=False),
+        sa.Column("version", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("created_at_ms", sa.BigInteger, nullable=False),
+        sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
+        sa.CheckConstraint("price_millicredits > 0", name="listing_price_positive"),
+        sa.CheckConstraint("status IN ('active', 'inactive')", name="listing_status_known"),
+        sa.UniqueConstraint("provider_id", "capability", name="listing_one_per_capability"),
+    )
+    op.create_index(
+        "exchange_listings_by_capability",
+        "exchange_listings",
+        ["capability", "status", "price_millicredits"],
+    )
+    op.create_table(
+        "exchange_contracts",
+        sa.Column("contract_id", sa.Text, primary_key=True),
+        sa.Column("buyer_id", sa.Text, nullable=False),
+        sa.Column("provider_id", sa.Text, nullable=False),
+        sa.Column("capability", sa.Text, nullable=False),
+        sa.Column("state", sa.Text, nullable=False),
+        sa.Column("price_millicredits", sa.BigInteger, nullable=False),
+        sa.Column("fee_millicredits", sa.BigInteger, nullable=False),
+        sa.Column("net_millicredits", sa.BigInteger, nullable=True),
+        sa.Column("delivery_deadline_ms", sa.BigInteger, nullable=False),
+        sa.Column("quote_envelope", sa.Text, nullable=False),
+        sa.Column("acceptance_envelope", sa.Text, nullable=False),
+        sa.Column("record_envelope", sa.Text, nullable=False),
+        sa.Column("task", sa.Text, nullable=False),
+        sa.Column("result", sa.Text, nullable=True),
+        sa.Column("result_sha256", sa.Text, nullable=True),
+        sa.Column("created_at_ms", sa.BigInteger, nullable=False),
+        sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
+        sa.CheckConstraint("price_millicredits > 0", name="contract_price_positive"),
+        sa.CheckConstraint(
+            "fee_millicredits >= 0 AND fee_millicredits <= price_millicredits",
+            name="contract_fee_within_price",
+        ),
+        sa.CheckConstraint(f"state IN {_CONTRACT_STATES}", name="contract_state_known"),
+        sa.CheckConstraint(
+            "state <> 'released' OR net_millicredits + fee_millicredits = price_millicredits",
+            name="contract_release_adds_up",
+        ),
+        sa.CheckConstraint("buyer_id <> provider_id", name="contract_not_self_dealt"),
+    )
+    op.create_index("exchange_contracts_by_buyer", "exchange_contracts", ["buyer_id"])
+    op.create_index("exchange_contracts_by_provider", "exchange_contracts", ["provider_id"])
+    op.create_index("exchange_contracts_by_state", "exchange_contracts", ["state"])
+    op.create_table(
+        "exchange_operator_audit",
+        sa.Column("audit_id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("operator_id", sa.Text, nullable=False),
+        sa.Column("action", sa.Text, nullable=False),
+        sa.Column("subject_id", sa.Text, nullable=False),
+        sa.Column("amount_millicredits", sa.BigInteger, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("transfer_id", sa.Text, nullable=False, unique=True),
+        sa.Column("at_ms", sa.BigInteger, nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("exchange_operator_audit")
+    op.drop_table("exchange_contracts")
+    op.drop_table("exchange_listings")

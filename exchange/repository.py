@@ -1,0 +1,186 @@
+"""The exchange's SQL: listings, contracts and the operator audit log.
+
+Every function takes the connection of an already-begun transaction, so the
+service layer decides what is atomic (a contract and its escrow hold are
+written in the same transaction). Nothing outside this module writes SQL
+for the exchange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from exchange.contracts import ContractRow, ContractState
+from exchange.errors import ErrorCode, ExchangeError
+from exchange.schema import contracts, listings, operator_audit
+
+__all__ = [
+    "SearchQuery",
+    "add_audit_record",
+    "get_contract",
+    "get_listing",
+    "insert_contract",
+    "open_escrow_total",
+    "search_listings",
+    "transition_contract",
+    "upsert_listing",
+]
+
+
+async def upsert_listing(connection: AsyncConnection, values: Mapping[str, Any], /) -> None:
+    """Insert a provider's listing for a capability, or replace its fields."""
+    existing = await connection.execute(
+        sa.select(listings.c.created_at_ms).where(
+            listings.c.listing_id == values["listing_id"]
+        )
+    )
+    created_at_ms = existing.scalar_one_or_none()
+    if created_at_ms is None:
+        await connection.execute(listings.insert().values(**values))
+        return
+    changes = {key: value for key, value in values.items() if key != "created_at_ms"}
+    await connection.execute(
+        listings.update().where(listings.c.listing_id == values["listing_id"]).values(**changes)
+    )
+
+
+async def get_listing(connection: AsyncConnection, listing_id: str, /) -> dict[str, Any] | None:
+    row = (
+        await connection.execute(sa.select(listings).where(listings.c.listing_id == listing_id))
+    ).mappings().one_or_none()
+    return dict(row) if row is not None else None
+
+
+class SearchQuery:
+    __slots__ = ("capability", "limit", "offset", "price_max_millicredits", "text")
+
+    def __init__(
+        self,
+        *,
+        capability: str | None,
+        text: str | None,
+        price_max_millicredits: int | None,
+        limit: int,
+        offset: int,
+    ) -> None:
+        self.capability = capability
+        self.text = text
+        self.price_max_millicredits = price_max_millicredits
+        self.limit = limit
+        self.offset = offset
+
+
+async def search_listings(
+    connection: AsyncConnection, query: SearchQuery, /
+) -> tuple[list[dict[str, Any]], bool]:
+    """Active listings matching the query, cheapest first; and whether more follow."""
+    statement = sa.select(listings).where(listings.c.status == "active")
+    if query.capability is not None:
+        statement = statement.where(listings.c.capability == query.capability)
+    if query.price_max_millicredits is not None:
+        statement = statement.where(listings.c.price_millicredits <= query.price_max_millicredits)
+    if query.text:
+        pattern = "%" + _escape_like(query.text.lower()) + "%"
+        statement = statement.where(
+            sa.or_(
+                sa.func.lower(listings.c.description).like(pattern, escape="\\"),
+                listings.c.capability.like(pattern, escape="\\"),
+            )
+        )
+    statement = (
+        statement.order_by(listings.c.price_millicredits, listings.c.listing_id)
+        .limit(query.limit + 1)
+        .offset(query.offset)
+    )
+    rows = [dict(row) for row in (await connection.execute(statement)).mappings()]
+    return rows[: query.limit], len(rows) > query.limit
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def insert_contract(connection: AsyncConnection, contract: ContractRow, /) -> None:
+    values = {field: getattr(contract, field) for field in ContractRow.__slots__}
+    values["state"] = contract.state.value
+    # The service checks first; this catches the race where two acceptances
+    # of one quote pass that check at once. The caller's transaction then
+    # rolls back whole, escrow hold included.
+    try:
+        await connection.execute(contracts.insert().values(**values))
+    except IntegrityError as exc:
+        raise ExchangeError(
+            ErrorCode.QUOTE_ALREADY_ACCEPTED,
+            "this quote was already accepted",
+            contract_id=contract.contract_id,
+        ) from exc
+
+
+async def get_contract(connection: AsyncConnection, contract_id: str, /) -> ContractRow | None:
+    row = (
+        await connection.execute(sa.select(contracts).where(contracts.c.contract_id == contract_id))
+    ).mappings().one_or_none()
+    if row is None:
+        return None
+    values = dict(row)
+    values["state"] = ContractState(values["state"])
+    return ContractRow(**values)
+
+
+async def transition_contract(
+    connection: AsyncConnection,
+    contract_id: str,
+    /,
+    *,
+    from_state: ContractState,
+    to_state: ContractState,
+    changes: Mapping[str, Any],
+) -> None:
+    """Move a contract from one state to the next, exactly once.
+
+    The state check sits in the UPDATE itself, so of two racing transitions
+    only the first to commit matches a row; the other is refused.
+    """
+    result = await connection.execute(
+        contracts.update()
+        .where(contracts.c.contract_id == contract_id, contracts.c.state == from_state.value)
+        .values(state=to_state.value, **changes)
+    )
+    if result.rowcount != 1:
+        raise ExchangeError(
+            ErrorCode.INVALID_STATE,
+            f"the contract is no longer {from_state.value}",
+            contract_id=contract_id,
+        )
+
+
+async def open_escrow_total(connection: AsyncConnection, /) -> int:
+    """The prices of all contracts whose escrow hold is still pending."""
+    held_states = [ContractState.OPEN.value, ContractState.DELIVERED.value]
+    total = await connection.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(contracts.c.price_millicredits), 0)).where(
+            contracts.c.state.in_(held_states)
+        )
+    )
+    return int(total.scalar_one())
+
+
+async def released_contracts_not_adding_up(connection: AsyncConnection, /) -> list[str]:
+    statement = sa.select(contracts.c.contract_id).where(
+        contracts.c.state == ContractState.RELEASED.value,
+        sa.or_(
+            contracts.c.net_millicredits.is_(None),
+            contracts.c.net_millicredits + contracts.c.fee_millicredits
+            != contracts.c.price_millicredits,
+        ),
+    )
+    return [str(contract_id) for contract_id in (await connection.execute(statement)).scalars()]
+
+
+async def add_audit_record(connection: AsyncConnection, values: Mapping[str, Any], /) -> None:
+    await connection.execute(operator_audit.insert().values(**values))

@@ -1,0 +1,64 @@
+"""The exchange's tables (SQLAlchemy Core), beside the wallet's ``ledger_*`` tables.
+
+Migrations in ``exchange/migrations/versions`` create them; these objects
+are what the repository queries with.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text
+
+__all__ = ["contracts", "listings", "metadata", "operator_audit"]
+
+metadata = MetaData()
+
+listings = Table(
+    "exchange_listings",
+    metadata,
+    Column("listing_id", Text, primary_key=True),
+    Column("provider_id", Text, nullable=False),
+    Column("capability", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("price_millicredits", BigInteger, nullable=False),
+    Column("input_schema", Text, nullable=False),
+    Column("output_schema", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+contracts = Table(
+    "exchange_contracts",
+    metadata,
+    Column("contract_id", Text, primary_key=True),
+    Column("buyer_id", Text, nullable=False),
+    Column("provider_id", Text, nullable=False),
+    Column("capability", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("price_millicredits", BigInteger, nullable=False),
+    Column("fee_millicredits", BigInteger, nullable=False),
+    Column("net_millicredits", BigInteger, nullable=True),
+    Column("delivery_deadline_ms", BigInteger, nullable=False),
+    Column("quote_envelope", Text, nullable=False),
+    Column("acceptance_envelope", Text, nullable=False),
+    Column("record_envelope", Text, nullable=False),
+    Column("task", Text, nullable=False),
+    Column("result", Text, nullable=True),
+    Column("result_sha256", Text, nullable=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+operator_audit = Table(
+    "exchange_operator_audit",
+    metadata,
+    Column("audit_id", Integer, primary_key=True, autoincrement=True),
+    Column("operator_id", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("subject_id", Text, nullable=False),
+    Column("amount_millicredits", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("transfer_id", Text, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+)
