@@ -24,7 +24,7 @@ from nats.aio.subscription import Subscription
 from agent_client.errors import AgentClientError, ExchangeError, RequestTimeout
 from agent_client.protocol import ErrorCode
 
-__all__ = ["BoundedDispatcher", "IncomingMessage", "NatsConnection"]
+__all__ = ["BoundedDispatcher", "IncomingMessage", "NatsConnection", "flush_subscriptions"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,22 @@ class BoundedDispatcher:
     async def wait_idle(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def flush_subscriptions(client: Client, /, *, timeout_s: int = 5) -> None:
+    """Return only once the server has every subscription made so far.
+
+    nats-py 2.16 writes flush's PING straight to the socket, possibly ahead
+    of a SUB still in its write buffer, so one flush can return before the
+    server knows the subscription and a message sent meanwhile is lost. By
+    the time the first PONG is back the buffered SUB has gone out, so a
+    second flush closes the gap.
+    """
+    try:
+        await client.flush(timeout=timeout_s)
+        await client.flush(timeout=timeout_s)
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise AgentClientError(f"the NATS server did not confirm a subscription: {exc!r}") from exc
 
 
 class NatsConnection:
@@ -143,14 +159,13 @@ class NatsConnection:
     ) -> Subscription:
         dispatcher = BoundedDispatcher(handler, concurrency_max=concurrency_max)
         self._dispatchers.append(dispatcher)
-        return await self._client.subscribe(subject, queue=queue, cb=dispatcher)
+        subscription = await self._client.subscribe(subject, queue=queue, cb=dispatcher)
+        await flush_subscriptions(self._client)
+        return subscription
 
     async def subscribe_inbox(self, subject: str, /) -> Subscription:
         """A plain subscription read with ``next_msg`` (for collecting replies)."""
         return await self._client.subscribe(subject)
-
-    async def flush(self, *, timeout_s: int) -> None:
-        await self._client.flush(timeout=timeout_s)
 
     async def close(self) -> None:
         """Drain: stop taking messages, finish the handlers running, close."""

@@ -6,6 +6,8 @@
     agentx up [--data-dir DIR] [--port N]  run NATS + ledger + exchange until Ctrl-C
     agentx demo [--agents N] [--deals N]   agents trade; exit 0 only if all settle
     agentx mint AGENT_ID CREDITS --reason TEXT [--url URL] [--key FILE]
+    agentx worker --nats-url URL --database-url URL --key FILE --operator ID
+                                           one exchange worker on external NATS + database
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 from agent_client import Agent, AgentClientError, AgentKeys, KeyFileError
+from exchange.app import ExchangeConfig, ExchangeWorker, migrate_database
 from exchange.demo import DemoOptions, run_demo
 from exchange.stack import EmbeddedStack, StackConfig
 from wallet import MILLICREDITS_PER_CREDIT
@@ -41,11 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         if command == "keys":
             return _keys_new(arguments.out)
         if command == "up":
-            return asyncio.run(_up(arguments.data_dir, arguments.port))
+            return asyncio.run(_up(arguments.data_dir.absolute(), arguments.port))
         if command == "demo":
             return _demo(arguments)
         if command == "mint":
             return asyncio.run(_mint(arguments))
+        if command == "worker":
+            return asyncio.run(_worker(arguments))
     except KeyboardInterrupt:
         return EXIT_OK
     except (KeyFileError, AgentClientError) as exc:
@@ -80,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     mint.add_argument("--reason", required=True)
     mint.add_argument("--url", default="nats://127.0.0.1:4222")
     mint.add_argument("--key", type=Path, default=DEFAULT_DATA_DIR / "operator.seed")
+    worker = commands.add_parser("worker", help="run one exchange worker (production set-up)")
+    worker.add_argument("--nats-url", required=True)
+    worker.add_argument("--database-url", required=True, help="postgresql://... or sqlite:///...")
+    worker.add_argument("--key", type=Path, required=True, help="the exchange's seed file")
+    worker.add_argument("--operator", action="append", default=[], help="operator agent id")
+    worker.add_argument("--migrate", action="store_true", help="upgrade the schema first")
     return parser
 
 
@@ -91,14 +102,19 @@ def _keys_new(out: Path) -> int:
     return EXIT_OK
 
 
-async def _up(data_dir: Path, port: int) -> int:
+def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
+    return stop
+
+
+async def _up(data_dir: Path, port: int) -> int:
+    stop = _stop_on_signals()
     async with EmbeddedStack(StackConfig(data_dir=data_dir, nats_port=port)) as stack:
         print(f"NATS:        {stack.nats_url}")
-        print(f"data dir:    {data_dir.resolve()}")
+        print(f"data dir:    {data_dir}")
         print(f"database:    {stack.database_url}")
         print(f"exchange id: {stack.exchange_keys.agent_id}")
         print(f"operator:    {stack.operator_keys.agent_id} (seed {data_dir / 'operator.seed'})")
@@ -135,6 +151,22 @@ async def _mint(arguments: argparse.Namespace) -> int:
             reason=arguments.reason,
         )
     print(f"minted {arguments.credits} credits to {reply.recipient_id} ({reply.transfer_id})")
+    return EXIT_OK
+
+
+async def _worker(arguments: argparse.Namespace) -> int:
+    stop = _stop_on_signals()
+    if arguments.migrate:
+        await migrate_database(arguments.database_url)
+    config = ExchangeConfig(
+        nats_url=arguments.nats_url,
+        database_url=arguments.database_url,
+        keys=AgentKeys.load(arguments.key),
+        operator_ids=frozenset(arguments.operator),
+    )
+    async with ExchangeWorker(config) as worker:
+        print(f"exchange worker {worker.exchange_id} serving {arguments.nats_url}", flush=True)
+        await stop.wait()
     return EXIT_OK
 
 

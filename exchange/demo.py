@@ -91,7 +91,8 @@ async def run_demo(options: DemoOptions, /, *, say: Say = print) -> bool:
     """Run the demo; True only if every deal settled and the ledger balances."""
     with _data_dir(options.data_dir) as data_dir:
         async with EmbeddedStack(StackConfig(data_dir=data_dir)) as stack:
-            say(f"NATS {stack.nats_url}, data in {data_dir}, exchange {stack.exchange_keys.agent_id}")
+            exchange_id = stack.exchange_keys.agent_id
+            say(f"NATS {stack.nats_url}, data in {data_dir}, exchange {exchange_id}")
             return await _trade(stack, options, say)
 
 
@@ -107,8 +108,7 @@ def _data_dir(path: Path | None) -> Iterator[Path]:
 async def _trade(stack: EmbeddedStack, options: DemoOptions, say: Say) -> bool:
     provider_count = max(1, options.agents // 2)
     agents = [
-        await Agent.connect(stack.nats_url, AgentKeys.generate())
-        for _ in range(options.agents)
+        await Agent.connect(stack.nats_url, AgentKeys.generate()) for _ in range(options.agents)
     ]
     operator = await Agent.connect(stack.nats_url, stack.operator_keys)
     try:
@@ -186,7 +186,9 @@ async def _deal(
         if not quotes:
             say(f"{tag} no quotes arrived")
             return False
-        offers = ", ".join(f"{names[q.provider_id]} {credits(q.price_millicredits)}" for q in quotes)
+        offers = ", ".join(
+            f"{names[q.provider_id]} {credits(q.price_millicredits)}" for q in quotes
+        )
         say(f"{tag} quotes: {offers}")
         best = quotes[0]
         contract = await buyer.hire(best, service.sample_task)

@@ -42,6 +42,7 @@ from agent_client.protocol import (
     json_encoder,
 )
 from agent_client.signing import Clock, ReplayGuard, VerifiedDocument, open_envelope, verify_request
+from agent_client.transport import flush_subscriptions
 from exchange.errors import ExchangeError
 from exchange.limits import REQUEST_CONCURRENCY_MAX
 from exchange.service import ExchangeService
@@ -124,6 +125,7 @@ class ExchangeEndpoints:
                 subject=subjects.exchange_request_wildcard(endpoint),
                 handler=self._dispatcher(endpoint),
             )
+        await flush_subscriptions(self._client)
 
     async def stop(self) -> None:
         if self._micro is not None:

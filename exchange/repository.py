@@ -35,9 +35,7 @@ __all__ = [
 async def upsert_listing(connection: AsyncConnection, values: Mapping[str, Any], /) -> None:
     """Insert a provider's listing for a capability, or replace its fields."""
     existing = await connection.execute(
-        sa.select(listings.c.created_at_ms).where(
-            listings.c.listing_id == values["listing_id"]
-        )
+        sa.select(listings.c.created_at_ms).where(listings.c.listing_id == values["listing_id"])
     )
     created_at_ms = existing.scalar_one_or_none()
     if created_at_ms is None:
@@ -51,8 +49,10 @@ async def upsert_listing(connection: AsyncConnection, values: Mapping[str, Any],
 
 async def get_listing(connection: AsyncConnection, listing_id: str, /) -> dict[str, Any] | None:
     row = (
-        await connection.execute(sa.select(listings).where(listings.c.listing_id == listing_id))
-    ).mappings().one_or_none()
+        (await connection.execute(sa.select(listings).where(listings.c.listing_id == listing_id)))
+        .mappings()
+        .one_or_none()
+    )
     return dict(row) if row is not None else None
 
 
@@ -123,8 +123,14 @@ async def insert_contract(connection: AsyncConnection, contract: ContractRow, /)
 
 async def get_contract(connection: AsyncConnection, contract_id: str, /) -> ContractRow | None:
     row = (
-        await connection.execute(sa.select(contracts).where(contracts.c.contract_id == contract_id))
-    ).mappings().one_or_none()
+        (
+            await connection.execute(
+                sa.select(contracts).where(contracts.c.contract_id == contract_id)
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
     if row is None:
         return None
     values = dict(row)

@@ -8,13 +8,12 @@ only after that commits sends the notices it owes.
 
 from __future__ import annotations
 
-import json
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import msgspec
-
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_client import limits as protocol_limits
@@ -28,8 +27,8 @@ from agent_client.protocol import (
     ContractOpenedNotice,
     ContractRecord,
     ContractView,
-    DeliveredNotice,
     Deliver,
+    DeliveredNotice,
     Document,
     Envelope,
     Header,
@@ -401,7 +400,9 @@ class ExchangeService:
             debits_posted_millicredits=account.debits_posted,
         )
 
-    async def transactions(self, agent_id: str, request: ListTransactions, /) -> list[TransactionEntry]:
+    async def transactions(
+        self, agent_id: str, request: ListTransactions, /
+    ) -> list[TransactionEntry]:
         account_id = agent_account_id(agent_id)
         records = await self._ledger.account_transfers(
             account_id, limit=request.limit, before_timestamp_us=request.before_timestamp_us
@@ -482,7 +483,9 @@ class ExchangeService:
         )
 
     async def _notify(self, agent_id: str, notice: Document) -> None:
-        await self._publisher.publish_notice(subjects.notifications(agent_id), seal(notice, self._keys))
+        await self._publisher.publish_notice(
+            subjects.notifications(agent_id), seal(notice, self._keys)
+        )
 
 
 def _encoded_schema(schema: dict[str, Any], name: str) -> str:

@@ -1,0 +1,49 @@
+"""A buyer agent: hires the cheapest text.upper provider once and settles.
+
+agentx keys new --out buyer.seed          # prints the buyer's id
+agentx mint <buyer id> 100 --reason "try it"
+python examples/buyer.py --key buyer.seed --text "hello agents"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from agent_client import Agent, AgentKeys
+
+CAPABILITY = "text.upper"
+
+
+async def main(url: str, key: Path, text: str, budget_millicredits: int) -> int:
+    async with await Agent.connect(url, AgentKeys.load(key)) as agent:
+        quotes = await agent.request_quotes(
+            CAPABILITY, "upper-case a short text", budget_millicredits=budget_millicredits
+        )
+        if not quotes:
+            print("no provider quoted within the budget")
+            return 1
+        for quote in quotes:
+            print(f"quote: {quote.provider_id} asks {quote.price_millicredits} mcr")
+        contract = await agent.hire(quotes[0], {"text": text})
+        print(f"contract {contract.contract_id}: {contract.price_millicredits} mcr held in escrow")
+        delivery = await contract.wait_delivery(timeout_s=30)
+        print(f"delivered: {delivery.result}")
+        view = await contract.accept_delivery(delivery)
+        print(f"accepted: contract {view.state}, fee {view.fee_millicredits} mcr")
+        balance = await agent.balance()
+        print(f"balance: {balance.available_millicredits} mcr available")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Buy one text.upper job")
+    parser.add_argument("--url", default="nats://127.0.0.1:4222")
+    parser.add_argument("--key", type=Path, required=True)
+    parser.add_argument("--text", default="hello agents")
+    parser.add_argument("--budget", type=int, default=10_000, help="millicredits")
+    arguments = parser.parse_args()
+    raise SystemExit(
+        asyncio.run(main(arguments.url, arguments.key, arguments.text, arguments.budget))
+    )

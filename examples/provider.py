@@ -1,0 +1,51 @@
+"""A provider agent: sells upper-casing of text until Ctrl-C.
+
+agentx keys new --out provider.seed
+python examples/provider.py --key provider.seed --url nats://127.0.0.1:4222
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+from agent_client import Agent, AgentKeys
+
+CAPABILITY = "text.upper"
+
+
+async def upper(task: Any) -> Any:
+    return {"text": str(task.get("text", "")).upper()}
+
+
+async def main(url: str, key: Path, price_millicredits: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    async with await Agent.connect(url, AgentKeys.load(key)) as agent:
+        await agent.advertise(
+            CAPABILITY,
+            description="Upper-cases text",
+            price_millicredits=price_millicredits,
+            input_schema={"type": "object", "properties": {"text": {"type": "string"}}},
+            output_schema={"type": "object", "properties": {"text": {"type": "string"}}},
+        )
+        await agent.serve(CAPABILITY, upper, pricing=price_millicredits)
+        print(
+            f"provider {agent.agent_id} serving {CAPABILITY} at {price_millicredits} mcr",
+            flush=True,
+        )
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Run a text.upper provider")
+    parser.add_argument("--url", default="nats://127.0.0.1:4222")
+    parser.add_argument("--key", type=Path, required=True)
+    parser.add_argument("--price", type=int, default=2_000, help="millicredits")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.url, arguments.key, arguments.price))

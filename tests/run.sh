@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs everything the suite needs into .venv, then runs lint, format check,
+# type checks and the whole pytest suite. This is the README's test command
+# and exactly what .ci/run calls. PostgreSQL tests run when
+# AGENTX_TEST_POSTGRES_URL is set (e.g. postgresql://postgres@127.0.0.1:5432/postgres)
+# and are skipped with that reason otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/pytest "$@"
