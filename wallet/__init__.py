@@ -1,0 +1,99 @@
+"""The wallet: a TigerBeetle-style double-entry ledger on SQLite or PostgreSQL.
+
+Accounts keep four totals; transfers are immutable; escrow holds are pending
+transfers that are posted, voided or expire exactly once; the transfer id is
+the idempotency key; every amount is an integer. The pure core
+(``wallet.core``, ``wallet.money``, ``wallet.validation``) decides, the SQL
+adapter (``SqlLedger``) loads, locks and writes.
+"""
+
+from wallet.database import open_database, run_transaction
+from wallet.errors import (
+    InvariantViolation,
+    LedgerConflict,
+    LedgerRejected,
+    LedgerUnavailable,
+    MigrationFailed,
+    UnsupportedDatabase,
+    ValueOutOfRange,
+    WalletError,
+)
+from wallet.invariants import LedgerTotals, check_invariants, ledger_totals
+from wallet.ledger import SqlLedger
+from wallet.limits import (
+    ACCOUNT_TOTAL_MAX,
+    ACCOUNT_TRANSFERS_LIMIT_MAX,
+    BATCH_SIZE_MAX,
+    ID_LENGTH_MAX,
+    PENDING_TIMEOUT_S_MAX,
+    TRANSFER_AMOUNT_MAX,
+    USER_DATA_LENGTH_MAX,
+)
+from wallet.migrations import upgrade_schema
+from wallet.model import (
+    AccountBalance,
+    AccountCode,
+    AccountFlags,
+    AccountOutcome,
+    AccountResult,
+    LedgerId,
+    NewAccount,
+    NewTransfer,
+    PendingStatus,
+    TransferCode,
+    TransferFlags,
+    TransferOutcome,
+    TransferRecord,
+    TransferResult,
+)
+from wallet.money import (
+    MILLICREDITS_PER_CREDIT,
+    MILLICREDITS_PER_USD_CENT,
+    USD_CENTS_PER_CREDIT,
+    FeeSchedule,
+    fee_split,
+)
+
+__all__ = [
+    "ACCOUNT_TOTAL_MAX",
+    "ACCOUNT_TRANSFERS_LIMIT_MAX",
+    "BATCH_SIZE_MAX",
+    "ID_LENGTH_MAX",
+    "MILLICREDITS_PER_CREDIT",
+    "MILLICREDITS_PER_USD_CENT",
+    "PENDING_TIMEOUT_S_MAX",
+    "TRANSFER_AMOUNT_MAX",
+    "USD_CENTS_PER_CREDIT",
+    "USER_DATA_LENGTH_MAX",
+    "AccountBalance",
+    "AccountCode",
+    "AccountFlags",
+    "AccountOutcome",
+    "AccountResult",
+    "FeeSchedule",
+    "InvariantViolation",
+    "LedgerConflict",
+    "LedgerId",
+    "LedgerRejected",
+    "LedgerTotals",
+    "LedgerUnavailable",
+    "MigrationFailed",
+    "NewAccount",
+    "NewTransfer",
+    "PendingStatus",
+    "SqlLedger",
+    "TransferCode",
+    "TransferFlags",
+    "TransferOutcome",
+    "TransferRecord",
+    "TransferResult",
+    "UnsupportedDatabase",
+    "ValueOutOfRange",
+    "WalletError",
+    "check_invariants",
+    "fee_split",
+    "ledger_totals",
+    "open_database",
+    "run_transaction",
+    "upgrade_schema",
+]

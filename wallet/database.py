@@ -1,0 +1,252 @@
+"""Opening the ledger database and running transactions on it.
+
+Two databases are supported, each with its own way of never losing a race:
+
+* **SQLite** (aiosqlite), in WAL mode. Every write transaction starts with
+  ``BEGIN IMMEDIATE``, which takes the database's single write lock before
+  the first read. The driver's default (a deferred ``BEGIN`` issued at the
+  first write) lets two concurrent spends both read the old balance and both
+  pass; that was measured. Read-only work uses a deferred ``BEGIN`` and sees
+  one WAL snapshot without blocking writers.
+* **PostgreSQL** (asyncpg), at READ COMMITTED. The ledger locks the accounts
+  it touches with ``SELECT ... FOR UPDATE`` in id order, so concurrent batches
+  queue on shared accounts and never deadlock on each other. Read-only work
+  runs at REPEATABLE READ, so several queries see one snapshot.
+
+``run_transaction`` retries a unit of work that lost a race (a deadlock, a
+serialization failure, a busy SQLite database, a duplicate-insert race) a
+bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from wallet.errors import (
+    LedgerConflict,
+    LedgerRejected,
+    LedgerUnavailable,
+    UnsupportedDatabase,
+    ValueOutOfRange,
+    WalletError,
+)
+from wallet.limits import (
+    DATABASE_CONNECT_TIMEOUT_S,
+    DATABASE_POOL_OVERFLOW_MAX,
+    DATABASE_POOL_SIZE,
+    DATABASE_POOL_TIMEOUT_S,
+    DATABASE_STATEMENT_TIMEOUT_S,
+    SQLITE_BUSY_TIMEOUT_MS,
+    TRANSACTION_ATTEMPTS_MAX,
+    TRANSACTION_RETRY_DELAY_BASE_MS,
+    TRANSACTION_RETRY_DELAY_MAX_MS,
+)
+
+__all__ = [
+    "async_database_url",
+    "open_database",
+    "read_transaction",
+    "run_transaction",
+    "translate_error",
+    "translated_errors",
+]
+
+T = TypeVar("T")
+
+_SQLITE_DRIVER = "sqlite+aiosqlite"
+_POSTGRESQL_DRIVER = "postgresql+asyncpg"
+_DRIVERS = {
+    "sqlite": _SQLITE_DRIVER,
+    "sqlite+pysqlite": _SQLITE_DRIVER,
+    "sqlite+aiosqlite": _SQLITE_DRIVER,
+    "postgres": _POSTGRESQL_DRIVER,
+    "postgresql": _POSTGRESQL_DRIVER,
+    "postgresql+psycopg": _POSTGRESQL_DRIVER,
+    "postgresql+psycopg2": _POSTGRESQL_DRIVER,
+    "postgresql+asyncpg": _POSTGRESQL_DRIVER,
+}
+
+# The execution option that marks a read-only SQLite transaction, which may
+# begin deferred instead of taking the write lock.
+_READ_ONLY_OPTION = "wallet_read_only"
+
+# PostgreSQL SQLSTATEs of a lost race: serialization_failure, deadlock_detected,
+# lock_not_available, unique_violation (two inserts of one new id).
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "23505"})
+_SQLITE_RETRYABLE_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED")
+_SQLITE_RETRYABLE_MESSAGES = ("database is locked", "database table is locked")
+
+
+def async_database_url(url: str, /) -> str:
+    """``url`` with the async driver the wallet uses (aiosqlite or asyncpg)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise UnsupportedDatabase("?", reason="not a database URL") from exc
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise UnsupportedDatabase(parsed.drivername, reason="use sqlite:// or postgresql://")
+    if driver == _SQLITE_DRIVER and parsed.database in (None, "", ":memory:"):
+        # Each pooled connection would get its own empty database, and a
+        # single shared connection cannot hold concurrent transactions.
+        raise UnsupportedDatabase(parsed.drivername, reason="in-memory SQLite; use a file")
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def open_database(url: str, /) -> AsyncEngine:
+    """An engine for ``url``, configured for the ledger's concurrency rules.
+
+    The caller owns the engine and must ``await engine.dispose()``.
+    """
+    driver_url = async_database_url(url)
+    pool_options: dict[str, Any] = {
+        "pool_size": DATABASE_POOL_SIZE,
+        "max_overflow": DATABASE_POOL_OVERFLOW_MAX,
+        "pool_timeout": DATABASE_POOL_TIMEOUT_S,
+    }
+    if driver_url.startswith(_SQLITE_DRIVER):
+        engine = create_async_engine(
+            driver_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool_options
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        driver_url,
+        isolation_level="READ COMMITTED",
+        pool_pre_ping=True,
+        connect_args={
+            "timeout": DATABASE_CONNECT_TIMEOUT_S,
+            "command_timeout": DATABASE_STATEMENT_TIMEOUT_S,
+        },
+        **pool_options,
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """SQLAlchemy's documented recipe: the driver stops issuing BEGIN, we issue it."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable in WAL mode except for the last transactions
+            # before a power loss; the database never corrupts.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(_READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextlib.asynccontextmanager
+async def read_transaction(engine: AsyncEngine, /) -> AsyncIterator[AsyncConnection]:
+    """A transaction that only reads and sees one consistent snapshot."""
+    with translated_errors():
+        async with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+            else:
+                await connection.execution_options(**{_READ_ONLY_OPTION: True})
+            async with connection.begin():
+                yield connection
+
+
+async def run_transaction(
+    engine: AsyncEngine,
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    /,
+    *,
+    attempts_max: int = TRANSACTION_ATTEMPTS_MAX,
+) -> T:
+    """Run ``work(connection)`` in one transaction; commit, or retry on a lost race.
+
+    ``work`` may run more than once, so it must not have side effects outside
+    the transaction (publish messages after this returns). A race still lost
+    after ``attempts_max`` attempts raises ``LedgerUnavailable``; other
+    database errors are translated into the wallet's errors; the caller's own
+    exceptions pass through untouched (and roll the transaction back).
+    """
+    if not 1 <= attempts_max <= TRANSACTION_ATTEMPTS_MAX:
+        raise ValueOutOfRange(
+            "attempts_max", attempts_max, minimum=1, maximum=TRANSACTION_ATTEMPTS_MAX
+        )
+    for attempt in range(1, attempts_max + 1):
+        try:
+            with translated_errors():
+                async with engine.begin() as connection:
+                    return await work(connection)
+        except LedgerConflict as exc:
+            if attempt == attempts_max:
+                raise LedgerUnavailable(exc.reason, attempts=attempt) from exc
+            await asyncio.sleep(_retry_delay_s(attempt))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _retry_delay_s(attempt: int) -> float:
+    # Exponential backoff with full jitter, so that the racers spread out.
+    ceiling_ms = min(TRANSACTION_RETRY_DELAY_MAX_MS, TRANSACTION_RETRY_DELAY_BASE_MS * 2**attempt)
+    return random.uniform(0, ceiling_ms) / 1000
+
+
+@contextlib.contextmanager
+def translated_errors() -> Iterator[None]:
+    """Translate database exceptions raised inside the block into the wallet's."""
+    try:
+        yield
+    except WalletError:
+        raise
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        raise translate_error(exc) from exc
+
+
+def translate_error(exc: BaseException, /) -> WalletError:
+    reason = f"{type(exc).__name__}: {_first_line(exc)}"
+    if _is_lost_race(exc):
+        return LedgerConflict(reason)
+    if isinstance(exc, IntegrityError):
+        return LedgerRejected(reason)
+    if isinstance(exc, DBAPIError) and _sqlstate(exc).startswith("P0"):
+        # A trigger raised: the append-only guard on ledger_transfers.
+        return LedgerRejected(reason)
+    return LedgerUnavailable(reason)
+
+
+def _is_lost_race(exc: BaseException) -> bool:
+    if not isinstance(exc, DBAPIError):
+        return False
+    if _sqlstate(exc) in _RETRYABLE_SQLSTATES:
+        return True
+    error_name = str(getattr(exc.orig, "sqlite_errorname", ""))
+    if error_name.startswith(_SQLITE_RETRYABLE_ERRORS):
+        return True
+    message = str(exc.orig).lower()
+    return any(text in message for text in _SQLITE_RETRYABLE_MESSAGES)
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    return str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""

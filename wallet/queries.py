@@ -1,0 +1,351 @@
+"""The ledger's SQL: loading what the planner needs and writing its plan.
+
+Every function takes a connection inside an already-begun transaction and
+works on SQLite and PostgreSQL alike. Rows are checked right after reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import BigInteger, Insert, Row, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wallet.core import (
+    BatchPlan,
+    PendingHold,
+    StoredOutcome,
+    assert_account_valid,
+)
+from wallet.limits import QUERY_PARAMETERS_MAX
+from wallet.model import (
+    AccountBalance,
+    AccountCode,
+    AccountFlags,
+    LedgerId,
+    NewAccount,
+    PendingStatus,
+    TransferCode,
+    TransferFlags,
+    TransferRecord,
+    TransferResult,
+)
+from wallet.schema import (
+    ledger_accounts,
+    ledger_failed_transfers,
+    ledger_pending_transfers,
+    ledger_transfers,
+)
+from wallet.validation import transfer_fingerprint
+
+__all__ = [
+    "insert_accounts",
+    "select_account_definitions",
+    "select_account_transfers",
+    "select_accounts",
+    "select_expired_holds",
+    "select_holds",
+    "select_last_timestamp",
+    "select_stored_outcomes",
+    "write_plan",
+]
+
+_accounts = ledger_accounts.c
+_transfers = ledger_transfers.c
+_pending = ledger_pending_transfers.c
+_failed = ledger_failed_transfers.c
+
+
+def _chunks(ids: Collection[str]) -> Iterator[list[str]]:
+    # Sorted, so that chunked row locks are still taken in id order.
+    ordered = sorted(set(ids))
+    for start in range(0, len(ordered), QUERY_PARAMETERS_MAX):
+        yield ordered[start : start + QUERY_PARAMETERS_MAX]
+
+
+def _account_from_row(row: Row[Any]) -> AccountBalance:
+    account = AccountBalance(
+        id=row.id,
+        ledger=LedgerId(row.ledger),
+        code=AccountCode(row.code),
+        flags=AccountFlags(row.flags),
+        debits_pending=row.debits_pending,
+        debits_posted=row.debits_posted,
+        credits_pending=row.credits_pending,
+        credits_posted=row.credits_posted,
+    )
+    assert_account_valid(account)
+    return account
+
+
+async def select_accounts(
+    connection: AsyncConnection, ids: Collection[str], /, *, lock: bool
+) -> dict[str, AccountBalance]:
+    """The accounts that exist among ``ids``; with ``lock``, row-locked in id order.
+
+    SQLite ignores ``FOR UPDATE``: its ``BEGIN IMMEDIATE`` already holds the
+    database's only write lock.
+    """
+    accounts: dict[str, AccountBalance] = {}
+    for chunk in _chunks(ids):
+        query = select(ledger_accounts).where(_accounts.id.in_(chunk)).order_by(_accounts.id)
+        if lock:
+            query = query.with_for_update()
+        for row in await connection.execute(query):
+            accounts[row.id] = _account_from_row(row)
+    return accounts
+
+
+async def select_account_definitions(
+    connection: AsyncConnection, ids: Collection[str], /
+) -> dict[str, NewAccount]:
+    definitions: dict[str, NewAccount] = {}
+    columns = (_accounts.id, _accounts.ledger, _accounts.code, _accounts.flags)
+    for chunk in _chunks(ids):
+        query = select(*columns).where(_accounts.id.in_(chunk))
+        for row in await connection.execute(query):
+            definitions[row.id] = NewAccount(
+                id=row.id,
+                ledger=LedgerId(row.ledger),
+                code=AccountCode(row.code),
+                flags=AccountFlags(row.flags),
+            )
+    return definitions
+
+
+def _insert_ignoring_duplicates(connection: AsyncConnection) -> Insert:
+    # Two workers may create the same account at once; the loser reads the
+    # winner's row instead of aborting its transaction.
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(ledger_accounts).on_conflict_do_nothing(index_elements=["id"])
+    return sqlite.insert(ledger_accounts).on_conflict_do_nothing(index_elements=["id"])
+
+
+async def insert_accounts(
+    connection: AsyncConnection, accounts: Sequence[NewAccount], /, *, created_at_us: int
+) -> None:
+    if not accounts:
+        return
+    rows = [
+        {
+            "id": account.id,
+            "ledger": int(account.ledger),
+            "code": int(account.code),
+            "flags": int(account.flags),
+            "debits_pending": 0,
+            "debits_posted": 0,
+            "credits_pending": 0,
+            "credits_posted": 0,
+            "created_at_us": created_at_us,
+        }
+        for account in accounts
+    ]
+    await connection.execute(_insert_ignoring_duplicates(connection), rows)
+
+
+def _holds_query() -> Any:
+    return select(
+        _pending.id,
+        _transfers.debit_account_id,
+        _transfers.credit_account_id,
+        _transfers.amount,
+        _transfers.ledger,
+        _pending.status,
+        _pending.expires_at_us,
+        _transfers.user_data,
+    ).select_from(ledger_pending_transfers.join(ledger_transfers, _transfers.id == _pending.id))
+
+
+def _hold_from_row(row: Row[Any]) -> PendingHold:
+    return PendingHold(
+        id=row.id,
+        debit_account_id=row.debit_account_id,
+        credit_account_id=row.credit_account_id,
+        amount=row.amount,
+        ledger=LedgerId(row.ledger),
+        status=PendingStatus(row.status),
+        expires_at_us=row.expires_at_us,
+        user_data=row.user_data,
+    )
+
+
+async def select_holds(
+    connection: AsyncConnection, ids: Collection[str], /
+) -> dict[str, PendingHold]:
+    holds: dict[str, PendingHold] = {}
+    for chunk in _chunks(ids):
+        for row in await connection.execute(_holds_query().where(_pending.id.in_(chunk))):
+            holds[row.id] = _hold_from_row(row)
+    return holds
+
+
+async def select_expired_holds(
+    connection: AsyncConnection,
+    /,
+    *,
+    now_us: int,
+    account_ids: Collection[str] | None = None,
+    limit: int | None = None,
+) -> list[PendingHold]:
+    """Holds past their deadline but not yet voided: on ``account_ids``, or any
+    (oldest deadline first, at most ``limit``)."""
+    expired = _holds_query().where(
+        _pending.status == PendingStatus.PENDING.value, _pending.expires_at_us <= now_us
+    )
+    if account_ids is None:
+        assert limit is not None and limit > 0
+        query = expired.order_by(_pending.expires_at_us, _pending.id).limit(limit)
+        return [_hold_from_row(row) for row in await connection.execute(query)]
+    holds: dict[str, PendingHold] = {}
+    for chunk in _chunks(account_ids):
+        touching = or_(
+            _transfers.debit_account_id.in_(chunk), _transfers.credit_account_id.in_(chunk)
+        )
+        for row in await connection.execute(expired.where(touching)):
+            holds[row.id] = _hold_from_row(row)
+    return list(holds.values())
+
+
+def _record_from_row(row: Row[Any]) -> TransferRecord:
+    record = TransferRecord(
+        id=row.id,
+        debit_account_id=row.debit_account_id,
+        credit_account_id=row.credit_account_id,
+        amount=row.amount,
+        ledger=LedgerId(row.ledger),
+        code=TransferCode(row.code),
+        flags=TransferFlags(row.flags),
+        pending_id=row.pending_id,
+        timeout_s=row.timeout_s,
+        user_data=row.user_data,
+        timestamp_us=row.timestamp_us,
+    )
+    assert record.amount > 0 and record.timestamp_us > 0
+    return record
+
+
+async def select_stored_outcomes(
+    connection: AsyncConnection, ids: Collection[str], /
+) -> dict[str, StoredOutcome]:
+    """What was decided earlier for ``ids``: applied transfers and stored failures."""
+    outcomes: dict[str, StoredOutcome] = {}
+    for chunk in _chunks(ids):
+        applied = select(ledger_transfers).where(_transfers.id.in_(chunk))
+        for row in await connection.execute(applied):
+            record = _record_from_row(row)
+            fingerprint = transfer_fingerprint(record.as_new_transfer())
+            outcomes[row.id] = StoredOutcome(TransferResult.OK, fingerprint, record.timestamp_us)
+        failed = select(ledger_failed_transfers).where(_failed.id.in_(chunk))
+        for row in await connection.execute(failed):
+            assert row.id not in outcomes, "an id is either applied or failed"
+            result = TransferResult(row.result)
+            outcomes[row.id] = StoredOutcome(result, row.fingerprint, row.timestamp_us)
+    return outcomes
+
+
+async def select_last_timestamp(connection: AsyncConnection, /) -> int:
+    last = await connection.scalar(select(func.max(_transfers.timestamp_us)))
+    return int(last) if last is not None else 0
+
+
+async def select_account_transfers(
+    connection: AsyncConnection,
+    account_id: str,
+    /,
+    *,
+    limit: int,
+    before_timestamp_us: int | None,
+) -> list[TransferRecord]:
+    """Newest first. Two index range scans (debit side, credit side), merged."""
+    records: list[TransferRecord] = []
+    for side in (_transfers.debit_account_id, _transfers.credit_account_id):
+        query = select(ledger_transfers).where(side == account_id)
+        if before_timestamp_us is not None:
+            query = query.where(_transfers.timestamp_us < before_timestamp_us)
+        query = query.order_by(_transfers.timestamp_us.desc()).limit(limit)
+        records.extend(_record_from_row(row) for row in await connection.execute(query))
+    records.sort(key=lambda record: (record.timestamp_us, record.id), reverse=True)
+    return records[:limit]
+
+
+async def write_plan(connection: AsyncConnection, plan: BatchPlan, /) -> None:
+    """Write a plan: transfers (append-only), hold status, failures, then totals."""
+    if plan.records:
+        rows = [_record_values(record) for record in plan.records]
+        await connection.execute(insert(ledger_transfers), rows)
+    if plan.holds_created:
+        created = [
+            {"id": hold.id, "status": hold.status.value, "expires_at_us": hold.expires_at_us}
+            for hold in plan.holds_created
+        ]
+        await connection.execute(insert(ledger_pending_transfers), created)
+    if plan.holds_resolved:
+        resolve = (
+            update(ledger_pending_transfers)
+            .where(_pending.id == bindparam("hold_id"))
+            .values(status=bindparam("new_status"))
+        )
+        resolved = [
+            {"hold_id": hold_id, "new_status": status.value}
+            for hold_id, status in plan.holds_resolved.items()
+        ]
+        await connection.execute(resolve, resolved)
+    if plan.failures:
+        failures = [
+            {
+                "id": failure.id,
+                "fingerprint": failure.fingerprint,
+                "result": failure.result.value,
+                "timestamp_us": failure.timestamp_us,
+            }
+            for failure in plan.failures
+        ]
+        await connection.execute(insert(ledger_failed_transfers), failures)
+    await _apply_account_deltas(connection, plan)
+
+
+async def _apply_account_deltas(connection: AsyncConnection, plan: BatchPlan) -> None:
+    if not plan.account_deltas:
+        return
+    # Increments rather than absolute values: even if a lock were missing,
+    # the CHECK constraints would see the true totals and refuse an overdraft.
+    totals = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
+    statement = (
+        update(ledger_accounts)
+        .where(_accounts.id == bindparam("account_id"))
+        .values(
+            {
+                name: getattr(_accounts, name) + bindparam(f"{name}_delta", type_=BigInteger)
+                for name in totals
+            }
+        )
+    )
+    rows = [
+        {
+            "account_id": account_id,
+            "debits_pending_delta": delta.debits_pending,
+            "debits_posted_delta": delta.debits_posted,
+            "credits_pending_delta": delta.credits_pending,
+            "credits_posted_delta": delta.credits_posted,
+        }
+        for account_id, delta in sorted(plan.account_deltas.items())
+    ]
+    await connection.execute(statement, rows)
+
+
+def _record_values(record: TransferRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "debit_account_id": record.debit_account_id,
+        "credit_account_id": record.credit_account_id,
+        "amount": record.amount,
+        "ledger": int(record.ledger),
+        "code": int(record.code),
+        "flags": int(record.flags),
+        "pending_id": record.pending_id,
+        "timeout_s": record.timeout_s,
+        "user_data": record.user_data,
+        "timestamp_us": record.timestamp_us,
+    }
