@@ -16,8 +16,11 @@ Semantics follow TigerBeetle:
   the batch the plan voids every such hold whose two accounts are loaded
   (an ``EXPIRY`` record), so no reader has to wait for the sweeper;
 * the transfer id is the idempotency key: a known id with identical fields
-  gets the stored outcome back with ``replayed=True``; with different fields,
-  ``exists_with_different_fields``.
+  gets the stored outcome back with ``replayed=True`` (even as a member of a
+  chain that fails); with different fields, ``exists_with_different_fields``.
+  Stored are the applied transfers and the failures that depend on state
+  (``STORED_RESULTS``); a failure found while a chain was being tried is
+  stored too, so that retrying the same chain fails the same way.
 """
 
 from __future__ import annotations
@@ -287,7 +290,7 @@ def plan_batch(
     outcomes: list[TransferOutcome] = []
     for start, chain, is_open in _chains(transfers):
         if is_open:
-            outcomes.extend(_open_chain_outcomes(chain))
+            outcomes.extend(_open_chain_outcomes(state, chain))
         else:
             outcomes.extend(
                 _plan_chain(
@@ -328,11 +331,26 @@ def _chains(
         yield start, transfers[start:], True
 
 
-def _open_chain_outcomes(chain: Sequence[NewTransfer]) -> list[TransferOutcome]:
+def _open_chain_outcomes(state: _State, chain: Sequence[NewTransfer]) -> list[TransferOutcome]:
     # A malformed batch: the chain is refused as a whole, without evaluation.
-    outcomes = [TransferOutcome(t.id, TransferResult.LINKED_EVENT_FAILED) for t in chain[:-1]]
-    outcomes.append(TransferOutcome(chain[-1].id, TransferResult.LINKED_EVENT_CHAIN_OPEN))
+    outcomes = [_unevaluated(state, t, TransferResult.LINKED_EVENT_FAILED) for t in chain[:-1]]
+    outcomes.append(_unevaluated(state, chain[-1], TransferResult.LINKED_EVENT_CHAIN_OPEN))
     return outcomes
+
+
+def _unevaluated(state: _State, transfer: NewTransfer, result: TransferResult) -> TransferOutcome:
+    """A member of a refused chain that was not evaluated gets ``result`` unless
+    its id was decided before: a decided id always answers with its outcome."""
+    prior = state.decided.get(transfer.id)
+    if (
+        prior is not None
+        and validate_transfer(transfer) is TransferResult.OK
+        and prior.fingerprint == transfer_fingerprint(transfer)
+    ):
+        return TransferOutcome(
+            transfer.id, prior.result, replayed=True, timestamp_us=prior.timestamp_us
+        )
+    return TransferOutcome(transfer.id, result)
 
 
 def _expire_holds(state: _State, *, now_us: int, first_timestamp_us: int) -> int:
@@ -403,7 +421,7 @@ def _fail_chain(
         for outcome in outcomes[:-1]
     ]
     later = [
-        TransferOutcome(transfer.id, TransferResult.LINKED_EVENT_FAILED)
+        _unevaluated(state, transfer, TransferResult.LINKED_EVENT_FAILED)
         for transfer in chain[len(outcomes) :]
     ]
     return [*earlier, failed, *later]
