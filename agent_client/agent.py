@@ -11,7 +11,7 @@ A buyer asks for quotes, hires the best one, checks and accepts the result::
     quotes = await agent.request_quotes("text.upper", "shout this", budget_millicredits=1_000)
     contract = await agent.hire(quotes[0], {"text": "hello"})
     delivery = await contract.wait_delivery(timeout_s=10)
-    await contract.accept_delivery()
+    await contract.accept_delivery(delivery)
 
 Negotiation (RFQ and quotes) travels peer to peer; contracts, escrow and
 settlement go through the exchange, which checks every signature again.
@@ -103,6 +103,7 @@ _R = TypeVar("_R", bound=Reply)
 EXCHANGE_AUDIENCE = "exchange"
 RFQ_AUDIENCE = "providers"
 PENDING_DELIVERIES_MAX = 10_000
+DELIVERY_POLL_INTERVAL_S = 3.0
 
 
 class AgentState(enum.Enum):
@@ -346,6 +347,9 @@ class Agent:
         rfq = opened.document
         if not isinstance(rfq, Rfq) or rfq.capability not in self._services:
             return
+        if rfq.header.audience != RFQ_AUDIENCE:
+            log.info("ignored an RFQ not addressed to providers")
+            return
         response = self._quote_or_decline(rfq, self._services[rfq.capability])
         await self._connection.publish(message.reply, json_encoder.encode(response))
 
@@ -488,15 +492,29 @@ class Agent:
         return Contract(self, self._verify_exchange_document(view.record, ContractRecord))
 
     async def wait_delivery(self, contract_id: str, /, *, timeout_s: float = 30.0) -> Delivery:
+        """Wait for the provider's result, checked against its hash.
+
+        The delivery notice usually arrives first; if it was missed (the agent
+        was disconnected), asking the exchange every few seconds finds it.
+        """
         future = self._notices.future_for(self._notices.deliveries, contract_id)
-        try:
-            notice: DeliveredNotice = await asyncio.wait_for(asyncio.shield(future), timeout_s)
-        except TimeoutError as exc:
-            raise RequestTimeout(f"delivery of {contract_id}", timeout_s) from exc
-        if sha256_hex(notice.result) != notice.result_sha256:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        result, result_sha256 = None, None
+        while result is None and (remaining_s := deadline - loop.time()) > 0:
+            try:
+                wait_s = min(remaining_s, DELIVERY_POLL_INTERVAL_S)
+                notice: DeliveredNotice = await asyncio.wait_for(asyncio.shield(future), wait_s)
+                result, result_sha256 = notice.result, notice.result_sha256
+            except TimeoutError:
+                view = await self.contract(contract_id)
+                result, result_sha256 = view.result, view.result_sha256
+        self._notices.deliveries.pop(contract_id, None)
+        if result is None or result_sha256 is None:
+            raise RequestTimeout(f"delivery of {contract_id}", timeout_s)
+        if sha256_hex(result) != result_sha256:
             raise ProtocolError("hash_mismatch", "the delivered result does not match its hash")
-        del self._notices.deliveries[contract_id]
-        return Delivery(contract_id, msgspec.json.decode(notice.result), notice.result_sha256)
+        return Delivery(contract_id, msgspec.json.decode(result), result_sha256)
 
     async def accept_delivery(self, delivery: Delivery, /) -> ContractView:
         """Accept a delivery: the exchange releases the price to the provider."""
@@ -543,13 +561,25 @@ class Agent:
         return _expect(reply, TransactionsReply).entries
 
     async def mint(
-        self, recipient_id: str, amount_millicredits: int, /, *, reason: str
+        self,
+        recipient_id: str,
+        amount_millicredits: int,
+        /,
+        *,
+        reason: str,
+        mint_id: str | None = None,
     ) -> MintReply:
-        """Operator only: grant credits to an agent, with an audit record."""
+        """Operator only: grant credits to an agent, with an audit record.
+
+        Pass the same ``mint_id`` when retrying after a timeout: the exchange
+        then returns the first outcome instead of minting again.
+        """
+        key = mint_id or new_nonce()
         reply = await self._request(
             "operator.mint",
             lambda header: Mint(
                 header=header,
+                mint_id=key,
                 recipient_id=recipient_id,
                 amount_millicredits=amount_millicredits,
                 reason=reason,
@@ -574,7 +604,8 @@ class Agent:
         timeout_s = self._options.request_timeout_s
         # The document lives a little longer than the request's timeout, so a
         # slow but successful exchange does not see it expire mid-flight.
-        header = self._header(audience=EXCHANGE_AUDIENCE, subject=subject, lifetime_s=timeout_s + 5)
+        lifetime_s = min(timeout_s + 5, limits.REQUEST_LIFETIME_MAX_S)
+        header = self._header(audience=EXCHANGE_AUDIENCE, subject=subject, lifetime_s=lifetime_s)
         payload = json_encoder.encode(seal(build(header), self._keys))
         reply_bytes = await self._connection.request(subject, payload, timeout_s=timeout_s)
         try:

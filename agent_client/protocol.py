@@ -60,24 +60,24 @@ __all__ = [
 ]
 
 # Constrained scalar types shared by many messages.
-AgentId = Annotated[str, Meta(min_length=56, max_length=56, pattern=r"^U[A-Z2-7]{55}$")]
+AgentId = Annotated[str, Meta(min_length=56, max_length=56, pattern=r"^U[A-Z2-7]{55}\Z")]
 Audience = Annotated[str, Meta(min_length=1, max_length=64)]
 Capability = Annotated[
     str,
     Meta(
         min_length=1,
         max_length=limits.CAPABILITY_LENGTH_MAX,
-        pattern=r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$",
+        pattern=r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*\Z",
     ),
 ]
-Identifier = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Identifier = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+\Z")]
 Text = Annotated[str, Meta(max_length=limits.TEXT_LENGTH_MAX)]
-Sha256Hex = Annotated[str, Meta(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
+Sha256Hex = Annotated[str, Meta(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}\Z")]
 TimestampMs = Annotated[int, Meta(ge=0, le=2**53)]
 PriceMillicredits = Annotated[int, Meta(ge=1, le=limits.PRICE_MILLICREDITS_MAX)]
 MintMillicredits = Annotated[int, Meta(ge=1, le=limits.MINT_MILLICREDITS_MAX)]
-Nonce = Annotated[str, Meta(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-Base64Url = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]*$")]
+Nonce = Annotated[str, Meta(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+\Z")]
+Base64Url = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]*\Z")]
 
 
 class ErrorCode(enum.StrEnum):
@@ -202,12 +202,18 @@ class GetBalance(_Signed, frozen=True, tag="wallet.balance"):
 
 class ListTransactions(_Signed, frozen=True, tag="wallet.transactions"):
     limit: Annotated[int, Meta(ge=1, le=limits.TRANSACTIONS_PAGE_SIZE_MAX)] = 50
-    before_timestamp_us: Annotated[int, Meta(ge=0)] | None = None
+    before_timestamp_us: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
 
 
 class Mint(_Signed, frozen=True, tag="operator.mint"):
-    """Operator-only grant of credits, recorded in the audit log."""
+    """Operator-only grant of credits, recorded in the audit log.
 
+    ``mint_id`` is the operator's idempotency key: retrying with the same
+    ``mint_id`` (in a freshly signed request) returns the first outcome and
+    never mints twice.
+    """
+
+    mint_id: Identifier
     recipient_id: AgentId
     amount_millicredits: MintMillicredits
     reason: Annotated[str, Meta(min_length=1, max_length=limits.TEXT_LENGTH_MAX)]
@@ -321,6 +327,11 @@ class ContractView(Struct, frozen=True, kw_only=True):
     record: Envelope
     created_at_ms: int
     updated_at_ms: int
+    net_millicredits: int | None = None
+    # Only in replies to contract.get, so a party that missed a notice can
+    # still read the task (provider) or the delivered result (buyer).
+    task: Raw | None = None
+    result: Raw | None = None
 
 
 class ContractReply(_Reply, frozen=True, tag="contract"):
@@ -341,8 +352,11 @@ class TransactionEntry(Struct, frozen=True, kw_only=True):
     direction: Literal["in", "out"]
     amount_millicredits: int
     counterparty_account_id: str
-    pending: bool
-    contract_id: str
+    # True for an escrow hold (a pending transfer), whatever became of it later.
+    is_hold: bool
+    # The transfer's reference: the contract id for escrow steps, the
+    # operator for mints.
+    reference: str
     timestamp_us: int
 
 

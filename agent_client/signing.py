@@ -254,6 +254,8 @@ def _check_times(header: Header, *, now_ms: int, lifetime_max_s: int) -> None:
     # A document from the past is fine while it lives: its bounded lifetime
     # already bounds how old it can be. One from the future means a clock
     # that is off by more than the window, and is refused.
+    if header.expires_at_ms <= header.issued_at_ms:
+        raise SignatureRejected(ErrorCode.MALFORMED, "expires before it is issued")
     if header.issued_at_ms - now_ms > limits.CLOCK_SKEW_MAX_S * 1000:
         raise SignatureRejected(ErrorCode.CLOCK_SKEW, "issued in the future")
     if header.expires_at_ms <= now_ms:

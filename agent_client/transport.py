@@ -56,7 +56,7 @@ class BoundedDispatcher:
         self._slots = asyncio.Semaphore(concurrency_max)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, msg: Msg) -> None:
+    async def dispatch(self, msg: Msg) -> None:
         await self._slots.acquire()
         message = IncomingMessage(msg.subject, msg.data, msg.reply)
         task = asyncio.create_task(self._run(message))
@@ -159,7 +159,7 @@ class NatsConnection:
     ) -> Subscription:
         dispatcher = BoundedDispatcher(handler, concurrency_max=concurrency_max)
         self._dispatchers.append(dispatcher)
-        subscription = await self._client.subscribe(subject, queue=queue, cb=dispatcher)
+        subscription = await self._client.subscribe(subject, queue=queue, cb=dispatcher.dispatch)
         await flush_subscriptions(self._client)
         return subscription
 

@@ -27,9 +27,9 @@ __all__ = [
     "EscrowState",
     "Settlement",
     "hold_transfers",
-    "settlement_for",
     "refund_transfers",
     "release_transfers",
+    "settlement_for",
     "transition",
 ]
 

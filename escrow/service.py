@@ -62,10 +62,14 @@ class Escrow:
         *,
         buyer_account_id: str,
         provider_account_id: str,
-        price_millicredits: int,
+        settlement: Settlement,
         connection: Any,
     ) -> Settlement:
-        settlement = self.settlement(price_millicredits)
+        """Pay out a hold as agreed when it was opened.
+
+        The settlement comes from the contract, not from today's fee rate, so a
+        rate change (or workers with different rates) never alters a deal.
+        """
         transfers = release_transfers(
             contract_id,
             buyer_account_id=buyer_account_id,
@@ -95,5 +99,6 @@ class Escrow:
 def _require_ok(outcomes: Sequence[TransferOutcome], *, contract_id: str, step: str) -> None:
     for outcome in outcomes:
         if outcome.result is not TransferResult.OK:
-            raise EscrowError(f"the ledger refused the {step}", code=outcome.result.value,
-                              contract_id=contract_id)
+            raise EscrowError(
+                f"the ledger refused the {step}", code=outcome.result.value, contract_id=contract_id
+            )

@@ -73,10 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     up.add_argument("--port", type=int, default=4222, help="NATS port (0: any free port)")
 
+    demo_defaults = DemoOptions()
     demo = commands.add_parser("demo", help="run demo agents that trade, then check the ledger")
-    demo.add_argument("--agents", type=int, default=DemoOptions.agents)
-    demo.add_argument("--deals", type=int, default=DemoOptions.deals)
-    demo.add_argument("--concurrency", type=int, default=DemoOptions.concurrency)
+    demo.add_argument("--agents", type=int, default=demo_defaults.agents)
+    demo.add_argument("--deals", type=int, default=demo_defaults.deals)
+    demo.add_argument("--concurrency", type=int, default=demo_defaults.concurrency)
     demo.add_argument("--data-dir", type=Path, default=None, help="keep the state here")
 
     mint = commands.add_parser("mint", help="operator: grant credits to an agent")

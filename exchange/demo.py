@@ -64,13 +64,18 @@ SERVICES = (
 )
 
 
+AGENTS_DEFAULT = 4
+DEALS_DEFAULT = 6
+CONCURRENCY_DEFAULT = 1
+
+
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
-    agents: int = 4
-    deals: int = 6
+    agents: int = AGENTS_DEFAULT
+    deals: int = DEALS_DEFAULT
     data_dir: Path | None = None
     # Deals run this many at a time; 1 keeps the story easy to read.
-    concurrency: int = 1
+    concurrency: int = CONCURRENCY_DEFAULT
 
     def check(self) -> str | None:
         if not 2 <= self.agents <= AGENTS_MAX:
@@ -129,11 +134,16 @@ async def _trade(stack: EmbeddedStack, options: DemoOptions, say: Say) -> bool:
 async def _open_shops(
     providers: list[Agent], names: dict[str, str], say: Say
 ) -> dict[str, tuple[DemoService, int]]:
-    """Each provider serves one service; returns capability -> (service, provider count)."""
+    """Each provider serves one service; returns capability -> (service, provider count).
+
+    Providers pair up on services (two per service where there are enough)
+    so that buyers see competing quotes at different prices.
+    """
     offered: dict[str, tuple[DemoService, int]] = {}
+    service_count = min(len(SERVICES), max(1, (len(providers) + 1) // 2))
     for index, provider in enumerate(providers):
-        service = SERVICES[index % len(SERVICES)]
-        price = service.base_price_millicredits + 250 * (index // len(SERVICES))
+        service = SERVICES[index % service_count]
+        price = service.base_price_millicredits + 250 * (index // service_count)
         await provider.advertise(
             service.capability, description=service.description, price_millicredits=price
         )

@@ -46,7 +46,7 @@ from agent_client.transport import flush_subscriptions
 from exchange.errors import ExchangeError
 from exchange.limits import REQUEST_CONCURRENCY_MAX
 from exchange.service import ExchangeService
-from wallet import WalletError
+from wallet import LedgerUnavailable, UnsupportedDatabase, ValueOutOfRange
 
 __all__ = ["ExchangeEndpoints", "NatsNoticePublisher"]
 
@@ -178,9 +178,11 @@ class ExchangeEndpoints:
             return _error(ErrorCode(exc.code), exc.message)
         except ExchangeError as exc:
             return ErrorReply(code=exc.code.value, message=exc.message, contract_id=exc.contract_id)
-        except WalletError as exc:
-            log.warning("ledger error on %s: %s", subject, exc)
+        except (LedgerUnavailable, UnsupportedDatabase) as exc:
+            log.warning("ledger unavailable on %s: %s", subject, exc)
             return _error(ErrorCode.UNAVAILABLE, "the ledger is unavailable, retry later")
+        except ValueOutOfRange as exc:
+            return _error(ErrorCode.INVALID_REQUEST, str(exc))
         except Exception:
             log.exception("internal error on %s", subject)
             return _error(ErrorCode.INTERNAL, "internal error")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from agent_client import limits as protocol_limits
 from agent_client import subjects
 from agent_client.errors import SignatureRejected
-from agent_client.keys import AgentKeys
+from agent_client.keys import AgentKeys, is_agent_id
 from agent_client.protocol import (
     AcceptDelivery,
     Advertise,
@@ -47,13 +48,22 @@ from agent_client.protocol import (
 from agent_client.signing import (
     Clock,
     VerifiedDocument,
+    b64decode,
     make_header,
     open_envelope_struct,
     seal,
     sha256_hex,
     verify_evidence,
 )
-from escrow import Escrow, EscrowEvent, EscrowTransitionError, InsufficientFunds, transition
+from escrow import (
+    Escrow,
+    EscrowError,
+    EscrowEvent,
+    EscrowTransitionError,
+    InsufficientFunds,
+    Settlement,
+    transition,
+)
 from exchange import repository
 from exchange.contracts import (
     ContractRow,
@@ -82,6 +92,8 @@ from wallet import (
 )
 
 __all__ = ["ExchangeService", "NoticePublisher"]
+
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -165,19 +177,24 @@ class ExchangeService:
         """Verify the quote, hold the price in escrow and open the contract, atomically."""
         request = acceptance.document
         assert isinstance(request, OpenContract) and acceptance.verified
-        quote, quote_bytes = self._verified_quote(request.quote, buyer_id)
+        try:
+            quote, quote_bytes = self._verified_quote(request.quote, buyer_id)
+        except ExchangeError:
+            # A retry after the quote expired must still learn its contract.
+            await self._raise_if_already_accepted(request.quote, buyer_id)
+            raise
         if len(request.task) > protocol_limits.TASK_BYTES_MAX:
             raise ExchangeError(ErrorCode.PAYLOAD_TOO_LARGE, "the task is too large")
         contract = self._new_contract(buyer_id, quote, quote_bytes, acceptance)
 
         async def work(connection: AsyncConnection) -> None:
-            await self._check_listing_active(connection, quote)
             if await repository.get_contract(connection, contract.contract_id) is not None:
                 raise ExchangeError(
                     ErrorCode.QUOTE_ALREADY_ACCEPTED,
                     "this quote was already accepted",
                     contract_id=contract.contract_id,
                 )
+            await self._check_listing_active(connection, quote)
             await ensure_agent_accounts(
                 self._ledger, [buyer_id, contract.provider_id], connection=connection
             )
@@ -203,6 +220,23 @@ class ExchangeService:
         await self._notify(contract.provider_id, notice)
         return _view(contract)
 
+    async def _raise_if_already_accepted(self, envelope: Envelope, buyer_id: str) -> None:
+        try:
+            contract_id = contract_id_for_quote(b64decode(envelope.doc))
+        except ValueError:
+            return
+
+        async def work(connection: AsyncConnection) -> ContractRow | None:
+            return await repository.get_contract(connection, contract_id)
+
+        contract = await self._run(work)
+        if contract is not None and contract.buyer_id == buyer_id:
+            raise ExchangeError(
+                ErrorCode.QUOTE_ALREADY_ACCEPTED,
+                "this quote was already accepted",
+                contract_id=contract_id,
+            )
+
     def _verified_quote(self, envelope: Envelope, buyer_id: str) -> tuple[Quote, bytes]:
         try:
             verified = verify_evidence(
@@ -221,8 +255,11 @@ class ExchangeService:
             raise ExchangeError(ErrorCode.SUBJECT_MISMATCH, "the quote names another capability")
         if quote.header.issuer == buyer_id:
             raise ExchangeError(ErrorCode.FORBIDDEN, "an agent cannot hire itself")
-        if quote.delivery_deadline_ms <= self._clock.now_ms():
+        now_ms = self._clock.now_ms()
+        if quote.delivery_deadline_ms <= now_ms:
             raise ExchangeError(ErrorCode.QUOTE_EXPIRED, "the delivery deadline has passed")
+        if quote.delivery_deadline_ms > now_ms + protocol_limits.DELIVERY_DEADLINE_MAX_S * 1000:
+            raise ExchangeError(ErrorCode.INVALID_REQUEST, "the delivery deadline is too far away")
         return quote, verified.document_bytes
 
     async def _check_listing_active(self, connection: AsyncConnection, quote: Quote) -> None:
@@ -338,7 +375,11 @@ class ExchangeService:
                 contract.contract_id,
                 buyer_account_id=agent_account_id(contract.buyer_id),
                 provider_account_id=agent_account_id(contract.provider_id),
-                price_millicredits=contract.price_millicredits,
+                settlement=Settlement(
+                    contract.price_millicredits,
+                    contract.fee_millicredits,
+                    contract.price_millicredits - contract.fee_millicredits,
+                ),
                 connection=connection,
             )
             changes = {"net_millicredits": settlement.net_millicredits, "updated_at_ms": now_ms}
@@ -367,7 +408,7 @@ class ExchangeService:
         async def work(connection: AsyncConnection) -> ContractRow:
             return await self._contract_for_party(connection, contract_id, agent_id)
 
-        return _view(await self._run(work))
+        return _view(await self._run(work), with_payloads=True)
 
     async def _contract_for_party(
         self, connection: AsyncConnection, contract_id: str, agent_id: str
@@ -418,8 +459,8 @@ class ExchangeService:
                     if record.debit_account_id == account_id
                     else record.debit_account_id
                 ),
-                pending=bool(record.flags & TransferFlags.PENDING),
-                contract_id=record.user_data,
+                is_hold=bool(record.flags & TransferFlags.PENDING),
+                reference=record.user_data,
                 timestamp_us=record.timestamp_us,
             )
             for record in records
@@ -429,9 +470,11 @@ class ExchangeService:
         """Operator-only grant of credits from the issuance account, audited."""
         if operator_id not in self._operator_ids:
             raise ExchangeError(ErrorCode.FORBIDDEN, "only an operator can mint credits")
-        # The signed request's nonce names the transfer: a retry of the same
-        # signed request cannot mint twice.
-        transfer_id = f"mint:{operator_id[:12]}:{request.header.nonce}"
+        if not is_agent_id(request.recipient_id):
+            raise ExchangeError(ErrorCode.INVALID_REQUEST, "the recipient is not a valid agent id")
+        # The operator's mint_id names the transfer, so a retry (even freshly
+        # signed) returns the first outcome and never mints twice.
+        transfer_id = f"mint:{operator_id[:12]}:{request.mint_id}"
         transfer = NewTransfer(
             id=transfer_id,
             debit_account_id=ISSUANCE_ACCOUNT_ID,
@@ -471,7 +514,14 @@ class ExchangeService:
     # --- plumbing --------------------------------------------------------------
 
     async def _run(self, work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
-        return await run_transaction(self._engine, work)
+        try:
+            return await run_transaction(self._engine, work)
+        except EscrowError as exc:
+            # Insufficient funds is handled where it can happen; any other
+            # ledger refusal of an escrow step means the contract moved on.
+            raise ExchangeError(
+                ErrorCode.INVALID_STATE, str(exc), contract_id=exc.contract_id
+            ) from exc
 
     def _notice_header(self, agent_id: str) -> Header:
         return make_header(
@@ -483,9 +533,13 @@ class ExchangeService:
         )
 
     async def _notify(self, agent_id: str, notice: Document) -> None:
-        await self._publisher.publish_notice(
-            subjects.notifications(agent_id), seal(notice, self._keys)
-        )
+        envelope = seal(notice, self._keys)
+        try:
+            await self._publisher.publish_notice(subjects.notifications(agent_id), envelope)
+        except Exception:
+            # The state change is committed; a lost notice is recoverable
+            # through contract.get, so the request still succeeds.
+            log.exception("could not notify %s", agent_id)
 
 
 def _encoded_schema(schema: dict[str, Any], name: str) -> str:
@@ -510,7 +564,7 @@ def _listing_from_row(row: dict[str, Any]) -> Listing:
     )
 
 
-def _view(contract: ContractRow) -> ContractView:
+def _view(contract: ContractRow, *, with_payloads: bool = False) -> ContractView:
     return ContractView(
         contract_id=contract.contract_id,
         state=contract.state.value,
@@ -524,6 +578,9 @@ def _view(contract: ContractRow) -> ContractView:
         record=_envelope_from_text(contract.record_envelope),
         created_at_ms=contract.created_at_ms,
         updated_at_ms=contract.updated_at_ms,
+        net_millicredits=contract.net_millicredits,
+        task=_raw(contract.task) if with_payloads else None,
+        result=_raw(contract.result) if with_payloads and contract.result is not None else None,
     )
 
 

@@ -42,7 +42,8 @@ async def test_a_provider_process_and_a_buyer_process_settle_a_deal(exchange, tm
         output, _ = await asyncio.wait_for(buyer.communicate(), PROCESS_TIMEOUT_S)
         assert buyer.returncode == 0, output
     finally:
-        provider.terminate()
+        if provider.returncode is None:
+            provider.terminate()
         await asyncio.wait_for(provider.wait(), PROCESS_TIMEOUT_S)
     text = output.decode()
     assert "delivered: {'text': 'HI THERE'}" in text

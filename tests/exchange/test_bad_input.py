@@ -152,7 +152,11 @@ async def test_a_replayed_mint_is_refused_and_mints_once(exchange, raw_client):
         exchange.operator_keys,
         "operator.mint",
         lambda h: Mint(
-            header=h, recipient_id=recipient.agent_id, amount_millicredits=7_000, reason="r"
+            mint_id="m-1",
+            header=h,
+            recipient_id=recipient.agent_id,
+            amount_millicredits=7_000,
+            reason="r",
         ),
     )
     first = await send(raw_client, subject, payload)
@@ -181,7 +185,11 @@ async def test_mints_outside_the_amount_limits_are_refused(exchange, raw_client,
         exchange.operator_keys,
         "operator.mint",
         lambda h: Mint(
-            header=h, recipient_id=recipient.agent_id, amount_millicredits=amount, reason="r"
+            mint_id="m-1",
+            header=h,
+            recipient_id=recipient.agent_id,
+            amount_millicredits=amount,
+            reason="r",
         ),
     )
     assert await error_code(raw_client, subject, payload) == "malformed"

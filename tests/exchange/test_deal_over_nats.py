@@ -22,9 +22,11 @@ async def upper(task):
     return {"text": task["text"].upper()}
 
 
-async def open_shop(exchange, *, price=PRICE_MILLICREDITS, capability="text.upper") -> Agent:
+async def open_shop(
+    exchange, *, price=PRICE_MILLICREDITS, capability="text.upper", description="Upper-cases text"
+) -> Agent:
     provider = await exchange.agent()
-    await provider.advertise(capability, description="Upper-cases text", price_millicredits=price)
+    await provider.advertise(capability, description=description, price_millicredits=price)
     await provider.serve(capability, upper, pricing=price)
     return provider
 
@@ -73,7 +75,7 @@ async def test_transaction_history_shows_the_grant_hold_and_payout(exchange):
     assert [(entry.code, entry.amount_millicredits) for entry in provider_entries] == [
         ("escrow_release", PRICE_MILLICREDITS - FEE_MILLICREDITS)
     ]
-    assert provider_entries[0].contract_id == contract.contract_id
+    assert provider_entries[0].reference == contract.contract_id
     await exchange.check_invariants()
 
 
@@ -94,7 +96,7 @@ async def test_the_buyer_hires_the_cheapest_of_several_quotes(exchange):
 async def test_catalog_search_finds_active_listings_cheapest_first(exchange):
     first = await open_shop(exchange, price=3_000)
     second = await open_shop(exchange, price=1_000)
-    await open_shop(exchange, price=500, capability="text.reverse")
+    await open_shop(exchange, price=500, capability="text.reverse", description="Reverses text")
     hidden = await exchange.agent()
     await hidden.advertise(
         "text.upper", description="retired", price_millicredits=100, active=False

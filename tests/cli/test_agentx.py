@@ -1,0 +1,64 @@
+"""The ``agentx`` command as a user runs it: keys, demo, and its refusals.
+
+Runs the real CLI (in-process through ``main`` and as a subprocess) on the
+embedded stack: the demo settles every deal with balanced books and exits 0;
+bad options exit 2 with a message; ``keys new`` writes a 0600 seed and
+prints an agent id that the seed reproduces.
+"""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+
+from agent_client import AgentKeys, is_agent_id
+from exchange.cli import main
+from exchange.demo import DemoOptions, run_demo
+
+
+async def test_the_demo_settles_every_deal_with_balanced_books(tmp_path):
+    lines: list[str] = []
+    succeeded = await run_demo(
+        DemoOptions(agents=5, deals=6, data_dir=tmp_path, concurrency=3), say=lines.append
+    )
+    assert succeeded, "\n".join(lines)
+    assert "6 of 6 deals settled" in lines
+    assert any(line.startswith("ledger invariants: OK") for line in lines)
+    assert sum("escrow locked" in line for line in lines) == 6
+    # Two providers compete for a capability, so some RFQ got two quotes.
+    assert any(line.count(" cr") == 2 and "quotes:" in line for line in lines)
+
+
+def test_agentx_demo_runs_as_a_command_and_exits_zero(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "exchange.cli", "demo", "--agents", "2", "--deals", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "2 of 2 deals settled" in completed.stdout
+
+
+def test_demo_options_out_of_range_exit_with_usage_error(capsys):
+    assert main(["demo", "--agents", "1"]) == 2
+    assert "--agents must be between" in capsys.readouterr().err
+    assert main(["demo", "--deals", "0"]) == 2
+
+
+def test_keys_new_writes_a_private_seed_and_prints_its_id(tmp_path, capsys):
+    seed_path = tmp_path / "agent.seed"
+    assert main(["keys", "new", "--out", str(seed_path)]) == 0
+    printed_id = capsys.readouterr().out.strip()
+    assert is_agent_id(printed_id)
+    assert stat.S_IMODE(seed_path.stat().st_mode) == 0o600
+    assert AgentKeys.load(seed_path).agent_id == printed_id
+
+
+def test_keys_new_refuses_to_overwrite_a_seed(tmp_path, capsys):
+    seed_path = tmp_path / "agent.seed"
+    AgentKeys.generate().save(seed_path)
+    assert main(["keys", "new", "--out", str(seed_path)]) == 1
+    assert "already exists" in capsys.readouterr().err
