@@ -508,7 +508,8 @@ class Agent:
                 result, result_sha256 = notice.result, notice.result_sha256
             except TimeoutError:
                 view = await self.contract(contract_id)
-                result, result_sha256 = view.result, view.result_sha256
+                if view.result_sha256 is not None:
+                    result, result_sha256 = view.result, view.result_sha256
         self._notices.deliveries.pop(contract_id, None)
         if result is None or result_sha256 is None:
             raise RequestTimeout(f"delivery of {contract_id}", timeout_s)

@@ -59,6 +59,8 @@ __all__ = [
     "TransactionsReply",
 ]
 
+JSON_NULL = Raw(b"null")
+
 # Constrained scalar types shared by many messages.
 AgentId = Annotated[str, Meta(min_length=56, max_length=56, pattern=r"^U[A-Z2-7]{55}\Z")]
 Audience = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -329,9 +331,10 @@ class ContractView(Struct, frozen=True, kw_only=True):
     updated_at_ms: int
     net_millicredits: int | None = None
     # Only in replies to contract.get, so a party that missed a notice can
-    # still read the task (provider) or the delivered result (buyer).
-    task: Raw | None = None
-    result: Raw | None = None
+    # still read the task (provider) or the delivered result (buyer); JSON
+    # null elsewhere. (msgspec cannot decode Raw inside a union with None.)
+    task: Raw = JSON_NULL
+    result: Raw = JSON_NULL
 
 
 class ContractReply(_Reply, frozen=True, tag="contract"):

@@ -160,7 +160,7 @@ def main() -> int:
         print(json.dumps(figures))
     else:
         for name, value in figures.items():
-            print(f"{name:<40} {value:,.1f}" if isinstance(value, float) else f"{name:<40} {value}")
+            print(f"{name:<40} {value:,.3f}" if isinstance(value, float) else f"{name:<40} {value}")
     return 0
 
 

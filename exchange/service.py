@@ -22,6 +22,7 @@ from agent_client import subjects
 from agent_client.errors import SignatureRejected
 from agent_client.keys import AgentKeys, is_agent_id
 from agent_client.protocol import (
+    JSON_NULL,
     AcceptDelivery,
     Advertise,
     BalanceReply,
@@ -565,6 +566,7 @@ def _listing_from_row(row: dict[str, Any]) -> Listing:
 
 
 def _view(contract: ContractRow, *, with_payloads: bool = False) -> ContractView:
+    delivered = with_payloads and contract.result is not None
     return ContractView(
         contract_id=contract.contract_id,
         state=contract.state.value,
@@ -579,8 +581,10 @@ def _view(contract: ContractRow, *, with_payloads: bool = False) -> ContractView
         created_at_ms=contract.created_at_ms,
         updated_at_ms=contract.updated_at_ms,
         net_millicredits=contract.net_millicredits,
-        task=_raw(contract.task) if with_payloads else None,
-        result=_raw(contract.result) if with_payloads and contract.result is not None else None,
+        task=_raw(contract.task) if with_payloads else JSON_NULL,
+        result=_raw(contract.result)
+        if with_payloads and contract.result is not None
+        else JSON_NULL,
     )
 
 

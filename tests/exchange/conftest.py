@@ -67,7 +67,8 @@ async def exchange(nats_url: str, database_url: str) -> AsyncIterator[RunningExc
     finally:
         for agent in running.agents:
             await agent.close()
-        await worker.stop()
+        # A test may have replaced the worker (to restart it); stop the current one.
+        await running.worker.stop()
 
 
 @pytest_asyncio.fixture
