@@ -582,9 +582,7 @@ def _view(contract: ContractRow, *, with_payloads: bool = False) -> ContractView
         updated_at_ms=contract.updated_at_ms,
         net_millicredits=contract.net_millicredits,
         task=_raw(contract.task) if with_payloads else JSON_NULL,
-        result=_raw(contract.result)
-        if with_payloads and contract.result is not None
-        else JSON_NULL,
+        result=_raw(contract.result) if delivered and contract.result else JSON_NULL,
     )
 
 
