@@ -278,6 +278,10 @@ class EmbeddedNatsServer:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=self._data_dir,
+                # Its own session: a Ctrl-C in the operator's terminal reaches
+                # only our process, which then stops the server in order
+                # (workers drain first) instead of both dying at once.
+                start_new_session=True,
             )
         except OSError as error:
             # An executable file that is not a program (no shebang, wrong

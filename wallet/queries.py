@@ -128,6 +128,8 @@ async def insert_accounts(
 ) -> None:
     if not accounts:
         return
+    # In id order, like every lock the ledger takes: two workers creating
+    # overlapping sets of accounts then wait for each other instead of deadlocking.
     rows = [
         {
             "id": account.id,
@@ -140,7 +142,7 @@ async def insert_accounts(
             "credits_posted": 0,
             "created_at_us": created_at_us,
         }
-        for account in accounts
+        for account in sorted(accounts, key=lambda account: account.id)
     ]
     await connection.execute(_insert_ignoring_duplicates(connection), rows)
 
