@@ -507,8 +507,8 @@ class Agent:
                 notice: DeliveredNotice = await asyncio.wait_for(asyncio.shield(future), wait_s)
                 result, result_sha256 = notice.result, notice.result_sha256
             except TimeoutError:
-                view = await self.contract(contract_id)
-                if view.result_sha256 is not None:
+                view = await self._poll_contract(contract_id)
+                if view is not None and view.result_sha256 is not None:
                     result, result_sha256 = view.result, view.result_sha256
         self._notices.deliveries.pop(contract_id, None)
         if result is None or result_sha256 is None:
@@ -516,6 +516,17 @@ class Agent:
         if sha256_hex(result) != result_sha256:
             raise ProtocolError("hash_mismatch", "the delivered result does not match its hash")
         return Delivery(contract_id, msgspec.json.decode(result), result_sha256)
+
+    async def _poll_contract(self, contract_id: str) -> ContractView | None:
+        """One look at a contract while waiting; a transient failure just waits on."""
+        try:
+            return await self.contract(contract_id)
+        except RequestTimeout:
+            return None
+        except ExchangeError as exc:
+            if exc.code == "unavailable":
+                return None
+            raise
 
     async def accept_delivery(self, delivery: Delivery, /) -> ContractView:
         """Accept a delivery: the exchange releases the price to the provider."""

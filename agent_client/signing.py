@@ -5,8 +5,9 @@ an :class:`~agent_client.protocol.Envelope`. A receiver decodes the envelope,
 decodes the document from the signed bytes, and checks, in this order:
 
 1. the document's subject is the one it arrived on (or is expected to bear);
-2. issued-at is within the clock-skew window, expiry is in the future and the
-   lifetime is within the limit for that use;
+2. expiry comes after issued-at (else ``malformed``), issued-at is within the
+   clock-skew window, expiry is in the future and the lifetime is within the
+   limit for that use;
 3. (issuer, nonce) was not seen within the window;
 4. the signature over the exact bytes, with the issuer's key;
 5. the agent id in the subject (if any) equals the signer.

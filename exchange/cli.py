@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     mint.add_argument("agent_id")
     mint.add_argument("credits", type=int)
     mint.add_argument("--reason", required=True)
+    mint.add_argument(
+        "--mint-id", default=None, help="idempotency key: rerun with the same id after a timeout"
+    )
     mint.add_argument("--url", default="nats://127.0.0.1:4222")
     mint.add_argument("--key", type=Path, default=DEFAULT_DATA_DIR / "operator.seed")
     worker = commands.add_parser("worker", help="run one exchange worker (production set-up)")
@@ -150,6 +153,7 @@ async def _mint(arguments: argparse.Namespace) -> int:
             arguments.agent_id,
             arguments.credits * MILLICREDITS_PER_CREDIT,
             reason=arguments.reason,
+            mint_id=arguments.mint_id,
         )
     print(f"minted {arguments.credits} credits to {reply.recipient_id} ({reply.transfer_id})")
     return EXIT_OK
