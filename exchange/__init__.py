@@ -1,8 +1,9 @@
 """The exchange: catalog, contract lifecycle and escrow settlement over NATS.
 
 Layers, from the edge in: ``endpoints`` (NATS micro service: decode, verify,
-map errors) → ``service`` (use cases in one transaction each) → ``contracts``
-(pure lifecycle rules) and ``repository`` (the only SQL). ``app`` wires one
+map errors) → ``use_cases`` (one transaction each, notices after commit) →
+``contracts`` (pure lifecycle rules), ``views`` (rows to replies) and
+``repository`` (the only SQL). ``app`` wires one
 worker; ``stack`` runs the embedded set-up; ``cli`` is the ``agentx`` command.
 """
 

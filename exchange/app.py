@@ -22,7 +22,7 @@ from escrow import Escrow
 from exchange.endpoints import ExchangeEndpoints, NatsNoticePublisher
 from exchange.ledger_accounts import ensure_platform_accounts
 from exchange.limits import REQUEST_CONCURRENCY_MAX
-from exchange.service import ExchangeService
+from exchange.use_cases import ExchangeContext
 from wallet import FeeSchedule, SqlLedger, open_database, upgrade_schema
 
 __all__ = ["ExchangeConfig", "ExchangeWorker", "migrate_database"]
@@ -74,7 +74,7 @@ class ExchangeWorker:
             connect_timeout=NATS_CONNECT_TIMEOUT_S,
             max_reconnect_attempts=-1,
         )
-        service = ExchangeService(
+        context = ExchangeContext(
             self._engine,
             ledger,
             Escrow(ledger, fee_rate_bps=self.config.fees.escrow_bps),
@@ -85,7 +85,7 @@ class ExchangeWorker:
         )
         self._endpoints = ExchangeEndpoints(
             self._client,
-            service,
+            context,
             clock=self._clock,
             escrow_fee_bps=self.config.fees.escrow_bps,
             concurrency_max=self.config.request_concurrency_max,

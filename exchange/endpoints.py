@@ -45,7 +45,7 @@ from agent_client.signing import Clock, ReplayGuard, VerifiedDocument, open_enve
 from agent_client.transport import flush_subscriptions
 from exchange.errors import ExchangeError
 from exchange.limits import REQUEST_CONCURRENCY_MAX
-from exchange.service import ExchangeService
+from exchange.use_cases import AccountUseCases, CatalogUseCases, ContractUseCases, ExchangeContext
 from wallet import LedgerUnavailable, UnsupportedDatabase, ValueOutOfRange
 
 __all__ = ["ExchangeEndpoints", "NatsNoticePublisher"]
@@ -73,7 +73,7 @@ class ExchangeEndpoints:
     def __init__(
         self,
         client: Client,
-        service: ExchangeService,
+        context: ExchangeContext,
         /,
         *,
         clock: Clock,
@@ -81,7 +81,9 @@ class ExchangeEndpoints:
         concurrency_max: int = REQUEST_CONCURRENCY_MAX,
     ) -> None:
         self._client = client
-        self._service = service
+        self._catalog = CatalogUseCases(context)
+        self._contracts = ContractUseCases(context)
+        self._accounts = AccountUseCases(context)
         self._clock = clock
         self._replay_guard = ReplayGuard()
         self._slots = asyncio.Semaphore(concurrency_max)
@@ -89,7 +91,7 @@ class ExchangeEndpoints:
         self._micro: Service | None = None
         self._info = json_encoder.encode(
             InfoReply(
-                exchange_id=service.exchange_id,
+                exchange_id=context.exchange_id,
                 protocol_version=PROTOCOL_VERSION,
                 escrow_fee_bps=escrow_fee_bps,
                 endpoints=list(subjects.EXCHANGE_ENDPOINTS),
@@ -187,44 +189,44 @@ class ExchangeEndpoints:
             log.exception("internal error on %s", subject)
             return _error(ErrorCode.INTERNAL, "internal error")
 
-    # Each use case below only unpacks the verified document for the service.
+    # Each route below only unpacks the verified document for its use case.
 
     async def _advertise(self, signer: str, verified: VerifiedDocument) -> Reply:
         assert isinstance(verified.document, Advertise)
-        return ListingReply(listing=await self._service.advertise(signer, verified.document))
+        return ListingReply(listing=await self._catalog.advertise(signer, verified.document))
 
     async def _search(self, signer: str, verified: VerifiedDocument) -> Reply:
         assert isinstance(verified.document, SearchCatalog)
-        return await self._service.search(verified.document)
+        return await self._catalog.search(verified.document)
 
     async def _open_contract(self, signer: str, verified: VerifiedDocument) -> Reply:
-        return ContractReply(contract=await self._service.open_contract(signer, verified))
+        return ContractReply(contract=await self._contracts.open_contract(signer, verified))
 
     async def _deliver(self, signer: str, verified: VerifiedDocument) -> Reply:
         assert isinstance(verified.document, Deliver)
-        return ContractReply(contract=await self._service.deliver(signer, verified.document))
+        return ContractReply(contract=await self._contracts.deliver(signer, verified.document))
 
     async def _accept_delivery(self, signer: str, verified: VerifiedDocument) -> Reply:
         assert isinstance(verified.document, AcceptDelivery)
-        contract = await self._service.accept_delivery(signer, verified.document)
+        contract = await self._contracts.accept_delivery(signer, verified.document)
         return ContractReply(contract=contract)
 
     async def _get_contract(self, signer: str, verified: VerifiedDocument) -> Reply:
         assert isinstance(verified.document, GetContract)
-        contract = await self._service.get_contract(signer, verified.document.contract_id)
+        contract = await self._contracts.get_contract(signer, verified.document.contract_id)
         return ContractReply(contract=contract)
 
     async def _balance(self, signer: str, verified: VerifiedDocument) -> Reply:
-        return await self._service.balance(signer)
+        return await self._accounts.balance(signer)
 
     async def _transactions(self, signer: str, verified: VerifiedDocument) -> Reply:
         assert isinstance(verified.document, ListTransactions)
-        entries = await self._service.transactions(signer, verified.document)
+        entries = await self._accounts.transactions(signer, verified.document)
         return TransactionsReply(entries=entries)
 
     async def _mint(self, signer: str, verified: VerifiedDocument) -> Reply:
         assert isinstance(verified.document, Mint)
-        return await self._service.mint(signer, verified.document)
+        return await self._accounts.mint(signer, verified.document)
 
 
 def _error(code: ErrorCode, message: str) -> ErrorReply:

@@ -1,0 +1,20 @@
+"""The exchange's use cases, one class per area, over a shared context.
+
+Entry points (the NATS endpoints) decode and verify a request, then call one
+method with the verified document and the signer's id; each method checks
+the business rules, runs its writes in one database transaction, and only
+after that commits sends the notices it owes.
+"""
+
+from exchange.use_cases.accounts import AccountUseCases
+from exchange.use_cases.catalog import CatalogUseCases
+from exchange.use_cases.context import ExchangeContext, NoticePublisher
+from exchange.use_cases.contracts import ContractUseCases
+
+__all__ = [
+    "AccountUseCases",
+    "CatalogUseCases",
+    "ContractUseCases",
+    "ExchangeContext",
+    "NoticePublisher",
+]

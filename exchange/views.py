@@ -1,0 +1,61 @@
+"""Mapping stored rows to the wire's reply structs (pure)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+from agent_client.protocol import JSON_NULL, ContractView, Envelope, Listing, json_encoder
+from exchange.contracts import ContractRow
+
+__all__ = ["contract_view", "envelope_from_text", "envelope_text", "listing_from_row", "raw_json"]
+
+
+def listing_from_row(row: dict[str, Any]) -> Listing:
+    return Listing(
+        listing_id=row["listing_id"],
+        provider_id=row["provider_id"],
+        capability=row["capability"],
+        description=row["description"],
+        price_millicredits=row["price_millicredits"],
+        input_schema=json.loads(row["input_schema"]),
+        output_schema=json.loads(row["output_schema"]),
+        version=row["version"],
+        status=row["status"],
+        updated_at_ms=row["updated_at_ms"],
+    )
+
+
+def contract_view(contract: ContractRow, *, with_payloads: bool = False) -> ContractView:
+    delivered = with_payloads and contract.result is not None
+    return ContractView(
+        contract_id=contract.contract_id,
+        state=contract.state.value,
+        buyer_id=contract.buyer_id,
+        provider_id=contract.provider_id,
+        capability=contract.capability,
+        price_millicredits=contract.price_millicredits,
+        fee_millicredits=contract.fee_millicredits,
+        delivery_deadline_ms=contract.delivery_deadline_ms,
+        result_sha256=contract.result_sha256,
+        record=envelope_from_text(contract.record_envelope),
+        created_at_ms=contract.created_at_ms,
+        updated_at_ms=contract.updated_at_ms,
+        net_millicredits=contract.net_millicredits,
+        task=raw_json(contract.task) if with_payloads else JSON_NULL,
+        result=raw_json(contract.result) if delivered and contract.result else JSON_NULL,
+    )
+
+
+def envelope_text(envelope: Envelope) -> str:
+    return json_encoder.encode(envelope).decode()
+
+
+def envelope_from_text(text: str) -> Envelope:
+    return msgspec.json.decode(text, type=Envelope)
+
+
+def raw_json(json_text: str) -> msgspec.Raw:
+    return msgspec.Raw(json_text.encode())
