@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -43,9 +44,11 @@ from agent_client.protocol import (
     AcceptDelivery,
     Advertise,
     BalanceReply,
+    CancelContract,
     ContractOpenedNotice,
     ContractRecord,
     ContractReply,
+    ContractUpdatedNotice,
     ContractView,
     Decline,
     Deliver,
@@ -53,8 +56,10 @@ from agent_client.protocol import (
     Document,
     Envelope,
     ErrorReply,
+    EvidenceReply,
     GetBalance,
     GetContract,
+    GetEvidence,
     Header,
     InfoReply,
     Listing,
@@ -64,8 +69,9 @@ from agent_client.protocol import (
     MintReply,
     OpenContract,
     Quote,
-    ReleasedNotice,
+    RejectDelivery,
     Reply,
+    Resolve,
     Rfq,
     SearchCatalog,
     SearchReply,
@@ -102,7 +108,8 @@ _R = TypeVar("_R", bound=Reply)
 
 EXCHANGE_AUDIENCE = "exchange"
 RFQ_AUDIENCE = "providers"
-PENDING_DELIVERIES_MAX = 10_000
+PENDING_NOTICES_MAX = 10_000
+CLOSE_GRACE_S = 5.0
 DELIVERY_POLL_INTERVAL_S = 3.0
 
 
@@ -159,17 +166,33 @@ class _Service:
 
 @dataclass(slots=True)
 class _Notices:
-    """Deliveries and releases that arrived, waiting for the code that asks."""
+    """Deliveries and settlements that arrived, waiting for the code that asks.
 
-    deliveries: dict[str, asyncio.Future[DeliveredNotice]] = field(default_factory=dict)
-    releases: dict[str, asyncio.Future[ReleasedNotice]] = field(default_factory=dict)
+    Bounded: when full, the oldest entries go first (answered ones before
+    ones still awaited), so an agent that never asks does not grow forever.
+    """
 
-    def future_for(self, table: dict[str, asyncio.Future[Any]], contract_id: str) -> Any:
+    deliveries: OrderedDict[str, asyncio.Future[DeliveredNotice]] = field(
+        default_factory=OrderedDict
+    )
+    settlements: OrderedDict[str, asyncio.Future[ContractUpdatedNotice]] = field(
+        default_factory=OrderedDict
+    )
+
+    def future_for(self, table: OrderedDict[str, asyncio.Future[Any]], contract_id: str) -> Any:
         if contract_id not in table:
-            if len(table) >= PENDING_DELIVERIES_MAX:
-                raise AgentClientError("too many contracts waiting for notices")
+            if len(table) >= PENDING_NOTICES_MAX:
+                _evict_oldest(table)
             table[contract_id] = asyncio.get_running_loop().create_future()
         return table[contract_id]
+
+
+def _evict_oldest(table: OrderedDict[str, asyncio.Future[Any]]) -> None:
+    for contract_id, future in table.items():
+        if future.done():
+            del table[contract_id]
+            return
+    table.popitem(last=False)
 
 
 class Contract:
@@ -208,6 +231,7 @@ class Agent:
         self._replay_guard = ReplayGuard()
         self._services: dict[str, _Service] = {}
         self._notices = _Notices()
+        self._running: set[asyncio.Task[None]] = set()
         self._state = AgentState.OPEN
         self.agent_id = keys.agent_id
         self.exchange_id = exchange_id
@@ -258,6 +282,11 @@ class Agent:
         if self._state is AgentState.CLOSED:
             return
         self._state = AgentState.CLOSED
+        if self._running:
+            # Hired tasks in flight get a short grace period to deliver.
+            _, pending = await asyncio.wait(self._running, timeout=CLOSE_GRACE_S)
+            for task in pending:
+                task.cancel()
         await self._connection.close()
 
     # --- catalog ---------------------------------------------------------------
@@ -546,15 +575,59 @@ class Agent:
         )
         return _expect(reply, ContractReply).contract
 
-    async def wait_release(self, contract_id: str, /, *, timeout_s: float = 30.0) -> ReleasedNotice:
-        """For providers: wait until the exchange says the contract paid out."""
-        future = self._notices.future_for(self._notices.releases, contract_id)
+    async def wait_settled(
+        self, contract_id: str, /, *, timeout_s: float = 30.0
+    ) -> ContractUpdatedNotice:
+        """Wait until the exchange says the contract settled (released, refunded or resolved)."""
+        future = self._notices.future_for(self._notices.settlements, contract_id)
         try:
-            notice: ReleasedNotice = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            notice: ContractUpdatedNotice = await asyncio.wait_for(
+                asyncio.shield(future), timeout_s
+            )
         except TimeoutError as exc:
-            raise RequestTimeout(f"release of {contract_id}", timeout_s) from exc
-        del self._notices.releases[contract_id]
+            raise RequestTimeout(f"settlement of {contract_id}", timeout_s) from exc
+        self._notices.settlements.pop(contract_id, None)
         return notice
+
+    async def reject_delivery(self, contract_id: str, /, *, reason: str) -> ContractView:
+        """Refuse a delivery: the contract goes to dispute and the price stays held."""
+        reply = await self._request(
+            "contract.reject",
+            lambda header: RejectDelivery(header=header, contract_id=contract_id, reason=reason),
+        )
+        return _expect(reply, ContractReply).contract
+
+    async def cancel(self, contract_id: str, /, *, reason: str = "") -> ContractView:
+        """Before delivery. A provider's cancel refunds the buyer; a buyer's cancel is
+        a request that refunds once the provider cancels too."""
+        reply = await self._request(
+            "contract.cancel",
+            lambda header: CancelContract(header=header, contract_id=contract_id, reason=reason),
+        )
+        return _expect(reply, ContractReply).contract
+
+    async def evidence(self, contract_id: str, /) -> EvidenceReply:
+        """The contract's evidence bundle (parties and operators)."""
+        reply = await self._request(
+            "contract.evidence",
+            lambda header: GetEvidence(header=header, contract_id=contract_id),
+        )
+        return _expect(reply, EvidenceReply)
+
+    async def resolve(
+        self, contract_id: str, /, *, provider_share_bps: int, note: str = ""
+    ) -> ContractView:
+        """Operator only: end a dispute (10,000 bps: all to the provider; 0: refund)."""
+        reply = await self._request(
+            "operator.resolve",
+            lambda header: Resolve(
+                header=header,
+                contract_id=contract_id,
+                provider_share_bps=provider_share_bps,
+                note=note,
+            ),
+        )
+        return _expect(reply, ContractReply).contract
 
     # --- wallet ----------------------------------------------------------------
 
@@ -642,41 +715,73 @@ class Agent:
         return document
 
     async def _listen_for_notices(self) -> None:
-        await self._connection.subscribe(
+        # A durable consumer: notices sent while this agent was offline wait
+        # in the exchange's stream and arrive now.
+        await self._connection.consume_durable(
             subjects.notifications(self.agent_id),
             self._on_notice,
+            durable_name=f"notices_{self.agent_id}",
             concurrency_max=self._options.handler_concurrency_max,
         )
 
     async def _on_notice(self, message: IncomingMessage) -> None:
+        notice = self._verified_notice(message)
+        if notice is None:
+            return
+        if isinstance(notice, ContractOpenedNotice):
+            # The task may run long; the notice is acknowledged now and the
+            # exchange refuses a second delivery if it ever came again.
+            task = asyncio.create_task(self._perform_logged(notice))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        elif isinstance(notice, DeliveredNotice):
+            _resolve(self._notices.future_for(self._notices.deliveries, notice.contract_id), notice)
+        elif isinstance(notice, ContractUpdatedNotice) and notice.state in _SETTLED_STATES:
+            _resolve(
+                self._notices.future_for(self._notices.settlements, notice.contract_id), notice
+            )
+
+    def _verified_notice(self, message: IncomingMessage) -> Document | None:
+        """A notice signed by the exchange for this agent, seen for the first time."""
         try:
-            opened = verify_request(
-                open_envelope(message.data),
-                subject=message.subject,
-                subject_agent_id=None,
+            opened = open_envelope(message.data)
+            if not isinstance(opened.document, _NOTICE_TYPES):
+                raise SignatureRejected("wrong_kind", "not a notice")
+            verified = verify_evidence(
+                opened,
+                expected_type=type(opened.document),
+                audience=self.agent_id,
+                issuer=self.exchange_id,
+                expected_subject=subjects.notifications(self.agent_id),
                 clock=self._clock,
-                replay_guard=self._replay_guard,
+                lifetime_max_s=limits.NOTICE_LIFETIME_MAX_S,
             )
         except SignatureRejected as exc:
             log.warning("ignored a notice: %s", exc)
-            return
-        notice = opened.document
-        if notice.header.issuer != self.exchange_id:
-            log.warning("ignored a notice not signed by the exchange")
-            return
-        await self._dispatch_notice(notice)
+            return None
+        header = verified.document.header
+        # JetStream may redeliver; the nonce makes each notice count once.
+        if self._replay_guard.seen(header.issuer, header.nonce):
+            return None
+        self._replay_guard.remember(
+            header.issuer, header.nonce, header.expires_at_ms, now_ms=self._clock.now_ms()
+        )
+        return verified.document
 
-    async def _dispatch_notice(self, notice: Document) -> None:
-        if isinstance(notice, ContractOpenedNotice):
+    async def _perform_logged(self, notice: ContractOpenedNotice) -> None:
+        try:
             await self._perform(notice)
-        elif isinstance(notice, DeliveredNotice):
-            future = self._notices.future_for(self._notices.deliveries, notice.contract_id)
-            if not future.done():
-                future.set_result(notice)
-        elif isinstance(notice, ReleasedNotice):
-            future = self._notices.future_for(self._notices.releases, notice.contract_id)
-            if not future.done():
-                future.set_result(notice)
+        except Exception:
+            log.exception("could not perform a hired task")
+
+
+_NOTICE_TYPES = (ContractOpenedNotice, DeliveredNotice, ContractUpdatedNotice)
+_SETTLED_STATES = frozenset({"released", "refunded", "resolved"})
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _balance_request(header: Header) -> Document:

@@ -18,6 +18,9 @@ REQUEST_LIFETIME_MAX_S: Final = 60
 # Quotes are evidence a buyer may accept a while after receiving them.
 QUOTE_VALIDITY_MAX_S: Final = 3600
 QUOTE_VALIDITY_DEFAULT_S: Final = 60
+# Notices wait in the exchange's JetStream stream for offline agents; they
+# stay verifiable (and the stream keeps them) this long.
+NOTICE_LIFETIME_MAX_S: Final = 8 * 24 * 3600
 # An exchange-signed contract record stays verifiable evidence this long.
 CONTRACT_RECORD_LIFETIME_S: Final = 90 * 24 * 3600
 # The delivery deadline a provider may promise, measured from now.
@@ -44,6 +47,23 @@ SEARCH_PAGE_SIZE_MAX: Final = 100
 SEARCH_OFFSET_MAX: Final = 10_000
 TRANSACTIONS_PAGE_SIZE_MAX: Final = 200
 
+# The catalog: a listing's tags, the filters of one search, and the pages of a
+# listing's history and of a provider's reputation.
+TAGS_PER_LISTING_MAX: Final = 8
+TAG_LENGTH_MAX: Final = 32
+SEARCH_TEXT_LENGTH_MAX: Final = 128
+SEARCH_TAGS_MAX: Final = 4
+LISTING_HISTORY_PAGE_SIZE_MAX: Final = 100
+REPUTATION_CAPABILITIES_MAX: Final = 100
+RATINGS_PAGE_SIZE_MAX: Final = 50
+# A buyer rates a released contract once, with 1 to 5 stars and a comment.
+RATING_STARS_MIN: Final = 1
+RATING_STARS_MAX: Final = 5
+RATING_COMMENT_LENGTH_MAX: Final = 500
+# A direct transfer between agents moves at most what one deal may cost.
+TRANSFER_MILLICREDITS_MAX: Final = PRICE_MILLICREDITS_MAX
+TRANSFER_MEMO_LENGTH_MAX: Final = 256
+
 # Replay protection remembers each (issuer, nonce) until the document
 # expires; the cache refuses new entries rather than grow without bound.
 REPLAY_CACHE_ENTRIES_MAX: Final = 1_000_000
@@ -57,3 +77,8 @@ assert QUOTE_VALIDITY_DEFAULT_S <= QUOTE_VALIDITY_MAX_S
 assert REQUEST_TIMEOUT_DEFAULT_S <= REQUEST_TIMEOUT_MAX_S <= REQUEST_LIFETIME_MAX_S
 assert CLOCK_SKEW_MAX_S < REQUEST_LIFETIME_MAX_S
 assert DELIVERY_DEADLINE_MAX_S < CONTRACT_RECORD_LIFETIME_S
+assert SEARCH_TAGS_MAX <= TAGS_PER_LISTING_MAX
+assert 1 <= RATING_STARS_MIN < RATING_STARS_MAX
+assert RATING_COMMENT_LENGTH_MAX <= TEXT_LENGTH_MAX
+assert TRANSFER_MEMO_LENGTH_MAX <= TEXT_LENGTH_MAX
+assert NOTICE_LIFETIME_MAX_S < CONTRACT_RECORD_LIFETIME_S

@@ -27,9 +27,12 @@ __all__ = [
     "AcceptDelivery",
     "Advertise",
     "BalanceReply",
+    "CancelContract",
+    "ContractEventEntry",
     "ContractOpenedNotice",
     "ContractRecord",
     "ContractReply",
+    "ContractUpdatedNotice",
     "ContractView",
     "Decline",
     "Deliver",
@@ -38,25 +41,41 @@ __all__ = [
     "Envelope",
     "ErrorCode",
     "ErrorReply",
+    "EvidenceReply",
     "GetBalance",
     "GetContract",
+    "GetEvidence",
+    "GetListingHistory",
+    "GetReputation",
     "Header",
     "InfoReply",
     "ListTransactions",
     "Listing",
+    "ListingHistoryReply",
     "ListingReply",
+    "ListingRevision",
     "Mint",
     "MintReply",
     "Notice",
     "OpenContract",
     "Quote",
-    "ReleasedNotice",
+    "RateContract",
+    "RatingEntry",
+    "RatingReply",
+    "RejectDelivery",
     "Reply",
+    "Reputation",
+    "ReputationReply",
+    "Resolve",
     "Rfq",
     "SearchCatalog",
     "SearchReply",
+    "SearchSort",
+    "SetListingStatus",
     "TransactionEntry",
     "TransactionsReply",
+    "Transfer",
+    "TransferReply",
 ]
 
 JSON_NULL = Raw(b"null")
@@ -80,6 +99,12 @@ PriceMillicredits = Annotated[int, Meta(ge=1, le=limits.PRICE_MILLICREDITS_MAX)]
 MintMillicredits = Annotated[int, Meta(ge=1, le=limits.MINT_MILLICREDITS_MAX)]
 Nonce = Annotated[str, Meta(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+\Z")]
 Base64Url = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]*\Z")]
+Tag = Annotated[
+    str, Meta(min_length=1, max_length=limits.TAG_LENGTH_MAX, pattern=r"^[a-z0-9][a-z0-9_-]*\Z")
+]
+RatingStars = Annotated[int, Meta(ge=limits.RATING_STARS_MIN, le=limits.RATING_STARS_MAX)]
+# The orders a search can ask for; see docs/PROTOCOL.md, catalog.search.
+SearchSort = Literal["price", "rating", "settled", "newest"]
 
 
 class ErrorCode(enum.StrEnum):
@@ -105,6 +130,10 @@ class ErrorCode(enum.StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     INVALID_STATE = "invalid_state"
     HASH_MISMATCH = "hash_mismatch"
+    INVALID_SCHEMA = "invalid_schema"
+    NOT_SETTLED = "not_settled"
+    ALREADY_RATED = "already_rated"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
@@ -145,6 +174,7 @@ class Advertise(_Signed, frozen=True, tag="catalog.advertise"):
     output_schema: dict[str, Any] = {}
     version: Annotated[str, Meta(min_length=1, max_length=32)] = "1.0.0"
     status: Literal["active", "inactive"] = "active"
+    tags: Annotated[list[Tag], Meta(max_length=limits.TAGS_PER_LISTING_MAX)] = []
 
 
 class SearchCatalog(_Signed, frozen=True, tag="catalog.search"):
@@ -153,6 +183,14 @@ class SearchCatalog(_Signed, frozen=True, tag="catalog.search"):
     price_max_millicredits: PriceMillicredits | None = None
     limit: Annotated[int, Meta(ge=1, le=limits.SEARCH_PAGE_SIZE_MAX)] = 20
     offset: Annotated[int, Meta(ge=0, le=limits.SEARCH_OFFSET_MAX)] = 0
+    price_min_millicredits: PriceMillicredits | None = None
+    # Every tag given must be on the listing.
+    tags: Annotated[list[Tag], Meta(max_length=limits.SEARCH_TAGS_MAX)] = []
+    rating_min: (
+        Annotated[float, Meta(ge=limits.RATING_STARS_MIN, le=limits.RATING_STARS_MAX)] | None
+    ) = None
+    settled_count_min: Annotated[int, Meta(ge=0, le=2**53)] | None = None
+    sort: SearchSort = "price"
 
 
 class Rfq(_Signed, frozen=True, tag="rfq"):
@@ -198,6 +236,39 @@ class GetContract(_Signed, frozen=True, tag="contract.get"):
     contract_id: Identifier
 
 
+class RejectDelivery(_Signed, frozen=True, tag="contract.reject"):
+    """The buyer refuses a delivery: the contract goes to dispute."""
+
+    contract_id: Identifier
+    reason: Annotated[str, Meta(min_length=1, max_length=limits.TEXT_LENGTH_MAX)]
+
+
+class CancelContract(_Signed, frozen=True, tag="contract.cancel"):
+    """Before delivery: the provider's cancel refunds the buyer at once; the
+    buyer's cancel is a request that refunds once the provider cancels too."""
+
+    contract_id: Identifier
+    reason: Text = ""
+
+
+class GetEvidence(_Signed, frozen=True, tag="contract.evidence"):
+    """A contract's evidence bundle, for its parties and operators."""
+
+    contract_id: Identifier
+
+
+class Resolve(_Signed, frozen=True, tag="operator.resolve"):
+    """Operator only: end a dispute, giving the provider a share of the price.
+
+    10,000 bps releases all to the provider, 0 refunds all to the buyer,
+    anything between splits (the fee applies to the provider's share).
+    """
+
+    contract_id: Identifier
+    provider_share_bps: Annotated[int, Meta(ge=0, le=10_000)]
+    note: Text = ""
+
+
 class GetBalance(_Signed, frozen=True, tag="wallet.balance"):
     pass
 
@@ -219,6 +290,52 @@ class Mint(_Signed, frozen=True, tag="operator.mint"):
     recipient_id: AgentId
     amount_millicredits: MintMillicredits
     reason: Annotated[str, Meta(min_length=1, max_length=limits.TEXT_LENGTH_MAX)]
+
+
+class SetListingStatus(_Signed, frozen=True, tag="catalog.status"):
+    """A provider deactivates its listing (hidden from search, no new
+    contracts) or reactivates it; either way a new revision is recorded."""
+
+    capability: Capability
+    status: Literal["active", "inactive"]
+
+
+class GetListingHistory(_Signed, frozen=True, tag="catalog.history"):
+    """A listing's revisions, newest first; anyone may read them."""
+
+    provider_id: AgentId
+    capability: Capability
+    limit: Annotated[int, Meta(ge=1, le=limits.LISTING_HISTORY_PAGE_SIZE_MAX)] = 20
+    before_revision: Annotated[int, Meta(ge=1, le=2**31)] | None = None
+
+
+class GetReputation(_Signed, frozen=True, tag="catalog.reputation"):
+    """A provider's reputation, overall and per capability (or for one)."""
+
+    provider_id: AgentId
+    capability: Capability | None = None
+    ratings_limit: Annotated[int, Meta(ge=0, le=limits.RATINGS_PAGE_SIZE_MAX)] = 10
+
+
+class RateContract(_Signed, frozen=True, tag="contract.rate"):
+    """The buyer's rating of a released contract: once per contract."""
+
+    contract_id: Identifier
+    stars: RatingStars
+    comment: Annotated[str, Meta(max_length=limits.RATING_COMMENT_LENGTH_MAX)] = ""
+
+
+class Transfer(_Signed, frozen=True, tag="wallet.transfer"):
+    """A direct payment to another agent; the transfer fee comes out of it.
+
+    ``transfer_id`` is the payer's idempotency key: a retry with the same
+    key returns the first outcome and never pays twice.
+    """
+
+    transfer_id: Identifier
+    payee_id: AgentId
+    amount_millicredits: Annotated[int, Meta(ge=1, le=limits.TRANSFER_MILLICREDITS_MAX)]
+    memo: Annotated[str, Meta(max_length=limits.TRANSFER_MEMO_LENGTH_MAX)] = ""
 
 
 # --- Documents signed by the exchange ---------------------------------------------
@@ -253,11 +370,17 @@ class DeliveredNotice(_Signed, frozen=True, tag="notice.delivered"):
     result_sha256: Sha256Hex
 
 
-class ReleasedNotice(_Signed, frozen=True, tag="notice.released"):
+class ContractUpdatedNotice(_Signed, frozen=True, tag="notice.contract_updated"):
+    """Sent to both parties on every transition of a contract."""
+
     contract_id: Identifier
+    state: str
+    event: str
     price_millicredits: PriceMillicredits
     fee_millicredits: Annotated[int, Meta(ge=0)]
-    net_millicredits: Annotated[int, Meta(ge=0)]
+    net_millicredits: Annotated[int, Meta(ge=0)] | None = None
+    refunded_millicredits: Annotated[int, Meta(ge=0)] = 0
+    detail: Text = ""
 
 
 Document = (
@@ -270,15 +393,24 @@ Document = (
     | Deliver
     | AcceptDelivery
     | GetContract
+    | RejectDelivery
+    | CancelContract
+    | GetEvidence
+    | Resolve
     | GetBalance
     | ListTransactions
     | Mint
+    | SetListingStatus
+    | GetListingHistory
+    | GetReputation
+    | RateContract
+    | Transfer
     | ContractRecord
     | ContractOpenedNotice
     | DeliveredNotice
-    | ReleasedNotice
+    | ContractUpdatedNotice
 )
-Notice = ContractOpenedNotice | DeliveredNotice | ReleasedNotice
+Notice = ContractOpenedNotice | DeliveredNotice | ContractUpdatedNotice
 
 # --- Replies of the exchange (not signed: see docs/PROTOCOL.md, "Trust") --------
 
@@ -293,6 +425,23 @@ class ErrorReply(_Reply, frozen=True, tag="error"):
     contract_id: str | None = None
 
 
+class Reputation(Struct, frozen=True, kw_only=True):
+    """A provider's record, from settled contracts only (released, refunded
+    or resolved); ``capability`` is None for the provider's overall record.
+    Rates are fractions of ``settled_count`` (None while it is 0); the mean
+    rating is None until a buyer rates."""
+
+    provider_id: str
+    capability: str | None
+    settled_count: int
+    on_time_rate: float | None
+    dispute_rate: float | None
+    refund_rate: float | None
+    rating_mean: float | None
+    rating_count: int
+    unique_buyer_count: int
+
+
 class Listing(Struct, frozen=True, kw_only=True):
     listing_id: str
     provider_id: str
@@ -304,6 +453,11 @@ class Listing(Struct, frozen=True, kw_only=True):
     version: str
     status: str
     updated_at_ms: int
+    tags: list[str] = []
+    # The listing's revision number: 1 when created, +1 on every change.
+    revision: int = 1
+    created_at_ms: int = 0
+    reputation: Reputation | None = None
 
 
 class ListingReply(_Reply, frozen=True, tag="listing"):
@@ -330,6 +484,12 @@ class ContractView(Struct, frozen=True, kw_only=True):
     created_at_ms: int
     updated_at_ms: int
     net_millicredits: int | None = None
+    refunded_millicredits: int = 0
+    review_deadline_ms: int | None = None
+    dispute_deadline_ms: int | None = None
+    dispute_reason: str | None = None
+    # How a dispute ended: "operator" or "default" (the window passed).
+    resolution: str | None = None
     # Only in replies to contract.get, so a party that missed a notice can
     # still read the task (provider) or the delivered result (buyer); JSON
     # null elsewhere. (msgspec cannot decode Raw inside a union with None.)
@@ -339,6 +499,24 @@ class ContractView(Struct, frozen=True, kw_only=True):
 
 class ContractReply(_Reply, frozen=True, tag="contract"):
     contract: ContractView
+
+
+class ContractEventEntry(Struct, frozen=True, kw_only=True):
+    event: str
+    actor_id: str
+    to_state: str
+    detail: str
+    at_ms: int
+
+
+class EvidenceReply(_Reply, frozen=True, tag="evidence"):
+    """Everything that shows what was agreed and what happened."""
+
+    contract: ContractView
+    quote: Envelope
+    acceptance: Envelope
+    record: Envelope
+    events: list[ContractEventEntry]
 
 
 class BalanceReply(_Reply, frozen=True, tag="balance"):
@@ -373,6 +551,61 @@ class MintReply(_Reply, frozen=True, tag="minted"):
     amount_millicredits: int
 
 
+class ListingRevision(Struct, frozen=True, kw_only=True):
+    revision: int
+    description: str
+    price_millicredits: int
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    version: str
+    tags: list[str]
+    status: str
+    changed_at_ms: int
+
+
+class ListingHistoryReply(_Reply, frozen=True, tag="listing_history"):
+    listing_id: str
+    revisions: list[ListingRevision]
+    has_more: bool
+
+
+class RatingEntry(Struct, frozen=True, kw_only=True):
+    contract_id: str
+    provider_id: str
+    buyer_id: str
+    capability: str
+    stars: int
+    comment: str
+    rated_at_ms: int
+
+
+class RatingReply(_Reply, frozen=True, tag="rating"):
+    rating: RatingEntry
+    reputation: Reputation
+
+
+class ReputationReply(_Reply, frozen=True, tag="reputation"):
+    provider_id: str
+    overall: Reputation
+    capabilities: list[Reputation]
+    ratings: list[RatingEntry]
+
+
+class TransferReply(_Reply, frozen=True, tag="transferred"):
+    transfer_id: str
+    # The ledger reference of the transfer, as ``wallet.transactions`` shows it.
+    reference: str
+    payer_id: str
+    payee_id: str
+    amount_millicredits: int
+    fee_millicredits: int
+    net_millicredits: int
+    memo: str
+    created_at_ms: int
+    # True when this answers a retry: the first outcome, nothing moved again.
+    replayed: bool
+
+
 class InfoReply(_Reply, frozen=True, tag="info"):
     exchange_id: str
     protocol_version: int
@@ -385,10 +618,15 @@ Reply = (
     | ListingReply
     | SearchReply
     | ContractReply
+    | EvidenceReply
     | BalanceReply
     | TransactionsReply
     | MintReply
     | InfoReply
+    | ListingHistoryReply
+    | RatingReply
+    | ReputationReply
+    | TransferReply
 )
 
 # Encoders and decoders are built once: building them is the costly part.

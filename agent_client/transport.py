@@ -20,6 +20,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import ConsumerConfig
 
 from agent_client.errors import AgentClientError, ExchangeError, RequestTimeout
 from agent_client.protocol import ErrorCode
@@ -29,6 +30,9 @@ __all__ = ["BoundedDispatcher", "IncomingMessage", "NatsConnection", "flush_subs
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_DEFAULT_S = 5.0
+DURABLE_ACK_WAIT_S = 30.0
+# A durable consumer nobody used for this long is removed by the server.
+DURABLE_INACTIVE_THRESHOLD_S = 8 * 24 * 3600.0
 DRAIN_TIMEOUT_S = 5.0
 
 
@@ -50,28 +54,35 @@ class BoundedDispatcher:
     piling up tasks without limit.
     """
 
-    def __init__(self, handler: MessageHandler, *, concurrency_max: int) -> None:
+    def __init__(
+        self, handler: MessageHandler, *, concurrency_max: int, acknowledge: bool = False
+    ) -> None:
         assert concurrency_max > 0
         self._handler = handler
+        # JetStream messages are acknowledged once handled (even if the handler
+        # failed: a message that breaks the handler would break it again).
+        self._acknowledge = acknowledge
         self._slots = asyncio.Semaphore(concurrency_max)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def dispatch(self, msg: Msg) -> None:
         await self._slots.acquire()
-        message = IncomingMessage(msg.subject, msg.data, msg.reply)
-        task = asyncio.create_task(self._run(message))
+        task = asyncio.create_task(self._run(msg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, message: IncomingMessage) -> None:
+    async def _run(self, msg: Msg) -> None:
         try:
-            await self._handler(message)
+            await self._handler(IncomingMessage(msg.subject, msg.data, msg.reply))
         except Exception:
             # A handler bug must not kill the subscription; it is logged with
             # its traceback and the message is dropped (the requester times out).
-            log.exception("handler failed for a message on %s", message.subject)
+            log.exception("handler failed for a message on %s", msg.subject)
         finally:
             self._slots.release()
+        if self._acknowledge:
+            with contextlib.suppress(nats.errors.Error):
+                await msg.ack()
 
     async def wait_idle(self) -> None:
         if self._tasks:
@@ -162,6 +173,41 @@ class NatsConnection:
         subscription = await self._client.subscribe(subject, queue=queue, cb=dispatcher.dispatch)
         await flush_subscriptions(self._client)
         return subscription
+
+    async def consume_durable(
+        self,
+        subject: str,
+        handler: MessageHandler,
+        /,
+        *,
+        durable_name: str,
+        concurrency_max: int,
+    ) -> None:
+        """Receive a JetStream subject through a durable consumer, acking each message.
+
+        What arrived while this agent was offline is delivered on connect. The
+        durable name doubles as the deliver group, so two processes with the
+        same identity share the messages instead of one failing to bind.
+        """
+        dispatcher = BoundedDispatcher(handler, concurrency_max=concurrency_max, acknowledge=True)
+        self._dispatchers.append(dispatcher)
+        js = self._client.jetstream(timeout=CONNECT_TIMEOUT_DEFAULT_S)
+        try:
+            await js.subscribe(
+                subject,
+                queue=durable_name,
+                durable=durable_name,
+                cb=dispatcher.dispatch,
+                manual_ack=True,
+                config=ConsumerConfig(
+                    ack_wait=DURABLE_ACK_WAIT_S,
+                    max_ack_pending=concurrency_max * 4,
+                    inactive_threshold=DURABLE_INACTIVE_THRESHOLD_S,
+                ),
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise AgentClientError(f"cannot consume {subject}: {exc!r}") from exc
+        await flush_subscriptions(self._client)
 
     async def subscribe_inbox(self, subject: str, /) -> Subscription:
         """A plain subscription read with ``next_msg`` (for collecting replies)."""

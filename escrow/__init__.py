@@ -1,18 +1,17 @@
-"""Escrow: the hold on a contract's price, and how it ends (release or refund).
+"""Escrow: the hold on a contract's price, and how it ends (all, nothing or a split).
 
-The state machine and transfer plans are pure (:mod:`escrow.machine`); the
+The settlement math and transfer plans are pure (:mod:`escrow.machine`); the
 service applies them to the wallet ledger. It knows nothing of NATS or HTTP.
 """
 
-from escrow.errors import EscrowError, EscrowTransitionError, InsufficientFunds
+from escrow.errors import EscrowError, InsufficientFunds
 from escrow.machine import (
     ESCROW_ACCOUNT_ID,
     REVENUE_ACCOUNT_ID,
-    EscrowEvent,
     EscrowState,
     Settlement,
+    provider_share_for_bps,
     settlement_for,
-    transition,
 )
 from escrow.service import Escrow, LedgerPort
 
@@ -21,12 +20,10 @@ __all__ = [
     "REVENUE_ACCOUNT_ID",
     "Escrow",
     "EscrowError",
-    "EscrowEvent",
     "EscrowState",
-    "EscrowTransitionError",
     "InsufficientFunds",
     "LedgerPort",
     "Settlement",
+    "provider_share_for_bps",
     "settlement_for",
-    "transition",
 ]

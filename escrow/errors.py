@@ -3,15 +3,14 @@
 ::
 
     EscrowError                 the ledger refused an escrow step (``code``)
-     ├── InsufficientFunds      the buyer cannot cover the price
-     └── EscrowTransitionError  the step is not allowed from the hold's state
+     └── InsufficientFunds      the buyer cannot cover the price
 
 ``code`` is the wallet's transfer result that caused the refusal.
 """
 
 from __future__ import annotations
 
-__all__ = ["EscrowError", "EscrowTransitionError", "InsufficientFunds"]
+__all__ = ["EscrowError", "InsufficientFunds"]
 
 
 class EscrowError(Exception):
@@ -29,7 +28,3 @@ class InsufficientFunds(EscrowError):
             contract_id=contract_id,
         )
         self.amount_millicredits = amount_millicredits
-
-
-class EscrowTransitionError(EscrowError):
-    pass

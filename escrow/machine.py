@@ -1,12 +1,13 @@
 """The escrow state machine and the ledger transfers of each step (pure).
 
 A hold is a **pending** ledger transfer from the buyer's wallet to the
-platform escrow account. It ends exactly once:
+platform escrow account. It ends exactly once, with a :class:`Settlement`
+that gives the provider a share of the price (all of it, none, or a split):
 
-* ``release``: the pending transfer is posted, and in the same linked chain
-  the escrow account pays the provider ``price - fee`` and the platform
-  revenue account ``fee``;
-* ``refund``: the pending transfer is voided and the buyer's funds are free.
+* the provider's share is posted, and in the same linked chain the escrow
+  account pays the provider ``share - fee`` and the platform ``fee``; the
+  unposted rest of the hold returns to the buyer;
+* a share of zero voids the hold: the buyer's funds are free again.
 
 Every transfer id derives from the contract id, so a retried step is the same
 ledger request and the ledger's idempotency makes it happen once.
@@ -17,20 +18,17 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from escrow.errors import EscrowTransitionError
 from wallet import LedgerId, NewTransfer, TransferCode, TransferFlags, fee_split
 
 __all__ = [
     "ESCROW_ACCOUNT_ID",
     "REVENUE_ACCOUNT_ID",
-    "EscrowEvent",
     "EscrowState",
     "Settlement",
     "hold_transfers",
-    "refund_transfers",
-    "release_transfers",
+    "provider_share_for_bps",
+    "settle_transfers",
     "settlement_for",
-    "transition",
 ]
 
 ESCROW_ACCOUNT_ID = "platform:escrow"
@@ -39,47 +37,57 @@ REVENUE_ACCOUNT_ID = "platform:revenue"
 
 class EscrowState(enum.Enum):
     HELD = "held"
-    RELEASED = "released"
-    REFUNDED = "refunded"
-
-
-class EscrowEvent(enum.Enum):
-    RELEASE = "release"
-    REFUND = "refund"
-
-
-_TRANSITIONS: dict[tuple[EscrowState, EscrowEvent], EscrowState] = {
-    (EscrowState.HELD, EscrowEvent.RELEASE): EscrowState.RELEASED,
-    (EscrowState.HELD, EscrowEvent.REFUND): EscrowState.REFUNDED,
-}
-
-
-def transition(state: EscrowState, event: EscrowEvent, /, *, contract_id: str) -> EscrowState:
-    """The state after ``event``; a hold that has ended cannot change again."""
-    next_state = _TRANSITIONS.get((state, event))
-    if next_state is None:
-        raise EscrowTransitionError(
-            f"cannot {event.value} a hold that is {state.value}",
-            code="invalid_state",
-            contract_id=contract_id,
-        )
-    return next_state
+    RELEASED = "released"  # the provider got the whole price (minus the fee)
+    REFUNDED = "refunded"  # the buyer got the whole price back
+    SPLIT = "split"  # each got a part
 
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
+    """How a held price ends: the provider's share (less the fee), the rest refunded."""
+
     price_millicredits: int
+    provider_share_millicredits: int
     fee_millicredits: int
     net_millicredits: int
+    refunded_millicredits: int
 
     def __post_init__(self) -> None:
+        assert 0 <= self.provider_share_millicredits <= self.price_millicredits
         assert self.fee_millicredits >= 0 and self.net_millicredits >= 0
-        assert self.fee_millicredits + self.net_millicredits == self.price_millicredits
+        assert self.fee_millicredits + self.net_millicredits == self.provider_share_millicredits
+        assert (
+            self.provider_share_millicredits + self.refunded_millicredits == self.price_millicredits
+        )
+
+    @property
+    def outcome(self) -> EscrowState:
+        if self.provider_share_millicredits == self.price_millicredits:
+            return EscrowState.RELEASED
+        if self.provider_share_millicredits == 0:
+            return EscrowState.REFUNDED
+        return EscrowState.SPLIT
 
 
-def settlement_for(price_millicredits: int, /, *, fee_rate_bps: int) -> Settlement:
-    fee, net = fee_split(price_millicredits, rate_bps=fee_rate_bps)
-    return Settlement(price_millicredits, fee, net)
+def settlement_for(
+    price_millicredits: int, /, *, provider_share_millicredits: int, fee_rate_bps: int
+) -> Settlement:
+    """The one place a settlement is computed: the fee applies to the provider's share."""
+    assert 0 <= provider_share_millicredits <= price_millicredits
+    fee, net = fee_split(provider_share_millicredits, rate_bps=fee_rate_bps)
+    return Settlement(
+        price_millicredits,
+        provider_share_millicredits,
+        fee,
+        net,
+        price_millicredits - provider_share_millicredits,
+    )
+
+
+def provider_share_for_bps(price_millicredits: int, /, *, provider_share_bps: int) -> int:
+    """A split given in basis points of the price, rounded down (never over the price)."""
+    assert 0 <= provider_share_bps <= 10_000
+    return price_millicredits * provider_share_bps // 10_000
 
 
 def _transfer_id(contract_id: str, step: str) -> str:
@@ -104,7 +112,7 @@ def hold_transfers(
     ]
 
 
-def release_transfers(
+def settle_transfers(
     contract_id: str,
     /,
     *,
@@ -112,9 +120,30 @@ def release_transfers(
     provider_account_id: str,
     settlement: Settlement,
 ) -> list[NewTransfer]:
-    """Post the hold and pay it out, as one linked (all-or-nothing) chain."""
+    """The transfers that end a hold, as one linked (all-or-nothing) chain.
+
+    Nothing for the provider voids the hold. Otherwise the hold is posted for
+    the provider's share only (the ledger releases the rest of a partially
+    posted pending transfer back to the buyer), and the escrow account pays
+    the share out: net to the provider, fee to the platform.
+    """
+    hold_id = _transfer_id(contract_id, "hold")
+    if settlement.provider_share_millicredits == 0:
+        return [
+            NewTransfer(
+                id=_transfer_id(contract_id, "void"),
+                debit_account_id=buyer_account_id,
+                credit_account_id=ESCROW_ACCOUNT_ID,
+                amount=settlement.price_millicredits,
+                ledger=LedgerId.CREDITS,
+                code=TransferCode.ESCROW_REFUND,
+                flags=TransferFlags.VOID_PENDING,
+                pending_id=hold_id,
+                user_data=contract_id,
+            )
+        ]
     steps = [
-        ("post", buyer_account_id, ESCROW_ACCOUNT_ID, settlement.price_millicredits),
+        ("post", buyer_account_id, ESCROW_ACCOUNT_ID, settlement.provider_share_millicredits),
         ("net", ESCROW_ACCOUNT_ID, provider_account_id, settlement.net_millicredits),
         ("fee", ESCROW_ACCOUNT_ID, REVENUE_ACCOUNT_ID, settlement.fee_millicredits),
     ]
@@ -133,35 +162,10 @@ def release_transfers(
                 credit_account_id=credit_account_id,
                 amount=amount,
                 ledger=LedgerId.CREDITS,
-                code=_RELEASE_CODES[step],
+                code=TransferCode.FEE if step == "fee" else TransferCode.ESCROW_RELEASE,
                 flags=flags,
-                pending_id=_transfer_id(contract_id, "hold") if is_post else None,
+                pending_id=hold_id if is_post else None,
                 user_data=contract_id,
             )
         )
     return chain
-
-
-_RELEASE_CODES = {
-    "post": TransferCode.ESCROW_RELEASE,
-    "net": TransferCode.ESCROW_RELEASE,
-    "fee": TransferCode.FEE,
-}
-
-
-def refund_transfers(
-    contract_id: str, /, *, buyer_account_id: str, price_millicredits: int
-) -> list[NewTransfer]:
-    return [
-        NewTransfer(
-            id=_transfer_id(contract_id, "void"),
-            debit_account_id=buyer_account_id,
-            credit_account_id=ESCROW_ACCOUNT_ID,
-            amount=price_millicredits,
-            ledger=LedgerId.CREDITS,
-            code=TransferCode.ESCROW_REFUND,
-            flags=TransferFlags.VOID_PENDING,
-            pending_id=_transfer_id(contract_id, "hold"),
-            user_data=contract_id,
-        )
-    ]

@@ -1,7 +1,8 @@
 """Escrow steps applied to the ledger inside the caller's transaction.
 
 The exchange opens a contract and holds its price in one database
-transaction, so a contract never exists without its hold or the reverse.
+transaction, and settles it in the transaction that moves the contract to a
+settled state, so a contract's state and its money never disagree.
 """
 
 from __future__ import annotations
@@ -10,13 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from escrow.errors import EscrowError, InsufficientFunds
-from escrow.machine import (
-    Settlement,
-    hold_transfers,
-    refund_transfers,
-    release_transfers,
-    settlement_for,
-)
+from escrow.machine import Settlement, hold_transfers, settle_transfers
 from wallet import NewTransfer, TransferOutcome, TransferResult
 
 __all__ = ["Escrow", "LedgerPort"]
@@ -32,10 +27,8 @@ class Escrow:
     def __init__(self, ledger: LedgerPort, /, *, fee_rate_bps: int) -> None:
         assert 0 <= fee_rate_bps <= 10_000
         self._ledger = ledger
+        # The rate new contracts are opened with; a contract keeps its own.
         self.fee_rate_bps = fee_rate_bps
-
-    def settlement(self, price_millicredits: int, /) -> Settlement:
-        return settlement_for(price_millicredits, fee_rate_bps=self.fee_rate_bps)
 
     async def hold(
         self,
@@ -50,12 +43,11 @@ class Escrow:
             contract_id, buyer_account_id=buyer_account_id, price_millicredits=price_millicredits
         )
         outcomes = await self._ledger.create_transfers(transfers, connection=connection)
-        result = outcomes[0].result
-        if result is TransferResult.EXCEEDS_CREDITS:
+        if outcomes[0].result is TransferResult.EXCEEDS_CREDITS:
             raise InsufficientFunds(contract_id=contract_id, amount_millicredits=price_millicredits)
         _require_ok(outcomes, contract_id=contract_id, step="hold")
 
-    async def release(
+    async def settle(
         self,
         contract_id: str,
         /,
@@ -64,41 +56,23 @@ class Escrow:
         provider_account_id: str,
         settlement: Settlement,
         connection: Any,
-    ) -> Settlement:
-        """Pay out a hold as agreed when it was opened.
-
-        The settlement comes from the contract, not from today's fee rate, so a
-        rate change (or workers with different rates) never alters a deal.
-        """
-        transfers = release_transfers(
+    ) -> None:
+        """End the hold as ``settlement`` says; a retried settlement is a no-op."""
+        transfers = settle_transfers(
             contract_id,
             buyer_account_id=buyer_account_id,
             provider_account_id=provider_account_id,
             settlement=settlement,
         )
         outcomes = await self._ledger.create_transfers(transfers, connection=connection)
-        _require_ok(outcomes, contract_id=contract_id, step="release")
-        return settlement
-
-    async def refund(
-        self,
-        contract_id: str,
-        /,
-        *,
-        buyer_account_id: str,
-        price_millicredits: int,
-        connection: Any,
-    ) -> None:
-        transfers = refund_transfers(
-            contract_id, buyer_account_id=buyer_account_id, price_millicredits=price_millicredits
-        )
-        outcomes = await self._ledger.create_transfers(transfers, connection=connection)
-        _require_ok(outcomes, contract_id=contract_id, step="refund")
+        _require_ok(outcomes, contract_id=contract_id, step=settlement.outcome.value)
 
 
 def _require_ok(outcomes: Sequence[TransferOutcome], *, contract_id: str, step: str) -> None:
     for outcome in outcomes:
         if outcome.result is not TransferResult.OK:
             raise EscrowError(
-                f"the ledger refused the {step}", code=outcome.result.value, contract_id=contract_id
+                f"the ledger refused the {step}",
+                code=outcome.result.value,
+                contract_id=contract_id,
             )

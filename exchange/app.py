@@ -7,28 +7,42 @@ database: they share the queue group and the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
 from nats.aio.client import Client
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_client.keys import AgentKeys
 from agent_client.signing import Clock, SystemClock
+from broker.streams import ensure_notice_stream
 from escrow import Escrow
-from exchange.endpoints import ExchangeEndpoints, NatsNoticePublisher
+from exchange import repository
+from exchange.endpoints import ExchangeEndpoints, JetStreamNoticePublisher
 from exchange.ledger_accounts import ensure_platform_accounts
-from exchange.limits import REQUEST_CONCURRENCY_MAX
-from exchange.use_cases import ExchangeContext
+from exchange.limits import (
+    OUTBOX_BATCH_MAX,
+    OUTBOX_RELAY_DELAY_MS,
+    REQUEST_CONCURRENCY_MAX,
+    SWEEP_INTERVAL_S,
+)
+from exchange.use_cases import ContractUseCases, ExchangeContext
+from exchange.use_cases.context import LifecycleSettings, OutboxNotice
 from wallet import FeeSchedule, SqlLedger, open_database, upgrade_schema
 
 __all__ = ["ExchangeConfig", "ExchangeWorker", "migrate_database"]
 
 EXCHANGE_MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 NATS_CONNECT_TIMEOUT_S = 5
+
+log = logging.getLogger(__name__)
 
 
 async def migrate_database(database_url: str, /) -> None:
@@ -44,6 +58,7 @@ class ExchangeConfig:
     operator_ids: frozenset[str]
     fees: FeeSchedule = field(default_factory=FeeSchedule)
     request_concurrency_max: int = REQUEST_CONCURRENCY_MAX
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
 
 
 class ExchangeWorker:
@@ -53,6 +68,8 @@ class ExchangeWorker:
         self._client: Client | None = None
         self._engine: AsyncEngine | None = None
         self._endpoints: ExchangeEndpoints | None = None
+        self._context: ExchangeContext | None = None
+        self._background: list[asyncio.Task[None]] = []
 
     @property
     def engine(self) -> AsyncEngine:
@@ -74,15 +91,20 @@ class ExchangeWorker:
             connect_timeout=NATS_CONNECT_TIMEOUT_S,
             max_reconnect_attempts=-1,
         )
+        js = self._client.jetstream(timeout=NATS_CONNECT_TIMEOUT_S)
+        await ensure_notice_stream(js)
         context = ExchangeContext(
             self._engine,
             ledger,
             Escrow(ledger, fee_rate_bps=self.config.fees.escrow_bps),
-            NatsNoticePublisher(self._client),
+            JetStreamNoticePublisher(js),
             keys=self.config.keys,
             clock=self._clock,
             operator_ids=self.config.operator_ids,
+            lifecycle=self.config.lifecycle,
         )
+        self.contracts = ContractUseCases(context)
+        self._context = context
         self._endpoints = ExchangeEndpoints(
             self._client,
             context,
@@ -91,9 +113,46 @@ class ExchangeWorker:
             concurrency_max=self.config.request_concurrency_max,
         )
         await self._endpoints.start()
+        self._background = [
+            asyncio.create_task(self._every(SWEEP_INTERVAL_S, self.contracts.sweep)),
+            asyncio.create_task(self._every(SWEEP_INTERVAL_S, self.relay_outbox)),
+        ]
+
+    async def relay_outbox(self) -> int:
+        """Publish notices whose publish after commit did not happen (or failed)."""
+        context = self._context
+        assert context is not None
+        created_before_ms = context.clock.now_ms() - OUTBOX_RELAY_DELAY_MS
+
+        async def work(connection: AsyncConnection) -> list[dict[str, Any]]:
+            return await repository.unpublished_notices(
+                connection, created_before_ms=created_before_ms, limit=OUTBOX_BATCH_MAX
+            )
+
+        rows = await context.run(work)
+        await context.publish(
+            [
+                OutboxNotice(row["notice_id"], row["subject"], row["payload"].encode())
+                for row in rows
+            ]
+        )
+        return len(rows)
+
+    async def _every(self, interval_s: float, job: Callable[[], Awaitable[int]]) -> None:
+        """Run a periodic job until cancelled; a failing run is logged, not fatal."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await job()
+            except Exception:
+                log.exception("background job %s failed; it runs again", job.__name__)
 
     async def stop(self) -> None:
         """Stop taking requests, finish those in flight, then disconnect."""
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background = []
         if self._endpoints is not None:
             await self._endpoints.stop()
             self._endpoints = None

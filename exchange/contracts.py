@@ -1,14 +1,22 @@
-"""The contract lifecycle (pure): states, who may do what, and when.
+"""The contract lifecycle (pure): states, events, who may cause them, and timers.
 
 ::
 
-    open ──deliver──▶ delivered ──accept──▶ released
+    open ──deliver──────────────▶ delivered ──accept / review window passed──▶ released
+      │                              │
+      ├─ deadline passed ──┐         └──reject──▶ disputed ──resolve / dispute window──▶ resolved
+      └─ provider cancels ─┴──▶ refunded   (a buyer's cancel is a request until then)
 
-``open`` and ``delivered`` hold the price in escrow; ``released`` has paid it
-out. (Refunds, deadlines and disputes arrive with the lifecycle issue; the
-database already accepts the ``refunded`` state.) The repository applies each
-transition as a compare-and-set on the state, so two racing requests cannot
-both move the same contract.
+``open``, ``delivered`` and ``disputed`` hold the price in escrow; the other
+states have settled it: ``released`` paid the provider in full (minus the
+fee), ``refunded`` returned it all to the buyer, ``resolved`` applied an
+operator's (or the default) outcome: all, nothing, or a split.
+
+Timers are data: each holding state has a deadline, and :func:`due_event`
+says which event a deadline fires. The sweeper and every read apply due
+events, so an expiry counts even before the sweeper runs. The repository
+applies each transition as a compare-and-set on the state, so of a release,
+a refund and an expiry racing on one contract exactly one wins.
 """
 
 from __future__ import annotations
@@ -17,37 +25,73 @@ import enum
 import hashlib
 from dataclasses import dataclass
 
-from escrow import EscrowState
 from exchange.errors import ErrorCode, ExchangeError
 
 __all__ = [
+    "HOLDING_STATES",
+    "SETTLED_STATES",
+    "ContractEvent",
     "ContractRow",
     "ContractState",
-    "check_can_accept",
-    "check_can_deliver",
+    "Role",
     "check_party",
     "contract_id_for_quote",
-    "escrow_state_of",
+    "due_at_ms",
+    "due_event",
+    "next_state",
 ]
 
 
 class ContractState(enum.StrEnum):
     OPEN = "open"
     DELIVERED = "delivered"
+    DISPUTED = "disputed"
     RELEASED = "released"
     REFUNDED = "refunded"
+    RESOLVED = "resolved"
 
 
-_ESCROW_STATE_BY_CONTRACT_STATE = {
-    ContractState.OPEN: EscrowState.HELD,
-    ContractState.DELIVERED: EscrowState.HELD,
-    ContractState.RELEASED: EscrowState.RELEASED,
-    ContractState.REFUNDED: EscrowState.REFUNDED,
+HOLDING_STATES = frozenset({ContractState.OPEN, ContractState.DELIVERED, ContractState.DISPUTED})
+SETTLED_STATES = frozenset({ContractState.RELEASED, ContractState.REFUNDED, ContractState.RESOLVED})
+
+
+class ContractEvent(enum.StrEnum):
+    OPEN = "open"  # how a contract starts; not a transition
+    DELIVER = "deliver"
+    ACCEPT = "accept"
+    REJECT = "reject"
+    # The provider's cancel refunds at once; a buyer's cancel is only a request
+    # until the provider cancels too, so both end as this event.
+    PROVIDER_CANCEL = "provider_cancel"
+    DEADLINE_PASSED = "deadline_passed"
+    REVIEW_WINDOW_PASSED = "review_window_passed"
+    RESOLVE = "resolve"
+    DISPUTE_WINDOW_PASSED = "dispute_window_passed"
+
+
+class Role(enum.StrEnum):
+    BUYER = "buyer"
+    PROVIDER = "provider"
+    OPERATOR = "operator"
+    EXCHANGE = "exchange"  # timers
+
+
+_TRANSITIONS: dict[tuple[ContractState, ContractEvent], tuple[ContractState, Role]] = {
+    (ContractState.OPEN, ContractEvent.DELIVER): (ContractState.DELIVERED, Role.PROVIDER),
+    (ContractState.OPEN, ContractEvent.PROVIDER_CANCEL): (ContractState.REFUNDED, Role.PROVIDER),
+    (ContractState.OPEN, ContractEvent.DEADLINE_PASSED): (ContractState.REFUNDED, Role.EXCHANGE),
+    (ContractState.DELIVERED, ContractEvent.ACCEPT): (ContractState.RELEASED, Role.BUYER),
+    (ContractState.DELIVERED, ContractEvent.REJECT): (ContractState.DISPUTED, Role.BUYER),
+    (ContractState.DELIVERED, ContractEvent.REVIEW_WINDOW_PASSED): (
+        ContractState.RELEASED,
+        Role.EXCHANGE,
+    ),
+    (ContractState.DISPUTED, ContractEvent.RESOLVE): (ContractState.RESOLVED, Role.OPERATOR),
+    (ContractState.DISPUTED, ContractEvent.DISPUTE_WINDOW_PASSED): (
+        ContractState.RESOLVED,
+        Role.EXCHANGE,
+    ),
 }
-
-
-def escrow_state_of(state: ContractState, /) -> EscrowState:
-    return _ESCROW_STATE_BY_CONTRACT_STATE[state]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +102,25 @@ class ContractRow:
     capability: str
     state: ContractState
     price_millicredits: int
+    # Before settlement: the fee if released in full (as in the signed
+    # record). After: the fee actually charged.
     fee_millicredits: int
+    fee_rate_bps: int
     net_millicredits: int | None
+    refunded_millicredits: int
     delivery_deadline_ms: int
+    review_deadline_ms: int | None
+    dispute_deadline_ms: int | None
+    due_at_ms: int | None
     quote_envelope: str
     acceptance_envelope: str
     record_envelope: str
     task: str
     result: str | None
     result_sha256: str | None
+    dispute_reason: str | None
+    buyer_cancel_requested: bool
+    resolution: str | None
     created_at_ms: int
     updated_at_ms: int
 
@@ -76,44 +130,69 @@ def contract_id_for_quote(quote_document_bytes: bytes, /) -> str:
     return "c_" + hashlib.sha256(quote_document_bytes).hexdigest()[:32]
 
 
-def check_party(contract: ContractRow, agent_id: str, /) -> None:
+def role_of(contract: ContractRow, agent_id: str, /) -> Role | None:
+    if agent_id == contract.buyer_id:
+        return Role.BUYER
+    if agent_id == contract.provider_id:
+        return Role.PROVIDER
+    return None
+
+
+def check_party(contract: ContractRow, agent_id: str, /) -> Role:
     # Someone who is not a party gets the same answer as for a missing
     # contract, so contract ids cannot be probed.
-    if agent_id not in (contract.buyer_id, contract.provider_id):
+    role = role_of(contract, agent_id)
+    if role is None:
         raise ExchangeError(ErrorCode.NOT_FOUND, "no such contract")
+    return role
 
 
-def check_can_deliver(contract: ContractRow, provider_id: str, /, *, now_ms: int) -> None:
-    check_party(contract, provider_id)
-    if provider_id != contract.provider_id:
-        raise ExchangeError(ErrorCode.FORBIDDEN, "only the provider delivers")
-    if contract.state is not ContractState.OPEN:
+def next_state(contract: ContractRow, event: ContractEvent, role: Role, /) -> ContractState:
+    """The state ``event`` leads to, if ``role`` may cause it now; else a typed refusal."""
+    transition = _TRANSITIONS.get((contract.state, event))
+    if transition is None:
         raise ExchangeError(
             ErrorCode.INVALID_STATE,
-            f"the contract is {contract.state.value}, not open",
+            f"cannot {event.value.replace('_', ' ')} a contract that is {contract.state.value}",
             contract_id=contract.contract_id,
         )
-    if now_ms > contract.delivery_deadline_ms:
+    to_state, allowed_role = transition
+    if role is not allowed_role:
         raise ExchangeError(
-            ErrorCode.INVALID_STATE,
-            "the delivery deadline has passed",
+            ErrorCode.FORBIDDEN,
+            f"only the {allowed_role.value} can {event.value.replace('_', ' ')}",
             contract_id=contract.contract_id,
         )
+    return to_state
 
 
-def check_can_accept(contract: ContractRow, buyer_id: str, result_sha256: str, /) -> None:
-    check_party(contract, buyer_id)
-    if buyer_id != contract.buyer_id:
-        raise ExchangeError(ErrorCode.FORBIDDEN, "only the buyer accepts a delivery")
-    if contract.state is not ContractState.DELIVERED:
-        raise ExchangeError(
-            ErrorCode.INVALID_STATE,
-            f"the contract is {contract.state.value}, not delivered",
-            contract_id=contract.contract_id,
-        )
-    if contract.result_sha256 != result_sha256:
-        raise ExchangeError(
-            ErrorCode.HASH_MISMATCH,
-            "the accepted hash is not the delivered result's",
-            contract_id=contract.contract_id,
-        )
+def due_event(contract: ContractRow, /, *, now_ms: int) -> ContractEvent | None:
+    """The timer event that is due on this contract at ``now_ms``, if any."""
+    if contract.due_at_ms is None or now_ms <= contract.due_at_ms:
+        return None
+    return _TIMER_EVENT_BY_STATE.get(contract.state)
+
+
+_TIMER_EVENT_BY_STATE = {
+    ContractState.OPEN: ContractEvent.DEADLINE_PASSED,
+    ContractState.DELIVERED: ContractEvent.REVIEW_WINDOW_PASSED,
+    ContractState.DISPUTED: ContractEvent.DISPUTE_WINDOW_PASSED,
+}
+
+
+def due_at_ms(
+    state: ContractState,
+    /,
+    *,
+    delivery_deadline_ms: int,
+    review_deadline_ms: int | None,
+    dispute_deadline_ms: int | None,
+) -> int | None:
+    """When the timer of ``state`` fires (None for settled states)."""
+    if state is ContractState.OPEN:
+        return delivery_deadline_ms
+    if state is ContractState.DELIVERED:
+        return review_deadline_ms
+    if state is ContractState.DISPUTED:
+        return dispute_deadline_ms
+    return None

@@ -15,6 +15,7 @@ from typing import Any
 
 import nats.micro
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.micro.request import Request
 from nats.micro.service import Service
 
@@ -24,19 +25,22 @@ from agent_client.limits import PROTOCOL_VERSION
 from agent_client.protocol import (
     AcceptDelivery,
     Advertise,
+    CancelContract,
     ContractReply,
     Deliver,
-    Envelope,
     ErrorCode,
     ErrorReply,
     GetBalance,
     GetContract,
+    GetEvidence,
     InfoReply,
     ListingReply,
     ListTransactions,
     Mint,
     OpenContract,
+    RejectDelivery,
     Reply,
+    Resolve,
     SearchCatalog,
     TransactionsReply,
     json_encoder,
@@ -48,23 +52,31 @@ from exchange.limits import REQUEST_CONCURRENCY_MAX
 from exchange.use_cases import AccountUseCases, CatalogUseCases, ContractUseCases, ExchangeContext
 from wallet import LedgerUnavailable, UnsupportedDatabase, ValueOutOfRange
 
-__all__ = ["ExchangeEndpoints", "NatsNoticePublisher"]
+__all__ = ["ExchangeEndpoints", "JetStreamNoticePublisher"]
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "agentx-exchange"
 SERVICE_VERSION = "0.1.0"
 EXCHANGE_AUDIENCE = "exchange"
+NOTICE_PUBLISH_TIMEOUT_S = 5.0
 
 UseCase = Callable[[str, VerifiedDocument], Awaitable[Reply]]
 
 
-class NatsNoticePublisher:
-    def __init__(self, client: Client, /) -> None:
-        self._client = client
+class JetStreamNoticePublisher:
+    """Publishes notices into the notice stream; the notice id deduplicates retries."""
 
-    async def publish_notice(self, subject: str, envelope: Envelope, /) -> None:
-        await self._client.publish(subject, json_encoder.encode(envelope))
+    def __init__(
+        self, js: JetStreamContext, /, *, timeout_s: float = NOTICE_PUBLISH_TIMEOUT_S
+    ) -> None:
+        self._js = js
+        self._timeout_s = timeout_s
+
+    async def publish_notice(self, subject: str, payload: bytes, /, *, notice_id: str) -> None:
+        await self._js.publish(
+            subject, payload, timeout=self._timeout_s, headers={"Nats-Msg-Id": notice_id}
+        )
 
 
 class ExchangeEndpoints:
@@ -104,6 +116,10 @@ class ExchangeEndpoints:
             "contract.deliver": (Deliver, self._deliver),
             "contract.accept": (AcceptDelivery, self._accept_delivery),
             "contract.get": (GetContract, self._get_contract),
+            "contract.reject": (RejectDelivery, self._reject_delivery),
+            "contract.cancel": (CancelContract, self._cancel),
+            "contract.evidence": (GetEvidence, self._evidence),
+            "operator.resolve": (Resolve, self._resolve),
             "wallet.balance": (GetBalance, self._balance),
             "wallet.transactions": (ListTransactions, self._transactions),
             "operator.mint": (Mint, self._mint),
@@ -215,6 +231,23 @@ class ExchangeEndpoints:
         assert isinstance(verified.document, GetContract)
         contract = await self._contracts.get_contract(signer, verified.document.contract_id)
         return ContractReply(contract=contract)
+
+    async def _reject_delivery(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, RejectDelivery)
+        contract = await self._contracts.reject_delivery(signer, verified.document)
+        return ContractReply(contract=contract)
+
+    async def _cancel(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, CancelContract)
+        return ContractReply(contract=await self._contracts.cancel(signer, verified.document))
+
+    async def _evidence(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, GetEvidence)
+        return await self._contracts.evidence(signer, verified.document.contract_id)
+
+    async def _resolve(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, Resolve)
+        return ContractReply(contract=await self._contracts.resolve(signer, verified.document))
 
     async def _balance(self, signer: str, verified: VerifiedDocument) -> Reply:
         return await self._accounts.balance(signer)

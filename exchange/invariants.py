@@ -23,7 +23,7 @@ async def check_exchange_invariants(engine: AsyncEngine, /) -> None:
     escrow = balances.get(ESCROW_ACCOUNT_ID)
     async with engine.connect() as connection:
         open_total = await repository.open_escrow_total(connection)
-        not_adding_up = await repository.released_contracts_not_adding_up(connection)
+        not_adding_up = await repository.settled_contracts_not_adding_up(connection)
     escrow_pending = escrow.credits_pending if escrow is not None else 0
     if escrow_pending != open_total:
         problems.append(f"escrow pending {escrow_pending} != open contracts total {open_total}")
@@ -32,6 +32,6 @@ async def check_exchange_invariants(engine: AsyncEngine, /) -> None:
             "escrow kept posted funds: released holds must be paid out in full "
             f"(credits {escrow.credits_posted}, debits {escrow.debits_posted})"
         )
-    problems.extend(f"released contract {cid}: net + fee != price" for cid in not_adding_up)
+    problems.extend(f"settled contract {cid}: net + fee + refund != price" for cid in not_adding_up)
     if problems:
         raise InvariantViolation(problems)

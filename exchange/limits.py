@@ -1,4 +1,4 @@
-"""Limits of the exchange service, in one place."""
+"""Limits and default windows of the exchange service, in one place."""
 
 from typing import Final
 
@@ -7,11 +7,27 @@ from agent_client import limits as protocol_limits
 # Requests one worker handles at once; beyond this, NATS holds them in the
 # subscription's bounded pending queue.
 REQUEST_CONCURRENCY_MAX: Final = 256
-# Notices are signed documents on core NATS; they must outlive delivery delays.
-NOTICE_LIFETIME_S: Final = 60
+# Notices wait in JetStream for agents that are offline, so they must stay
+# verifiable as long as the stream keeps them.
+NOTICE_LIFETIME_S: Final = protocol_limits.NOTICE_LIFETIME_MAX_S
 # Listings returned per search page and how deep a search may page.
 SEARCH_PAGE_SIZE_MAX: Final = protocol_limits.SEARCH_PAGE_SIZE_MAX
 SEARCH_OFFSET_MAX: Final = protocol_limits.SEARCH_OFFSET_MAX
 SCHEMA_BYTES_MAX: Final = protocol_limits.SCHEMA_BYTES_MAX
 
-assert NOTICE_LIFETIME_S <= protocol_limits.REQUEST_LIFETIME_MAX_S
+# A buyer silent this long after a delivery has accepted it (auto-release).
+REVIEW_WINDOW_DEFAULT_S: Final = 24 * 3600
+# A dispute no operator resolved within this window ends with the default
+# outcome: the price split evenly (documented in docs/PROTOCOL.md).
+DISPUTE_WINDOW_DEFAULT_S: Final = 7 * 24 * 3600
+DISPUTE_DEFAULT_PROVIDER_SHARE_BPS: Final = 5_000
+
+# The sweeper and the outbox relay: how often they wake, how much they take.
+SWEEP_INTERVAL_S: Final = 1.0
+SWEEP_BATCH_MAX: Final = 200
+OUTBOX_RELAY_DELAY_MS: Final = 2_000
+OUTBOX_BATCH_MAX: Final = 500
+CONTRACT_EVENTS_MAX: Final = 200
+
+assert NOTICE_LIFETIME_S >= DISPUTE_WINDOW_DEFAULT_S
+assert 0 <= DISPUTE_DEFAULT_PROVIDER_SHARE_BPS <= 10_000

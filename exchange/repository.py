@@ -15,19 +15,26 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exchange.contracts import ContractRow, ContractState
+from exchange.contracts import HOLDING_STATES, SETTLED_STATES, ContractRow, ContractState
 from exchange.errors import ErrorCode, ExchangeError
-from exchange.schema import contracts, listings, operator_audit
+from exchange.schema import contract_events, contracts, listings, operator_audit, outbox
 
 __all__ = [
     "SearchQuery",
     "add_audit_record",
+    "add_contract_event",
+    "add_outbox_notices",
+    "contract_event_rows",
+    "due_contract_ids",
     "get_contract",
     "get_listing",
     "insert_contract",
+    "mark_notices_published",
     "open_escrow_total",
     "search_listings",
+    "settled_contracts_not_adding_up",
     "transition_contract",
+    "unpublished_notices",
     "upsert_listing",
 ]
 
@@ -135,6 +142,7 @@ async def get_contract(connection: AsyncConnection, contract_id: str, /) -> Cont
         return None
     values = dict(row)
     values["state"] = ContractState(values["state"])
+    values["buyer_cancel_requested"] = bool(values["buyer_cancel_requested"])
     return ContractRow(**values)
 
 
@@ -167,7 +175,7 @@ async def transition_contract(
 
 async def open_escrow_total(connection: AsyncConnection, /) -> int:
     """The prices of all contracts whose escrow hold is still pending."""
-    held_states = [ContractState.OPEN.value, ContractState.DELIVERED.value]
+    held_states = [state.value for state in HOLDING_STATES]
     total = await connection.execute(
         sa.select(sa.func.coalesce(sa.func.sum(contracts.c.price_millicredits), 0)).where(
             contracts.c.state.in_(held_states)
@@ -176,12 +184,15 @@ async def open_escrow_total(connection: AsyncConnection, /) -> int:
     return int(total.scalar_one())
 
 
-async def released_contracts_not_adding_up(connection: AsyncConnection, /) -> list[str]:
+async def settled_contracts_not_adding_up(connection: AsyncConnection, /) -> list[str]:
+    """Settled contracts whose net + fee + refund is not their price (must be none)."""
     statement = sa.select(contracts.c.contract_id).where(
-        contracts.c.state == ContractState.RELEASED.value,
+        contracts.c.state.in_([state.value for state in SETTLED_STATES]),
         sa.or_(
             contracts.c.net_millicredits.is_(None),
-            contracts.c.net_millicredits + contracts.c.fee_millicredits
+            contracts.c.net_millicredits
+            + contracts.c.fee_millicredits
+            + contracts.c.refunded_millicredits
             != contracts.c.price_millicredits,
         ),
     )
@@ -190,3 +201,58 @@ async def released_contracts_not_adding_up(connection: AsyncConnection, /) -> li
 
 async def add_audit_record(connection: AsyncConnection, values: Mapping[str, Any], /) -> None:
     await connection.execute(operator_audit.insert().values(**values))
+
+
+async def due_contract_ids(connection: AsyncConnection, /, *, now_ms: int, limit: int) -> list[str]:
+    """Contracts whose timer has fired, oldest first (the sweeper's work list)."""
+    statement = (
+        sa.select(contracts.c.contract_id)
+        .where(contracts.c.due_at_ms.is_not(None), contracts.c.due_at_ms < now_ms)
+        .order_by(contracts.c.due_at_ms)
+        .limit(limit)
+    )
+    return [str(contract_id) for contract_id in (await connection.execute(statement)).scalars()]
+
+
+async def add_contract_event(connection: AsyncConnection, values: Mapping[str, Any], /) -> None:
+    await connection.execute(contract_events.insert().values(**values))
+
+
+async def contract_event_rows(
+    connection: AsyncConnection, contract_id: str, /, *, limit: int
+) -> list[dict[str, Any]]:
+    statement = (
+        sa.select(contract_events)
+        .where(contract_events.c.contract_id == contract_id)
+        .order_by(contract_events.c.event_id)
+        .limit(limit)
+    )
+    return [dict(row) for row in (await connection.execute(statement)).mappings()]
+
+
+async def add_outbox_notices(connection: AsyncConnection, notices: list[dict[str, Any]], /) -> None:
+    if notices:
+        await connection.execute(outbox.insert(), notices)
+
+
+async def unpublished_notices(
+    connection: AsyncConnection, /, *, created_before_ms: int, limit: int
+) -> list[dict[str, Any]]:
+    statement = (
+        sa.select(outbox)
+        .where(outbox.c.published_at_ms.is_(None), outbox.c.created_at_ms <= created_before_ms)
+        .order_by(outbox.c.created_at_ms)
+        .limit(limit)
+    )
+    return [dict(row) for row in (await connection.execute(statement)).mappings()]
+
+
+async def mark_notices_published(
+    connection: AsyncConnection, notice_ids: list[str], /, *, now_ms: int
+) -> None:
+    if notice_ids:
+        await connection.execute(
+            outbox.update()
+            .where(outbox.c.notice_id.in_(notice_ids), outbox.c.published_at_ms.is_(None))
+            .values(published_at_ms=now_ms)
+        )

@@ -6,9 +6,16 @@ are what the repository queries with.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, Table, Text
 
-__all__ = ["contracts", "listings", "metadata", "operator_audit"]
+__all__ = [
+    "contract_events",
+    "contracts",
+    "listings",
+    "metadata",
+    "operator_audit",
+    "outbox",
+]
 
 metadata = MetaData()
 
@@ -38,16 +45,46 @@ contracts = Table(
     Column("state", Text, nullable=False),
     Column("price_millicredits", BigInteger, nullable=False),
     Column("fee_millicredits", BigInteger, nullable=False),
+    Column("fee_rate_bps", Integer, nullable=False),
     Column("net_millicredits", BigInteger, nullable=True),
+    Column("refunded_millicredits", BigInteger, nullable=False),
     Column("delivery_deadline_ms", BigInteger, nullable=False),
+    Column("review_deadline_ms", BigInteger, nullable=True),
+    Column("dispute_deadline_ms", BigInteger, nullable=True),
+    Column("due_at_ms", BigInteger, nullable=True),
     Column("quote_envelope", Text, nullable=False),
     Column("acceptance_envelope", Text, nullable=False),
     Column("record_envelope", Text, nullable=False),
     Column("task", Text, nullable=False),
     Column("result", Text, nullable=True),
     Column("result_sha256", Text, nullable=True),
+    Column("dispute_reason", Text, nullable=True),
+    Column("buyer_cancel_requested", Boolean, nullable=False),
+    Column("resolution", Text, nullable=True),
     Column("created_at_ms", BigInteger, nullable=False),
     Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+contract_events = Table(
+    "exchange_contract_events",
+    metadata,
+    Column("event_id", Integer, primary_key=True, autoincrement=True),
+    Column("contract_id", Text, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("actor_id", Text, nullable=False),
+    Column("to_state", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+)
+
+outbox = Table(
+    "exchange_outbox",
+    metadata,
+    Column("notice_id", Text, primary_key=True),
+    Column("subject", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("published_at_ms", BigInteger, nullable=True),
 )
 
 operator_audit = Table(

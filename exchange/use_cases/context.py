@@ -1,37 +1,37 @@
-"""What every use case shares: the unit of work, the signer and the notice sender."""
+"""What every use case shares: the unit of work, the signer, the settings, the outbox.
+
+Notices follow the outbox pattern: a use case seals its notices and writes
+them to the outbox table in the same transaction as the change they report;
+after commit they are published to JetStream (deduplicated by notice id) and
+marked published. If the worker dies in between, the relay publishes them
+later, so a committed transition is never left unannounced.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_client import subjects
 from agent_client.keys import AgentKeys
-from agent_client.protocol import (
-    Document,
-    Envelope,
-    Header,
-)
-from agent_client.signing import (
-    Clock,
-    make_header,
-    seal,
-)
-from escrow import (
-    Escrow,
-    EscrowError,
-)
+from agent_client.protocol import Document, Header, json_encoder
+from agent_client.signing import Clock, make_header, seal
+from escrow import Escrow, EscrowError
+from exchange import repository
 from exchange.errors import ErrorCode, ExchangeError
-from exchange.limits import NOTICE_LIFETIME_S
-from wallet import (
-    SqlLedger,
-    run_transaction,
+from exchange.limits import (
+    DISPUTE_DEFAULT_PROVIDER_SHARE_BPS,
+    DISPUTE_WINDOW_DEFAULT_S,
+    NOTICE_LIFETIME_S,
+    REVIEW_WINDOW_DEFAULT_S,
 )
+from wallet import SqlLedger, run_transaction
 
-__all__ = ["ExchangeContext", "NoticePublisher"]
+__all__ = ["ExchangeContext", "LifecycleSettings", "NoticePublisher", "OutboxNotice"]
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,30 @@ _T = TypeVar("_T")
 
 
 class NoticePublisher(Protocol):
-    """Where the exchange sends signed notices to an agent (NATS in production)."""
+    """Where notices go after commit (JetStream in production); must deduplicate by id."""
 
-    async def publish_notice(self, subject: str, envelope: Envelope, /) -> None: ...
+    async def publish_notice(self, subject: str, payload: bytes, /, *, notice_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleSettings:
+    """How long a buyer has to review a delivery, and how disputes end by default."""
+
+    review_window_s: int = REVIEW_WINDOW_DEFAULT_S
+    dispute_window_s: int = DISPUTE_WINDOW_DEFAULT_S
+    dispute_default_provider_share_bps: int = DISPUTE_DEFAULT_PROVIDER_SHARE_BPS
+
+    def __post_init__(self) -> None:
+        assert 0 < self.review_window_s <= 30 * 24 * 3600
+        assert 0 < self.dispute_window_s <= 90 * 24 * 3600
+        assert 0 <= self.dispute_default_provider_share_bps <= 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxNotice:
+    notice_id: str
+    subject: str
+    payload: bytes
 
 
 class ExchangeContext:
@@ -58,6 +79,7 @@ class ExchangeContext:
         keys: AgentKeys,
         clock: Clock,
         operator_ids: frozenset[str],
+        lifecycle: LifecycleSettings | None = None,
     ) -> None:
         self.engine = engine
         self.ledger = ledger
@@ -66,6 +88,7 @@ class ExchangeContext:
         self.keys = keys
         self.clock = clock
         self.operator_ids = operator_ids
+        self.lifecycle = lifecycle or LifecycleSettings()
         self.exchange_id = keys.agent_id
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
@@ -87,11 +110,48 @@ class ExchangeContext:
             clock=self.clock,
         )
 
-    async def notify(self, agent_id: str, notice: Document) -> None:
-        envelope = seal(notice, self.keys)
-        try:
-            await self.publisher.publish_notice(subjects.notifications(agent_id), envelope)
-        except Exception:
-            # The state change is committed; a lost notice is recoverable
-            # through contract.get, so the request still succeeds.
-            log.exception("could not notify %s", agent_id)
+    def notice(self, agent_id: str, build: Callable[[Header], Document], /) -> OutboxNotice:
+        """Seal a notice for ``agent_id``; its nonce is its id in the outbox and JetStream."""
+        header = self.notice_header(agent_id)
+        payload = json_encoder.encode(seal(build(header), self.keys))
+        return OutboxNotice(header.nonce, header.subject, payload)
+
+    async def stage(self, connection: AsyncConnection, notices: Sequence[OutboxNotice]) -> None:
+        """Write notices to the outbox inside the caller's transaction."""
+        created_at_ms = self.clock.now_ms()
+        await repository.add_outbox_notices(
+            connection,
+            [
+                {
+                    "notice_id": notice.notice_id,
+                    "subject": notice.subject,
+                    "payload": notice.payload.decode(),
+                    "created_at_ms": created_at_ms,
+                    "published_at_ms": None,
+                }
+                for notice in notices
+            ],
+        )
+
+    async def publish(self, notices: Sequence[OutboxNotice]) -> None:
+        """After commit: publish, then mark published. Failures wait for the relay."""
+        published: list[str] = []
+        for notice in notices:
+            try:
+                await self.publisher.publish_notice(
+                    notice.subject, notice.payload, notice_id=notice.notice_id
+                )
+            except Exception:
+                log.warning("notice %s not published yet; the relay retries", notice.notice_id)
+                continue
+            published.append(notice.notice_id)
+        if published:
+            await self.mark_published(published)
+
+    async def mark_published(self, notice_ids: list[str]) -> None:
+        now_ms = self.clock.now_ms()
+
+        async def work(connection: AsyncConnection) -> None:
+            await repository.mark_notices_published(connection, notice_ids, now_ms=now_ms)
+
+        await self.run(work)

@@ -1,8 +1,19 @@
-"""Contract use cases: open (with the escrow hold), deliver, accept (release), look up."""
+"""Contract use cases: open (with the escrow hold), deliver, accept, reject, cancel,
+resolve, timers, evidence.
+
+Every transition goes through :meth:`ContractUseCases._transition`: one
+transaction that loads the contract, checks who may cause the event, settles
+the escrow if the new state is a settled one, compare-and-sets the state,
+records the event in the contract's history and stages a notice to each
+party in the outbox. Notices are published after commit.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -12,15 +23,21 @@ from agent_client import subjects
 from agent_client.errors import SignatureRejected
 from agent_client.protocol import (
     AcceptDelivery,
+    CancelContract,
+    ContractEventEntry,
     ContractOpenedNotice,
     ContractRecord,
+    ContractUpdatedNotice,
     ContractView,
     Deliver,
     DeliveredNotice,
     Envelope,
+    EvidenceReply,
+    Header,
     OpenContract,
     Quote,
-    ReleasedNotice,
+    RejectDelivery,
+    Resolve,
 )
 from agent_client.signing import (
     VerifiedDocument,
@@ -31,37 +48,44 @@ from agent_client.signing import (
     sha256_hex,
     verify_evidence,
 )
-from escrow import (
-    EscrowEvent,
-    EscrowTransitionError,
-    InsufficientFunds,
-    Settlement,
-    transition,
-)
+from escrow import InsufficientFunds, Settlement, provider_share_for_bps, settlement_for
 from exchange import repository
 from exchange.contracts import (
+    SETTLED_STATES,
+    ContractEvent,
     ContractRow,
     ContractState,
-    check_can_accept,
-    check_can_deliver,
+    Role,
     check_party,
     contract_id_for_quote,
-    escrow_state_of,
+    due_at_ms,
+    due_event,
+    next_state,
 )
 from exchange.errors import ErrorCode, ExchangeError
-from exchange.ledger_accounts import (
-    agent_account_id,
-    ensure_agent_accounts,
-)
-from exchange.use_cases.context import ExchangeContext
-from exchange.views import (
-    contract_view,
-    envelope_from_text,
-    envelope_text,
-    raw_json,
-)
+from exchange.ledger_accounts import agent_account_id, ensure_agent_accounts
+from exchange.limits import CONTRACT_EVENTS_MAX, SWEEP_BATCH_MAX
+from exchange.use_cases.context import ExchangeContext, OutboxNotice
+from exchange.views import contract_view, envelope_from_text, envelope_text, raw_json
 
-__all__ = ["ContractUseCases"]
+__all__ = ["ContractUseCases", "Delivery"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A checked delivery: the exact result bytes and their hash."""
+
+    result: bytes
+    result_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What one transition changes, decided from the loaded contract."""
+
+    changes: dict[str, Any]
+    settlement: Settlement | None = None
+    detail: str = ""
 
 
 class ContractUseCases:
@@ -69,6 +93,8 @@ class ContractUseCases:
 
     def __init__(self, context: ExchangeContext, /) -> None:
         self._context = context
+
+    # --- open ---------------------------------------------------------------------
 
     async def open_contract(self, buyer_id: str, acceptance: VerifiedDocument, /) -> ContractView:
         """Verify the quote, hold the price in escrow and open the contract, atomically."""
@@ -83,6 +109,17 @@ class ContractUseCases:
         if len(request.task) > protocol_limits.TASK_BYTES_MAX:
             raise ExchangeError(ErrorCode.PAYLOAD_TOO_LARGE, "the task is too large")
         contract = self._new_contract(buyer_id, quote, quote_bytes, acceptance)
+        notices = [
+            self._context.notice(
+                contract.provider_id,
+                lambda header: ContractOpenedNotice(
+                    header=header,
+                    record=envelope_from_text(contract.record_envelope),
+                    task=raw_json(contract.task),
+                ),
+            ),
+            self._updated_notice(contract.buyer_id, contract, ContractEvent.OPEN, ""),
+        ]
 
         async def work(connection: AsyncConnection) -> None:
             if await repository.get_contract(connection, contract.contract_id) is not None:
@@ -95,27 +132,27 @@ class ContractUseCases:
             await ensure_agent_accounts(
                 self._context.ledger, [buyer_id, contract.provider_id], connection=connection
             )
-            try:
-                await self._context.escrow.hold(
-                    contract.contract_id,
-                    buyer_account_id=agent_account_id(buyer_id),
-                    price_millicredits=contract.price_millicredits,
-                    connection=connection,
-                )
-            except InsufficientFunds as exc:
-                raise ExchangeError(
-                    ErrorCode.INSUFFICIENT_FUNDS, "the available balance is below the price"
-                ) from exc
+            await self._hold(connection, contract)
             await repository.insert_contract(connection, contract)
+            await self._record_event(connection, contract, "open", buyer_id, "")
+            await self._context.stage(connection, notices)
 
         await self._context.run(work)
-        notice = ContractOpenedNotice(
-            header=self._context.notice_header(contract.provider_id),
-            record=envelope_from_text(contract.record_envelope),
-            task=raw_json(contract.task),
-        )
-        await self._context.notify(contract.provider_id, notice)
+        await self._context.publish(notices)
         return contract_view(contract)
+
+    async def _hold(self, connection: AsyncConnection, contract: ContractRow) -> None:
+        try:
+            await self._context.escrow.hold(
+                contract.contract_id,
+                buyer_account_id=agent_account_id(contract.buyer_id),
+                price_millicredits=contract.price_millicredits,
+                connection=connection,
+            )
+        except InsufficientFunds as exc:
+            raise ExchangeError(
+                ErrorCode.INSUFFICIENT_FUNDS, "the available balance is below the price"
+            ) from exc
 
     async def _raise_if_already_accepted(self, envelope: Envelope, buyer_id: str) -> None:
         try:
@@ -169,16 +206,17 @@ class ContractUseCases:
             )
 
     def _new_contract(
-        self,
-        buyer_id: str,
-        quote: Quote,
-        quote_bytes: bytes,
-        acceptance: VerifiedDocument,
+        self, buyer_id: str, quote: Quote, quote_bytes: bytes, acceptance: VerifiedDocument
     ) -> ContractRow:
         request = acceptance.document
         assert isinstance(request, OpenContract)
         contract_id = contract_id_for_quote(quote_bytes)
-        settlement = self._context.escrow.settlement(quote.price_millicredits)
+        fee_rate_bps = self._context.escrow.fee_rate_bps
+        full_release = settlement_for(
+            quote.price_millicredits,
+            provider_share_millicredits=quote.price_millicredits,
+            fee_rate_bps=fee_rate_bps,
+        )
         record = ContractRecord(
             header=make_header(
                 self._context.keys,
@@ -192,7 +230,7 @@ class ContractUseCases:
             provider_id=quote.header.issuer,
             capability=quote.capability,
             price_millicredits=quote.price_millicredits,
-            fee_millicredits=settlement.fee_millicredits,
+            fee_millicredits=full_release.fee_millicredits,
             delivery_deadline_ms=quote.delivery_deadline_ms,
             quote_sha256=sha256_hex(quote_bytes),
             acceptance_sha256=sha256_hex(acceptance.document_bytes),
@@ -205,119 +243,388 @@ class ContractUseCases:
             capability=quote.capability,
             state=ContractState.OPEN,
             price_millicredits=quote.price_millicredits,
-            fee_millicredits=settlement.fee_millicredits,
+            fee_millicredits=full_release.fee_millicredits,
+            fee_rate_bps=fee_rate_bps,
             net_millicredits=None,
+            refunded_millicredits=0,
             delivery_deadline_ms=quote.delivery_deadline_ms,
+            review_deadline_ms=None,
+            dispute_deadline_ms=None,
+            due_at_ms=quote.delivery_deadline_ms,
             quote_envelope=envelope_text(request.quote),
             acceptance_envelope=envelope_text(acceptance.envelope),
             record_envelope=envelope_text(seal(record, self._context.keys)),
             task=bytes(request.task).decode(),
             result=None,
             result_sha256=None,
+            dispute_reason=None,
+            buyer_cancel_requested=False,
+            resolution=None,
             created_at_ms=now_ms,
             updated_at_ms=now_ms,
         )
 
+    # --- transitions caused by the parties ------------------------------------------
+
     async def deliver(self, provider_id: str, request: Deliver, /) -> ContractView:
+        delivery = self._checked_delivery(request)
+
+        def step(contract: ContractRow, now_ms: int) -> _Step:
+            review_deadline_ms = now_ms + self._context.lifecycle.review_window_s * 1000
+            return _Step(
+                {
+                    "result": delivery.result.decode(),
+                    "result_sha256": delivery.result_sha256,
+                    "review_deadline_ms": review_deadline_ms,
+                }
+            )
+
+        return await self._transition(request.contract_id, provider_id, ContractEvent.DELIVER, step)
+
+    def _checked_delivery(self, request: Deliver) -> Delivery:
         result_bytes = bytes(request.result)
         if len(result_bytes) > protocol_limits.RESULT_BYTES_MAX:
             raise ExchangeError(ErrorCode.PAYLOAD_TOO_LARGE, "the result is too large")
         if sha256_hex(result_bytes) != request.result_sha256:
             raise ExchangeError(ErrorCode.HASH_MISMATCH, "the result does not match its hash")
-        now_ms = self._context.clock.now_ms()
-
-        async def work(connection: AsyncConnection) -> ContractRow:
-            contract = await self._contract_for_party(connection, request.contract_id, provider_id)
-            check_can_deliver(contract, provider_id, now_ms=now_ms)
-            changes = {
-                "result": result_bytes.decode(),
-                "result_sha256": request.result_sha256,
-                "updated_at_ms": now_ms,
-            }
-            await repository.transition_contract(
-                connection,
-                contract.contract_id,
-                from_state=ContractState.OPEN,
-                to_state=ContractState.DELIVERED,
-                changes=changes,
-            )
-            return _replace(contract, state=ContractState.DELIVERED, **changes)
-
-        contract = await self._context.run(work)
-        notice = DeliveredNotice(
-            header=self._context.notice_header(contract.buyer_id),
-            contract_id=contract.contract_id,
-            result=request.result,
-            result_sha256=request.result_sha256,
-        )
-        await self._context.notify(contract.buyer_id, notice)
-        return contract_view(contract)
+        return Delivery(result_bytes, request.result_sha256)
 
     async def accept_delivery(self, buyer_id: str, request: AcceptDelivery, /) -> ContractView:
         """Release the held price: provider gets price − fee, the platform the fee."""
-        now_ms = self._context.clock.now_ms()
 
-        async def work(connection: AsyncConnection) -> ContractRow:
-            contract = await self._contract_for_party(connection, request.contract_id, buyer_id)
-            check_can_accept(contract, buyer_id, request.result_sha256)
-            try:
-                transition(
-                    escrow_state_of(contract.state),
-                    EscrowEvent.RELEASE,
+        def step(contract: ContractRow, now_ms: int) -> _Step:
+            if contract.result_sha256 != request.result_sha256:
+                raise ExchangeError(
+                    ErrorCode.HASH_MISMATCH,
+                    "the accepted hash is not the delivered result's",
                     contract_id=contract.contract_id,
                 )
-            except EscrowTransitionError as exc:
-                raise ExchangeError(ErrorCode.INVALID_STATE, str(exc)) from exc
-            settlement = await self._context.escrow.release(
-                contract.contract_id,
-                buyer_account_id=agent_account_id(contract.buyer_id),
-                provider_account_id=agent_account_id(contract.provider_id),
-                settlement=Settlement(
-                    contract.price_millicredits,
-                    contract.fee_millicredits,
-                    contract.price_millicredits - contract.fee_millicredits,
-                ),
-                connection=connection,
+            return self._settling_step(contract, provider_share_bps=10_000)
+
+        return await self._transition(request.contract_id, buyer_id, ContractEvent.ACCEPT, step)
+
+    async def reject_delivery(self, buyer_id: str, request: RejectDelivery, /) -> ContractView:
+        """The buyer disputes the delivery; an operator (or the window) decides."""
+
+        def step(contract: ContractRow, now_ms: int) -> _Step:
+            dispute_deadline_ms = now_ms + self._context.lifecycle.dispute_window_s * 1000
+            return _Step(
+                {"dispute_reason": request.reason, "dispute_deadline_ms": dispute_deadline_ms},
+                detail=request.reason,
             )
-            changes = {"net_millicredits": settlement.net_millicredits, "updated_at_ms": now_ms}
+
+        return await self._transition(request.contract_id, buyer_id, ContractEvent.REJECT, step)
+
+    async def cancel(self, agent_id: str, request: CancelContract, /) -> ContractView:
+        """Before delivery. The provider's cancel refunds; the buyer's is a request
+        that refunds once the provider cancels too (a mutual cancel)."""
+
+        contract_id, reason = request.contract_id, request.reason
+
+        def refund(contract: ContractRow, now_ms: int) -> _Step:
+            mutual = "mutual: " if contract.buyer_cancel_requested else ""
+            return self._settling_step(contract, provider_share_bps=0, detail=mutual + reason)
+
+        async def work(connection: AsyncConnection) -> ContractRow | None:
+            contract = await self._load(connection, contract_id, agent_id)
+            role = check_party(contract, agent_id)
+            if role is Role.PROVIDER or contract.state is not ContractState.OPEN:
+                return None
             await repository.transition_contract(
                 connection,
-                contract.contract_id,
-                from_state=ContractState.DELIVERED,
-                to_state=ContractState.RELEASED,
-                changes=changes,
+                contract_id,
+                from_state=ContractState.OPEN,
+                to_state=ContractState.OPEN,
+                changes={"buyer_cancel_requested": True},
             )
-            return _replace(contract, state=ContractState.RELEASED, **changes)
+            await self._record_event(connection, contract, "cancel_request", agent_id, reason)
+            return contract
 
-        contract = await self._context.run(work)
-        assert contract.net_millicredits is not None
-        notice = ReleasedNotice(
-            header=self._context.notice_header(contract.provider_id),
-            contract_id=contract.contract_id,
-            price_millicredits=contract.price_millicredits,
-            fee_millicredits=contract.fee_millicredits,
-            net_millicredits=contract.net_millicredits,
+        requested = await self._context.run(work)
+        if requested is None:
+            return await self._transition(
+                contract_id, agent_id, ContractEvent.PROVIDER_CANCEL, refund
+            )
+        return contract_view(dataclasses.replace(requested, buyer_cancel_requested=True))
+
+    async def resolve(self, operator_id: str, request: Resolve, /) -> ContractView:
+        """Operator only: end a dispute with all, nothing or a split for the provider."""
+        if operator_id not in self._context.operator_ids:
+            raise ExchangeError(ErrorCode.FORBIDDEN, "only an operator resolves disputes")
+
+        def step(contract: ContractRow, now_ms: int) -> _Step:
+            settling = self._settling_step(
+                contract, provider_share_bps=request.provider_share_bps, detail=request.note
+            )
+            return dataclasses.replace(
+                settling, changes={**settling.changes, "resolution": "operator"}
+            )
+
+        return await self._transition(
+            request.contract_id, operator_id, ContractEvent.RESOLVE, step, role=Role.OPERATOR
         )
-        await self._context.notify(contract.provider_id, notice)
-        return contract_view(contract)
+
+    # --- timers ---------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Apply every due timer (refund, auto-release, default dispute outcome).
+
+        Safe to run in every worker at once: each contract moves by
+        compare-and-set, so a contract another worker (or a party) moved
+        first is simply skipped.
+        """
+        now_ms = self._context.clock.now_ms()
+
+        async def work(connection: AsyncConnection) -> list[str]:
+            return await repository.due_contract_ids(
+                connection, now_ms=now_ms, limit=SWEEP_BATCH_MAX
+            )
+
+        applied = 0
+        for contract_id in await self._context.run(work):
+            try:
+                await self._apply_due_timer(contract_id)
+                applied += 1
+            except ExchangeError:
+                continue  # another worker or a party moved it first
+        return applied
+
+    async def _apply_due_timer(self, contract_id: str) -> ContractView:
+        def step(contract: ContractRow, now_ms: int) -> _Step:
+            event = due_event(contract, now_ms=now_ms)
+            if event is ContractEvent.DEADLINE_PASSED:
+                return self._settling_step(contract, provider_share_bps=0, detail="deadline")
+            if event is ContractEvent.REVIEW_WINDOW_PASSED:
+                return self._settling_step(contract, provider_share_bps=10_000, detail="review")
+            assert event is ContractEvent.DISPUTE_WINDOW_PASSED
+            share_bps = self._context.lifecycle.dispute_default_provider_share_bps
+            settling = self._settling_step(contract, provider_share_bps=share_bps, detail="default")
+            return dataclasses.replace(
+                settling, changes={**settling.changes, "resolution": "default"}
+            )
+
+        return await self._transition(
+            contract_id, self._context.exchange_id, None, step, role=Role.EXCHANGE
+        )
+
+    # --- reads ----------------------------------------------------------------------
 
     async def get_contract(self, agent_id: str, contract_id: str, /) -> ContractView:
+        contract = await self._read(agent_id, contract_id)
+        return contract_view(contract, with_payloads=True)
+
+    async def evidence(self, agent_id: str, contract_id: str, /) -> EvidenceReply:
+        """The evidence bundle, for the parties and for operators."""
+        is_operator = agent_id in self._context.operator_ids
+        contract = await self._read(agent_id, contract_id, allow_operator=is_operator)
+
+        async def work(connection: AsyncConnection) -> list[dict[str, Any]]:
+            return await repository.contract_event_rows(
+                connection, contract_id, limit=CONTRACT_EVENTS_MAX
+            )
+
+        events = await self._context.run(work)
+        return EvidenceReply(
+            contract=contract_view(contract, with_payloads=True),
+            quote=envelope_from_text(contract.quote_envelope),
+            acceptance=envelope_from_text(contract.acceptance_envelope),
+            record=envelope_from_text(contract.record_envelope),
+            events=[
+                ContractEventEntry(
+                    event=row["event"],
+                    actor_id=row["actor_id"],
+                    to_state=row["to_state"],
+                    detail=row["detail"],
+                    at_ms=row["at_ms"],
+                )
+                for row in events
+            ],
+        )
+
+    async def _read(
+        self, agent_id: str, contract_id: str, *, allow_operator: bool = False
+    ) -> ContractRow:
+        """A contract as of now: a timer that is due is applied first."""
+
         async def work(connection: AsyncConnection) -> ContractRow:
-            return await self._contract_for_party(connection, contract_id, agent_id)
+            contract = await repository.get_contract(connection, contract_id)
+            if contract is None:
+                raise ExchangeError(ErrorCode.NOT_FOUND, "no such contract")
+            if not allow_operator:
+                check_party(contract, agent_id)
+            return contract
 
-        return contract_view(await self._context.run(work), with_payloads=True)
+        contract = await self._context.run(work)
+        if due_event(contract, now_ms=self._context.clock.now_ms()) is not None:
+            # Someone else may have applied it first; either way it is applied.
+            with contextlib.suppress(ExchangeError):
+                await self._apply_due_timer(contract_id)
+            contract = await self._context.run(work)
+        return contract
 
-    async def _contract_for_party(
-        self, connection: AsyncConnection, contract_id: str, agent_id: str
+    # --- the one transition mechanism -------------------------------------------------
+
+    async def _transition(
+        self,
+        contract_id: str,
+        actor_id: str,
+        event: ContractEvent | None,
+        decide: Callable[[ContractRow, int], _Step],
+        *,
+        role: Role | None = None,
+    ) -> ContractView:
+        """Apply one event to one contract in one transaction (see the module docstring).
+
+        ``event`` None means "the timer that is due". A party's event on a
+        contract whose timer is already due is refused: the expiry counts
+        even if the sweeper has not run yet.
+        """
+        now_ms = self._context.clock.now_ms()
+        staged: list[OutboxNotice] = []
+
+        async def work(connection: AsyncConnection) -> ContractRow:
+            contract = await self._load(connection, contract_id, actor_id, role=role)
+            timer = due_event(contract, now_ms=now_ms)
+            applied_event = timer if event is None else event
+            if applied_event is None or (event is not None and timer is not None):
+                raise ExchangeError(
+                    ErrorCode.INVALID_STATE,
+                    "a deadline of this contract has passed" if timer else "nothing is due",
+                    contract_id=contract_id,
+                )
+            acting_role = role or check_party(contract, actor_id)
+            to_state = next_state(contract, applied_event, acting_role)
+            step = decide(contract, now_ms)
+            if step.settlement is not None:
+                await self._context.escrow.settle(
+                    contract_id,
+                    buyer_account_id=agent_account_id(contract.buyer_id),
+                    provider_account_id=agent_account_id(contract.provider_id),
+                    settlement=step.settlement,
+                    connection=connection,
+                )
+            updated = dataclasses.replace(
+                contract, state=to_state, updated_at_ms=now_ms, **step.changes
+            )
+            updated = dataclasses.replace(updated, due_at_ms=_due_at(updated))
+            await repository.transition_contract(
+                connection,
+                contract_id,
+                from_state=contract.state,
+                to_state=to_state,
+                changes={**step.changes, "due_at_ms": updated.due_at_ms, "updated_at_ms": now_ms},
+            )
+            await self._record_event(
+                connection, updated, applied_event.value, actor_id, step.detail
+            )
+            staged.extend(self._transition_notices(updated, applied_event, step.detail))
+            await self._context.stage(connection, staged)
+            return updated
+
+        contract = await self._context.run(work)
+        await self._context.publish(staged)
+        return contract_view(contract)
+
+    async def _load(
+        self,
+        connection: AsyncConnection,
+        contract_id: str,
+        actor_id: str,
+        *,
+        role: Role | None = None,
     ) -> ContractRow:
         contract = await repository.get_contract(connection, contract_id)
         if contract is None:
             raise ExchangeError(ErrorCode.NOT_FOUND, "no such contract")
-        check_party(contract, agent_id)
+        if role is None:
+            check_party(contract, actor_id)
         return contract
 
-    # --- wallet ----------------------------------------------------------------
+    def _settling_step(
+        self, contract: ContractRow, *, provider_share_bps: int, detail: str = ""
+    ) -> _Step:
+        settlement = settlement_for(
+            contract.price_millicredits,
+            provider_share_millicredits=provider_share_for_bps(
+                contract.price_millicredits, provider_share_bps=provider_share_bps
+            ),
+            fee_rate_bps=contract.fee_rate_bps,
+        )
+        changes = {
+            "net_millicredits": settlement.net_millicredits,
+            "fee_millicredits": settlement.fee_millicredits,
+            "refunded_millicredits": settlement.refunded_millicredits,
+        }
+        return _Step(changes, settlement=settlement, detail=detail)
+
+    def _transition_notices(
+        self, contract: ContractRow, event: ContractEvent, detail: str
+    ) -> list[OutboxNotice]:
+        notices = [
+            self._updated_notice(agent_id, contract, event, detail)
+            for agent_id in (contract.buyer_id, contract.provider_id)
+        ]
+        if event is ContractEvent.DELIVER:
+            assert contract.result is not None and contract.result_sha256 is not None
+            result, result_sha256 = contract.result, contract.result_sha256
+            notices.append(
+                self._context.notice(
+                    contract.buyer_id,
+                    lambda header: DeliveredNotice(
+                        header=header,
+                        contract_id=contract.contract_id,
+                        result=raw_json(result),
+                        result_sha256=result_sha256,
+                    ),
+                )
+            )
+        return notices
+
+    def _updated_notice(
+        self, agent_id: str, contract: ContractRow, event: ContractEvent, detail: str
+    ) -> OutboxNotice:
+        def build(header: Header) -> ContractUpdatedNotice:
+            return ContractUpdatedNotice(
+                header=header,
+                contract_id=contract.contract_id,
+                state=contract.state.value,
+                event=event.value,
+                price_millicredits=contract.price_millicredits,
+                fee_millicredits=contract.fee_millicredits,
+                net_millicredits=contract.net_millicredits,
+                refunded_millicredits=contract.refunded_millicredits,
+                detail=detail[: protocol_limits.TEXT_LENGTH_MAX],
+            )
+
+        return self._context.notice(agent_id, build)
+
+    async def _record_event(
+        self,
+        connection: AsyncConnection,
+        contract: ContractRow,
+        event: str,
+        actor_id: str,
+        detail: str,
+    ) -> None:
+        await repository.add_contract_event(
+            connection,
+            {
+                "contract_id": contract.contract_id,
+                "event": event,
+                "actor_id": actor_id,
+                "to_state": contract.state.value,
+                "detail": detail,
+                "at_ms": self._context.clock.now_ms(),
+            },
+        )
 
 
-def _replace(contract: ContractRow, /, **changes: Any) -> ContractRow:
-    return dataclasses.replace(contract, **changes)
+def _due_at(contract: ContractRow) -> int | None:
+    if contract.state in SETTLED_STATES:
+        return None
+    return due_at_ms(
+        contract.state,
+        delivery_deadline_ms=contract.delivery_deadline_ms,
+        review_deadline_ms=contract.review_deadline_ms,
+        dispute_deadline_ms=contract.dispute_deadline_ms,
+    )

@@ -51,7 +51,8 @@ async def test_a_deal_settles_with_the_fee_split_and_balanced_books(exchange):
     assert delivery.result == {"text": "HELLO"}
     view = await contract.accept_delivery(delivery)
     assert view.state == "released"
-    released = await provider.wait_release(contract.contract_id, timeout_s=10)
+    released = await provider.wait_settled(contract.contract_id, timeout_s=10)
+    assert released.state == "released"
     assert released.net_millicredits == PRICE_MILLICREDITS - FEE_MILLICREDITS
 
     buyer_balance, provider_balance = await buyer.balance(), await provider.balance()

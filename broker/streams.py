@@ -1,0 +1,56 @@
+"""JetStream streams the exchange relies on, declared in one place.
+
+``AGENTX_NOTICES`` keeps every notice the exchange sends to an agent
+(``agentx.v1.agent.<id>.notify``) until the agent acknowledges it through its
+durable consumer, so an agent that was offline receives what it missed when
+it reconnects. Publishes carry the notice id as ``Nats-Msg-Id``, so the
+outbox relay re-publishing a notice never stores it twice.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from agent_client import limits as protocol_limits
+from agent_client import subjects
+
+__all__ = ["NOTICE_STREAM", "ensure_notice_stream"]
+
+NOTICE_STREAM: Final = "AGENTX_NOTICES"
+NOTICE_STREAM_BYTES_MAX: Final = 1024**3
+NOTICES_PER_AGENT_MAX: Final = 100_000
+# Duplicate publishes of one notice within this window are stored once.
+NOTICE_DEDUPLICATION_WINDOW_S: Final = 120
+
+
+def notice_stream_config() -> StreamConfig:
+    return StreamConfig(
+        name=NOTICE_STREAM,
+        subjects=[subjects.notifications("*")],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=protocol_limits.NOTICE_LIFETIME_MAX_S,
+        max_bytes=NOTICE_STREAM_BYTES_MAX,
+        max_msgs_per_subject=NOTICES_PER_AGENT_MAX,
+        max_msg_size=protocol_limits.MESSAGE_BYTES_MAX,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=NOTICE_DEDUPLICATION_WINDOW_S,
+    )
+
+
+async def ensure_notice_stream(js: JetStreamContext, /) -> None:
+    """Create the notice stream, or bring an existing one to this config (idempotent)."""
+    config = notice_stream_config()
+    try:
+        await js.stream_info(NOTICE_STREAM)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError:
+            pass  # another worker created it in between; update below
+    await js.update_stream(config)
