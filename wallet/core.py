@@ -405,26 +405,23 @@ def _fail_chain(
     state: _State, chain: Sequence[NewTransfer], outcomes: list[TransferOutcome]
 ) -> list[TransferOutcome]:
     """The draft is dropped; only a state-dependent failure is remembered."""
-    failed = outcomes[-1]
-    failing_transfer = chain[len(outcomes) - 1]
+    failed_index = len(outcomes) - 1
+    failed = outcomes[failed_index]
     if failed.result in STORED_RESULTS and not failed.replayed:
         assert failed.timestamp_us is not None
-        fingerprint = transfer_fingerprint(failing_transfer)
+        fingerprint = transfer_fingerprint(chain[failed_index])
         state.store_failure(
             StoredFailure(failed.id, fingerprint, failed.result, failed.timestamp_us)
         )
-    # A replayed member was committed by an earlier batch: it keeps its true outcome.
-    earlier = [
-        outcome
-        if outcome.replayed
-        else TransferOutcome(outcome.id, TransferResult.LINKED_EVENT_FAILED)
-        for outcome in outcomes[:-1]
+    # Every other member fails with the chain, unless an earlier batch decided
+    # it: that outcome stands. (A replay of a member applied earlier in this
+    # very chain does not count; the draft it saw is gone.)
+    return [
+        failed
+        if index == failed_index
+        else _unevaluated(state, transfer, TransferResult.LINKED_EVENT_FAILED)
+        for index, transfer in enumerate(chain)
     ]
-    later = [
-        _unevaluated(state, transfer, TransferResult.LINKED_EVENT_FAILED)
-        for transfer in chain[len(outcomes) :]
-    ]
-    return [*earlier, failed, *later]
 
 
 def _plan_transfer(

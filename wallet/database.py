@@ -10,8 +10,9 @@ Two databases are supported, each with its own way of never losing a race:
   one WAL snapshot without blocking writers.
 * **PostgreSQL** (asyncpg), at READ COMMITTED. The ledger locks the accounts
   it touches with ``SELECT ... FOR UPDATE`` in id order, so concurrent batches
-  queue on shared accounts and never deadlock on each other. Read-only work
-  runs at REPEATABLE READ, so several queries see one snapshot.
+  queue on shared accounts instead of deadlocking (a deadlock that still
+  happens, say against a caller's own locks, is retried). Read-only work runs
+  at REPEATABLE READ, so several queries see one snapshot.
 
 ``run_transaction`` retries a unit of work that lost a race (a deadlock, a
 serialization failure, a busy SQLite database, a duplicate-insert race) a

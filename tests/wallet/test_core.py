@@ -494,3 +494,20 @@ def test_a_decided_transfer_answers_with_its_outcome_even_inside_a_refused_chain
         (R.OK, True),
     ]
     assert ledger.accounts[BOB].available == 300
+
+
+def test_a_repeat_of_a_member_inside_its_own_failed_chain_is_not_reported_as_applied() -> None:
+    ledger = funded(1000)
+    plan = ledger.submit(
+        [
+            transfer("pay", ALICE, BOB, 300, flags=F.LINKED),
+            transfer("pay", ALICE, BOB, 300, flags=F.LINKED),
+            transfer("too-much", ALICE, CAROL, 5000),
+        ]
+    )
+    assert [(o.result, o.replayed) for o in plan.outcomes] == [
+        (R.LINKED_EVENT_FAILED, False),
+        (R.LINKED_EVENT_FAILED, False),
+        (R.EXCEEDS_CREDITS, False),
+    ]
+    assert ledger.accounts[BOB].available == 0

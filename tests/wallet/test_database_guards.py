@@ -134,5 +134,5 @@ async def test_a_second_resolution_of_one_pending_transfer_is_refused_by_a_uniqu
             debit=ALICE,
             credit=ESCROW,
         )
-    assert "pending_id" in raised.value.reason
+    assert "pending_id" in str(raised.value)
     await check_invariants(funded.engine)
