@@ -23,9 +23,9 @@ import asyncio
 import enum
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from nats.aio.subscription import Subscription
@@ -60,23 +60,33 @@ from agent_client.protocol import (
     GetBalance,
     GetContract,
     GetEvidence,
+    GetListingHistory,
+    GetReputation,
     Header,
     InfoReply,
     Listing,
+    ListingHistoryReply,
     ListingReply,
     ListTransactions,
     Mint,
     MintReply,
     OpenContract,
     Quote,
+    RateContract,
+    RatingReply,
     RejectDelivery,
     Reply,
+    ReputationReply,
     Resolve,
     Rfq,
     SearchCatalog,
     SearchReply,
+    SearchSort,
+    SetListingStatus,
     TransactionEntry,
     TransactionsReply,
+    Transfer,
+    TransferReply,
     json_encoder,
     reply_decoder,
 )
@@ -210,6 +220,9 @@ class Contract:
     async def accept_delivery(self, delivery: Delivery, /) -> ContractView:
         return await self._agent.accept_delivery(delivery)
 
+    async def rate(self, stars: int, /, comment: str = "") -> RatingReply:
+        return await self._agent.rate(self.contract_id, stars, comment)
+
 
 class Agent:
     """An agent connected to the exchange. Create it with :meth:`connect`."""
@@ -302,7 +315,9 @@ class Agent:
         output_schema: dict[str, Any] | None = None,
         version: str = "1.0.0",
         active: bool = True,
+        tags: Sequence[str] = (),
     ) -> Listing:
+        """Publish a listing, or revise it: any changed field makes a new revision."""
         reply = await self._request(
             "catalog.advertise",
             lambda header: Advertise(
@@ -314,6 +329,7 @@ class Agent:
                 output_schema=output_schema or {},
                 version=version,
                 status="active" if active else "inactive",
+                tags=list(tags),
             ),
         )
         return _expect(reply, ListingReply).listing
@@ -326,7 +342,19 @@ class Agent:
         price_max_millicredits: int | None = None,
         limit: int = 20,
         offset: int = 0,
+        price_min_millicredits: int | None = None,
+        tags: Sequence[str] = (),
+        rating_min: float | None = None,
+        settled_count_min: int | None = None,
+        sort: SearchSort = "price",
     ) -> SearchReply:
+        """Active listings matching every filter given; each carries its reputation.
+
+        ``text`` matches whole words (stemmed) of the capability, description
+        and tags; ``tags`` must all be on a listing; ``sort`` is ``price``
+        (cheapest first), ``rating``, ``settled`` or ``newest``. Page with
+        ``offset`` while ``has_more``.
+        """
         reply = await self._request(
             "catalog.search",
             lambda header: SearchCatalog(
@@ -336,9 +364,67 @@ class Agent:
                 price_max_millicredits=price_max_millicredits,
                 limit=limit,
                 offset=offset,
+                price_min_millicredits=price_min_millicredits,
+                tags=list(tags),
+                rating_min=rating_min,
+                settled_count_min=settled_count_min,
+                sort=sort,
             ),
         )
         return _expect(reply, SearchReply)
+
+    async def deactivate(self, capability: str, /) -> Listing:
+        """Hide a listing from search and refuse new contracts for it (a new revision)."""
+        return await self._set_listing_status(capability, "inactive")
+
+    async def reactivate(self, capability: str, /) -> Listing:
+        return await self._set_listing_status(capability, "active")
+
+    async def _set_listing_status(
+        self, capability: str, status: Literal["active", "inactive"]
+    ) -> Listing:
+        reply = await self._request(
+            "catalog.status",
+            lambda header: SetListingStatus(header=header, capability=capability, status=status),
+        )
+        return _expect(reply, ListingReply).listing
+
+    async def listing_history(
+        self,
+        provider_id: str,
+        capability: str,
+        /,
+        *,
+        limit: int = 20,
+        before_revision: int | None = None,
+    ) -> ListingHistoryReply:
+        """A listing's revisions, newest first; page with ``before_revision``."""
+        reply = await self._request(
+            "catalog.history",
+            lambda header: GetListingHistory(
+                header=header,
+                provider_id=provider_id,
+                capability=capability,
+                limit=limit,
+                before_revision=before_revision,
+            ),
+        )
+        return _expect(reply, ListingHistoryReply)
+
+    async def reputation(
+        self, provider_id: str, /, *, capability: str | None = None, ratings_limit: int = 10
+    ) -> ReputationReply:
+        """A provider's reputation from settled contracts, with its latest ratings."""
+        reply = await self._request(
+            "catalog.reputation",
+            lambda header: GetReputation(
+                header=header,
+                provider_id=provider_id,
+                capability=capability,
+                ratings_limit=ratings_limit,
+            ),
+        )
+        return _expect(reply, ReputationReply)
 
     # --- providing -------------------------------------------------------------
 
@@ -569,6 +655,16 @@ class Agent:
         )
         return _expect(reply, ContractReply).contract
 
+    async def rate(self, contract_id: str, stars: int, /, comment: str = "") -> RatingReply:
+        """Rate a released contract you bought, 1 to 5 stars, once."""
+        reply = await self._request(
+            "contract.rate",
+            lambda header: RateContract(
+                header=header, contract_id=contract_id, stars=stars, comment=comment
+            ),
+        )
+        return _expect(reply, RatingReply)
+
     async def contract(self, contract_id: str, /) -> ContractView:
         reply = await self._request(
             "contract.get", lambda header: GetContract(header=header, contract_id=contract_id)
@@ -644,6 +740,33 @@ class Agent:
             ),
         )
         return _expect(reply, TransactionsReply).entries
+
+    async def transfer(
+        self,
+        to_agent_id: str,
+        amount_millicredits: int,
+        /,
+        *,
+        transfer_id: str | None = None,
+        memo: str = "",
+    ) -> TransferReply:
+        """Pay another agent directly; the payee gets the amount less the transfer fee.
+
+        Pass the same ``transfer_id`` when retrying after a timeout: the
+        exchange then returns the first outcome instead of paying again.
+        """
+        key = transfer_id or new_nonce()
+        reply = await self._request(
+            "wallet.transfer",
+            lambda header: Transfer(
+                header=header,
+                transfer_id=key,
+                payee_id=to_agent_id,
+                amount_millicredits=amount_millicredits,
+                memo=memo,
+            ),
+        )
+        return _expect(reply, TransferReply)
 
     async def mint(
         self,

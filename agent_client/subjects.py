@@ -30,6 +30,9 @@ EXCHANGE_INFO: Final = f"{ROOT}.exchange.info"
 EXCHANGE_ENDPOINTS: Final = (
     "catalog.advertise",
     "catalog.search",
+    "catalog.status",
+    "catalog.history",
+    "catalog.reputation",
     "contract.open",
     "contract.deliver",
     "contract.accept",
@@ -38,8 +41,10 @@ EXCHANGE_ENDPOINTS: Final = (
     "contract.cancel",
     "contract.evidence",
     "operator.resolve",
+    "contract.rate",
     "wallet.balance",
     "wallet.transactions",
+    "wallet.transfer",
     "operator.mint",
 )
 

@@ -33,23 +33,35 @@ from agent_client.protocol import (
     GetBalance,
     GetContract,
     GetEvidence,
+    GetListingHistory,
+    GetReputation,
     InfoReply,
     ListingReply,
     ListTransactions,
     Mint,
     OpenContract,
+    RateContract,
     RejectDelivery,
     Reply,
     Resolve,
     SearchCatalog,
+    SetListingStatus,
     TransactionsReply,
+    Transfer,
     json_encoder,
 )
 from agent_client.signing import Clock, ReplayGuard, VerifiedDocument, open_envelope, verify_request
 from agent_client.transport import flush_subscriptions
 from exchange.errors import ExchangeError
 from exchange.limits import REQUEST_CONCURRENCY_MAX
-from exchange.use_cases import AccountUseCases, CatalogUseCases, ContractUseCases, ExchangeContext
+from exchange.use_cases import (
+    AccountUseCases,
+    CatalogUseCases,
+    ContractUseCases,
+    ExchangeContext,
+    ReputationUseCases,
+    TransferUseCases,
+)
 from wallet import LedgerUnavailable, UnsupportedDatabase, ValueOutOfRange
 
 __all__ = ["ExchangeEndpoints", "JetStreamNoticePublisher"]
@@ -96,6 +108,9 @@ class ExchangeEndpoints:
         self._catalog = CatalogUseCases(context)
         self._contracts = ContractUseCases(context)
         self._accounts = AccountUseCases(context)
+        self._reputation = ReputationUseCases(context, self._contracts)
+        # The product plan's escrow fee is also the fee of a direct transfer.
+        self._transfers = TransferUseCases(context, fee_rate_bps=escrow_fee_bps)
         self._clock = clock
         self._replay_guard = ReplayGuard()
         self._slots = asyncio.Semaphore(concurrency_max)
@@ -112,6 +127,9 @@ class ExchangeEndpoints:
         self._routes: dict[str, tuple[type[Any], UseCase]] = {
             "catalog.advertise": (Advertise, self._advertise),
             "catalog.search": (SearchCatalog, self._search),
+            "catalog.status": (SetListingStatus, self._set_listing_status),
+            "catalog.history": (GetListingHistory, self._listing_history),
+            "catalog.reputation": (GetReputation, self._reputation_of),
             "contract.open": (OpenContract, self._open_contract),
             "contract.deliver": (Deliver, self._deliver),
             "contract.accept": (AcceptDelivery, self._accept_delivery),
@@ -120,8 +138,10 @@ class ExchangeEndpoints:
             "contract.cancel": (CancelContract, self._cancel),
             "contract.evidence": (GetEvidence, self._evidence),
             "operator.resolve": (Resolve, self._resolve),
+            "contract.rate": (RateContract, self._rate),
             "wallet.balance": (GetBalance, self._balance),
             "wallet.transactions": (ListTransactions, self._transactions),
+            "wallet.transfer": (Transfer, self._transfer),
             "operator.mint": (Mint, self._mint),
         }
         assert set(self._routes) == set(subjects.EXCHANGE_ENDPOINTS)
@@ -214,6 +234,26 @@ class ExchangeEndpoints:
     async def _search(self, signer: str, verified: VerifiedDocument) -> Reply:
         assert isinstance(verified.document, SearchCatalog)
         return await self._catalog.search(verified.document)
+
+    async def _set_listing_status(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, SetListingStatus)
+        return ListingReply(listing=await self._catalog.set_status(signer, verified.document))
+
+    async def _listing_history(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, GetListingHistory)
+        return await self._catalog.history(verified.document)
+
+    async def _reputation_of(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, GetReputation)
+        return await self._reputation.reputation(verified.document)
+
+    async def _rate(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, RateContract)
+        return await self._reputation.rate(signer, verified.document)
+
+    async def _transfer(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, Transfer)
+        return await self._transfers.transfer(signer, verified.document)
 
     async def _open_contract(self, signer: str, verified: VerifiedDocument) -> Reply:
         return ContractReply(contract=await self._contracts.open_contract(signer, verified))

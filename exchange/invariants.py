@@ -1,4 +1,4 @@
-"""Invariants of the whole exchange: the ledger's, plus escrow against contracts.
+"""Invariants of the whole exchange: the ledger's, escrow against contracts, reputation.
 
 Called at the end of every money-touching test, by ``agentx demo`` and by the
 benchmarks. It raises :class:`wallet.InvariantViolation` listing every
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from exchange import repository
+from exchange import catalog_repository, repository
 from exchange.ledger_accounts import ESCROW_ACCOUNT_ID
 from wallet import InvariantViolation, SqlLedger, check_invariants
 
@@ -24,6 +24,7 @@ async def check_exchange_invariants(engine: AsyncEngine, /) -> None:
     async with engine.connect() as connection:
         open_total = await repository.open_escrow_total(connection)
         not_adding_up = await repository.settled_contracts_not_adding_up(connection)
+        reputation_drift = await catalog_repository.reputation_drift(connection)
     escrow_pending = escrow.credits_pending if escrow is not None else 0
     if escrow_pending != open_total:
         problems.append(f"escrow pending {escrow_pending} != open contracts total {open_total}")
@@ -33,5 +34,6 @@ async def check_exchange_invariants(engine: AsyncEngine, /) -> None:
             f"(credits {escrow.credits_posted}, debits {escrow.debits_posted})"
         )
     problems.extend(f"settled contract {cid}: net + fee + refund != price" for cid in not_adding_up)
+    problems.extend(reputation_drift)
     if problems:
         raise InvariantViolation(problems)

@@ -14,6 +14,9 @@ NOTICE_LIFETIME_S: Final = protocol_limits.NOTICE_LIFETIME_MAX_S
 SEARCH_PAGE_SIZE_MAX: Final = protocol_limits.SEARCH_PAGE_SIZE_MAX
 SEARCH_OFFSET_MAX: Final = protocol_limits.SEARCH_OFFSET_MAX
 SCHEMA_BYTES_MAX: Final = protocol_limits.SCHEMA_BYTES_MAX
+# Words of a search text that reach the full-text index; more are ignored, so
+# one request cannot build an arbitrarily long match expression.
+SEARCH_TERMS_MAX: Final = 8
 
 # A buyer silent this long after a delivery has accepted it (auto-release).
 REVIEW_WINDOW_DEFAULT_S: Final = 24 * 3600

@@ -20,7 +20,6 @@ from exchange.errors import ErrorCode, ExchangeError
 from exchange.schema import contract_events, contracts, listings, operator_audit, outbox
 
 __all__ = [
-    "SearchQuery",
     "add_audit_record",
     "add_contract_event",
     "add_outbox_notices",
@@ -31,27 +30,10 @@ __all__ = [
     "insert_contract",
     "mark_notices_published",
     "open_escrow_total",
-    "search_listings",
     "settled_contracts_not_adding_up",
     "transition_contract",
     "unpublished_notices",
-    "upsert_listing",
 ]
-
-
-async def upsert_listing(connection: AsyncConnection, values: Mapping[str, Any], /) -> None:
-    """Insert a provider's listing for a capability, or replace its fields."""
-    existing = await connection.execute(
-        sa.select(listings.c.created_at_ms).where(listings.c.listing_id == values["listing_id"])
-    )
-    created_at_ms = existing.scalar_one_or_none()
-    if created_at_ms is None:
-        await connection.execute(listings.insert().values(**values))
-        return
-    changes = {key: value for key, value in values.items() if key != "created_at_ms"}
-    await connection.execute(
-        listings.update().where(listings.c.listing_id == values["listing_id"]).values(**changes)
-    )
 
 
 async def get_listing(connection: AsyncConnection, listing_id: str, /) -> dict[str, Any] | None:
@@ -61,55 +43,6 @@ async def get_listing(connection: AsyncConnection, listing_id: str, /) -> dict[s
         .one_or_none()
     )
     return dict(row) if row is not None else None
-
-
-class SearchQuery:
-    __slots__ = ("capability", "limit", "offset", "price_max_millicredits", "text")
-
-    def __init__(
-        self,
-        *,
-        capability: str | None,
-        text: str | None,
-        price_max_millicredits: int | None,
-        limit: int,
-        offset: int,
-    ) -> None:
-        self.capability = capability
-        self.text = text
-        self.price_max_millicredits = price_max_millicredits
-        self.limit = limit
-        self.offset = offset
-
-
-async def search_listings(
-    connection: AsyncConnection, query: SearchQuery, /
-) -> tuple[list[dict[str, Any]], bool]:
-    """Active listings matching the query, cheapest first; and whether more follow."""
-    statement = sa.select(listings).where(listings.c.status == "active")
-    if query.capability is not None:
-        statement = statement.where(listings.c.capability == query.capability)
-    if query.price_max_millicredits is not None:
-        statement = statement.where(listings.c.price_millicredits <= query.price_max_millicredits)
-    if query.text:
-        pattern = "%" + _escape_like(query.text.lower()) + "%"
-        statement = statement.where(
-            sa.or_(
-                sa.func.lower(listings.c.description).like(pattern, escape="\\"),
-                listings.c.capability.like(pattern, escape="\\"),
-            )
-        )
-    statement = (
-        statement.order_by(listings.c.price_millicredits, listings.c.listing_id)
-        .limit(query.limit + 1)
-        .offset(query.offset)
-    )
-    rows = [dict(row) for row in (await connection.execute(statement)).mappings()]
-    return rows[: query.limit], len(rows) > query.limit
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def insert_contract(connection: AsyncConnection, contract: ContractRow, /) -> None:

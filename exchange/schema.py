@@ -6,15 +6,20 @@ are what the repository queries with.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Float, Integer, MetaData, Table, Text
 
 __all__ = [
     "contract_events",
     "contracts",
+    "listing_revisions",
+    "listing_tags",
     "listings",
     "metadata",
     "operator_audit",
     "outbox",
+    "ratings",
+    "reputation_buyers",
+    "transfers",
 ]
 
 metadata = MetaData()
@@ -33,6 +38,20 @@ listings = Table(
     Column("status", Text, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
     Column("updated_at_ms", BigInteger, nullable=False),
+    # From migration catalog_0001: tags (space-separated, also in
+    # listing_tags), the current revision, and the reputation counters of the
+    # provider for this capability (kept by a trigger on contracts and by
+    # ratings; rating_mean is 0 while rating_count is 0).
+    Column("tags", Text, nullable=False, server_default=""),
+    Column("revision", Integer, nullable=False, server_default="1"),
+    Column("settled_count", BigInteger, nullable=False, server_default="0"),
+    Column("on_time_count", BigInteger, nullable=False, server_default="0"),
+    Column("dispute_count", BigInteger, nullable=False, server_default="0"),
+    Column("refund_count", BigInteger, nullable=False, server_default="0"),
+    Column("rating_count", BigInteger, nullable=False, server_default="0"),
+    Column("rating_sum", BigInteger, nullable=False, server_default="0"),
+    Column("unique_buyer_count", BigInteger, nullable=False, server_default="0"),
+    Column("rating_mean", Float, nullable=False, server_default="0"),
 )
 
 contracts = Table(
@@ -98,4 +117,60 @@ operator_audit = Table(
     Column("reason", Text, nullable=False),
     Column("transfer_id", Text, nullable=False),
     Column("at_ms", BigInteger, nullable=False),
+)
+
+listing_revisions = Table(
+    "exchange_listing_revisions",
+    metadata,
+    Column("listing_id", Text, primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("price_millicredits", BigInteger, nullable=False),
+    Column("input_schema", Text, nullable=False),
+    Column("output_schema", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("changed_at_ms", BigInteger, nullable=False),
+)
+
+listing_tags = Table(
+    "exchange_listing_tags",
+    metadata,
+    Column("tag", Text, primary_key=True),
+    Column("listing_id", Text, primary_key=True),
+)
+
+ratings = Table(
+    "exchange_ratings",
+    metadata,
+    Column("contract_id", Text, primary_key=True),
+    Column("provider_id", Text, nullable=False),
+    Column("capability", Text, nullable=False),
+    Column("buyer_id", Text, nullable=False),
+    Column("stars", Integer, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("rated_at_ms", BigInteger, nullable=False),
+)
+
+reputation_buyers = Table(
+    "exchange_reputation_buyers",
+    metadata,
+    Column("provider_id", Text, primary_key=True),
+    Column("capability", Text, primary_key=True),
+    Column("buyer_id", Text, primary_key=True),
+)
+
+transfers = Table(
+    "exchange_transfers",
+    metadata,
+    Column("reference", Text, primary_key=True),
+    Column("payer_id", Text, nullable=False),
+    Column("transfer_id", Text, nullable=False),
+    Column("payee_id", Text, nullable=False),
+    Column("amount_millicredits", BigInteger, nullable=False),
+    Column("fee_millicredits", BigInteger, nullable=False),
+    Column("net_millicredits", BigInteger, nullable=False),
+    Column("memo", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
 )

@@ -10,6 +10,8 @@ from exchange.use_cases.accounts import AccountUseCases
 from exchange.use_cases.catalog import CatalogUseCases
 from exchange.use_cases.context import ExchangeContext, NoticePublisher
 from exchange.use_cases.contracts import ContractUseCases
+from exchange.use_cases.reputation import ReputationUseCases
+from exchange.use_cases.transfers import TransferUseCases
 
 __all__ = [
     "AccountUseCases",
@@ -17,4 +19,6 @@ __all__ = [
     "ContractUseCases",
     "ExchangeContext",
     "NoticePublisher",
+    "ReputationUseCases",
+    "TransferUseCases",
 ]

@@ -1,4 +1,4 @@
-"""Catalog use cases: providers advertise listings, anyone searches them."""
+"""Catalog use cases: providers publish and revise listings, anyone searches them."""
 
 from __future__ import annotations
 
@@ -6,81 +6,187 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agent_client import limits as protocol_limits
 from agent_client.protocol import (
     Advertise,
+    GetListingHistory,
     Listing,
+    ListingHistoryReply,
     SearchCatalog,
     SearchReply,
+    SetListingStatus,
     json_encoder,
 )
-from exchange import repository
+from exchange import catalog_repository
+from exchange.catalog import (
+    changed_fields,
+    checked_schema,
+    listing_id_for,
+    tags_from_text,
+    tags_text,
+)
+from exchange.catalog_views import listing_view, revision_view
 from exchange.errors import ErrorCode, ExchangeError
-from exchange.ledger_accounts import (
-    ensure_agent_accounts,
-)
-from exchange.limits import SCHEMA_BYTES_MAX
+from exchange.ledger_accounts import ensure_agent_accounts
+from exchange.search import search_query_for
 from exchange.use_cases.context import ExchangeContext
-from exchange.views import (
-    listing_from_row,
-)
+from wallet.database import read_transaction
 
 __all__ = ["CatalogUseCases"]
 
+# A search page must fit in one NATS message with room for the reply's own
+# fields; listings carry their schemas (up to 16 KiB each), so a page of
+# large listings is cut short and says so with ``has_more``.
+SEARCH_REPLY_BYTES_MAX = protocol_limits.MESSAGE_BYTES_MAX - 16 * 1024
+_LISTING_BYTES_MAX = 2 * protocol_limits.SCHEMA_BYTES_MAX + 8 * protocol_limits.TEXT_LENGTH_MAX
+assert _LISTING_BYTES_MAX < SEARCH_REPLY_BYTES_MAX  # one listing always fits
+
 
 class CatalogUseCases:
-    """Advertise and search listings."""
+    """Advertise, revise and search listings."""
 
     def __init__(self, context: ExchangeContext, /) -> None:
         self._context = context
 
     async def advertise(self, provider_id: str, request: Advertise, /) -> Listing:
-        input_schema = _encoded_schema(request.input_schema, "input_schema")
-        output_schema = _encoded_schema(request.output_schema, "output_schema")
-        now_ms = self._context.clock.now_ms()
-        values = {
-            "listing_id": f"{provider_id}/{request.capability}",
-            "provider_id": provider_id,
-            "capability": request.capability,
+        """Create the listing, or revise it if any published field changed."""
+        proposed: dict[str, Any] = {
             "description": request.description,
             "price_millicredits": request.price_millicredits,
-            "input_schema": input_schema,
-            "output_schema": output_schema,
+            "input_schema": checked_schema(request.input_schema, "input_schema"),
+            "output_schema": checked_schema(request.output_schema, "output_schema"),
             "version": request.version,
+            "tags": tags_text(request.tags),
             "status": request.status,
-            "created_at_ms": now_ms,
-            "updated_at_ms": now_ms,
         }
+        listing_id = listing_id_for(provider_id, request.capability)
+        now_ms = self._context.clock.now_ms()
 
-        async def work(connection: AsyncConnection) -> dict[str, Any] | None:
+        async def work(connection: AsyncConnection) -> dict[str, Any]:
             await ensure_agent_accounts(self._context.ledger, [provider_id], connection=connection)
-            await repository.upsert_listing(connection, values)
-            return await repository.get_listing(connection, str(values["listing_id"]))
+            current = await catalog_repository.get_listing(connection, listing_id, for_update=True)
+            if current is None:
+                created = {
+                    "listing_id": listing_id,
+                    "provider_id": provider_id,
+                    "capability": request.capability,
+                    **proposed,
+                    "revision": 1,
+                    "created_at_ms": now_ms,
+                    "updated_at_ms": now_ms,
+                }
+                if await catalog_repository.insert_listing(connection, created):
+                    await _record_revision(connection, listing_id, 1, proposed, now_ms)
+                    await _replace_tags(connection, listing_id, proposed["tags"])
+                    return await _listing(connection, listing_id)
+                # A concurrent advertise created it first: revise that one.
+                current = await _listing(connection, listing_id, for_update=True)
+            return await _revise(connection, current, proposed, now_ms)
 
-        row = await self._context.run(work)
-        assert row is not None
-        return listing_from_row(row)
+        return listing_view(await self._context.run(work))
 
-    async def search(self, request: SearchCatalog, /) -> SearchReply:
-        query = repository.SearchQuery(
-            capability=request.capability,
-            text=request.text,
-            price_max_millicredits=request.price_max_millicredits,
-            limit=request.limit,
-            offset=request.offset,
+    async def set_status(self, provider_id: str, request: SetListingStatus, /) -> Listing:
+        """Deactivate or reactivate a listing: a new revision if the status changes."""
+        listing_id = listing_id_for(provider_id, request.capability)
+        now_ms = self._context.clock.now_ms()
+
+        async def work(connection: AsyncConnection) -> dict[str, Any]:
+            current = await catalog_repository.get_listing(connection, listing_id, for_update=True)
+            if current is None:
+                raise ExchangeError(
+                    ErrorCode.NOT_FOUND, f"you have no listing for {request.capability}"
+                )
+            proposed = {**current, "status": request.status}
+            return await _revise(connection, current, proposed, now_ms)
+
+        return listing_view(await self._context.run(work))
+
+    async def history(self, request: GetListingHistory, /) -> ListingHistoryReply:
+        listing_id = listing_id_for(request.provider_id, request.capability)
+        async with read_transaction(self._context.engine) as connection:
+            rows, has_more = await catalog_repository.listing_revision_rows(
+                connection,
+                listing_id,
+                limit=request.limit,
+                before_revision=request.before_revision,
+            )
+            if not rows and await catalog_repository.get_listing(connection, listing_id) is None:
+                raise ExchangeError(ErrorCode.NOT_FOUND, "no such listing")
+        return ListingHistoryReply(
+            listing_id=listing_id,
+            revisions=[revision_view(row) for row in rows],
+            has_more=has_more,
         )
 
-        async def work(connection: AsyncConnection) -> tuple[list[dict[str, Any]], bool]:
-            return await repository.search_listings(connection, query)
-
-        rows, has_more = await self._context.run(work)
-        listings = [listing_from_row(row) for row in rows]
+    async def search(self, request: SearchCatalog, /) -> SearchReply:
+        query = search_query_for(request)
+        async with read_transaction(self._context.engine) as connection:
+            rows, has_more = await catalog_repository.search_listings(connection, query)
+        listings: list[Listing] = []
+        reply_bytes = 0
+        for row in rows:
+            listing = listing_view(row)
+            reply_bytes += len(json_encoder.encode(listing))
+            if reply_bytes > SEARCH_REPLY_BYTES_MAX:
+                has_more = True
+                break
+            listings.append(listing)
         return SearchReply(listings=listings, offset=request.offset, has_more=has_more)
 
-    # --- contracts -------------------------------------------------------------
+
+async def _listing(
+    connection: AsyncConnection, listing_id: str, /, *, for_update: bool = False
+) -> dict[str, Any]:
+    row = await catalog_repository.get_listing(connection, listing_id, for_update=for_update)
+    assert row is not None, listing_id
+    return row
 
 
-def _encoded_schema(schema: dict[str, Any], name: str) -> str:
-    encoded = json_encoder.encode(schema)
-    if len(encoded) > SCHEMA_BYTES_MAX:
-        raise ExchangeError(ErrorCode.PAYLOAD_TOO_LARGE, f"{name} is over {SCHEMA_BYTES_MAX} B")
-    return encoded.decode()
+async def _revise(
+    connection: AsyncConnection,
+    current: dict[str, Any],
+    proposed: dict[str, Any],
+    now_ms: int,
+) -> dict[str, Any]:
+    """Apply the changed fields as the next revision; the same fields change nothing."""
+    changed = changed_fields(current, proposed)
+    if not changed:
+        return current
+    listing_id = current["listing_id"]
+    revision = current["revision"] + 1
+    changes = {name: proposed[name] for name in changed}
+    await catalog_repository.update_listing(
+        connection, listing_id, {**changes, "revision": revision, "updated_at_ms": now_ms}
+    )
+    await _record_revision(connection, listing_id, revision, proposed, now_ms)
+    if "tags" in changes:
+        await _replace_tags(connection, listing_id, changes["tags"])
+    return await _listing(connection, listing_id)
+
+
+async def _record_revision(
+    connection: AsyncConnection,
+    listing_id: str,
+    revision: int,
+    fields: dict[str, Any],
+    now_ms: int,
+) -> None:
+    await catalog_repository.add_listing_revision(
+        connection,
+        {
+            "listing_id": listing_id,
+            "revision": revision,
+            "description": fields["description"],
+            "price_millicredits": fields["price_millicredits"],
+            "input_schema": fields["input_schema"],
+            "output_schema": fields["output_schema"],
+            "version": fields["version"],
+            "tags": fields["tags"],
+            "status": fields["status"],
+            "changed_at_ms": now_ms,
+        },
+    )
+
+
+async def _replace_tags(connection: AsyncConnection, listing_id: str, tags: str) -> None:
+    await catalog_repository.replace_listing_tags(connection, listing_id, tags_from_text(tags))
