@@ -10,12 +10,24 @@ from agent_client.errors import (
     AgentClosed,
     ExchangeError,
     KeyFileError,
+    NegotiationError,
+    NoDeal,
+    OfferDeclined,
     ProtocolError,
     RequestTimeout,
     SignatureRejected,
 )
 from agent_client.keys import AgentKeys, is_agent_id
-from agent_client.protocol import ErrorCode
+from agent_client.offers import QuoteCollection, ReceivedDecline
+from agent_client.protocol import DeclineCode, ErrorCode
+from agent_client.strategies import (
+    BuyerStrategy,
+    ConcedingProvider,
+    ProviderStrategy,
+    Ranking,
+    TargetPriceBuyer,
+    WeightedRanking,
+)
 
 __all__ = [
     "Agent",
@@ -23,15 +35,27 @@ __all__ = [
     "AgentClosed",
     "AgentKeys",
     "AgentOptions",
+    "BuyerStrategy",
+    "ConcedingProvider",
     "Contract",
+    "DeclineCode",
     "Delivery",
     "ErrorCode",
     "ExchangeError",
     "KeyFileError",
+    "NegotiationError",
+    "NoDeal",
+    "OfferDeclined",
     "Pricing",
     "ProtocolError",
+    "ProviderStrategy",
+    "QuoteCollection",
+    "Ranking",
+    "ReceivedDecline",
     "ReceivedQuote",
     "RequestTimeout",
     "SignatureRejected",
+    "TargetPriceBuyer",
+    "WeightedRanking",
     "is_agent_id",
 ]

@@ -23,7 +23,7 @@ import asyncio
 import enum
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -40,6 +40,8 @@ from agent_client.errors import (
     SignatureRejected,
 )
 from agent_client.keys import AgentKeys
+from agent_client.negotiation import RFQ_AUDIENCE, BuyerDesk, OfferDesk
+from agent_client.offers import QuoteCollection, ReceivedQuote
 from agent_client.protocol import (
     AcceptDelivery,
     Advertise,
@@ -51,6 +53,7 @@ from agent_client.protocol import (
     ContractUpdatedNotice,
     ContractView,
     Decline,
+    DeclineCode,
     Deliver,
     DeliveredNotice,
     Document,
@@ -103,6 +106,7 @@ from agent_client.signing import (
     verify_evidence,
     verify_request,
 )
+from agent_client.strategies import BuyerStrategy, ProviderStrategy, Ranking, rank_quotes
 from agent_client.transport import IncomingMessage, NatsConnection
 
 __all__ = ["Agent", "AgentOptions", "Contract", "Delivery", "Pricing", "ReceivedQuote"]
@@ -117,7 +121,6 @@ _D = TypeVar("_D", bound=Document)
 _R = TypeVar("_R", bound=Reply)
 
 EXCHANGE_AUDIENCE = "exchange"
-RFQ_AUDIENCE = "providers"
 PENDING_NOTICES_MAX = 10_000
 CLOSE_GRACE_S = 5.0
 DELIVERY_POLL_INTERVAL_S = 3.0
@@ -144,22 +147,6 @@ class AgentOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class ReceivedQuote:
-    """A provider's quote that passed every check, with its signed envelope."""
-
-    quote: Quote
-    envelope: Envelope
-
-    @property
-    def provider_id(self) -> str:
-        return self.quote.header.issuer
-
-    @property
-    def price_millicredits(self) -> int:
-        return self.quote.price_millicredits
-
-
-@dataclass(frozen=True, slots=True)
 class Delivery:
     contract_id: str
     result: Any
@@ -172,6 +159,7 @@ class _Service:
     handler: TaskHandler
     pricing: Pricing
     subscription: Subscription | None = None
+    quote_validity_s: float = limits.QUOTE_VALIDITY_DEFAULT_S
 
 
 @dataclass(slots=True)
@@ -246,6 +234,8 @@ class Agent:
         self._notices = _Notices()
         self._running: set[asyncio.Task[None]] = set()
         self._state = AgentState.OPEN
+        self._buyer_desk = BuyerDesk(connection, keys, clock=clock)
+        self._offer_desk = OfferDesk(connection, keys, clock=clock, replay_guard=self._replay_guard)
         self.agent_id = keys.agent_id
         self.exchange_id = exchange_id
 
@@ -428,20 +418,51 @@ class Agent:
 
     # --- providing -------------------------------------------------------------
 
-    async def serve(self, capability: str, handler: TaskHandler, /, *, pricing: Pricing) -> None:
+    async def serve(
+        self,
+        capability: str,
+        handler: TaskHandler,
+        /,
+        *,
+        pricing: Pricing,
+        negotiation: ProviderStrategy | None = None,
+        quote_validity_s: float = limits.QUOTE_VALIDITY_DEFAULT_S,
+    ) -> None:
         """Answer RFQs for ``capability`` and run ``handler`` for hired tasks.
 
         ``handler`` receives the task (decoded JSON) and returns the result
         (any JSON value); it runs when the exchange says the price is held.
+        ``pricing`` sets the first quote; with a ``negotiation`` strategy
+        (for example :class:`~agent_client.strategies.ConcedingProvider`)
+        the agent also answers counter-offers, otherwise it declines them.
+        Every quote it signs binds it until ``quote_validity_s`` has passed.
         """
         self._check_open()
         if capability in self._services:
             raise AgentClientError(f"already serving {capability}")
-        service = _Service(capability, handler, pricing)
+        if not 0 < quote_validity_s <= limits.QUOTE_VALIDITY_MAX_S:
+            raise AgentClientError(
+                f"quote_validity_s must be within {limits.QUOTE_VALIDITY_MAX_S} s"
+            )
+        if negotiation is not None:
+            await self._listen_for_counter_offers()
+            self._offer_desk.add_strategy(
+                capability, negotiation, quote_validity_s=quote_validity_s
+            )
+        service = _Service(capability, handler, pricing, quote_validity_s=quote_validity_s)
         self._services[capability] = service
         service.subscription = await self._connection.subscribe(
             subjects.rfq(capability),
             self._answer_rfq,
+            concurrency_max=self._options.handler_concurrency_max,
+        )
+
+    async def _listen_for_counter_offers(self) -> None:
+        if self._offer_desk.listening:
+            return
+        await self._connection.subscribe(
+            self._offer_desk.subject,
+            self._offer_desk.on_message,
             concurrency_max=self._options.handler_concurrency_max,
         )
 
@@ -465,20 +486,29 @@ class Agent:
         if rfq.header.audience != RFQ_AUDIENCE:
             log.info("ignored an RFQ not addressed to providers")
             return
+        if rfq.quote_deadline_ms is not None and rfq.quote_deadline_ms <= self._clock.now_ms():
+            log.info("ignored an RFQ past its quote deadline")
+            return
         response = self._quote_or_decline(rfq, self._services[rfq.capability])
         await self._connection.publish(message.reply, json_encoder.encode(response))
 
     def _quote_or_decline(self, rfq: Rfq, service: _Service) -> Envelope:
         pricing = service.pricing
         price = pricing if isinstance(pricing, int) else pricing(rfq)
+        if price is not None:
+            price = self._offer_desk.opening_price(rfq, price)
         subject = subjects.rfq(rfq.capability)
         buyer_id = rfq.header.issuer
         if price is None or price > rfq.budget_millicredits:
+            code = DeclineCode.DECLINED if price is None else DeclineCode.OVER_BUDGET
             reason = "declined by pricing" if price is None else "over the budget"
-            header = self._header(audience=buyer_id, subject=subject, lifetime_s=10)
-            return seal(Decline(header=header, rfq_id=rfq.rfq_id, reason=reason), self._keys)
+            header = self._header(
+                audience=buyer_id, subject=subject, lifetime_s=limits.DECLINE_LIFETIME_S
+            )
+            decline = Decline(header=header, rfq_id=rfq.rfq_id, reason=reason, code=code)
+            return seal(decline, self._keys)
         header = self._header(
-            audience=buyer_id, subject=subject, lifetime_s=limits.QUOTE_VALIDITY_DEFAULT_S
+            audience=buyer_id, subject=subject, lifetime_s=service.quote_validity_s
         )
         quote = Quote(
             header=header,
@@ -487,7 +517,10 @@ class Agent:
             price_millicredits=price,
             delivery_deadline_ms=header.issued_at_ms + rfq.delivery_within_s * 1000,
         )
-        return seal(quote, self._keys)
+        envelope = seal(quote, self._keys)
+        if self._offer_desk.negotiates(rfq.capability):
+            self._offer_desk.remember(rfq, envelope, quote)
+        return envelope
 
     async def _perform(self, notice: ContractOpenedNotice) -> None:
         record = self._verify_exchange_document(notice.record, ContractRecord)
@@ -519,78 +552,112 @@ class Agent:
         delivery_within_s: int = 60,
         timeout_s: float = limits.QUOTE_COLLECTION_TIMEOUT_DEFAULT_S,
         quotes_max: int = 10,
+        ranking: Ranking = rank_quotes,
+        reputation: Mapping[str, float] | None = None,
     ) -> list[ReceivedQuote]:
-        """Publish an RFQ and collect valid quotes, cheapest first.
-
-        Collection stops at ``timeout_s`` or after ``quotes_max`` quotes.
-        Declines and quotes that fail verification are logged and left out.
-        """
-        self._check_open()
-        assert 0 < quotes_max <= limits.QUOTES_PER_RFQ_MAX
-        assert 0 < timeout_s <= limits.REQUEST_LIFETIME_MAX_S
-        subject = subjects.rfq(capability)
-        rfq = Rfq(
-            header=self._header(audience=RFQ_AUDIENCE, subject=subject, lifetime_s=timeout_s),
-            rfq_id=new_nonce(),
-            capability=capability,
-            task_summary=task_summary,
+        """Publish an RFQ and collect valid quotes, best first (see :meth:`call_for_quotes`)."""
+        collection = await self.call_for_quotes(
+            capability,
+            task_summary,
             budget_millicredits=budget_millicredits,
             delivery_within_s=delivery_within_s,
+            timeout_s=timeout_s,
+            quotes_max=quotes_max,
+            ranking=ranking,
+            reputation=reputation,
         )
-        inbox = self._connection.new_inbox()
-        subscription = await self._connection.subscribe_inbox(inbox)
-        try:
-            await self._connection.publish(
-                subject, json_encoder.encode(seal(rfq, self._keys)), reply=inbox
-            )
-            quotes = await self._collect_quotes(subscription, rfq, timeout_s, quotes_max)
-        finally:
-            await subscription.unsubscribe()
-        return sorted(quotes, key=lambda received: received.price_millicredits)
+        return list(collection.quotes)
 
-    async def _collect_quotes(
-        self, subscription: Subscription, rfq: Rfq, timeout_s: float, quotes_max: int
-    ) -> list[ReceivedQuote]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        quotes: dict[str, ReceivedQuote] = {}
-        while len(quotes) < quotes_max and (remaining_s := deadline - loop.time()) > 0:
-            try:
-                msg = await subscription.next_msg(timeout=remaining_s)
-            except TimeoutError:
-                break
-            received = self._check_quote(msg.data, rfq)
-            # One quote per provider: a second one from the same signer
-            # replaces nothing, so a noisy provider cannot crowd others out.
-            if received is not None and received.provider_id not in quotes:
-                quotes[received.provider_id] = received
-        return list(quotes.values())
+    async def call_for_quotes(
+        self,
+        capability: str,
+        task_summary: str,
+        /,
+        *,
+        budget_millicredits: int,
+        delivery_within_s: int = 60,
+        timeout_s: float = limits.QUOTE_COLLECTION_TIMEOUT_DEFAULT_S,
+        quotes_max: int = 10,
+        ranking: Ranking = rank_quotes,
+        reputation: Mapping[str, float] | None = None,
+    ) -> QuoteCollection:
+        """Publish an RFQ; return the valid quotes, ranked, and the providers' declines.
 
-    def _check_quote(self, data: bytes, rfq: Rfq) -> ReceivedQuote | None:
-        try:
-            opened = open_envelope(data)
-            if isinstance(opened.document, Decline):
-                log.info(
-                    "declined by %s: %s", opened.document.header.issuer, opened.document.reason
-                )
-                return None
-            verified = verify_evidence(
-                opened,
-                expected_type=Quote,
-                audience=self.agent_id,
-                expected_subject=rfq.header.subject,
-                clock=self._clock,
-                lifetime_max_s=limits.QUOTE_VALIDITY_MAX_S,
-            )
-        except SignatureRejected as exc:
-            log.info("ignored a quote: %s", exc)
-            return None
-        quote = verified.document
-        assert isinstance(quote, Quote)
-        if quote.rfq_id != rfq.rfq_id or quote.price_millicredits > rfq.budget_millicredits:
-            log.info("ignored a quote for another RFQ or over the budget")
-            return None
-        return ReceivedQuote(quote, verified.envelope)
+        Collection stops at ``timeout_s`` (the RFQ's quote deadline) or after
+        ``quotes_max`` quotes. ``ranking`` orders the quotes (the default
+        weighs price, promised delivery time and, if ``reputation`` maps
+        provider ids to scores in 0..1, reputation). Answers that fail
+        verification are logged and left out.
+        """
+        self._check_open()
+        return await self._buyer_desk.call_for_quotes(
+            capability,
+            task_summary,
+            budget_millicredits=budget_millicredits,
+            delivery_within_s=delivery_within_s,
+            timeout_s=timeout_s,
+            quotes_max=quotes_max,
+            ranking=ranking,
+            reputation=reputation,
+        )
+
+    async def counter(
+        self,
+        quote: ReceivedQuote,
+        price_millicredits: int,
+        /,
+        *,
+        validity_s: float = limits.COUNTER_VALIDITY_DEFAULT_S,
+        timeout_s: float = limits.COUNTER_REPLY_TIMEOUT_DEFAULT_S,
+    ) -> ReceivedQuote:
+        """Send a counter-offer; return the provider's quote of the next round.
+
+        Raises :class:`~agent_client.errors.OfferDeclined` (with the
+        provider's code, e.g. ``quote_expired``) when the provider declines.
+        """
+        self._check_open()
+        return await self._buyer_desk.counter(
+            quote, price_millicredits, validity_s=validity_s, timeout_s=timeout_s
+        )
+
+    async def walk_away(self, quote: ReceivedQuote, /, *, reason: str = "") -> None:
+        """Leave a negotiation: a signed ``reject`` of the provider's latest quote."""
+        self._check_open()
+        await self._buyer_desk.walk_away(quote, reason=reason)
+
+    async def negotiate(
+        self,
+        capability: str,
+        task_summary: str,
+        /,
+        *,
+        strategy: BuyerStrategy,
+        delivery_within_s: int = 60,
+        timeout_s: float = limits.QUOTE_COLLECTION_TIMEOUT_DEFAULT_S,
+        quotes_max: int = 10,
+        ranking: Ranking = rank_quotes,
+        reputation: Mapping[str, float] | None = None,
+        counter_timeout_s: float = limits.COUNTER_REPLY_TIMEOUT_DEFAULT_S,
+    ) -> ReceivedQuote:
+        """Call for quotes and bargain, best ranked provider first, until one deal.
+
+        ``strategy`` (for example :class:`~agent_client.strategies.TargetPriceBuyer`)
+        sets the budget and decides at each offer. Returns the agreed quote,
+        to pass to :meth:`hire`; raises :class:`~agent_client.errors.NoDeal`
+        (with every decline) if no provider agreed.
+        """
+        self._check_open()
+        return await self._buyer_desk.negotiate(
+            capability,
+            task_summary,
+            strategy=strategy,
+            delivery_within_s=delivery_within_s,
+            timeout_s=timeout_s,
+            quotes_max=quotes_max,
+            ranking=ranking,
+            reputation=reputation,
+            counter_timeout_s=counter_timeout_s,
+        )
 
     async def hire(self, quote: ReceivedQuote, task: Any, /) -> Contract:
         """Accept a quote: the exchange holds the price in escrow and opens the contract."""
@@ -600,7 +667,10 @@ class Agent:
         reply = await self._request(
             "contract.open",
             lambda header: OpenContract(
-                header=header, quote=quote.envelope, task=msgspec.Raw(task_bytes)
+                header=header,
+                quote=quote.envelope,
+                task=msgspec.Raw(task_bytes),
+                history=quote.history,
             ),
         )
         view = _expect(reply, ContractReply).contract

@@ -21,6 +21,20 @@ QUOTE_VALIDITY_DEFAULT_S: Final = 60
 # Notices wait in the exchange's JetStream stream for offline agents; they
 # stay verifiable (and the stream keeps them) this long.
 NOTICE_LIFETIME_MAX_S: Final = 8 * 24 * 3600
+# Negotiation: after the first quote, the buyer may send at most this many
+# counter-offers to a provider, each answered by one new quote (round 1, 2,
+# ...). The bound keeps the chatter finite and the evidence small: a
+# contract on a round-n quote carries the 2n documents before it.
+NEGOTIATION_ROUNDS_MAX: Final = 5
+# A counter-offer is a request to the provider, so it is short-lived and
+# nonce-checked like any request; the provider answers at once.
+COUNTER_VALIDITY_DEFAULT_S: Final = 10
+COUNTER_REPLY_TIMEOUT_DEFAULT_S: Final = 5.0
+# A decline only needs to reach the buyer.
+DECLINE_LIFETIME_S: Final = 10
+# Negotiations a provider remembers at once (its latest offer in each); an
+# entry is dropped when that offer expires.
+NEGOTIATIONS_OPEN_MAX: Final = 10_000
 # An exchange-signed contract record stays verifiable evidence this long.
 CONTRACT_RECORD_LIFETIME_S: Final = 90 * 24 * 3600
 # The delivery deadline a provider may promise, measured from now.
@@ -82,3 +96,6 @@ assert 1 <= RATING_STARS_MIN < RATING_STARS_MAX
 assert RATING_COMMENT_LENGTH_MAX <= TEXT_LENGTH_MAX
 assert TRANSFER_MEMO_LENGTH_MAX <= TEXT_LENGTH_MAX
 assert NOTICE_LIFETIME_MAX_S < CONTRACT_RECORD_LIFETIME_S
+assert 1 <= NEGOTIATION_ROUNDS_MAX <= 20
+assert COUNTER_REPLY_TIMEOUT_DEFAULT_S < COUNTER_VALIDITY_DEFAULT_S <= REQUEST_LIFETIME_MAX_S
+assert DECLINE_LIFETIME_S <= REQUEST_LIFETIME_MAX_S

@@ -34,7 +34,9 @@ __all__ = [
     "ContractReply",
     "ContractUpdatedNotice",
     "ContractView",
+    "Counter",
     "Decline",
+    "DeclineCode",
     "Deliver",
     "DeliveredNotice",
     "Document",
@@ -62,6 +64,7 @@ __all__ = [
     "RateContract",
     "RatingEntry",
     "RatingReply",
+    "Reject",
     "RejectDelivery",
     "Reply",
     "Reputation",
@@ -105,6 +108,8 @@ Tag = Annotated[
 RatingStars = Annotated[int, Meta(ge=limits.RATING_STARS_MIN, le=limits.RATING_STARS_MAX)]
 # The orders a search can ask for; see docs/PROTOCOL.md, catalog.search.
 SearchSort = Literal["price", "rating", "settled", "newest"]
+CounterRound = Annotated[int, Meta(ge=1, le=limits.NEGOTIATION_ROUNDS_MAX)]
+Code = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+\Z")]
 
 
 class ErrorCode(enum.StrEnum):
@@ -127,6 +132,11 @@ class ErrorCode(enum.StrEnum):
     INVALID_REQUEST = "invalid_request"
     QUOTE_EXPIRED = "quote_expired"
     QUOTE_ALREADY_ACCEPTED = "quote_already_accepted"
+    # The accepted quote is not the provider's latest offer of its
+    # negotiation, or another offer of that negotiation already opened a contract.
+    OFFER_SUPERSEDED = "offer_superseded"
+    # The negotiation history sent with a quote does not hold together.
+    INVALID_NEGOTIATION = "invalid_negotiation"
     INSUFFICIENT_FUNDS = "insufficient_funds"
     INVALID_STATE = "invalid_state"
     HASH_MISMATCH = "hash_mismatch"
@@ -136,6 +146,25 @@ class ErrorCode(enum.StrEnum):
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+
+
+class DeclineCode(enum.StrEnum):
+    """Why a provider declined an RFQ or a counter-offer (``decline.code``).
+
+    A counter-offer that fails the request checks is declined with that
+    check's :class:`ErrorCode` (``expired``, ``replayed``, ...) instead.
+    """
+
+    DECLINED = "declined"
+    OVER_BUDGET = "over_budget"
+    NOT_NEGOTIABLE = "not_negotiable"
+    QUOTE_EXPIRED = "quote_expired"
+    OFFER_SUPERSEDED = "offer_superseded"
+    UNKNOWN_OFFER = "unknown_offer"
+    NEGOTIATION_CLOSED = "negotiation_closed"
+    INVALID_NEGOTIATION = "invalid_negotiation"
+    ROUNDS_EXHAUSTED = "rounds_exhausted"
+    WALKED_AWAY = "walked_away"
 
 
 class Envelope(Struct, frozen=True):
@@ -199,6 +228,9 @@ class Rfq(_Signed, frozen=True, tag="rfq"):
     task_summary: Text
     budget_millicredits: PriceMillicredits
     delivery_within_s: Annotated[int, Meta(ge=1, le=limits.DELIVERY_DEADLINE_MAX_S)]
+    # When the buyer stops collecting quotes; providers do not answer after
+    # it. Null means the header's expiry, which it may not exceed.
+    quote_deadline_ms: TimestampMs | None = None
 
 
 class Quote(_Signed, frozen=True, tag="quote"):
@@ -207,11 +239,41 @@ class Quote(_Signed, frozen=True, tag="quote"):
     price_millicredits: PriceMillicredits
     delivery_deadline_ms: TimestampMs
     terms: Text = ""
+    # 0 answers the RFQ; n answers the buyer's n-th counter-offer, whose
+    # signed bytes hash to ``counter_sha256`` (null in round 0).
+    round: Annotated[int, Meta(ge=0, le=limits.NEGOTIATION_ROUNDS_MAX)] = 0
+    counter_sha256: Sha256Hex | None = None
 
 
 class Decline(_Signed, frozen=True, tag="decline"):
+    """A provider's no, to an RFQ or to a counter-offer, with a stable code."""
+
     rfq_id: Identifier
     reason: Text
+    code: Code = DeclineCode.DECLINED.value
+
+
+class Counter(_Signed, frozen=True, tag="counter"):
+    """The buyer's counter-offer to one quote: "I would pay this instead".
+
+    Sent as a request on the provider's negotiation subject; answered by a
+    quote of the next round or a decline. It names the quote it counters by
+    the hash of its signed bytes, so a chain of rounds can be checked.
+    """
+
+    rfq_id: Identifier
+    capability: Capability
+    round: CounterRound
+    quote_sha256: Sha256Hex
+    price_millicredits: PriceMillicredits
+
+
+class Reject(_Signed, frozen=True, tag="reject"):
+    """The buyer walks away from a negotiation (published, not answered)."""
+
+    rfq_id: Identifier
+    quote_sha256: Sha256Hex
+    reason: Text = ""
 
 
 class OpenContract(_Signed, frozen=True, tag="contract.open"):
@@ -219,6 +281,12 @@ class OpenContract(_Signed, frozen=True, tag="contract.open"):
 
     quote: Envelope
     task: Raw
+    # The negotiation before the accepted quote, oldest first: the round-0
+    # quote, the buyer's first counter-offer, the round-1 quote, ... ending
+    # with the counter-offer the accepted quote answers. Empty for round 0.
+    history: Annotated[
+        tuple[Envelope, ...], Meta(max_length=2 * limits.NEGOTIATION_ROUNDS_MAX)
+    ] = ()
 
 
 class Deliver(_Signed, frozen=True, tag="contract.deliver"):
@@ -389,6 +457,8 @@ Document = (
     | Rfq
     | Quote
     | Decline
+    | Counter
+    | Reject
     | OpenContract
     | Deliver
     | AcceptDelivery

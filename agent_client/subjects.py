@@ -19,6 +19,7 @@ __all__ = [
     "exchange_request",
     "exchange_request_wildcard",
     "inbox_prefix",
+    "negotiation",
     "notifications",
     "rfq",
 ]
@@ -75,6 +76,11 @@ def rfq(capability: str, /) -> str:
 
 def notifications(agent_id: str, /) -> str:
     return f"{ROOT}.agent.{agent_id}.notify"
+
+
+def negotiation(agent_id: str, /) -> str:
+    """Where a provider takes counter-offers (requests) and walk-aways (publishes)."""
+    return f"{ROOT}.agent.{agent_id}.negotiate"
 
 
 def inbox_prefix(agent_id: str, /) -> str:

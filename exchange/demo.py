@@ -7,6 +7,12 @@ receives and checks the result, accepts it, and the escrow releases the price
 (minus the fee) to the provider. At the end every balance is printed and the
 ledger invariants are checked; the demo succeeds only if every deal settled
 and the books balance.
+
+Scenarios follow the deals, each in its own function and each told in
+plain words; the demo succeeds only if each reached the outcome it
+intends. The negotiation scenario: a buyer with a target price makes
+counter-offers to a provider that concedes step by step toward a floor,
+they agree, and the contract settles at the agreed price.
 """
 
 from __future__ import annotations
@@ -19,7 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_client import Agent, AgentClientError, AgentKeys
+from agent_client import (
+    Agent,
+    AgentClientError,
+    AgentKeys,
+    ConcedingProvider,
+    ReceivedQuote,
+    TargetPriceBuyer,
+)
+from agent_client.protocol import Counter, Quote
+from agent_client.signing import open_envelope_struct
 from exchange.invariants import check_exchange_invariants
 from exchange.ledger_accounts import ESCROW_ACCOUNT_ID, REVENUE_ACCOUNT_ID
 from exchange.stack import EmbeddedStack, StackConfig
@@ -125,7 +140,9 @@ async def _trade(stack: EmbeddedStack, options: DemoOptions, say: Say) -> bool:
             await operator.mint(buyer.agent_id, BUYER_GRANT_MILLICREDITS, reason="demo grant")
             say(f"operator minted {credits(BUYER_GRANT_MILLICREDITS)} to {names[buyer.agent_id]}")
         settled = await _run_deals(buyers, offered, names, options, say)
-        return await _report(stack, agents, names, settled, options.deals, say)
+        negotiated = await _negotiation_scenario(stack, operator, say)
+        books_balance = await _report(stack, agents, names, settled, options.deals, say)
+        return books_balance and negotiated
     finally:
         for agent in [*agents, operator]:
             await agent.close()
@@ -218,6 +235,116 @@ async def _deal(
     except AgentClientError as exc:
         say(f"{tag} FAILED: {exc}")
         return False
+
+
+# --- scenario: a negotiation with counter-offers ------------------------------------
+
+# A capability only this scenario's provider sells, so the RFQ reaches it alone.
+NEGOTIATION_CAPABILITY = "text.title"
+NEGOTIATION_LIST_PRICE_MILLICREDITS = 2_000
+NEGOTIATION_FLOOR_MILLICREDITS = 1_500
+NEGOTIATION_STEP_MILLICREDITS = 200
+NEGOTIATION_TARGET_MILLICREDITS = 1_200
+NEGOTIATION_BUDGET_MILLICREDITS = 1_800
+
+
+async def _title(task: Any) -> Any:
+    return {"text": str(task.get("text", "")).title()}
+
+
+async def _negotiation_scenario(stack: EmbeddedStack, operator: Agent, say: Say) -> bool:
+    """A buyer and a provider haggle, agree, and the contract settles at that price.
+
+    True only if they agreed after at least one counter-offer and the
+    contract was released at the agreed price.
+    """
+    tag = "negotiation:"
+    seller = await Agent.connect(stack.nats_url, AgentKeys.generate())
+    hunter = await Agent.connect(stack.nats_url, AgentKeys.generate())
+    try:
+        await seller.advertise(
+            NEGOTIATION_CAPABILITY,
+            description="Title-cases text",
+            price_millicredits=NEGOTIATION_LIST_PRICE_MILLICREDITS,
+        )
+        await seller.serve(
+            NEGOTIATION_CAPABILITY,
+            _title,
+            pricing=NEGOTIATION_LIST_PRICE_MILLICREDITS,
+            negotiation=ConcedingProvider(
+                floor_millicredits=NEGOTIATION_FLOOR_MILLICREDITS,
+                step_millicredits=NEGOTIATION_STEP_MILLICREDITS,
+            ),
+        )
+        await operator.mint(hunter.agent_id, BUYER_GRANT_MILLICREDITS, reason="demo grant")
+        say(
+            f"{tag} the seller lists {NEGOTIATION_CAPABILITY} at "
+            f"{credits(NEGOTIATION_LIST_PRICE_MILLICREDITS)}, will come down "
+            f"{credits(NEGOTIATION_STEP_MILLICREDITS)} per round but never below "
+            f"{credits(NEGOTIATION_FLOOR_MILLICREDITS)} (and opens at a buyer's budget "
+            "when that is lower than its list price)"
+        )
+        say(
+            f"{tag} the bargain hunter wants to pay {credits(NEGOTIATION_TARGET_MILLICREDITS)} "
+            f"and will pay at most {credits(NEGOTIATION_BUDGET_MILLICREDITS)}, "
+            "the budget ceiling of its call for quotes"
+        )
+        agreed = await hunter.negotiate(
+            NEGOTIATION_CAPABILITY,
+            "Title-case a headline",
+            strategy=TargetPriceBuyer(
+                target_millicredits=NEGOTIATION_TARGET_MILLICREDITS,
+                budget_millicredits=NEGOTIATION_BUDGET_MILLICREDITS,
+            ),
+            timeout_s=QUOTE_TIMEOUT_S,
+            quotes_max=1,
+        )
+        for line in _negotiation_story(agreed):
+            say(f"{tag} {line}")
+        return await _settle_negotiated(hunter, agreed, tag, say)
+    except AgentClientError as exc:
+        say(f"{tag} FAILED: {exc}")
+        return False
+    finally:
+        await hunter.close()
+        await seller.close()
+
+
+def _negotiation_story(agreed: ReceivedQuote) -> list[str]:
+    """Each offer of the negotiation, in order, from the signed documents themselves."""
+    story = []
+    for envelope in (*agreed.history, agreed.envelope):
+        document = open_envelope_struct(envelope).document
+        if isinstance(document, Counter):
+            price = credits(document.price_millicredits)
+            story.append(f"the bargain hunter makes a counter-offer of {price}")
+        elif isinstance(document, Quote):
+            story.append(
+                f"the seller quotes {credits(document.price_millicredits)} (round {document.round})"
+            )
+    counters = agreed.round
+    story.append(
+        f"agreed at {credits(agreed.price_millicredits)} after {counters} "
+        f"counter-offer{'s' if counters != 1 else ''}"
+    )
+    return story
+
+
+async def _settle_negotiated(buyer: Agent, agreed: ReceivedQuote, tag: str, say: Say) -> bool:
+    contract = await buyer.hire(agreed, {"text": "agents strike a deal"})
+    say(f"{tag} the agreed price is held in escrow, contract {contract.contract_id}")
+    delivery = await contract.wait_delivery(timeout_s=DELIVERY_TIMEOUT_S)
+    view = await contract.accept_delivery(delivery)
+    net = view.price_millicredits - view.fee_millicredits
+    say(
+        f"{tag} delivered {delivery.result}; released: the seller gets {credits(net)}, "
+        f"platform fee {credits(view.fee_millicredits)}"
+    )
+    return (
+        agreed.round >= 1
+        and view.state == "released"
+        and view.price_millicredits == agreed.price_millicredits
+    )
 
 
 async def _report(

@@ -65,6 +65,8 @@ from exchange.contracts import (
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.ledger_accounts import agent_account_id, ensure_agent_accounts
 from exchange.limits import CONTRACT_EVENTS_MAX, SWEEP_BATCH_MAX
+from exchange.negotiation import check_negotiation
+from exchange.negotiation_repository import check_negotiation_open, insert_negotiation
 from exchange.use_cases.context import ExchangeContext, OutboxNotice
 from exchange.views import contract_view, envelope_from_text, envelope_text, raw_json
 
@@ -108,6 +110,9 @@ class ContractUseCases:
             raise
         if len(request.task) > protocol_limits.TASK_BYTES_MAX:
             raise ExchangeError(ErrorCode.PAYLOAD_TOO_LARGE, "the task is too large")
+        # Negotiation rules (exchange/negotiation.py): the history must hold
+        # together, and each negotiation opens at most one contract.
+        negotiation = check_negotiation(quote, quote_bytes, request.history, buyer_id=buyer_id)
         contract = self._new_contract(buyer_id, quote, quote_bytes, acceptance)
         notices = [
             self._context.notice(
@@ -128,12 +133,19 @@ class ContractUseCases:
                     "this quote was already accepted",
                     contract_id=contract.contract_id,
                 )
+            await check_negotiation_open(connection, negotiation)
             await self._check_listing_active(connection, quote)
             await ensure_agent_accounts(
                 self._context.ledger, [buyer_id, contract.provider_id], connection=connection
             )
             await self._hold(connection, contract)
             await repository.insert_contract(connection, contract)
+            await insert_negotiation(
+                connection,
+                negotiation,
+                contract_id=contract.contract_id,
+                now_ms=contract.created_at_ms,
+            )
             await self._record_event(connection, contract, "open", buyer_id, "")
             await self._context.stage(connection, notices)
 

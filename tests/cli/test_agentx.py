@@ -1,7 +1,8 @@
 """The ``agentx`` command as a user runs it: keys, demo, and its refusals.
 
 Runs the real CLI (in-process through ``main`` and as a subprocess) on the
-embedded stack: the demo settles every deal with balanced books and exits 0;
+embedded stack: the demo settles every deal with balanced books and exits 0,
+and tells a negotiation with counter-offers that settles;
 bad options exit 2 with a message; ``keys new`` writes a 0600 seed and
 prints an agent id that the seed reproduces.
 """
@@ -28,6 +29,16 @@ async def test_the_demo_settles_every_deal_with_balanced_books(tmp_path):
     assert sum("escrow locked" in line for line in lines) == 6
     # Two providers compete for a capability, so some RFQ got two quotes.
     assert any(line.count(" cr") == 2 and "quotes:" in line for line in lines)
+
+
+async def test_the_demo_tells_a_negotiation_with_counter_offers_that_settles(tmp_path):
+    lines: list[str] = []
+    assert await run_demo(DemoOptions(agents=2, deals=1, data_dir=tmp_path), say=lines.append)
+    story = [line for line in lines if line.startswith("negotiation:")]
+    assert any("makes a counter-offer" in line for line in story), "\n".join(story)
+    assert any("agreed at" in line and "counter-offer" in line for line in story)
+    assert any("released" in line for line in story)
+    assert not any("FAILED" in line for line in story)
 
 
 def test_agentx_demo_runs_as_a_command_and_exits_zero(tmp_path):

@@ -1,0 +1,86 @@
+"""The negotiations' SQL: which contract each negotiation opened.
+
+Like :mod:`exchange.repository`, every function takes the connection of an
+already-begun transaction: the negotiation is claimed in the same
+transaction that holds the price and inserts the contract, so a refused or
+failed opening claims nothing. The table comes from migration
+``negotiation_0001``; it is declared here, beside its only queries, on the
+exchange's shared metadata.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from exchange.errors import ErrorCode, ExchangeError
+from exchange.negotiation import AcceptedNegotiation
+from exchange.schema import metadata
+
+__all__ = ["check_negotiation_open", "insert_negotiation", "negotiations"]
+
+negotiations = sa.Table(
+    "exchange_negotiations",
+    metadata,
+    sa.Column("negotiation_id", sa.Text, primary_key=True),
+    sa.Column("contract_id", sa.Text, nullable=False, unique=True),
+    sa.Column("rfq_id", sa.Text, nullable=False),
+    sa.Column("buyer_id", sa.Text, nullable=False),
+    sa.Column("provider_id", sa.Text, nullable=False),
+    sa.Column("accepted_round", sa.Integer, nullable=False),
+    sa.Column("created_at_ms", sa.BigInteger, nullable=False),
+)
+
+
+async def check_negotiation_open(
+    connection: AsyncConnection, negotiation: AcceptedNegotiation, /
+) -> None:
+    """Refuse an offer of a negotiation that already opened a contract (naming it)."""
+    existing = await connection.execute(
+        sa.select(negotiations.c.contract_id).where(
+            negotiations.c.negotiation_id == negotiation.negotiation_id
+        )
+    )
+    accepted_contract_id = existing.scalar_one_or_none()
+    if accepted_contract_id is not None:
+        raise ExchangeError(
+            ErrorCode.OFFER_SUPERSEDED,
+            "another offer of this negotiation was already accepted",
+            contract_id=str(accepted_contract_id),
+        )
+
+
+async def insert_negotiation(
+    connection: AsyncConnection,
+    negotiation: AcceptedNegotiation,
+    /,
+    *,
+    contract_id: str,
+    now_ms: int,
+) -> None:
+    """Record that ``negotiation`` opened ``contract_id``, after the contract's insert.
+
+    :func:`check_negotiation_open` gives the usual answer; the primary key
+    settles the race where two acceptances of different offers pass it at
+    once (the loser's transaction, escrow hold included, rolls back whole).
+    Two acceptances of the same quote collide on the contract's id first,
+    which is why this insert comes after the contract's.
+    """
+    try:
+        await connection.execute(
+            negotiations.insert().values(
+                negotiation_id=negotiation.negotiation_id,
+                contract_id=contract_id,
+                rfq_id=negotiation.rfq_id,
+                buyer_id=negotiation.buyer_id,
+                provider_id=negotiation.provider_id,
+                accepted_round=negotiation.round,
+                created_at_ms=now_ms,
+            )
+        )
+    except IntegrityError as exc:
+        raise ExchangeError(
+            ErrorCode.OFFER_SUPERSEDED,
+            "another offer of this negotiation was accepted at the same moment",
+        ) from exc
