@@ -67,6 +67,8 @@ from agent_client.protocol import (
     GetReputation,
     Header,
     InfoReply,
+    LinkedReply,
+    LinkHuman,
     Listing,
     ListingHistoryReply,
     ListingReply,
@@ -121,6 +123,9 @@ _D = TypeVar("_D", bound=Document)
 _R = TypeVar("_R", bound=Reply)
 
 EXCHANGE_AUDIENCE = "exchange"
+PORTAL_AUDIENCE = "portal"
+# The human portal answers link requests here, one subject per agent.
+PORTAL_LINK_SUBJECT_FORMAT = subjects.ROOT + ".portal.{agent_id}.link"
 PENDING_NOTICES_MAX = 10_000
 CLOSE_GRACE_S = 5.0
 DELIVERY_POLL_INTERVAL_S = 3.0
@@ -864,6 +869,29 @@ class Agent:
             ),
         )
         return _expect(reply, MintReply)
+
+    # --- the human portal -------------------------------------------------------
+
+    async def link_human(self, code: str, /) -> LinkedReply:
+        """Link this agent to the portal account that shows ``code`` (one use).
+
+        Signing the code proves to the portal that whoever holds this agent's
+        key agrees; the human then funds it, sets its budget and watches it.
+        """
+        self._check_open()
+        subject = PORTAL_LINK_SUBJECT_FORMAT.format(agent_id=self.agent_id)
+        timeout_s = self._options.request_timeout_s
+        lifetime_s = min(timeout_s + 5, limits.REQUEST_LIFETIME_MAX_S)
+        header = self._header(audience=PORTAL_AUDIENCE, subject=subject, lifetime_s=lifetime_s)
+        payload = json_encoder.encode(seal(LinkHuman(header=header, code=code), self._keys))
+        reply_bytes = await self._connection.request(subject, payload, timeout_s=timeout_s)
+        try:
+            reply = reply_decoder.decode(reply_bytes)
+        except msgspec.DecodeError as exc:
+            raise ProtocolError("malformed", f"the portal's reply: {exc}") from exc
+        if isinstance(reply, ErrorReply):
+            raise ExchangeError(reply.code, reply.message)
+        return _expect(reply, LinkedReply)
 
     # --- plumbing --------------------------------------------------------------
 

@@ -51,6 +51,8 @@ __all__ = [
     "GetReputation",
     "Header",
     "InfoReply",
+    "LinkHuman",
+    "LinkedReply",
     "ListTransactions",
     "Listing",
     "ListingHistoryReply",
@@ -146,6 +148,12 @@ class ErrorCode(enum.StrEnum):
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    # Refusals of the human portal's controls (budgets, approvals) and of links.
+    PENDING_APPROVAL = "pending_approval"
+    APPROVAL_REJECTED = "approval_rejected"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    AGENT_FROZEN = "agent_frozen"
+    LINK_CODE_INVALID = "link_code_invalid"
 
 
 class DeclineCode(enum.StrEnum):
@@ -406,6 +414,17 @@ class Transfer(_Signed, frozen=True, tag="wallet.transfer"):
     memo: Annotated[str, Meta(max_length=limits.TRANSFER_MEMO_LENGTH_MAX)] = ""
 
 
+class LinkHuman(_Signed, frozen=True, tag="portal.link"):
+    """An agent's proof that it holds its key, for the human who was shown ``code``.
+
+    Sent to the human portal (audience ``portal``) on
+    ``agentx.v1.portal.<agent id>.link``; the portal links the agent to the
+    account that issued the one-time code and answers :class:`LinkedReply`.
+    """
+
+    code: Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9 -]+\Z")]
+
+
 # --- Documents signed by the exchange ---------------------------------------------
 
 
@@ -470,6 +489,7 @@ Document = (
     | GetBalance
     | ListTransactions
     | Mint
+    | LinkHuman
     | SetListingStatus
     | GetListingHistory
     | GetReputation
@@ -676,6 +696,13 @@ class TransferReply(_Reply, frozen=True, tag="transferred"):
     replayed: bool
 
 
+class LinkedReply(_Reply, frozen=True, tag="linked"):
+    """The portal linked the agent to the human account that issued the code."""
+
+    agent_id: str
+    label: str
+
+
 class InfoReply(_Reply, frozen=True, tag="info"):
     exchange_id: str
     protocol_version: int
@@ -693,6 +720,7 @@ Reply = (
     | TransactionsReply
     | MintReply
     | InfoReply
+    | LinkedReply
     | ListingHistoryReply
     | RatingReply
     | ReputationReply

@@ -35,6 +35,7 @@ from exchange.limits import (
 )
 from exchange.use_cases import ContractUseCases, ExchangeContext
 from exchange.use_cases.context import LifecycleSettings, OutboxNotice
+from human_portal.migrations import VERSIONS_PATH as PORTAL_MIGRATIONS
 from wallet import FeeSchedule, SqlLedger, open_database, upgrade_schema
 
 __all__ = ["ExchangeConfig", "ExchangeWorker", "migrate_database"]
@@ -46,8 +47,15 @@ log = logging.getLogger(__name__)
 
 
 async def migrate_database(database_url: str, /) -> None:
-    """Bring the wallet's and the exchange's tables up to date (idempotent)."""
-    await upgrade_schema(database_url, extra_version_locations=[str(EXCHANGE_MIGRATIONS)])
+    """Bring the wallet's, the exchange's and the portal's tables up to date (idempotent).
+
+    The portal's tables are always there: the exchange enforces the spending
+    controls humans set in them when a contract opens.
+    """
+    await upgrade_schema(
+        database_url,
+        extra_version_locations=[str(EXCHANGE_MIGRATIONS), str(PORTAL_MIGRATIONS)],
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,11 @@
 
     agentx keys new [--out FILE]           write a new agent seed (0600), print its id
     agentx up [--data-dir DIR] [--port N]  run NATS + ledger + exchange until Ctrl-C
+              [--portal-port N] [--no-portal] [--operator-email EMAIL]
+                                           ... and the human portal (http://127.0.0.1:8000)
     agentx demo [--agents N] [--deals N]   agents trade; exit 0 only if all settle
     agentx mint AGENT_ID CREDITS --reason TEXT [--url URL] [--key FILE]
+    agentx link CODE --key FILE [--url URL]  sign a portal link code with an agent's key
     agentx worker --nats-url URL --database-url URL --key FILE --operator ID
                                            one exchange worker on external NATS + database
 """
@@ -44,11 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         if command == "keys":
             return _keys_new(arguments.out)
         if command == "up":
-            return asyncio.run(_up(arguments.data_dir.absolute(), arguments.port))
+            return asyncio.run(_up(arguments))
         if command == "demo":
             return _demo(arguments)
         if command == "mint":
             return asyncio.run(_mint(arguments))
+        if command == "link":
+            return asyncio.run(_link(arguments))
         if command == "worker":
             return asyncio.run(_worker(arguments))
     except KeyboardInterrupt:
@@ -72,6 +77,16 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run the exchange on embedded NATS + SQLite")
     up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     up.add_argument("--port", type=int, default=4222, help="NATS port (0: any free port)")
+    up.add_argument(
+        "--portal-port", type=int, default=8000, help="the human portal's port (0: any free port)"
+    )
+    up.add_argument("--no-portal", action="store_true", help="run without the human portal")
+    up.add_argument(
+        "--operator-email",
+        action="append",
+        default=[],
+        help="this email becomes a portal operator when it signs up (repeatable)",
+    )
 
     demo_defaults = DemoOptions()
     demo = commands.add_parser("demo", help="run demo agents that trade, then check the ledger")
@@ -89,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     mint.add_argument("--url", default="nats://127.0.0.1:4222")
     mint.add_argument("--key", type=Path, default=DEFAULT_DATA_DIR / "operator.seed")
+    link = commands.add_parser("link", help="link an agent to a portal account (sign a code)")
+    link.add_argument("code", help="the one-time code the portal shows")
+    link.add_argument("--key", type=Path, required=True, help="the agent's seed file")
+    link.add_argument("--url", default="nats://127.0.0.1:4222")
     worker = commands.add_parser("worker", help="run one exchange worker (production set-up)")
     worker.add_argument("--nats-url", required=True)
     worker.add_argument("--database-url", required=True, help="postgresql://... or sqlite:///...")
@@ -114,14 +133,23 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def _up(data_dir: Path, port: int) -> int:
+async def _up(arguments: argparse.Namespace) -> int:
     stop = _stop_on_signals()
-    async with EmbeddedStack(StackConfig(data_dir=data_dir, nats_port=port)) as stack:
+    data_dir = arguments.data_dir.absolute()
+    config = StackConfig(
+        data_dir=data_dir,
+        nats_port=arguments.port,
+        portal_port=None if arguments.no_portal else arguments.portal_port,
+        operator_emails=frozenset(arguments.operator_email),
+    )
+    async with EmbeddedStack(config) as stack:
         print(f"NATS:        {stack.nats_url}")
         print(f"data dir:    {data_dir}")
         print(f"database:    {stack.database_url}")
         print(f"exchange id: {stack.exchange_keys.agent_id}")
         print(f"operator:    {stack.operator_keys.agent_id} (seed {data_dir / 'operator.seed'})")
+        if stack.portal is not None:
+            print(f"portal:      {stack.portal.url}  (payments: {stack.portal.stripe_mode})")
         print("running; press Ctrl-C to stop", flush=True)
         await stop.wait()
     print("stopped")
@@ -156,6 +184,14 @@ async def _mint(arguments: argparse.Namespace) -> int:
             mint_id=arguments.mint_id,
         )
     print(f"minted {arguments.credits} credits to {reply.recipient_id} ({reply.transfer_id})")
+    return EXIT_OK
+
+
+async def _link(arguments: argparse.Namespace) -> int:
+    agent = await Agent.connect(arguments.url, AgentKeys.load(arguments.key))
+    async with agent:
+        linked = await agent.link_human(arguments.code)
+    print(f"linked {linked.agent_id} to the portal account as {linked.label!r}")
     return EXIT_OK
 
 

@@ -4,7 +4,7 @@ This is what ``agentx up`` and ``agentx demo`` run, and what the end-to-end
 tests and benchmarks start. Everything lives under one data directory::
 
     nats/               the nats-server config, log and JetStream store
-    ledger.sqlite3      the ledger and the exchange's tables (WAL mode)
+    ledger.sqlite3      the ledger, the exchange's and the portal's tables (WAL mode)
     exchange.seed       the exchange's signing key (0600)
     operator.seed       the operator's key, allowed to mint credits (0600)
 """
@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent_client.keys import AgentKeys
 from broker import EmbeddedNatsServer, NatsServerConfig
 from exchange.app import ExchangeConfig, ExchangeWorker, migrate_database
+
+if TYPE_CHECKING:
+    from human_portal.embedded import EmbeddedPortal
 
 __all__ = ["EmbeddedStack", "StackConfig", "load_or_create_keys"]
 
@@ -39,9 +43,14 @@ class StackConfig:
     # None: a SQLite file in the data directory. A PostgreSQL URL works too.
     database_url: str | None = None
     workers: int = 1
+    # The human portal's HTTP port (0: any free port); None runs no portal.
+    portal_port: int | None = None
+    # Emails that become operators when they sign up to the portal.
+    operator_emails: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         assert 1 <= self.workers <= 16
+        assert self.portal_port is None or 0 <= self.portal_port <= 65535
 
 
 class EmbeddedStack:
@@ -58,6 +67,7 @@ class EmbeddedStack:
             NatsServerConfig(data_dir=self.data_dir / "nats", port=config.nats_port)
         )
         self.workers: list[ExchangeWorker] = []
+        self.portal: EmbeddedPortal | None = None
 
     @property
     def nats_url(self) -> str:
@@ -82,11 +92,29 @@ class EmbeddedStack:
                 )
                 await worker.start()
                 self.workers.append(worker)
+            if self.config.portal_port is not None:
+                await self._start_portal(self.config.portal_port)
         except BaseException:
             await self.stop()
             raise
 
+    async def _start_portal(self, port: int) -> None:
+        # Imported here: only a stack with a portal loads the web stack.
+        from human_portal.embedded import EmbeddedPortal
+
+        self.portal = EmbeddedPortal(
+            database_url=self.database_url,
+            nats_url=self.nats.url,
+            operator_keys=self.operator_keys,
+            port=port,
+            operator_emails=self.config.operator_emails,
+        )
+        await self.portal.start()
+
     async def stop(self) -> None:
+        if self.portal is not None:
+            await self.portal.stop()
+            self.portal = None
         for worker in reversed(self.workers):
             await worker.stop()
         self.workers.clear()

@@ -69,6 +69,12 @@ from exchange.negotiation import check_negotiation
 from exchange.negotiation_repository import check_negotiation_open, insert_negotiation
 from exchange.use_cases.context import ExchangeContext, OutboxNotice
 from exchange.views import contract_view, envelope_from_text, envelope_text, raw_json
+from human_portal.budgets import (
+    SpendingRefused,
+    SpendingRequest,
+    enforce_spending_controls,
+    record_refusal,
+)
 
 __all__ = ["ContractUseCases", "Delivery"]
 
@@ -135,6 +141,16 @@ class ContractUseCases:
                 )
             await check_negotiation_open(connection, negotiation)
             await self._check_listing_active(connection, quote)
+            # The buyer's human may have set limits, a freeze or an approval threshold.
+            await enforce_spending_controls(
+                connection,
+                self._context.ledger,
+                SpendingRequest.for_contract(
+                    contract,
+                    buyer_account_id=agent_account_id(buyer_id),
+                    quote_expires_at_ms=quote.header.expires_at_ms,
+                ),
+            )
             await ensure_agent_accounts(
                 self._context.ledger, [buyer_id, contract.provider_id], connection=connection
             )
@@ -149,7 +165,14 @@ class ContractUseCases:
             await self._record_event(connection, contract, "open", buyer_id, "")
             await self._context.stage(connection, notices)
 
-        await self._context.run(work)
+        try:
+            await self._context.run(work)
+        except SpendingRefused as refused:
+            # An approval request outlives the rolled-back transaction.
+            await record_refusal(self._context.engine, refused)
+            raise ExchangeError(
+                refused.code, refused.message, contract_id=contract.contract_id
+            ) from refused
         await self._context.publish(notices)
         return contract_view(contract)
 
