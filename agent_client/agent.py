@@ -43,10 +43,13 @@ from agent_client.keys import AgentKeys
 from agent_client.negotiation import RFQ_AUDIENCE, BuyerDesk, OfferDesk
 from agent_client.offers import QuoteCollection, ReceivedQuote
 from agent_client.protocol import (
+    JSON_NULL,
     AcceptDelivery,
     Advertise,
     BalanceReply,
     CancelContract,
+    CashOut,
+    CashOutReply,
     ContractOpenedNotice,
     ContractRecord,
     ContractReply,
@@ -75,6 +78,7 @@ from agent_client.protocol import (
     ListTransactions,
     Mint,
     MintReply,
+    ObjectRef,
     OpenContract,
     Quote,
     RateContract,
@@ -95,10 +99,13 @@ from agent_client.protocol import (
     json_encoder,
     reply_decoder,
 )
+from agent_client.sealing import open_sealed, seal_to
 from agent_client.signing import (
     Clock,
     ReplayGuard,
     SystemClock,
+    b64decode,
+    b64encode,
     make_header,
     new_nonce,
     open_envelope,
@@ -126,8 +133,9 @@ EXCHANGE_AUDIENCE = "exchange"
 PORTAL_AUDIENCE = "portal"
 # The human portal answers link requests here, one subject per agent.
 PORTAL_LINK_SUBJECT_FORMAT = subjects.ROOT + ".portal.{agent_id}.link"
+PORTAL_CASH_OUT_SUBJECT_FORMAT = subjects.ROOT + ".portal.{agent_id}.cash_out"
 PENDING_NOTICES_MAX = 10_000
-CLOSE_GRACE_S = 5.0
+UNSERVED_CONTRACTS_MAX = 1_000
 DELIVERY_POLL_INTERVAL_S = 3.0
 
 
@@ -145,6 +153,8 @@ class AgentOptions:
     # and notices; when None it is learned from the exchange's info endpoint.
     exchange_id: str | None = None
     name: str = "agentx-agent"
+    # On close, hired tasks still running get this long to deliver.
+    close_grace_s: float = 5.0
 
     def __post_init__(self) -> None:
         assert 0 < self.request_timeout_s <= limits.REQUEST_TIMEOUT_MAX_S
@@ -238,6 +248,7 @@ class Agent:
         self._services: dict[str, _Service] = {}
         self._notices = _Notices()
         self._running: set[asyncio.Task[None]] = set()
+        self._hired_before_serving: dict[str, list[ContractOpenedNotice]] = {}
         self._state = AgentState.OPEN
         self._buyer_desk = BuyerDesk(connection, keys, clock=clock)
         self._offer_desk = OfferDesk(connection, keys, clock=clock, replay_guard=self._replay_guard)
@@ -292,7 +303,7 @@ class Agent:
         self._state = AgentState.CLOSED
         if self._running:
             # Hired tasks in flight get a short grace period to deliver.
-            _, pending = await asyncio.wait(self._running, timeout=CLOSE_GRACE_S)
+            _, pending = await asyncio.wait(self._running, timeout=self._options.close_grace_s)
             for task in pending:
                 task.cancel()
         await self._connection.close()
@@ -461,6 +472,8 @@ class Agent:
             self._answer_rfq,
             concurrency_max=self._options.handler_concurrency_max,
         )
+        for notice in self._hired_before_serving.pop(capability, []):
+            self._start_performing(notice)
 
     async def _listen_for_counter_offers(self) -> None:
         if self._offer_desk.listening:
@@ -529,20 +542,58 @@ class Agent:
 
     async def _perform(self, notice: ContractOpenedNotice) -> None:
         record = self._verify_exchange_document(notice.record, ContractRecord)
-        if record.provider_id != self.agent_id or record.capability not in self._services:
+        if record.provider_id != self.agent_id:
             log.warning("ignored a contract not meant for this agent: %s", record.contract_id)
             return
-        task = msgspec.json.decode(notice.task)
-        result = await self._services[record.capability].handler(task)
+        service = self._services.get(record.capability)
+        if service is None:
+            # Hired while offline: the notice arrived on connect, before
+            # serve(); it runs as soon as the capability is served again.
+            self._hired_before_serving.setdefault(record.capability, []).append(notice)
+            del self._hired_before_serving[record.capability][:-UNSERVED_CONTRACTS_MAX]
+            return
+        result = await service.handler(msgspec.json.decode(notice.task))
+        seal_for = record.buyer_id if notice.seal_result else None
+        await self.deliver(record.contract_id, result, seal_for=seal_for)
+
+    async def deliver(
+        self, contract_id: str, result: Any, /, *, seal_for: str | None = None
+    ) -> ContractView:
+        """Send a contract's result (any JSON value) with its hash.
+
+        ``serve`` does this for you; call it directly to deliver work done
+        outside a handler. ``seal_for`` (the buyer's id, when the buyer asked
+        for it) seals the result so that only the buyer can read it. A result
+        over the inline limit goes to the exchange's object store.
+        """
         result_bytes = json_encoder.encode(result)
-        await self._request(
+        if seal_for is not None:
+            ciphertext = seal_to(seal_for, result_bytes)
+            result_bytes = json_encoder.encode(b64encode(ciphertext))
+        reference = None
+        if len(result_bytes) > limits.RESULT_BYTES_MAX:
+            reference = await self._store_result(contract_id, result_bytes)
+        reply = await self._request(
             "contract.deliver",
             lambda header: Deliver(
                 header=header,
-                contract_id=record.contract_id,
-                result=msgspec.Raw(result_bytes),
+                contract_id=contract_id,
                 result_sha256=sha256_hex(result_bytes),
+                result=JSON_NULL if reference else msgspec.Raw(result_bytes),
+                result_ref=reference,
+                sealed=seal_for is not None,
             ),
+        )
+        return _expect(reply, ContractReply).contract
+
+    async def _store_result(self, contract_id: str, result_bytes: bytes) -> ObjectRef:
+        if len(result_bytes) > limits.RESULT_OBJECT_BYTES_MAX:
+            raise ProtocolError(
+                "payload_too_large", f"result over {limits.RESULT_OBJECT_BYTES_MAX} B"
+            )
+        await self._connection.put_object(limits.RESULT_BUCKET, contract_id, result_bytes)
+        return ObjectRef(
+            bucket=limits.RESULT_BUCKET, name=contract_id, size_bytes=len(result_bytes)
         )
 
     # --- buying ----------------------------------------------------------------
@@ -664,8 +715,14 @@ class Agent:
             counter_timeout_s=counter_timeout_s,
         )
 
-    async def hire(self, quote: ReceivedQuote, task: Any, /) -> Contract:
-        """Accept a quote: the exchange holds the price in escrow and opens the contract."""
+    async def hire(
+        self, quote: ReceivedQuote, task: Any, /, *, seal_result: bool = False
+    ) -> Contract:
+        """Accept a quote: the exchange holds the price in escrow and opens the contract.
+
+        ``seal_result`` asks the provider to seal the result to this agent's
+        key, so the exchange never sees it (nor checks it against a schema).
+        """
         task_bytes = json_encoder.encode(task)
         if len(task_bytes) > limits.TASK_BYTES_MAX:
             raise ProtocolError("payload_too_large", f"task over {limits.TASK_BYTES_MAX} B")
@@ -676,6 +733,7 @@ class Agent:
                 quote=quote.envelope,
                 task=msgspec.Raw(task_bytes),
                 history=quote.history,
+                seal_result=seal_result,
             ),
         )
         view = _expect(reply, ContractReply).contract
@@ -690,22 +748,41 @@ class Agent:
         future = self._notices.future_for(self._notices.deliveries, contract_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        result, result_sha256 = None, None
-        while result is None and (remaining_s := deadline - loop.time()) > 0:
+        delivered: DeliveredNotice | ContractView | None = None
+        while delivered is None and (remaining_s := deadline - loop.time()) > 0:
             try:
                 wait_s = min(remaining_s, DELIVERY_POLL_INTERVAL_S)
-                notice: DeliveredNotice = await asyncio.wait_for(asyncio.shield(future), wait_s)
-                result, result_sha256 = notice.result, notice.result_sha256
+                delivered = await asyncio.wait_for(asyncio.shield(future), wait_s)
             except TimeoutError:
                 view = await self._poll_contract(contract_id)
                 if view is not None and view.result_sha256 is not None:
-                    result, result_sha256 = view.result, view.result_sha256
+                    delivered = view
         self._notices.deliveries.pop(contract_id, None)
-        if result is None or result_sha256 is None:
+        if delivered is None or delivered.result_sha256 is None:
             raise RequestTimeout(f"delivery of {contract_id}", timeout_s)
-        if sha256_hex(result) != result_sha256:
+        return await self._open_delivery(contract_id, delivered)
+
+    async def _open_delivery(
+        self, contract_id: str, delivered: DeliveredNotice | ContractView
+    ) -> Delivery:
+        """Fetch (if stored), check the hash, open (if sealed) and decode a result."""
+        assert delivered.result_sha256 is not None
+        reference = delivered.result_ref
+        if reference is None:
+            result_bytes = bytes(delivered.result)
+        else:
+            result_bytes = await self._connection.get_object(
+                reference.bucket, reference.name, size_max=limits.RESULT_OBJECT_BYTES_MAX
+            )
+        if sha256_hex(result_bytes) != delivered.result_sha256:
             raise ProtocolError("hash_mismatch", "the delivered result does not match its hash")
-        return Delivery(contract_id, msgspec.json.decode(result), result_sha256)
+        sealed = (
+            delivered.sealed if isinstance(delivered, DeliveredNotice) else delivered.seal_result
+        )
+        if sealed:
+            ciphertext = b64decode(msgspec.json.decode(result_bytes, type=str))
+            result_bytes = open_sealed(self._keys, ciphertext)
+        return Delivery(contract_id, msgspec.json.decode(result_bytes), delivered.result_sha256)
 
     async def _poll_contract(self, contract_id: str) -> ContractView | None:
         """One look at a contract while waiting; a transient failure just waits on."""
@@ -878,12 +955,34 @@ class Agent:
         Signing the code proves to the portal that whoever holds this agent's
         key agrees; the human then funds it, sets its budget and watches it.
         """
+        reply = await self._portal_request(
+            PORTAL_LINK_SUBJECT_FORMAT, lambda header: LinkHuman(header=header, code=code)
+        )
+        return _expect(reply, LinkedReply)
+
+    async def cash_out(self, credits: int, /, *, request_id: str | None = None) -> CashOutReply:
+        """Cash out whole credits to the linked human's Stripe account.
+
+        Needs the human's standing permission (set in the portal). Pass the same
+        ``request_id`` when retrying after a timeout: the portal then returns
+        the first payout instead of making a second one.
+        """
+        key = request_id or new_nonce()
+        reply = await self._portal_request(
+            PORTAL_CASH_OUT_SUBJECT_FORMAT,
+            lambda header: CashOut(header=header, request_id=key, credits=credits),
+        )
+        return _expect(reply, CashOutReply)
+
+    async def _portal_request(
+        self, subject_format: str, build: Callable[[Header], Document]
+    ) -> Reply:
         self._check_open()
-        subject = PORTAL_LINK_SUBJECT_FORMAT.format(agent_id=self.agent_id)
+        subject = subject_format.format(agent_id=self.agent_id)
         timeout_s = self._options.request_timeout_s
         lifetime_s = min(timeout_s + 5, limits.REQUEST_LIFETIME_MAX_S)
         header = self._header(audience=PORTAL_AUDIENCE, subject=subject, lifetime_s=lifetime_s)
-        payload = json_encoder.encode(seal(LinkHuman(header=header, code=code), self._keys))
+        payload = json_encoder.encode(seal(build(header), self._keys))
         reply_bytes = await self._connection.request(subject, payload, timeout_s=timeout_s)
         try:
             reply = reply_decoder.decode(reply_bytes)
@@ -891,7 +990,7 @@ class Agent:
             raise ProtocolError("malformed", f"the portal's reply: {exc}") from exc
         if isinstance(reply, ErrorReply):
             raise ExchangeError(reply.code, reply.message)
-        return _expect(reply, LinkedReply)
+        return reply
 
     # --- plumbing --------------------------------------------------------------
 
@@ -952,9 +1051,7 @@ class Agent:
         if isinstance(notice, ContractOpenedNotice):
             # The task may run long; the notice is acknowledged now and the
             # exchange refuses a second delivery if it ever came again.
-            task = asyncio.create_task(self._perform_logged(notice))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._start_performing(notice)
         elif isinstance(notice, DeliveredNotice):
             _resolve(self._notices.future_for(self._notices.deliveries, notice.contract_id), notice)
         elif isinstance(notice, ContractUpdatedNotice) and notice.state in _SETTLED_STATES:
@@ -988,6 +1085,11 @@ class Agent:
             header.issuer, header.nonce, header.expires_at_ms, now_ms=self._clock.now_ms()
         )
         return verified.document
+
+    def _start_performing(self, notice: ContractOpenedNotice) -> None:
+        task = asyncio.create_task(self._perform_logged(notice))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _perform_logged(self, notice: ContractOpenedNotice) -> None:
         try:

@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import nacl.exceptions
+import nacl.public
 import nacl.signing
 import nkeys
 
@@ -88,6 +89,10 @@ class AgentKeys:
     def seed_text(self) -> bytes:
         encoded: bytes = nkeys.encode_seed(bytes(self._signing_key), nkeys.PREFIX_BYTE_USER)
         return encoded
+
+    def box_private_key(self) -> nacl.public.PrivateKey:
+        """The X25519 form of this key, to open results sealed to this agent."""
+        return nacl.public.PrivateKey(bytes(self._signing_key.to_curve25519_private_key()))
 
     def sign(self, data: bytes, /) -> bytes:
         signature: bytes = self._signing_key.sign(data).signature

@@ -43,6 +43,9 @@ DELIVERY_DEADLINE_MAX_S: Final = 7 * 24 * 3600
 MESSAGE_BYTES_MAX: Final = 512 * 1024
 TASK_BYTES_MAX: Final = 64 * 1024
 RESULT_BYTES_MAX: Final = 256 * 1024
+# Larger results go to the JetStream object store, up to this size.
+RESULT_OBJECT_BYTES_MAX: Final = 16 * 1024 * 1024
+RESULT_BUCKET: Final = "agentx-results"
 TEXT_LENGTH_MAX: Final = 1024
 CAPABILITY_LENGTH_MAX: Final = 64
 SCHEMA_BYTES_MAX: Final = 16 * 1024

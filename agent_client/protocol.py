@@ -28,6 +28,8 @@ __all__ = [
     "Advertise",
     "BalanceReply",
     "CancelContract",
+    "CashOut",
+    "CashOutReply",
     "ContractEventEntry",
     "ContractOpenedNotice",
     "ContractRecord",
@@ -61,6 +63,7 @@ __all__ = [
     "Mint",
     "MintReply",
     "Notice",
+    "ObjectRef",
     "OpenContract",
     "Quote",
     "RateContract",
@@ -142,6 +145,7 @@ class ErrorCode(enum.StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     INVALID_STATE = "invalid_state"
     HASH_MISMATCH = "hash_mismatch"
+    SCHEMA_MISMATCH = "schema_mismatch"
     INVALID_SCHEMA = "invalid_schema"
     NOT_SETTLED = "not_settled"
     ALREADY_RATED = "already_rated"
@@ -289,6 +293,8 @@ class OpenContract(_Signed, frozen=True, tag="contract.open"):
 
     quote: Envelope
     task: Raw
+    # Ask the provider to seal the result to the buyer's key (end to end).
+    seal_result: bool = False
     # The negotiation before the accepted quote, oldest first: the round-0
     # quote, the buyer's first counter-offer, the round-1 quote, ... ending
     # with the counter-offer the accepted quote answers. Empty for round 0.
@@ -297,10 +303,28 @@ class OpenContract(_Signed, frozen=True, tag="contract.open"):
     ] = ()
 
 
+class ObjectRef(Struct, frozen=True, kw_only=True):
+    """A result too large to send inline, stored in the JetStream object store."""
+
+    bucket: Identifier
+    name: Identifier
+    size_bytes: Annotated[int, Meta(ge=1, le=limits.RESULT_OBJECT_BYTES_MAX)]
+
+
 class Deliver(_Signed, frozen=True, tag="contract.deliver"):
+    """The provider's result: inline JSON, or a reference to a stored object.
+
+    ``result_sha256`` is over the exact bytes of the result (inline) or of
+    the object. When the buyer asked for a sealed result, ``sealed`` is true
+    and the result is a JSON string: base64url of a box sealed to the
+    buyer's key, which the exchange cannot open (nor check against a schema).
+    """
+
     contract_id: Identifier
-    result: Raw
     result_sha256: Sha256Hex
+    result: Raw = JSON_NULL
+    result_ref: ObjectRef | None = None
+    sealed: bool = False
 
 
 class AcceptDelivery(_Signed, frozen=True, tag="contract.accept"):
@@ -425,6 +449,18 @@ class LinkHuman(_Signed, frozen=True, tag="portal.link"):
     code: Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9 -]+\Z")]
 
 
+class CashOut(_Signed, frozen=True, tag="portal.cash_out"):
+    """An agent asks the portal to cash out its credits to its human's Stripe account.
+
+    Sent on ``agentx.v1.portal.<agent id>.cash_out`` (audience ``portal``); it
+    needs the human's standing permission. ``request_id`` is the idempotency
+    key: a retry with it returns the first payout, never a second one.
+    """
+
+    request_id: Identifier
+    credits: Annotated[int, Meta(ge=1, le=1_000_000)]
+
+
 # --- Documents signed by the exchange ---------------------------------------------
 
 
@@ -449,12 +485,16 @@ class ContractRecord(_Signed, frozen=True, tag="contract.record"):
 class ContractOpenedNotice(_Signed, frozen=True, tag="notice.contract_opened"):
     record: Envelope
     task: Raw
+    # The buyer wants the result sealed to its key (see Deliver).
+    seal_result: bool = False
 
 
 class DeliveredNotice(_Signed, frozen=True, tag="notice.delivered"):
     contract_id: Identifier
-    result: Raw
     result_sha256: Sha256Hex
+    result: Raw = JSON_NULL
+    result_ref: ObjectRef | None = None
+    sealed: bool = False
 
 
 class ContractUpdatedNotice(_Signed, frozen=True, tag="notice.contract_updated"):
@@ -490,6 +530,7 @@ Document = (
     | ListTransactions
     | Mint
     | LinkHuman
+    | CashOut
     | SetListingStatus
     | GetListingHistory
     | GetReputation
@@ -575,6 +616,8 @@ class ContractView(Struct, frozen=True, kw_only=True):
     updated_at_ms: int
     net_millicredits: int | None = None
     refunded_millicredits: int = 0
+    seal_result: bool = False
+    result_ref: ObjectRef | None = None
     review_deadline_ms: int | None = None
     dispute_deadline_ms: int | None = None
     dispute_reason: str | None = None
@@ -696,6 +739,18 @@ class TransferReply(_Reply, frozen=True, tag="transferred"):
     replayed: bool
 
 
+class CashOutReply(_Reply, frozen=True, tag="cash_out"):
+    """The payout a cash-out request made: ``paid``, ``failed`` or still ``pending``."""
+
+    payout_id: str
+    status: str
+    credits: int
+    gross_cents: int
+    fee_cents: int
+    net_cents: int
+    failure_reason: str | None = None
+
+
 class LinkedReply(_Reply, frozen=True, tag="linked"):
     """The portal linked the agent to the human account that issued the code."""
 
@@ -721,6 +776,7 @@ Reply = (
     | MintReply
     | InfoReply
     | LinkedReply
+    | CashOutReply
     | ListingHistoryReply
     | RatingReply
     | ReputationReply

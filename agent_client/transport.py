@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_DEFAULT_S = 5.0
 DURABLE_ACK_WAIT_S = 30.0
+OBJECT_TIMEOUT_S = 30.0
 # A durable consumer nobody used for this long is removed by the server.
 DURABLE_INACTIVE_THRESHOLD_S = 8 * 24 * 3600.0
 DRAIN_TIMEOUT_S = 5.0
@@ -208,6 +209,24 @@ class NatsConnection:
         except (nats.errors.Error, TimeoutError) as exc:
             raise AgentClientError(f"cannot consume {subject}: {exc!r}") from exc
         await flush_subscriptions(self._client)
+
+    async def put_object(self, bucket: str, name: str, data: bytes, /) -> None:
+        try:
+            store = await self._client.jetstream(timeout=OBJECT_TIMEOUT_S).object_store(bucket)
+            await store.put(name, data)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise AgentClientError(f"cannot store object {bucket}/{name}: {exc!r}") from exc
+
+    async def get_object(self, bucket: str, name: str, /, *, size_max: int) -> bytes:
+        try:
+            store = await self._client.jetstream(timeout=OBJECT_TIMEOUT_S).object_store(bucket)
+            info = await store.get_info(name)
+            if info.size is None or info.size > size_max:
+                raise AgentClientError(f"object {bucket}/{name} is over {size_max} B")
+            result = await store.get(name)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise AgentClientError(f"cannot read object {bucket}/{name}: {exc!r}") from exc
+        return bytes(result.data or b"")
 
     async def subscribe_inbox(self, subject: str, /) -> Subscription:
         """A plain subscription read with ``next_msg`` (for collecting replies)."""

@@ -22,10 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_client.keys import AgentKeys
 from agent_client.signing import Clock, SystemClock
-from broker.streams import ensure_notice_stream
+from broker.streams import ensure_notice_stream, ensure_result_store
 from escrow import Escrow
 from exchange import repository
-from exchange.endpoints import ExchangeEndpoints, JetStreamNoticePublisher
+from exchange.endpoints import (
+    ExchangeEndpoints,
+    JetStreamNoticePublisher,
+    JetStreamResultStore,
+)
 from exchange.ledger_accounts import ensure_platform_accounts
 from exchange.limits import (
     OUTBOX_BATCH_MAX,
@@ -67,6 +71,8 @@ class ExchangeConfig:
     fees: FeeSchedule = field(default_factory=FeeSchedule)
     request_concurrency_max: int = REQUEST_CONCURRENCY_MAX
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    # How often timers and the outbox relay are checked.
+    sweep_interval_s: float = SWEEP_INTERVAL_S
 
 
 class ExchangeWorker:
@@ -101,6 +107,7 @@ class ExchangeWorker:
         )
         js = self._client.jetstream(timeout=NATS_CONNECT_TIMEOUT_S)
         await ensure_notice_stream(js)
+        await ensure_result_store(js)
         context = ExchangeContext(
             self._engine,
             ledger,
@@ -110,6 +117,7 @@ class ExchangeWorker:
             clock=self._clock,
             operator_ids=self.config.operator_ids,
             lifecycle=self.config.lifecycle,
+            results=JetStreamResultStore(js),
         )
         self.contracts = ContractUseCases(context)
         self._context = context
@@ -122,8 +130,8 @@ class ExchangeWorker:
         )
         await self._endpoints.start()
         self._background = [
-            asyncio.create_task(self._every(SWEEP_INTERVAL_S, self.contracts.sweep)),
-            asyncio.create_task(self._every(SWEEP_INTERVAL_S, self.relay_outbox)),
+            asyncio.create_task(self._every(self.config.sweep_interval_s, self.contracts.sweep)),
+            asyncio.create_task(self._every(self.config.sweep_interval_s, self.relay_outbox)),
         ]
 
     async def relay_outbox(self) -> int:

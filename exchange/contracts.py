@@ -118,6 +118,12 @@ class ContractRow:
     task: str
     result: str | None
     result_sha256: str | None
+    # JSON of an ObjectRef when the result was too large to send inline.
+    result_ref: str | None
+    # The listing's output schema when the contract opened; deliveries are
+    # checked against it (unless sealed).
+    output_schema: str
+    seal_result: bool
     dispute_reason: str | None
     buyer_cancel_requested: bool
     resolution: str | None

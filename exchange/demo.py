@@ -35,6 +35,7 @@ from agent_client import (
 )
 from agent_client.protocol import Counter, Quote
 from agent_client.signing import open_envelope_struct
+from exchange.demo_lifecycle import dispute_scenario, refund_scenario
 from exchange.invariants import check_exchange_invariants
 from exchange.ledger_accounts import ESCROW_ACCOUNT_ID, REVENUE_ACCOUNT_ID
 from exchange.stack import EmbeddedStack, StackConfig
@@ -141,8 +142,15 @@ async def _trade(stack: EmbeddedStack, options: DemoOptions, say: Say) -> bool:
             say(f"operator minted {credits(BUYER_GRANT_MILLICREDITS)} to {names[buyer.agent_id]}")
         settled = await _run_deals(buyers, offered, names, options, say)
         negotiated = await _negotiation_scenario(stack, operator, say)
+        refunded = await refund_scenario(stack.nats_url, operator, say)
+        split = await dispute_scenario(stack.nats_url, operator, say)
         books_balance = await _report(stack, agents, names, settled, options.deals, say)
-        return books_balance and negotiated
+        scenarios = {"negotiation": negotiated, "refund": refunded, "dispute": split}
+        say(
+            "scenarios: "
+            + ", ".join(f"{name} {'OK' if ok else 'FAILED'}" for name, ok in scenarios.items())
+        )
+        return books_balance and all(scenarios.values())
     finally:
         for agent in [*agents, operator]:
             await agent.close()

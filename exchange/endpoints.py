@@ -13,12 +13,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import nats.errors
 import nats.micro
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.micro.request import Request
 from nats.micro.service import Service
 
+from agent_client import limits as protocol_limits
 from agent_client import subjects
 from agent_client.errors import SignatureRejected
 from agent_client.limits import PROTOCOL_VERSION
@@ -39,6 +41,7 @@ from agent_client.protocol import (
     ListingReply,
     ListTransactions,
     Mint,
+    ObjectRef,
     OpenContract,
     RateContract,
     RejectDelivery,
@@ -64,7 +67,7 @@ from exchange.use_cases import (
 )
 from wallet import LedgerUnavailable, UnsupportedDatabase, ValueOutOfRange
 
-__all__ = ["ExchangeEndpoints", "JetStreamNoticePublisher"]
+__all__ = ["ExchangeEndpoints", "JetStreamNoticePublisher", "JetStreamResultStore"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,32 @@ class JetStreamNoticePublisher:
         await self._js.publish(
             subject, payload, timeout=self._timeout_s, headers={"Nats-Msg-Id": notice_id}
         )
+
+
+class JetStreamResultStore:
+    """Reads result objects from the exchange's object store bucket, within limits."""
+
+    def __init__(self, js: JetStreamContext, /) -> None:
+        self._js = js
+
+    async def fetch(self, reference: ObjectRef, /) -> bytes:
+        if reference.bucket != protocol_limits.RESULT_BUCKET:
+            raise ExchangeError(
+                ErrorCode.INVALID_REQUEST, "results live in the agentx-results bucket"
+            )
+        try:
+            store = await self._js.object_store(reference.bucket)
+            info = await store.get_info(reference.name)
+            if info.size != reference.size_bytes:
+                raise ExchangeError(
+                    ErrorCode.HASH_MISMATCH, "the object's size is not the one sent"
+                )
+            result = await store.get(reference.name)
+        except nats.errors.Error as exc:
+            raise ExchangeError(
+                ErrorCode.NOT_FOUND, f"the result object is missing: {exc}"
+            ) from exc
+        return bytes(result.data or b"")
 
 
 class ExchangeEndpoints:

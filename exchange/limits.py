@@ -17,6 +17,9 @@ SCHEMA_BYTES_MAX: Final = protocol_limits.SCHEMA_BYTES_MAX
 # Words of a search text that reach the full-text index; more are ignored, so
 # one request cannot build an arbitrarily long match expression.
 SEARCH_TERMS_MAX: Final = 8
+# A search starts from a filter matching fewer listings than this (fetching
+# and sorting them all), or else walks its sort order; see exchange.search.
+SEARCH_CANDIDATES_MAX: Final = 2_000
 
 # A buyer silent this long after a delivery has accepted it (auto-release).
 REVIEW_WINDOW_DEFAULT_S: Final = 24 * 3600

@@ -76,6 +76,7 @@ async def get_contract(connection: AsyncConnection, contract_id: str, /) -> Cont
     values = dict(row)
     values["state"] = ContractState(values["state"])
     values["buyer_cancel_requested"] = bool(values["buyer_cancel_requested"])
+    values["seal_result"] = bool(values["seal_result"])
     return ContractRow(**values)
 
 

@@ -7,10 +7,24 @@ from typing import Any
 
 import msgspec
 
-from agent_client.protocol import JSON_NULL, ContractView, Envelope, Listing, json_encoder
+from agent_client.protocol import (
+    JSON_NULL,
+    ContractView,
+    Envelope,
+    Listing,
+    ObjectRef,
+    json_encoder,
+)
 from exchange.contracts import ContractRow
 
-__all__ = ["contract_view", "envelope_from_text", "envelope_text", "listing_from_row", "raw_json"]
+__all__ = [
+    "contract_view",
+    "envelope_from_text",
+    "envelope_text",
+    "listing_from_row",
+    "object_ref_from_text",
+    "raw_json",
+]
 
 
 def listing_from_row(row: dict[str, Any]) -> Listing:
@@ -44,6 +58,13 @@ def contract_view(contract: ContractRow, *, with_payloads: bool = False) -> Cont
         created_at_ms=contract.created_at_ms,
         updated_at_ms=contract.updated_at_ms,
         net_millicredits=contract.net_millicredits,
+        refunded_millicredits=contract.refunded_millicredits,
+        review_deadline_ms=contract.review_deadline_ms,
+        dispute_deadline_ms=contract.dispute_deadline_ms,
+        dispute_reason=contract.dispute_reason,
+        resolution=contract.resolution,
+        seal_result=contract.seal_result,
+        result_ref=object_ref_from_text(contract.result_ref),
         task=raw_json(contract.task) if with_payloads else JSON_NULL,
         result=raw_json(contract.result) if delivered and contract.result else JSON_NULL,
     )
@@ -59,3 +80,7 @@ def envelope_from_text(text: str) -> Envelope:
 
 def raw_json(json_text: str) -> msgspec.Raw:
     return msgspec.Raw(json_text.encode())
+
+
+def object_ref_from_text(text: str | None, /) -> ObjectRef | None:
+    return None if text is None else msgspec.json.decode(text, type=ObjectRef)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_client import subjects
 from agent_client.keys import AgentKeys
-from agent_client.protocol import Document, Header, json_encoder
+from agent_client.protocol import Document, Header, ObjectRef, json_encoder
 from agent_client.signing import Clock, make_header, seal
 from escrow import Escrow, EscrowError
 from exchange import repository
@@ -31,7 +31,13 @@ from exchange.limits import (
 )
 from wallet import SqlLedger, run_transaction
 
-__all__ = ["ExchangeContext", "LifecycleSettings", "NoticePublisher", "OutboxNotice"]
+__all__ = [
+    "ExchangeContext",
+    "LifecycleSettings",
+    "NoticePublisher",
+    "OutboxNotice",
+    "ResultStore",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,12 @@ class NoticePublisher(Protocol):
     """Where notices go after commit (JetStream in production); must deduplicate by id."""
 
     async def publish_notice(self, subject: str, payload: bytes, /, *, notice_id: str) -> None: ...
+
+
+class ResultStore(Protocol):
+    """Where results too large to send inline are kept (JetStream object store)."""
+
+    async def fetch(self, reference: ObjectRef, /) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +92,7 @@ class ExchangeContext:
         clock: Clock,
         operator_ids: frozenset[str],
         lifecycle: LifecycleSettings | None = None,
+        results: ResultStore | None = None,
     ) -> None:
         self.engine = engine
         self.ledger = ledger
@@ -89,6 +102,8 @@ class ExchangeContext:
         self.clock = clock
         self.operator_ids = operator_ids
         self.lifecycle = lifecycle or LifecycleSettings()
+        # None: this worker only accepts inline results.
+        self.results = results
         self.exchange_id = keys.agent_id
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:

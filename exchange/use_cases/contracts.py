@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_client import limits as protocol_limits
@@ -38,6 +39,7 @@ from agent_client.protocol import (
     Quote,
     RejectDelivery,
     Resolve,
+    json_encoder,
 )
 from agent_client.signing import (
     VerifiedDocument,
@@ -62,13 +64,20 @@ from exchange.contracts import (
     due_event,
     next_state,
 )
+from exchange.delivery_checks import check_result_against_schema
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.ledger_accounts import agent_account_id, ensure_agent_accounts
 from exchange.limits import CONTRACT_EVENTS_MAX, SWEEP_BATCH_MAX
 from exchange.negotiation import check_negotiation
 from exchange.negotiation_repository import check_negotiation_open, insert_negotiation
 from exchange.use_cases.context import ExchangeContext, OutboxNotice
-from exchange.views import contract_view, envelope_from_text, envelope_text, raw_json
+from exchange.views import (
+    contract_view,
+    envelope_from_text,
+    envelope_text,
+    object_ref_from_text,
+    raw_json,
+)
 from human_portal.budgets import (
     SpendingRefused,
     SpendingRequest,
@@ -76,15 +85,7 @@ from human_portal.budgets import (
     record_refusal,
 )
 
-__all__ = ["ContractUseCases", "Delivery"]
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """A checked delivery: the exact result bytes and their hash."""
-
-    result: bytes
-    result_sha256: str
+__all__ = ["ContractUseCases"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,7 @@ class ContractUseCases:
                     header=header,
                     record=envelope_from_text(contract.record_envelope),
                     task=raw_json(contract.task),
+                    seal_result=contract.seal_result,
                 ),
             ),
             self._updated_notice(contract.buyer_id, contract, ContractEvent.OPEN, ""),
@@ -140,7 +142,7 @@ class ContractUseCases:
                     contract_id=contract.contract_id,
                 )
             await check_negotiation_open(connection, negotiation)
-            await self._check_listing_active(connection, quote)
+            output_schema = await self._active_listing_output_schema(connection, quote)
             # The buyer's human may have set limits, a freeze or an approval threshold.
             await enforce_spending_controls(
                 connection,
@@ -155,7 +157,9 @@ class ContractUseCases:
                 self._context.ledger, [buyer_id, contract.provider_id], connection=connection
             )
             await self._hold(connection, contract)
-            await repository.insert_contract(connection, contract)
+            await repository.insert_contract(
+                connection, dataclasses.replace(contract, output_schema=output_schema)
+            )
             await insert_negotiation(
                 connection,
                 negotiation,
@@ -231,7 +235,8 @@ class ContractUseCases:
             raise ExchangeError(ErrorCode.INVALID_REQUEST, "the delivery deadline is too far away")
         return quote, verified.document_bytes
 
-    async def _check_listing_active(self, connection: AsyncConnection, quote: Quote) -> None:
+    async def _active_listing_output_schema(self, connection: AsyncConnection, quote: Quote) -> str:
+        """The output schema of the provider's active listing (its deliveries' contract)."""
         listing = await repository.get_listing(
             connection, f"{quote.header.issuer}/{quote.capability}"
         )
@@ -239,6 +244,7 @@ class ContractUseCases:
             raise ExchangeError(
                 ErrorCode.NOT_FOUND, f"the provider has no active listing for {quote.capability}"
             )
+        return str(listing["output_schema"])
 
     def _new_contract(
         self, buyer_id: str, quote: Quote, quote_bytes: bytes, acceptance: VerifiedDocument
@@ -292,6 +298,9 @@ class ContractUseCases:
             task=bytes(request.task).decode(),
             result=None,
             result_sha256=None,
+            result_ref=None,
+            output_schema="{}",
+            seal_result=request.seal_result,
             dispute_reason=None,
             buyer_cancel_requested=False,
             resolution=None,
@@ -302,27 +311,50 @@ class ContractUseCases:
     # --- transitions caused by the parties ------------------------------------------
 
     async def deliver(self, provider_id: str, request: Deliver, /) -> ContractView:
-        delivery = self._checked_delivery(request)
+        """Check the result (size, hash, schema or sealing) and mark the contract delivered."""
+        result_bytes = await self._result_bytes(request)
+        if sha256_hex(result_bytes) != request.result_sha256:
+            raise ExchangeError(ErrorCode.HASH_MISMATCH, "the result does not match its hash")
 
         def step(contract: ContractRow, now_ms: int) -> _Step:
+            if request.sealed != contract.seal_result:
+                wanted = "sealed" if contract.seal_result else "not sealed"
+                raise ExchangeError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"the buyer asked for a result {wanted}",
+                    contract_id=contract.contract_id,
+                )
+            if not request.sealed:
+                check_result_against_schema(
+                    msgspec.json.decode(result_bytes),
+                    contract.output_schema,
+                    contract_id=contract.contract_id,
+                )
             review_deadline_ms = now_ms + self._context.lifecycle.review_window_s * 1000
+            reference = request.result_ref
             return _Step(
                 {
-                    "result": delivery.result.decode(),
-                    "result_sha256": delivery.result_sha256,
+                    "result": None if reference else result_bytes.decode(),
+                    "result_ref": json_encoder.encode(reference).decode() if reference else None,
+                    "result_sha256": request.result_sha256,
                     "review_deadline_ms": review_deadline_ms,
                 }
             )
 
         return await self._transition(request.contract_id, provider_id, ContractEvent.DELIVER, step)
 
-    def _checked_delivery(self, request: Deliver) -> Delivery:
-        result_bytes = bytes(request.result)
-        if len(result_bytes) > protocol_limits.RESULT_BYTES_MAX:
-            raise ExchangeError(ErrorCode.PAYLOAD_TOO_LARGE, "the result is too large")
-        if sha256_hex(result_bytes) != request.result_sha256:
-            raise ExchangeError(ErrorCode.HASH_MISMATCH, "the result does not match its hash")
-        return Delivery(result_bytes, request.result_sha256)
+    async def _result_bytes(self, request: Deliver) -> bytes:
+        """The exact result bytes: inline, or read from the object store."""
+        if request.result_ref is None:
+            result_bytes = bytes(request.result)
+            if len(result_bytes) > protocol_limits.RESULT_BYTES_MAX:
+                raise ExchangeError(ErrorCode.PAYLOAD_TOO_LARGE, "too large inline: use the store")
+            return result_bytes
+        if self._context.results is None:
+            raise ExchangeError(
+                ErrorCode.INVALID_REQUEST, "this exchange takes inline results only"
+            )
+        return await self._context.results.fetch(request.result_ref)
 
     async def accept_delivery(self, buyer_id: str, request: AcceptDelivery, /) -> ContractView:
         """Release the held price: provider gets price − fee, the platform the fee."""
@@ -600,16 +632,18 @@ class ContractUseCases:
             for agent_id in (contract.buyer_id, contract.provider_id)
         ]
         if event is ContractEvent.DELIVER:
-            assert contract.result is not None and contract.result_sha256 is not None
-            result, result_sha256 = contract.result, contract.result_sha256
+            assert contract.result_sha256 is not None
+            result_sha256 = contract.result_sha256
             notices.append(
                 self._context.notice(
                     contract.buyer_id,
                     lambda header: DeliveredNotice(
                         header=header,
                         contract_id=contract.contract_id,
-                        result=raw_json(result),
                         result_sha256=result_sha256,
+                        result=raw_json(contract.result or "null"),
+                        result_ref=object_ref_from_text(contract.result_ref),
+                        sealed=contract.seal_result,
                     ),
                 )
             )

@@ -26,7 +26,7 @@ async def test_the_demo_settles_every_deal_with_balanced_books(tmp_path):
     assert succeeded, "\n".join(lines)
     assert "6 of 6 deals settled" in lines
     assert any(line.startswith("ledger invariants: OK") for line in lines)
-    assert sum("escrow locked" in line for line in lines) == 6
+    assert sum(line.startswith("deal ") and "escrow locked" in line for line in lines) == 6
     # Two providers compete for a capability, so some RFQ got two quotes.
     assert any(line.count(" cr") == 2 and "quotes:" in line for line in lines)
 
@@ -39,6 +39,17 @@ async def test_the_demo_tells_a_negotiation_with_counter_offers_that_settles(tmp
     assert any("agreed at" in line and "counter-offer" in line for line in story)
     assert any("released" in line for line in story)
     assert not any("FAILED" in line for line in story)
+
+
+async def test_the_demo_tells_a_refund_and_a_dispute_resolved_by_split(tmp_path):
+    lines: list[str] = []
+    assert await run_demo(DemoOptions(agents=2, deals=1, data_dir=tmp_path), say=lines.append)
+    refund = [line for line in lines if line.startswith("refund scenario:")]
+    assert any("missed the delivery deadline" in line and "refunded" in line for line in refund)
+    dispute = [line for line in lines if line.startswith("dispute scenario:")]
+    assert any("dispute opened" in line for line in dispute)
+    assert any("resolved by split" in line for line in dispute), "\n".join(dispute)
+    assert "scenarios: negotiation OK, refund OK, dispute OK" in lines
 
 
 def test_agentx_demo_runs_as_a_command_and_exits_zero(tmp_path):

@@ -6,6 +6,7 @@ AGENTX_TEST_POSTGRES_URL is set), so every test here runs on both.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ import nats
 import pytest_asyncio
 from nats.aio.client import Client
 
-from agent_client import Agent, AgentKeys
+from agent_client import Agent, AgentKeys, AgentOptions
 from exchange import ExchangeConfig, ExchangeWorker, check_exchange_invariants, migrate_database
 
 
@@ -27,10 +28,18 @@ class RunningExchange:
 
     async def agent(self, keys: AgentKeys | None = None) -> Agent:
         keys = keys or AgentKeys.generate()
-        agent = await Agent.connect(self.nats_url, keys)
+        # Tests stall handlers on purpose; closing need not wait for them.
+        agent = await Agent.connect(self.nats_url, keys, options=AgentOptions(close_grace_s=0.2))
         self.agents.append(agent)
         self.keys_by_agent_id[agent.agent_id] = keys
         return agent
+
+    async def restart(self, **config_changes: object) -> ExchangeWorker:
+        """Replace the worker by one with changed settings (same database and keys)."""
+        await self.worker.stop()
+        self.worker = ExchangeWorker(dataclasses.replace(self.worker.config, **config_changes))
+        await self.worker.start()
+        return self.worker
 
     def keys_of(self, agent: Agent) -> AgentKeys:
         """Tests forge documents with an agent's own keys to reach edge cases."""

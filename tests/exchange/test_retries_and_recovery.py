@@ -17,7 +17,6 @@ import pytest
 from agent_client import AgentKeys, ExchangeError, ReceivedQuote, subjects
 from agent_client.protocol import Quote
 from agent_client.signing import SystemClock, make_header, seal
-from exchange import ExchangeConfig, ExchangeWorker
 from wallet import FeeSchedule
 
 PRICE = 10_000
@@ -57,18 +56,7 @@ async def test_a_contract_settles_at_the_fee_agreed_when_it_opened(exchange):
     delivery = await contract.wait_delivery(timeout_s=10)
 
     # The worker that opened the contract leaves; one with a 10 % fee takes over.
-    old = exchange.worker
-    await old.stop()
-    exchange.worker = ExchangeWorker(
-        ExchangeConfig(
-            nats_url=old.config.nats_url,
-            database_url=old.config.database_url,
-            keys=old.config.keys,
-            operator_ids=old.config.operator_ids,
-            fees=FeeSchedule(escrow_bps=1_000),
-        )
-    )
-    await exchange.worker.start()
+    await exchange.restart(fees=FeeSchedule(escrow_bps=1_000))
     view = await contract.accept_delivery(delivery)
     assert view.fee_millicredits == PRICE * 500 // 10_000
     assert view.net_millicredits == PRICE - view.fee_millicredits
