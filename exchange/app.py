@@ -40,7 +40,7 @@ from exchange.limits import (
 from exchange.use_cases import ContractUseCases, ExchangeContext
 from exchange.use_cases.context import LifecycleSettings, OutboxNotice
 from human_portal.migrations import VERSIONS_PATH as PORTAL_MIGRATIONS
-from wallet import FeeSchedule, SqlLedger, open_database, upgrade_schema
+from wallet import FeeSchedule, SqlLedger, WalletError, open_database, upgrade_schema
 
 __all__ = ["ExchangeConfig", "ExchangeWorker", "migrate_database"]
 
@@ -138,6 +138,7 @@ class ExchangeWorker:
         """Publish notices whose publish after commit did not happen (or failed)."""
         context = self._context
         assert context is not None
+        await context.flush_published()
         created_before_ms = context.clock.now_ms() - OUTBOX_RELAY_DELAY_MS
 
         async def work(connection: AsyncConnection) -> list[dict[str, Any]]:
@@ -172,6 +173,10 @@ class ExchangeWorker:
         if self._endpoints is not None:
             await self._endpoints.stop()
             self._endpoints = None
+        if self._context is not None:
+            with contextlib.suppress(WalletError):
+                await self._context.flush_published()
+            self._context = None
         if self._client is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._client.drain()

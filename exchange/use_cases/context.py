@@ -9,6 +9,7 @@ later, so a committed transition is never left unannounced.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from exchange.limits import (
     DISPUTE_DEFAULT_PROVIDER_SHARE_BPS,
     DISPUTE_WINDOW_DEFAULT_S,
     NOTICE_LIFETIME_S,
+    OUTBOX_BATCH_MAX,
     REVIEW_WINDOW_DEFAULT_S,
 )
 from wallet import SqlLedger, run_transaction
@@ -105,10 +107,21 @@ class ExchangeContext:
         # None: this worker only accepts inline results.
         self.results = results
         self.exchange_id = keys.agent_id
+        is_sqlite = engine.dialect.name == "sqlite"
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if is_sqlite else None
+        # Notices published but not yet marked so in the outbox; marked in one
+        # transaction by flush_published (the relay loop calls it).
+        self._published_unmarked: list[str] = []
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
         try:
-            return await run_transaction(self.engine, work)
+            if self._write_lock is None:
+                return await run_transaction(self.engine, work)
+            # SQLite takes one writer at a time. Queueing here, in order, beats
+            # letting the driver's busy handler sleep and retry: that starves
+            # unlucky transactions for seconds under load (measured).
+            async with self._write_lock:
+                return await run_transaction(self.engine, work)
         except EscrowError as exc:
             # Insufficient funds is handled where it can happen; any other
             # ledger refusal of an escrow step means the contract moved on.
@@ -149,8 +162,13 @@ class ExchangeContext:
         )
 
     async def publish(self, notices: Sequence[OutboxNotice]) -> None:
-        """After commit: publish, then mark published. Failures wait for the relay."""
-        published: list[str] = []
+        """After commit: publish. Failures wait for the relay.
+
+        Successes are marked published later, many in one transaction: a
+        notice the relay re-publishes before that is dropped by JetStream's
+        duplicate window (the notice id is the message id), so the worst case
+        is a wasted publish, never a second delivery.
+        """
         for notice in notices:
             try:
                 await self.publisher.publish_notice(
@@ -159,14 +177,19 @@ class ExchangeContext:
             except Exception:
                 log.warning("notice %s not published yet; the relay retries", notice.notice_id)
                 continue
-            published.append(notice.notice_id)
-        if published:
-            await self.mark_published(published)
+            self._published_unmarked.append(notice.notice_id)
+        if len(self._published_unmarked) >= OUTBOX_BATCH_MAX:
+            await self.flush_published()
 
-    async def mark_published(self, notice_ids: list[str]) -> None:
+    async def flush_published(self) -> int:
+        """Mark the notices published since the last flush, in one transaction."""
+        notice_ids, self._published_unmarked = self._published_unmarked, []
+        if not notice_ids:
+            return 0
         now_ms = self.clock.now_ms()
 
         async def work(connection: AsyncConnection) -> None:
             await repository.mark_notices_published(connection, notice_ids, now_ms=now_ms)
 
         await self.run(work)
+        return len(notice_ids)
