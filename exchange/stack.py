@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from agent_client.keys import AgentKeys
 from broker import EmbeddedNatsServer, NatsServerConfig
 from exchange.app import ExchangeConfig, ExchangeWorker, migrate_database
+from exchange.limits import SWEEP_INTERVAL_S
 
 if TYPE_CHECKING:
     from human_portal.embedded import EmbeddedPortal
@@ -47,6 +48,8 @@ class StackConfig:
     portal_port: int | None = None
     # Emails that become operators when they sign up to the portal.
     operator_emails: frozenset[str] = frozenset()
+    # How often each worker applies due timers and relays the outbox.
+    sweep_interval_s: float = SWEEP_INTERVAL_S
 
     def __post_init__(self) -> None:
         assert 1 <= self.workers <= 16
@@ -88,6 +91,7 @@ class EmbeddedStack:
                         database_url=self.database_url,
                         keys=self.exchange_keys,
                         operator_ids=frozenset({self.operator_keys.agent_id}),
+                        sweep_interval_s=self.config.sweep_interval_s,
                     )
                 )
                 await worker.start()
