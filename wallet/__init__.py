@@ -5,13 +5,33 @@ transfers that are posted, voided or expire exactly once; the transfer id is
 the idempotency key; every amount is an integer. The pure core
 (``wallet.core``, ``wallet.money``, ``wallet.validation``) decides, the SQL
 adapter (``SqlLedger``) loads, locks and writes.
+
+Throughput comes from group commit: ``BatchingLedger`` wraps a ``SqlLedger``
+and applies many concurrent callers' batches in one database transaction,
+each caller getting exactly the outcomes an unbatched call would give::
+
+    async with BatchingLedger(SqlLedger(engine)) as batching:
+        [outcome] = await batching.create_transfers([transfer])
+
+Batching is for calls made without an outer transaction. A call with
+``connection=`` (a unit of work, e.g. opening a contract and holding its
+price atomically) bypasses the writer and joins the caller's transaction,
+exactly like ``SqlLedger.create_transfers``. A call that gets
+``LedgerTimeout`` or ``LedgerUnavailable`` may have been applied: retry it
+with the same transfer ids, which returns the committed outcomes. See
+``wallet.batching`` for the bounds (queue, group size, timeouts) and
+``close()``, which drains the queue.
 """
 
+from wallet.batching import BatchingLedger, WriterState
 from wallet.database import open_database, run_transaction
 from wallet.errors import (
     InvariantViolation,
+    LedgerClosed,
     LedgerConflict,
+    LedgerOverloaded,
     LedgerRejected,
+    LedgerTimeout,
     LedgerUnavailable,
     MigrationFailed,
     UnsupportedDatabase,
@@ -24,6 +44,9 @@ from wallet.limits import (
     ACCOUNT_TOTAL_MAX,
     ACCOUNT_TRANSFERS_LIMIT_MAX,
     BATCH_SIZE_MAX,
+    BATCHING_CALL_TIMEOUT_S_DEFAULT,
+    BATCHING_GROUP_SIZE_DEFAULT,
+    BATCHING_QUEUE_TRANSFERS_DEFAULT,
     ID_LENGTH_MAX,
     PENDING_TIMEOUT_S_MAX,
     TRANSFER_AMOUNT_MAX,
@@ -57,6 +80,9 @@ from wallet.money import (
 __all__ = [
     "ACCOUNT_TOTAL_MAX",
     "ACCOUNT_TRANSFERS_LIMIT_MAX",
+    "BATCHING_CALL_TIMEOUT_S_DEFAULT",
+    "BATCHING_GROUP_SIZE_DEFAULT",
+    "BATCHING_QUEUE_TRANSFERS_DEFAULT",
     "BATCH_SIZE_MAX",
     "ID_LENGTH_MAX",
     "MILLICREDITS_PER_CREDIT",
@@ -70,11 +96,15 @@ __all__ = [
     "AccountFlags",
     "AccountOutcome",
     "AccountResult",
+    "BatchingLedger",
     "FeeSchedule",
     "InvariantViolation",
+    "LedgerClosed",
     "LedgerConflict",
     "LedgerId",
+    "LedgerOverloaded",
     "LedgerRejected",
+    "LedgerTimeout",
     "LedgerTotals",
     "LedgerUnavailable",
     "MigrationFailed",
@@ -90,6 +120,7 @@ __all__ = [
     "UnsupportedDatabase",
     "ValueOutOfRange",
     "WalletError",
+    "WriterState",
     "check_invariants",
     "fee_split",
     "ledger_totals",

@@ -61,6 +61,7 @@ __all__ = [
     "assert_account_valid",
     "plan_accounts",
     "plan_batch",
+    "plan_batches",
     "release_expired",
 ]
 
@@ -137,16 +138,14 @@ class BatchPlan:
 
 def assert_account_valid(account: AccountBalance, /) -> None:
     """The invariants every stored account satisfies (mirrored by CHECKs)."""
-    totals = (
-        account.debits_pending,
-        account.debits_posted,
-        account.credits_pending,
-        account.credits_posted,
-    )
-    assert all(0 <= total <= ACCOUNT_TOTAL_MAX for total in totals), account
+    # Spelled out rather than looped: this runs twice per transfer.
+    assert 0 <= account.debits_pending <= ACCOUNT_TOTAL_MAX, account
+    assert 0 <= account.debits_posted <= ACCOUNT_TOTAL_MAX, account
+    assert 0 <= account.credits_pending <= ACCOUNT_TOTAL_MAX, account
+    assert 0 <= account.credits_posted <= ACCOUNT_TOTAL_MAX, account
     assert account.debits_pending + account.debits_posted <= ACCOUNT_TOTAL_MAX, account
     assert account.credits_pending + account.credits_posted <= ACCOUNT_TOTAL_MAX, account
-    if account.flags & AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS:
+    if AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS in account.flags:
         assert account.debits_pending + account.debits_posted <= account.credits_posted, account
 
 
@@ -242,8 +241,13 @@ class _Draft:
     def change(self, account_id: str, delta: BalanceDelta) -> None:
         account = self.account(account_id)
         assert account is not None
-        changed = replace(
-            account,
+        # The constructor, not dataclasses.replace: this runs twice per
+        # transfer and replace costs several times more.
+        changed = AccountBalance(
+            id=account.id,
+            ledger=account.ledger,
+            code=account.code,
+            flags=account.flags,
             debits_pending=account.debits_pending + delta.debits_pending,
             debits_posted=account.debits_posted + delta.debits_posted,
             credits_pending=account.credits_pending + delta.credits_pending,
@@ -278,28 +282,73 @@ def plan_batch(
     and of the pending ids it references. ``last_timestamp_us`` is the newest
     stored timestamp: new ones are strictly greater, so history pages by time.
     """
-    if len(transfers) > BATCH_SIZE_MAX:
-        rejected = [TransferOutcome(t.id, TransferResult.BATCH_TOO_LARGE) for t in transfers]
-        return BatchPlan(outcomes=tuple(rejected))
+    return plan_batches(
+        (transfers,),
+        accounts=accounts,
+        holds=holds,
+        existing=existing,
+        now_us=now_us,
+        last_timestamp_us=last_timestamp_us,
+    )
+
+
+def plan_batches(
+    batches: Sequence[Sequence[NewTransfer]],
+    /,
+    *,
+    accounts: Mapping[str, AccountBalance],
+    holds: Mapping[str, PendingHold],
+    existing: Mapping[str, StoredOutcome],
+    now_us: int,
+    last_timestamp_us: int,
+) -> BatchPlan:
+    """Decide several independent batches in one plan (group commit).
+
+    Each batch is decided exactly as ``plan_batch`` would decide it if it were
+    applied alone, right after the batches before it: it sees their effects,
+    its chains end where the batch ends (a chain left open fails only that
+    batch), and a batch over ``BATCH_SIZE_MAX`` is refused alone. The inputs
+    are those of ``plan_batch`` for all the batches together. The outcomes are
+    the batches' outcomes concatenated in order; split them by batch length.
+    """
+    planned = [batch for batch in batches if len(batch) <= BATCH_SIZE_MAX]
+    # A group is never larger than one maximal batch, so that no database
+    # transaction grows beyond what unbatched calls already produce.
+    assert sum(len(batch) for batch in planned) <= BATCH_SIZE_MAX
     _assert_inputs(accounts, holds, now_us=now_us, last_timestamp_us=last_timestamp_us)
     state = _State(accounts, holds, existing)
     first_timestamp_us = max(now_us, last_timestamp_us + 1)
     expired_count = _expire_holds(state, now_us=now_us, first_timestamp_us=first_timestamp_us)
-    events_timestamp_us = first_timestamp_us + expired_count
-    assert events_timestamp_us + len(transfers) <= TIMESTAMP_US_MAX
+    batch_timestamp_us = first_timestamp_us + expired_count
+    outcomes: list[TransferOutcome] = []
+    for batch in batches:
+        if len(batch) > BATCH_SIZE_MAX:
+            outcomes.extend(TransferOutcome(t.id, TransferResult.BATCH_TOO_LARGE) for t in batch)
+            continue
+        outcomes.extend(
+            _plan_one_batch(state, batch, now_us=now_us, timestamp_us=batch_timestamp_us)
+        )
+        batch_timestamp_us += len(batch)
+    assert batch_timestamp_us <= TIMESTAMP_US_MAX
+    plan = _finish(state, accounts, holds, outcomes=outcomes, expired_count=expired_count)
+    _assert_plan(plan, [transfer for batch in batches for transfer in batch])
+    return plan
+
+
+def _plan_one_batch(
+    state: _State, transfers: Sequence[NewTransfer], *, now_us: int, timestamp_us: int
+) -> list[TransferOutcome]:
+    """Each transfer may take the timestamp ``timestamp_us`` + its index."""
     outcomes: list[TransferOutcome] = []
     for start, chain, is_open in _chains(transfers):
         if is_open:
             outcomes.extend(_open_chain_outcomes(state, chain))
         else:
             outcomes.extend(
-                _plan_chain(
-                    state, chain, now_us=now_us, first_timestamp_us=events_timestamp_us + start
-                )
+                _plan_chain(state, chain, now_us=now_us, first_timestamp_us=timestamp_us + start)
             )
-    plan = _finish(state, accounts, holds, outcomes=outcomes, expired_count=expired_count)
-    _assert_plan(plan, transfers)
-    return plan
+    assert len(outcomes) == len(transfers)
+    return outcomes
 
 
 def _assert_inputs(
@@ -324,7 +373,7 @@ def _chains(
     """Each chain with its start index and whether the batch left it open."""
     start = 0
     for index, transfer in enumerate(transfers):
-        if not transfer.flags & TransferFlags.LINKED:
+        if TransferFlags.LINKED not in transfer.flags:
             yield start, transfers[start : index + 1], False
             start = index + 1
     if start < len(transfers):
@@ -459,7 +508,7 @@ def _check_against_state(
         return TransferResult.ACCOUNTS_HAVE_DIFFERENT_LEDGERS, None
     if transfer.ledger != debit.ledger:
         return TransferResult.TRANSFER_LEDGER_MISMATCH, None
-    if transfer.flags & (TransferFlags.POST_PENDING | TransferFlags.VOID_PENDING):
+    if TransferFlags.POST_PENDING in transfer.flags or TransferFlags.VOID_PENDING in transfer.flags:
         return _check_hold(draft, transfer, now_us=now_us)
     return _check_balances(debit, credit, transfer.amount), None
 
@@ -484,9 +533,9 @@ def _check_hold(
         return TransferResult.PENDING_TRANSFER_ALREADY_VOIDED, None
     if hold.status is PendingStatus.EXPIRED or hold.is_past_deadline(now_us):
         return TransferResult.PENDING_TRANSFER_EXPIRED, None
-    if transfer.flags & TransferFlags.POST_PENDING and transfer.amount > hold.amount:
+    if TransferFlags.POST_PENDING in transfer.flags and transfer.amount > hold.amount:
         return TransferResult.PENDING_AMOUNT_EXCEEDED, None
-    if transfer.flags & TransferFlags.VOID_PENDING and transfer.amount != hold.amount:
+    if TransferFlags.VOID_PENDING in transfer.flags and transfer.amount != hold.amount:
         return TransferResult.PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT, None
     return TransferResult.OK, hold
 
@@ -497,7 +546,7 @@ def _check_balances(debit: AccountBalance, credit: AccountBalance, amount: int) 
         return TransferResult.OVERFLOWS_DEBITS
     if credit.credits_pending + credit.credits_posted + amount > ACCOUNT_TOTAL_MAX:
         return TransferResult.OVERFLOWS_CREDITS
-    must_not_exceed = debit.flags & AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
+    must_not_exceed = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS in debit.flags
     if must_not_exceed and debits_total + amount > debit.credits_posted:
         return TransferResult.EXCEEDS_CREDITS
     return TransferResult.OK
@@ -507,13 +556,13 @@ def _apply(
     draft: _Draft, transfer: NewTransfer, hold: PendingHold | None, *, timestamp_us: int
 ) -> None:
     amount = transfer.amount
-    if transfer.flags & TransferFlags.POST_PENDING:
+    if TransferFlags.POST_PENDING in transfer.flags:
         assert hold is not None
         _resolve(draft, hold, PendingStatus.POSTED, posted_amount=amount)
-    elif transfer.flags & TransferFlags.VOID_PENDING:
+    elif TransferFlags.VOID_PENDING in transfer.flags:
         assert hold is not None
         _resolve(draft, hold, PendingStatus.VOIDED, posted_amount=0)
-    elif transfer.flags & TransferFlags.PENDING:
+    elif TransferFlags.PENDING in transfer.flags:
         draft.change(transfer.debit_account_id, BalanceDelta(debits_pending=amount))
         draft.change(transfer.credit_account_id, BalanceDelta(credits_pending=amount))
         draft.holds[transfer.id] = _new_hold(transfer, timestamp_us=timestamp_us)

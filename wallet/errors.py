@@ -7,7 +7,12 @@ invariant::
 
     WalletError
      ├── LedgerUnavailable     the database failed or is unreachable (reason, attempts)
-     │    └── LedgerConflict   a concurrent transaction won a race: retry the unit of work
+     │    ├── LedgerConflict   a concurrent transaction won a race: retry the unit of work
+     │    ├── LedgerOverloaded the batching writer's queue stayed full (queue_transfers_max,
+     │    │                    waited_s): nothing was applied
+     │    ├── LedgerTimeout    no reply in time (timeout_s): the transfers may have been
+     │    │                    applied; retry with the same ids to learn their outcomes
+     │    └── LedgerClosed     the batching writer is closing or closed (state): nothing applied
      ├── LedgerRejected        the database refused a write (CHECK, trigger): a bug or tampering
      ├── InvariantViolation    the stored ledger is inconsistent (violations)
      ├── UnsupportedDatabase   a URL the wallet cannot use (scheme, reason)
@@ -24,8 +29,11 @@ from collections.abc import Sequence
 
 __all__ = [
     "InvariantViolation",
+    "LedgerClosed",
     "LedgerConflict",
+    "LedgerOverloaded",
     "LedgerRejected",
+    "LedgerTimeout",
     "LedgerUnavailable",
     "MigrationFailed",
     "UnsupportedDatabase",
@@ -48,6 +56,40 @@ class LedgerUnavailable(WalletError):
 class LedgerConflict(LedgerUnavailable):
     """A deadlock, serialization failure, busy database or duplicate insert
     race. Nothing was written; running the same unit of work again is safe."""
+
+
+class LedgerOverloaded(LedgerUnavailable):
+    """Backpressure: the batching writer's queue had no room for the call's
+    transfers within its timeout. Nothing was applied; retry later."""
+
+    def __init__(self, /, *, queue_transfers_max: int, waited_s: float) -> None:
+        super().__init__(
+            f"the batching queue stayed full ({queue_transfers_max} transfers) "
+            f"for {waited_s:.3f} s; nothing was applied"
+        )
+        self.queue_transfers_max = queue_transfers_max
+        self.waited_s = waited_s
+
+
+class LedgerTimeout(LedgerUnavailable):
+    """The call's transfers were queued but no reply came within its timeout.
+    They may have been applied: retry with the same ids to get the outcomes."""
+
+    def __init__(self, /, *, timeout_s: float) -> None:
+        super().__init__(
+            f"no reply within {timeout_s:.3f} s; the transfers may have been applied, "
+            "retry with the same ids"
+        )
+        self.timeout_s = timeout_s
+
+
+class LedgerClosed(LedgerUnavailable):
+    """The batching writer is closing or closed and takes no new transfers.
+    Nothing of the refused call was applied."""
+
+    def __init__(self, /, *, state: str) -> None:
+        super().__init__(f"the batching writer is {state}; nothing was applied")
+        self.state = state
 
 
 class LedgerRejected(WalletError):
@@ -73,7 +115,8 @@ class UnsupportedDatabase(WalletError):
 
 
 class ValueOutOfRange(WalletError):
-    def __init__(self, name: str, value: int, /, *, minimum: int, maximum: int) -> None:
+    # Floats for timeouts; every amount and count is an int.
+    def __init__(self, name: str, value: float, /, *, minimum: float, maximum: float) -> None:
         super().__init__(f"{name} must be within {minimum}..{maximum}, got {value}")
         self.name = name
         self.value = value

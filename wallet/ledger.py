@@ -15,7 +15,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wallet import queries
-from wallet.core import BatchPlan, plan_accounts, plan_batch, release_expired
+from wallet.core import BatchPlan, plan_accounts, plan_batch, plan_batches, release_expired
 from wallet.database import read_transaction, run_transaction, translated_errors
 from wallet.errors import ValueOutOfRange
 from wallet.limits import (
@@ -94,15 +94,59 @@ class SqlLedger:
             return [TransferOutcome(t.id, TransferResult.BATCH_TOO_LARGE) for t in transfers]
 
         async def work(connection: AsyncConnection) -> list[TransferOutcome]:
-            plan = await self._plan(connection, transfers, now_us=self._now_us())
-            await queries.write_plan(connection, plan)
-            return list(plan.outcomes)
+            [outcomes] = await self._apply_batches(connection, [transfers])
+            return outcomes
 
         return await self._write(work, connection)
 
+    async def create_transfer_batches(
+        self, batches: Sequence[Sequence[NewTransfer]], /
+    ) -> list[list[TransferOutcome]]:
+        """Apply several independent batches in one transaction (group commit).
+
+        Each batch gets exactly the outcomes ``create_transfers`` would give
+        it if the batches were applied one after the other, in order: its
+        chains end where it ends, and a chain of one batch that fails leaves
+        the others untouched. Together the batches hold at most
+        ``BATCH_SIZE_MAX`` transfers (not counting a batch that is itself too
+        large, which is refused alone). ``BatchingLedger`` is the caller.
+        """
+        planned_size = sum(len(batch) for batch in batches if len(batch) <= BATCH_SIZE_MAX)
+        if planned_size > BATCH_SIZE_MAX:
+            raise ValueOutOfRange(
+                "transfers in the batches", planned_size, minimum=0, maximum=BATCH_SIZE_MAX
+            )
+        if planned_size == 0:
+            return [_unplanned_outcomes(batch) for batch in batches]
+
+        async def work(connection: AsyncConnection) -> list[list[TransferOutcome]]:
+            return await self._apply_batches(connection, batches)
+
+        return await run_transaction(self._engine, work)
+
+    async def _apply_batches(
+        self, connection: AsyncConnection, batches: Sequence[Sequence[NewTransfer]]
+    ) -> list[list[TransferOutcome]]:
+        plan = await self._plan(connection, batches, now_us=self._now_us())
+        await queries.write_plan(connection, plan)
+        outcomes: list[list[TransferOutcome]] = []
+        start = 0
+        for batch in batches:
+            outcomes.append(list(plan.outcomes[start : start + len(batch)]))
+            start += len(batch)
+        assert start == len(plan.outcomes)
+        return outcomes
+
     async def _plan(
-        self, connection: AsyncConnection, transfers: Sequence[NewTransfer], *, now_us: int
+        self,
+        connection: AsyncConnection,
+        batches: Sequence[Sequence[NewTransfer]],
+        *,
+        now_us: int,
     ) -> BatchPlan:
+        transfers = [
+            transfer for batch in batches if len(batch) <= BATCH_SIZE_MAX for transfer in batch
+        ]
         account_ids = {
             account_id
             for transfer in transfers
@@ -132,8 +176,8 @@ class SqlLedger:
         transfer_ids = {t.id for t in transfers if len(t.id) <= ID_LENGTH_MAX}
         existing = await queries.select_stored_outcomes(connection, transfer_ids | pending_ids)
         last_timestamp_us = await queries.select_last_timestamp(connection)
-        return plan_batch(
-            transfers,
+        return plan_batches(
+            batches,
             accounts=accounts,
             holds=holds,
             existing=existing,
@@ -246,6 +290,12 @@ class SqlLedger:
                 return await work(connection)
         async with read_transaction(self._engine) as read_connection:
             return await work(read_connection)
+
+
+def _unplanned_outcomes(batch: Sequence[NewTransfer]) -> list[TransferOutcome]:
+    # Only an empty batch or one that is too large is never planned.
+    assert len(batch) == 0 or len(batch) > BATCH_SIZE_MAX
+    return [TransferOutcome(t.id, TransferResult.BATCH_TOO_LARGE) for t in batch]
 
 
 def _recheck_account(

@@ -12,6 +12,13 @@ __all__ = [
     "ACCOUNT_TOTAL_MAX",
     "ACCOUNT_TRANSFERS_LIMIT_DEFAULT",
     "ACCOUNT_TRANSFERS_LIMIT_MAX",
+    "BATCHING_CALL_TIMEOUT_S_DEFAULT",
+    "BATCHING_CALL_TIMEOUT_S_MAX",
+    "BATCHING_CLOSE_TIMEOUT_S_DEFAULT",
+    "BATCHING_GROUP_SIZE_DEFAULT",
+    "BATCHING_QUEUE_TRANSFERS_DEFAULT",
+    "BATCHING_QUEUE_TRANSFERS_MAX",
+    "BATCHING_WAITING_CALLS_MAX",
     "BATCH_SIZE_MAX",
     "DATABASE_CONNECT_TIMEOUT_S",
     "DATABASE_POOL_OVERFLOW_MAX",
@@ -22,7 +29,6 @@ __all__ = [
     "EXPIRY_BATCH_SIZE_MAX",
     "ID_LENGTH_MAX",
     "PENDING_TIMEOUT_S_MAX",
-    "QUERY_PARAMETERS_MAX",
     "SQLITE_BUSY_TIMEOUT_MS",
     "TIMESTAMP_US_MAX",
     "TRANSACTION_ATTEMPTS_MAX",
@@ -49,6 +55,24 @@ TRANSFER_AMOUNT_MAX = 10**15
 # transfers (or creates this many accounts).
 BATCH_SIZE_MAX = 8190
 
+# The batching writer (``wallet.batching``). One database transaction (a
+# group) applies many callers' batches; a group holds at most
+# ``BATCH_SIZE_MAX`` transfers, so it is never larger than one maximal
+# unbatched call. The default group size is where throughput stopped growing
+# on SQLite (bench/ledger.py); larger groups only add latency.
+BATCHING_GROUP_SIZE_DEFAULT = 2048
+# Transfers waiting for the writer; a caller waits for room (within its
+# timeout) and is then refused with ``LedgerOverloaded``.
+BATCHING_QUEUE_TRANSFERS_DEFAULT = 4 * BATCH_SIZE_MAX
+BATCHING_QUEUE_TRANSFERS_MAX = 64 * BATCH_SIZE_MAX
+# Calls waiting for room; beyond this a call is refused at once.
+BATCHING_WAITING_CALLS_MAX = 10_000
+# How long one call may wait in all (for room in the queue, then for its
+# reply), and how long closing may take to drain the queue.
+BATCHING_CALL_TIMEOUT_S_DEFAULT = 30
+BATCHING_CALL_TIMEOUT_S_MAX = 600
+BATCHING_CLOSE_TIMEOUT_S_DEFAULT = 60
+
 # A pending transfer (an escrow hold) may wait at most a year before it expires.
 PENDING_TIMEOUT_S_MAX = 366 * 24 * 60 * 60
 
@@ -58,10 +82,6 @@ ACCOUNT_TRANSFERS_LIMIT_DEFAULT = 100
 ACCOUNT_TRANSFERS_LIMIT_MAX = 1000
 EXPIRY_BATCH_SIZE_DEFAULT = 1000
 EXPIRY_BATCH_SIZE_MAX = BATCH_SIZE_MAX
-
-# Ids per ``IN (...)`` list: SQLite and asyncpg both cap bound parameters per
-# statement (32766 and 32767), so long id lists are queried in chunks.
-QUERY_PARAMETERS_MAX = 500
 
 # Retrying a transaction that lost a race (PostgreSQL deadlock or
 # serialization failure, SQLite busy): attempts and the jittered backoff.
@@ -89,9 +109,17 @@ assert PENDING_TIMEOUT_S_MAX * 1_000_000 < TIMESTAMP_US_MAX // 2
 assert ACCOUNT_LOOKUP_SIZE_MAX >= 2 * BATCH_SIZE_MAX
 assert 0 < ACCOUNT_TRANSFERS_LIMIT_DEFAULT <= ACCOUNT_TRANSFERS_LIMIT_MAX
 assert 0 < EXPIRY_BATCH_SIZE_DEFAULT <= EXPIRY_BATCH_SIZE_MAX <= BATCH_SIZE_MAX
-assert 0 < QUERY_PARAMETERS_MAX <= 32766 // 2
 assert TRANSACTION_ATTEMPTS_MAX >= 1
 assert 0 < TRANSACTION_RETRY_DELAY_BASE_MS <= TRANSACTION_RETRY_DELAY_MAX_MS
+assert 0 < BATCHING_GROUP_SIZE_DEFAULT <= BATCH_SIZE_MAX
+# Any single call (at most ``BATCH_SIZE_MAX`` transfers) fits an empty queue.
+assert BATCH_SIZE_MAX <= BATCHING_QUEUE_TRANSFERS_DEFAULT <= BATCHING_QUEUE_TRANSFERS_MAX
+assert BATCHING_WAITING_CALLS_MAX > 0
+# By default a call waits at least as long as one slow statement of its group
+# may take, so a slow but healthy database does not time callers out.
+assert DATABASE_STATEMENT_TIMEOUT_S <= BATCHING_CALL_TIMEOUT_S_DEFAULT
+assert BATCHING_CALL_TIMEOUT_S_DEFAULT <= BATCHING_CALL_TIMEOUT_S_MAX
+assert BATCHING_CALL_TIMEOUT_S_DEFAULT <= BATCHING_CLOSE_TIMEOUT_S_DEFAULT
 # SQLite waits for the write lock inside one statement; a statement timeout
 # shorter than that wait would cut it short.
 assert SQLITE_BUSY_TIMEOUT_MS <= DATABASE_STATEMENT_TIMEOUT_S * 1000

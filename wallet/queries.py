@@ -6,10 +6,24 @@ works on SQLite and PostgreSQL alike. Rows are checked right after reading.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+import json
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Insert, Row, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Insert,
+    Row,
+    String,
+    any_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,7 +33,6 @@ from wallet.core import (
     StoredOutcome,
     assert_account_valid,
 )
-from wallet.limits import QUERY_PARAMETERS_MAX
 from wallet.model import (
     AccountBalance,
     AccountCode,
@@ -58,11 +71,23 @@ _pending = ledger_pending_transfers.c
 _failed = ledger_failed_transfers.c
 
 
-def _chunks(ids: Collection[str]) -> Iterator[list[str]]:
-    # Sorted, so that chunked row locks are still taken in id order.
-    ordered = sorted(set(ids))
-    for start in range(0, len(ordered), QUERY_PARAMETERS_MAX):
-        yield ordered[start : start + QUERY_PARAMETERS_MAX]
+def _among(
+    connection: AsyncConnection, column: ColumnElement[str], ids: Collection[str], /
+) -> ColumnElement[bool]:
+    """``column IN ids``, with the whole list bound as one parameter.
+
+    An expanded ``IN (?, ?, ...)`` costs SQLAlchemy work per id on every
+    execution, changes the statement's text with the list's length (so
+    neither database can reuse the prepared statement) and must be cut into
+    chunks under the drivers' cap of about 32,766 parameters. As one
+    parameter the list has no such cap: PostgreSQL binds an array
+    (``= ANY(:ids)``), SQLite a JSON array it reads with ``json_each``.
+    Measured on 1,000 ids: about a third of the time of chunked ``IN`` lists.
+    """
+    if connection.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(String)))
+    listed = func.json_each(bindparam(None, json.dumps(list(ids)), type_=String))
+    return column.in_(select(listed.table_valued("value").c.value))
 
 
 def _account_from_row(row: Row[Any]) -> AccountBalance:
@@ -88,13 +113,14 @@ async def select_accounts(
     SQLite ignores ``FOR UPDATE``: its ``BEGIN IMMEDIATE`` already holds the
     database's only write lock.
     """
+    query = select(ledger_accounts).where(_among(connection, _accounts.id, ids))
+    # In id order, so that PostgreSQL takes the row locks in id order.
+    query = query.order_by(_accounts.id)
+    if lock:
+        query = query.with_for_update()
     accounts: dict[str, AccountBalance] = {}
-    for chunk in _chunks(ids):
-        query = select(ledger_accounts).where(_accounts.id.in_(chunk)).order_by(_accounts.id)
-        if lock:
-            query = query.with_for_update()
-        for row in await connection.execute(query):
-            accounts[row.id] = _account_from_row(row)
+    for row in await connection.execute(query):
+        accounts[row.id] = _account_from_row(row)
     return accounts
 
 
@@ -103,15 +129,14 @@ async def select_account_definitions(
 ) -> dict[str, NewAccount]:
     definitions: dict[str, NewAccount] = {}
     columns = (_accounts.id, _accounts.ledger, _accounts.code, _accounts.flags)
-    for chunk in _chunks(ids):
-        query = select(*columns).where(_accounts.id.in_(chunk))
-        for row in await connection.execute(query):
-            definitions[row.id] = NewAccount(
-                id=row.id,
-                ledger=LedgerId(row.ledger),
-                code=AccountCode(row.code),
-                flags=AccountFlags(row.flags),
-            )
+    query = select(*columns).where(_among(connection, _accounts.id, ids))
+    for row in await connection.execute(query):
+        definitions[row.id] = NewAccount(
+            id=row.id,
+            ledger=LedgerId(row.ledger),
+            code=AccountCode(row.code),
+            flags=AccountFlags(row.flags),
+        )
     return definitions
 
 
@@ -176,11 +201,38 @@ def _hold_from_row(row: Row[Any]) -> PendingHold:
 async def select_holds(
     connection: AsyncConnection, ids: Collection[str], /
 ) -> dict[str, PendingHold]:
-    holds: dict[str, PendingHold] = {}
-    for chunk in _chunks(ids):
-        for row in await connection.execute(_holds_query().where(_pending.id.in_(chunk))):
-            holds[row.id] = _hold_from_row(row)
-    return holds
+    if not ids:
+        return {}
+    query = _holds_query().where(_among(connection, _pending.id, ids))
+    return {row.id: _hold_from_row(row) for row in await connection.execute(query)}
+
+
+def _expired_holds_query(now_us: int) -> Any:
+    """The open holds past their deadline, to be filtered by account.
+
+    They come from the partial index first, then their transfers by primary
+    key, then the account filter. Left to itself SQLite starts from the
+    account indexes instead, which reads the whole history of every account
+    named (measured: a batch's cost grew with the ledger's age). A
+    materialized CTE fixes the order on both databases; its cost is the
+    number of expired holds not yet voided, which the sweeper keeps small.
+    """
+    deadline_passed = (
+        select(_pending.id, _pending.status, _pending.expires_at_us)
+        .where(_pending.status == PendingStatus.PENDING.value, _pending.expires_at_us <= now_us)
+        .cte("expired_holds")
+        .prefix_with("MATERIALIZED")
+    )
+    return select(
+        deadline_passed.c.id,
+        _transfers.debit_account_id,
+        _transfers.credit_account_id,
+        _transfers.amount,
+        _transfers.ledger,
+        deadline_passed.c.status,
+        deadline_passed.c.expires_at_us,
+        _transfers.user_data,
+    ).select_from(deadline_passed.join(ledger_transfers, _transfers.id == deadline_passed.c.id))
 
 
 async def select_expired_holds(
@@ -200,14 +252,14 @@ async def select_expired_holds(
         assert limit is not None and limit > 0
         query = expired.order_by(_pending.expires_at_us, _pending.id).limit(limit)
         return [_hold_from_row(row) for row in await connection.execute(query)]
-    holds: dict[str, PendingHold] = {}
-    for chunk in _chunks(account_ids):
-        touching = or_(
-            _transfers.debit_account_id.in_(chunk), _transfers.credit_account_id.in_(chunk)
-        )
-        for row in await connection.execute(expired.where(touching)):
-            holds[row.id] = _hold_from_row(row)
-    return list(holds.values())
+    if not account_ids:
+        return []
+    touching = or_(
+        _among(connection, _transfers.debit_account_id, account_ids),
+        _among(connection, _transfers.credit_account_id, account_ids),
+    )
+    query = _expired_holds_query(now_us).where(touching)
+    return [_hold_from_row(row) for row in await connection.execute(query)]
 
 
 def _record_from_row(row: Row[Any]) -> TransferRecord:
@@ -233,17 +285,18 @@ async def select_stored_outcomes(
 ) -> dict[str, StoredOutcome]:
     """What was decided earlier for ``ids``: applied transfers and stored failures."""
     outcomes: dict[str, StoredOutcome] = {}
-    for chunk in _chunks(ids):
-        applied = select(ledger_transfers).where(_transfers.id.in_(chunk))
-        for row in await connection.execute(applied):
-            record = _record_from_row(row)
-            fingerprint = transfer_fingerprint(record.as_new_transfer())
-            outcomes[row.id] = StoredOutcome(TransferResult.OK, fingerprint, record.timestamp_us)
-        failed = select(ledger_failed_transfers).where(_failed.id.in_(chunk))
-        for row in await connection.execute(failed):
-            assert row.id not in outcomes, "an id is either applied or failed"
-            result = TransferResult(row.result)
-            outcomes[row.id] = StoredOutcome(result, row.fingerprint, row.timestamp_us)
+    if not ids:
+        return outcomes
+    applied = select(ledger_transfers).where(_among(connection, _transfers.id, ids))
+    for row in await connection.execute(applied):
+        record = _record_from_row(row)
+        fingerprint = transfer_fingerprint(record.as_new_transfer())
+        outcomes[row.id] = StoredOutcome(TransferResult.OK, fingerprint, record.timestamp_us)
+    failed = select(ledger_failed_transfers).where(_among(connection, _failed.id, ids))
+    for row in await connection.execute(failed):
+        assert row.id not in outcomes, "an id is either applied or failed"
+        result = TransferResult(row.result)
+        outcomes[row.id] = StoredOutcome(result, row.fingerprint, row.timestamp_us)
     return outcomes
 
 

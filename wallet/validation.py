@@ -9,7 +9,7 @@ first answer even after the state changed.
 from __future__ import annotations
 
 import hashlib
-import json
+from json.encoder import encode_basestring_ascii as _json_string
 
 from wallet.limits import (
     ID_LENGTH_MAX,
@@ -61,6 +61,7 @@ STORED_RESULTS = frozenset(
     }
 )
 
+_FINGERPRINT_PREFIX = b"wallet.transfer.v1:"
 _RESOLVING_FLAGS = TransferFlags.POST_PENDING | TransferFlags.VOID_PENDING
 _KIND_FLAGS = TransferFlags.PENDING | _RESOLVING_FLAGS
 
@@ -85,7 +86,7 @@ def validate_transfer(transfer: NewTransfer, /) -> TransferResult:
         return TransferResult.ID_RESERVED
     if int(transfer.flags) & ~int(TRANSFER_FLAGS_KNOWN):
         return TransferResult.FLAGS_INVALID
-    if int(transfer.flags & _KIND_FLAGS).bit_count() > 1:
+    if (int(transfer.flags) & int(_KIND_FLAGS)).bit_count() > 1:
         return TransferResult.FLAGS_ARE_MUTUALLY_EXCLUSIVE
     result = _validate_pending_id(transfer)
     if result is TransferResult.OK:
@@ -96,7 +97,7 @@ def validate_transfer(transfer: NewTransfer, /) -> TransferResult:
 
 
 def _validate_pending_id(transfer: NewTransfer) -> TransferResult:
-    if transfer.flags & _RESOLVING_FLAGS:
+    if int(transfer.flags) & int(_RESOLVING_FLAGS):
         if transfer.pending_id is None:
             return TransferResult.PENDING_ID_REQUIRED
         if not _id_valid(transfer.pending_id):
@@ -111,7 +112,7 @@ def _validate_pending_id(transfer: NewTransfer) -> TransferResult:
 def _validate_timeout(transfer: NewTransfer) -> TransferResult:
     if transfer.timeout_s < 0:
         return TransferResult.TIMEOUT_MUST_NOT_BE_NEGATIVE
-    if transfer.timeout_s > 0 and not transfer.flags & TransferFlags.PENDING:
+    if transfer.timeout_s > 0 and TransferFlags.PENDING not in transfer.flags:
         return TransferResult.TIMEOUT_RESERVED_FOR_PENDING
     if transfer.timeout_s > PENDING_TIMEOUT_S_MAX:
         return TransferResult.TIMEOUT_EXCEEDS_LIMIT
@@ -135,22 +136,25 @@ def _validate_accounts_and_amount(transfer: NewTransfer) -> TransferResult:
 
 
 def transfer_fingerprint(transfer: NewTransfer, /) -> str:
-    """A digest of every field but the id: equal digests mean a true retry."""
-    fields = [
-        transfer.debit_account_id,
-        transfer.credit_account_id,
-        transfer.amount,
-        int(transfer.ledger),
-        int(transfer.code),
-        int(transfer.flags),
-        transfer.pending_id,
-        transfer.timeout_s,
-        transfer.user_data,
-    ]
-    # JSON of a list of ints, strings and null is canonical with these
-    # options, and keeps field boundaries unambiguous whatever the ids contain.
-    encoded = json.dumps(fields, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(b"wallet.transfer.v1:" + encoded.encode("ascii")).hexdigest()
+    """A digest of every field but the id: equal digests mean a true retry.
+
+    The digest is over the compact, ASCII-only JSON of the list of fields
+    ``[debit_account_id, credit_account_id, amount, ledger, code, flags,
+    pending_id, timeout_s, user_data]``, which is canonical for strings, ints
+    and null, and keeps field boundaries unambiguous whatever the ids contain.
+    The JSON is assembled here with the very string encoder ``json.dumps``
+    uses (the list form costs several times more, and this runs for every
+    transfer); a test pins the digests to ``json.dumps``, since stored
+    failures keep theirs forever.
+    """
+    pending_id = "null" if transfer.pending_id is None else _json_string(transfer.pending_id)
+    encoded = (
+        f"[{_json_string(transfer.debit_account_id)},{_json_string(transfer.credit_account_id)},"
+        f"{transfer.amount:d},{int(transfer.ledger):d},{int(transfer.code):d},"
+        f"{int(transfer.flags):d},{pending_id},{transfer.timeout_s:d},"
+        f"{_json_string(transfer.user_data)}]"
+    )
+    return hashlib.sha256(_FINGERPRINT_PREFIX + encoded.encode("ascii")).hexdigest()
 
 
 def expiry_transfer_id(pending_id: str, /) -> str:
