@@ -1,8 +1,8 @@
 """The human portal: accounts, agent linking, Stripe top-ups and payouts, budgets, dashboards.
 
 Layers, from the edge in: ``web`` (FastAPI pages, the Stripe webhook and
-``/api/v1``: decode, call, map errors) and ``link_service`` (the NATS
-endpoint agents sign link codes to) → the use cases (``accounts``,
+``/api/v1``: decode, call, map errors) and ``agent_service`` (the NATS
+endpoints agents sign link codes and cash-out requests to) → the use cases (``accounts``,
 ``linking``, ``topups``, ``payouts``, ``controls``, ``transfers``,
 ``api_tokens``, ``operator``, ``reports``), each one database transaction
 that moves money only through ``wallet`` → the pure rules (``money``,

@@ -31,6 +31,7 @@ __all__ = [
     "checked_label",
     "issue_link_code",
     "link_agent",
+    "link_of",
     "linked_agent_ids",
     "linked_agents",
     "owner_of",
@@ -231,6 +232,11 @@ async def owner_of(connection: AsyncConnection, user: User, agent_id: str, /) ->
     if link is None or link.user_id != user.user_id:
         raise NotFound("linked agent")
     return link
+
+
+async def link_of(connection: AsyncConnection, agent_id: str, /) -> LinkedAgent | None:
+    """The agent's link to its human, if it has one."""
+    return await _link_row(connection, agent_id)
 
 
 async def _link_row(connection: AsyncConnection, agent_id: str) -> LinkedAgent | None:

@@ -61,6 +61,7 @@ from wallet import (
 __all__ = [
     "Payout",
     "PayoutStatus",
+    "allow_agent_cash_out",
     "cash_out_room",
     "connect_onboarding_url",
     "month_of",
@@ -148,20 +149,36 @@ async def refresh_connect_status(context: PortalContext, user: User, /) -> bool:
 
 
 async def request_cash_out(
-    context: PortalContext, user: User, agent_id: str, credits: int, /, *, requested_by: str
+    context: PortalContext,
+    user: User,
+    agent_id: str,
+    credits: int,
+    /,
+    *,
+    requested_by: str,
+    payout_id: str | None = None,
 ) -> Payout:
-    """Hold the credits, pay out through Stripe, then post or void the hold."""
+    """Hold the credits, pay out through Stripe, then post or void the hold.
+
+    With ``payout_id`` (an agent's request, named by its idempotency key) a
+    payout that already exists is returned as it stands instead of repeated.
+    """
     if user.stripe_account_id is None or not user.stripe_payouts_enabled:
         raise Conflict("connect a Stripe account that can receive payouts first")
     if requested_by == "agent" and not user.agent_cash_out_allowed:
         raise PermissionDenied("the agent's owner has not allowed it to cash out by itself")
     destination = user.stripe_account_id
     now_ms = context.now_ms()
-    payout_id = "po_" + uuid.uuid4().hex
+    payout_id = payout_id or "po_" + uuid.uuid4().hex
     month = month_of(now_ms)
 
-    async def hold(connection: AsyncConnection) -> Payout:
+    async def hold(connection: AsyncConnection) -> Payout | None:
         await owner_of(connection, user, agent_id)
+        existing = await _payout_row(connection, payout_id)
+        if existing is not None:
+            if existing.agent_id != agent_id:
+                raise Conflict("this request id names another agent's payout")
+            return None
         controls = await locked_controls(connection, agent_id, now_ms)
         if controls.frozen:
             raise AgentFrozen(agent_id)
@@ -185,7 +202,30 @@ async def request_cash_out(
         return payout
 
     payout = await context.write(hold)
+    if payout is None:
+        existing = await context.read(lambda connection: _payout_row(connection, payout_id))
+        assert existing is not None
+        return existing
     return await _pay(context, payout)
+
+
+async def allow_agent_cash_out(context: PortalContext, user: User, /, *, allowed: bool) -> None:
+    """The standing permission for the user's agents to request cash-outs themselves."""
+
+    async def work(connection: AsyncConnection) -> None:
+        await connection.execute(
+            users.update()
+            .where(users.c.user_id == user.user_id)
+            .values(agent_cash_out_allowed=allowed)
+        )
+
+    await context.write(work)
+
+
+async def _payout_row(connection: AsyncConnection, payout_id: str) -> Payout | None:
+    found = await connection.execute(sa.select(payouts).where(payouts.c.payout_id == payout_id))
+    row = found.mappings().first()
+    return _payout_from_row(dict(row)) if row is not None else None
 
 
 async def _pay(context: PortalContext, payout: Payout) -> Payout:

@@ -1,7 +1,7 @@
 """The portal's composition root: ``PortalServer`` (and ``OfflineStripe`` for offline mode).
 
 ``PortalServer`` opens the database, makes sure the ledger accounts exist,
-builds the context, connects to NATS for the link service (and, with an
+builds the context, connects to NATS for the agents' endpoints (and, with an
 operator key, for resolving disputes), serves the web app with uvicorn in
 the caller's event loop, and retries payouts whose Stripe outcome was
 unknown every minute.
@@ -26,11 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agent_client.keys import AgentKeys
 from agent_client.signing import Clock, SystemClock
 from exchange.ledger_accounts import ensure_platform_accounts
+from human_portal.agent_service import AgentService
 from human_portal.config import PortalConfig, StripeSettings
 from human_portal.context import PortalContext
 from human_portal.http_server import EmbeddedHttpServer
 from human_portal.ledger_accounts import ensure_portal_accounts
-from human_portal.link_service import LinkService
 from human_portal.localstripe_process import (
     OFFLINE_PUBLISHABLE_KEY,
     OFFLINE_SECRET_KEY,
@@ -72,7 +72,7 @@ class PortalServer:
         self._engine: AsyncEngine | None = None
         self._gateway: StripeSdkGateway | None = None
         self._nats: Client | None = None
-        self._links: LinkService | None = None
+        self._agents: AgentService | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._context: PortalContext | None = None
 
@@ -117,8 +117,8 @@ class PortalServer:
                 connect_timeout=NATS_CONNECT_TIMEOUT_S,
                 max_reconnect_attempts=-1,
             )
-            self._links = LinkService(self._nats, self._context)
-            await self._links.start()
+            self._agents = AgentService(self._nats, self._context)
+            await self._agents.start()
             if self._operator_keys is not None:
                 resolver = ExchangeDisputeResolver(self.config.nats_url, self._operator_keys)
         app = create_app(self._context, nats_client=self._nats, resolver=resolver)
@@ -142,9 +142,9 @@ class PortalServer:
                 await self._recovery
             self._recovery = None
         await self._http.stop()
-        if self._links is not None:
-            await self._links.stop()
-            self._links = None
+        if self._agents is not None:
+            await self._agents.stop()
+            self._agents = None
         if self._nats is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._nats.drain()

@@ -24,6 +24,7 @@ from human_portal.money import (
 )
 from human_portal.payouts import (
     Payout,
+    allow_agent_cash_out,
     connect_onboarding_url,
     payouts_of,
     refresh_connect_status,
@@ -202,6 +203,14 @@ def money_routes(web: Web) -> APIRouter:
         session = await web.require_session(request)
         enabled = await refresh_connect_status(context, session.user)
         notice = "connected" if enabled else "not_connected"
+        return RedirectResponse(f"/payouts?notice={notice}", status_code=303)
+
+    @router.post("/payouts/agent-permission")
+    async def agent_permission_form(request: Request) -> Response:
+        session, form = await web.checked_form(request)
+        allowed = form.get("allowed") == "on"
+        await allow_agent_cash_out(context, session.user, allowed=allowed)
+        notice = "agents_allowed" if allowed else "agents_not_allowed"
         return RedirectResponse(f"/payouts?notice={notice}", status_code=303)
 
     @router.post("/payouts")

@@ -8,7 +8,9 @@ monthly maximum hold, also for concurrent requests; that a refused
 transfer voids the hold (and does not count toward the month); that an
 unknown outcome leaves the hold pending until a retry with the same
 idempotency key settles it, paying once; that bad requests change nothing;
-and that the web page walks a human through onboarding and a cash-out.
+that an agent cashes out over NATS only with its human's standing
+permission, once per request id; and that the web page walks a human
+through onboarding, the permission and a cash-out.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from agent_client import ExchangeError
 from human_portal.errors import AgentFrozen, Conflict, InsufficientFunds, LimitExceeded, NotFound
 from human_portal.ledger_accounts import USD_CASH_OUT_FEES_ACCOUNT_ID, USD_STRIPE_ACCOUNT_ID
 from human_portal.operator import freeze_agent
 from human_portal.payouts import (
     PayoutStatus,
+    allow_agent_cash_out,
     connect_onboarding_url,
     refresh_connect_status,
     request_cash_out,
@@ -200,3 +204,43 @@ async def test_the_payouts_page_onboards_and_cashes_out(harness, browser):
     refused = await browser.post("/payouts", agent_id=agent.agent_id, credits="-3")
     assert refused.status_code == 422
     await harness.check_invariants()
+
+
+async def test_an_agent_cashes_out_over_nats_only_with_its_humans_standing_permission(harness):
+    user, agent = await connected_owner(harness)
+    with pytest.raises(ExchangeError) as refused:
+        await agent.cash_out(100, request_id="first-try")
+    assert refused.value.code == "forbidden"
+    assert await payout_rows(harness) == []
+    await allow_agent_cash_out(harness.context, user, allowed=True)
+    paid = await agent.cash_out(150, request_id="month-end")
+    assert (paid.status, paid.credits, paid.net_cents) == ("paid", 150, 1_350)
+    # A retry with the same request id returns the same payout, paid once.
+    again = await agent.cash_out(150, request_id="month-end")
+    assert again.payout_id == paid.payout_id
+    assert len(transfers_of(harness, paid.payout_id)) == 1
+    assert await available(harness, agent.agent_id) == 850 * CREDIT
+    with pytest.raises(ExchangeError) as too_small:
+        await agent.cash_out(99)
+    assert too_small.value.code == "invalid_request"
+    [row] = await payout_rows(harness)
+    assert row["requested_by"] == "agent"
+    await harness.check_invariants()
+
+
+async def test_an_unlinked_agent_cannot_cash_out(harness):
+    stranger = await harness.agent()
+    with pytest.raises(ExchangeError) as refused:
+        await stranger.cash_out(100)
+    assert refused.value.code == "not_found"
+    await harness.check_invariants()
+
+
+async def test_the_payouts_page_sets_the_standing_permission(harness, browser):
+    await browser.sign_up("permits@example.com")
+    await browser.get("/payouts")
+    saved = await browser.post("/payouts/agent-permission", allowed="on")
+    assert saved.headers["location"] == "/payouts?notice=agents_allowed"
+    assert (await harness.user_named("permits@example.com")).agent_cash_out_allowed
+    forged = await browser.client.post("/payouts/agent-permission", data={"allowed": "on"})
+    assert forged.status_code == 403
