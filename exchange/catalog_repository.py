@@ -16,7 +16,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agent_client.limits import PRICE_MILLICREDITS_MAX
 from exchange.errors import ErrorCode, ExchangeError
+from exchange.limits import SEARCH_CANDIDATES_MAX, SEARCH_TEXT_COUNT_MAX
 from exchange.reputation import SettledOutcome, settled_states
 from exchange.schema import (
     contracts,
@@ -26,7 +28,14 @@ from exchange.schema import (
     ratings,
     reputation_buyers,
 )
-from exchange.search import SearchQuery, SearchSort
+from exchange.search import (
+    Filter,
+    SearchPlan,
+    SearchQuery,
+    SearchSort,
+    choose_plan,
+    indexed_filters,
+)
 
 __all__ = [
     "add_listing_revision",
@@ -47,27 +56,6 @@ __all__ = [
 ]
 
 ACTIVE = "active"
-
-# The ORDER BY of each sort; a final listing id makes pages stable. Each
-# matches an index of migration catalog_0001 (read backwards when descending).
-_ORDER_BY: dict[SearchSort, tuple[sa.ColumnElement[Any], ...]] = {
-    SearchSort.PRICE: (listings.c.price_millicredits, listings.c.listing_id),
-    SearchSort.RATING: (
-        listings.c.rating_mean.desc(),
-        listings.c.rating_count.desc(),
-        listings.c.listing_id.desc(),
-    ),
-    SearchSort.SETTLED: (listings.c.settled_count.desc(), listings.c.listing_id.desc()),
-    SearchSort.NEWEST: (listings.c.created_at_ms.desc(), listings.c.listing_id.desc()),
-}
-
-# SQLite's full-text tables (not in exchange.schema: they exist on SQLite only).
-_fts = sa.table("exchange_listings_fts", sa.column("rowid", sa.Integer))
-_search_ids = sa.table(
-    "exchange_listing_search_ids",
-    sa.column("document_id", sa.Integer),
-    sa.column("listing_id", sa.Text),
-)
 
 
 async def get_listing(
@@ -126,47 +114,224 @@ async def listing_revision_rows(
 
 
 async def search_listings(
-    connection: AsyncConnection, query: SearchQuery, /
+    connection: AsyncConnection, query: SearchQuery, /, *, plan: SearchPlan | None = None
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Active listings matching every filter, in the query's order; and whether more follow."""
-    statement = sa.select(listings).where(listings.c.status == ACTIVE)
-    if query.capability is not None:
-        statement = statement.where(listings.c.capability == query.capability)
-    if query.price_min_millicredits is not None:
-        statement = statement.where(listings.c.price_millicredits >= query.price_min_millicredits)
-    if query.price_max_millicredits is not None:
-        statement = statement.where(listings.c.price_millicredits <= query.price_max_millicredits)
-    if query.rating_min is not None:
-        statement = statement.where(listings.c.rating_mean >= query.rating_min)
-    if query.settled_count_min is not None:
-        statement = statement.where(listings.c.settled_count >= query.settled_count_min)
-    for tag in query.tags:
-        tagged = sa.select(listing_tags.c.listing_id).where(listing_tags.c.tag == tag)
-        statement = statement.where(listings.c.listing_id.in_(tagged))
-    if query.text_terms:
-        statement = statement.where(_text_match(connection.dialect.name, query.text_terms))
-    statement = (
-        statement.order_by(*_ORDER_BY[query.sort]).limit(query.limit + 1).offset(query.offset)
-    )
-    rows = [dict(row) for row in (await connection.execute(statement)).mappings()]
+    """Active listings matching every filter, in the query's order; and whether more follow.
+
+    First counts each indexed filter's matches (one round trip, each count
+    stopping at its bound), then runs the search the way :func:`choose_plan`
+    picks. Every plan gives the same answer, only faster or slower; ``plan``
+    pins one (the tests check each against the others).
+    """
+    postgresql = connection.dialect.name == "postgresql"
+    if plan is None:
+        counts, listing_count = await _candidate_counts(connection, query, postgresql=postgresql)
+        plan = choose_plan(
+            counts, listing_count=listing_count, page_end=query.offset + query.limit + 1
+        )
+    search = _SearchSql(query, plan, postgresql=postgresql)
+    result = await connection.execute(sa.text(search.statement()), search.parameters)
+    rows = [dict(row) for row in result.mappings()]
     return rows[: query.limit], len(rows) > query.limit
 
 
-def _text_match(dialect_name: str, terms: Sequence[str]) -> sa.ColumnElement[bool]:
-    """Listings whose capability, description or tags contain every term (stemmed)."""
-    assert terms
-    if dialect_name == "postgresql":
-        return sa.literal_column("exchange_listings.search_document").op("@@")(
-            sa.func.plainto_tsquery(sa.literal_column("'english'::regconfig"), " ".join(terms))
+async def _candidate_counts(
+    connection: AsyncConnection, query: SearchQuery, /, *, postgresql: bool
+) -> tuple[dict[tuple[Filter, str | None], int], int]:
+    """Each indexed filter's matches, counted up to its bound; and, when the
+    text is among them, about how many listings there are (SQLite only)."""
+    filters = indexed_filters(query)
+    if postgresql:
+        # PostgreSQL's planner keeps statistics on text, capability and price
+        # and chooses well; a tag lives in a join table it estimates poorly.
+        filters = [(filter_, tag) for filter_, tag in filters if filter_ is Filter.TAG]
+    if not filters:
+        return {}, 0
+    parameters = _filter_parameters(query)
+    parameters.update(candidates_max=SEARCH_CANDIDATES_MAX, text_count_max=SEARCH_TEXT_COUNT_MAX)
+    columns = []
+    for index, (filter_, tag) in enumerate(filters):
+        if tag is not None:
+            parameters[f"count_tag_{index}"] = tag
+        source = _candidate_source(filter_, f"count_tag_{index}", postgresql=postgresql)
+        bound = ":text_count_max" if filter_ is Filter.TEXT else ":candidates_max"
+        columns.append(f"(SELECT count(*) FROM ({source} LIMIT {bound}) AS counted_{index})")
+    if (Filter.TEXT, None) in filters:
+        # Every listing ever created has a document id, in order: the largest
+        # is the number of listings, read from an index without counting them.
+        columns.append("(SELECT coalesce(max(document_id), 0) FROM exchange_listings)")
+    row = (await connection.execute(sa.text("SELECT " + ", ".join(columns)), parameters)).one()
+    counts = {filter_: int(count) for filter_, count in zip(filters, row, strict=False)}
+    listing_count = int(row[len(filters)]) if len(row) > len(filters) else 0
+    return counts, listing_count
+
+
+def _candidate_source(filter_: Filter, tag_parameter: str, /, *, postgresql: bool) -> str:
+    """The listing ids one filter matches, read through that filter's index."""
+    if filter_ is Filter.TEXT:
+        if postgresql:
+            return f"SELECT listing_id FROM exchange_listings WHERE {_PG_TEXT_MATCH}"
+        # Counted only (a SQLite search starting from the text joins it itself).
+        return "SELECT rowid FROM exchange_listings_fts WHERE exchange_listings_fts MATCH :match"
+    if filter_ is Filter.CAPABILITY:
+        return (
+            "SELECT listing_id FROM exchange_listings "
+            f"WHERE capability = :capability AND status = '{ACTIVE}'"
         )
-    # Each term quoted: terms are letters and digits only (exchange.search), so
-    # no FTS5 operator can reach the match expression.
-    match = " ".join(f'"{term}"' for term in terms)
-    documents = sa.select(_fts.c.rowid).where(
-        sa.literal_column("exchange_listings_fts").op("MATCH")(match)
-    )
-    matching = sa.select(_search_ids.c.listing_id).where(_search_ids.c.document_id.in_(documents))
-    return listings.c.listing_id.in_(matching)
+    if filter_ is Filter.PRICE:
+        return (
+            f"SELECT listing_id FROM exchange_listings WHERE status = '{ACTIVE}' AND {_PRICE_RANGE}"
+        )
+    return f"SELECT listing_id FROM exchange_listing_tags WHERE tag = :{tag_parameter}"
+
+
+# Listings' own columns (PostgreSQL's generated tsvector stays in the database).
+_COLUMNS = ", ".join(f"l.{column.name}" for column in listings.columns)
+_PG_TEXT_MATCH = "search_document @@ plainto_tsquery('english'::regconfig, :words)"
+# A missing bound is the widest one, so one range expression serves all cases.
+_PRICE_RANGE = "price_millicredits >= :price_min AND price_millicredits <= :price_max"
+# Per sort: its index (migration catalog_0001) and the ORDER BY it serves; a
+# final listing id makes pages stable.
+_SORTS = {
+    SearchSort.PRICE: ("exchange_listings_by_price", "l.price_millicredits, l.listing_id"),
+    SearchSort.RATING: (
+        "exchange_listings_by_rating",
+        "l.rating_mean DESC, l.rating_count DESC, l.listing_id DESC",
+    ),
+    SearchSort.SETTLED: (
+        "exchange_listings_by_settled",
+        "l.settled_count DESC, l.listing_id DESC",
+    ),
+    SearchSort.NEWEST: (
+        "exchange_listings_by_created",
+        "l.created_at_ms DESC, l.listing_id DESC",
+    ),
+}
+
+
+def _filter_parameters(query: SearchQuery, /) -> dict[str, Any]:
+    parameters: dict[str, Any] = {
+        "capability": query.capability,
+        "price_min": query.price_min_millicredits or 0,
+        "price_max": query.price_max_millicredits or PRICE_MILLICREDITS_MAX,
+        "rating_min": query.rating_min,
+        "settled_count_min": query.settled_count_min,
+        # Each term quoted: terms are letters and digits only (exchange.search),
+        # so no FTS5 operator can reach the match expression.
+        "match": " ".join(f'"{term}"' for term in query.text_terms),
+        "words": " ".join(query.text_terms),
+    }
+    parameters.update({f"tag_{index}": tag for index, tag in enumerate(query.tags)})
+    return parameters
+
+
+class _SearchSql:
+    """One search as SQL text with bound parameters, following its plan.
+
+    Only fixed fragments and index names from this module reach the text;
+    every value is a bound parameter. SQLite is told its plan (INDEXED BY,
+    and CROSS JOIN, which SQLite never reorders); PostgreSQL starts from a
+    filter through a MATERIALIZED common table expression, which it does not
+    inline, and otherwise plans the walk itself.
+    """
+
+    def __init__(self, query: SearchQuery, plan: SearchPlan, /, *, postgresql: bool) -> None:
+        self.query = query
+        self.plan = plan
+        self.postgresql = postgresql
+        self.parameters = _filter_parameters(query)
+        self.parameters.update(limit=query.limit + 1, offset=query.offset)
+        self.parameters["start_tag"] = plan.tag
+
+    def statement(self) -> str:
+        sort_index, order = _SORTS[self.query.sort]
+        conditions = " AND ".join(self._conditions())
+        if not self.postgresql:
+            return (
+                f"SELECT {_COLUMNS} FROM {self._source(sort_index)} WHERE {conditions} "
+                f"ORDER BY {order} LIMIT :limit OFFSET :offset"
+            )
+        if self.plan.start is not None:
+            candidates = _candidate_source(self.plan.start, "start_tag", postgresql=True)
+            # LATERAL (kept apart by OFFSET 0, which PostgreSQL never flattens):
+            # one primary-key lookup per candidate, never a scan of every
+            # listing to hash-join a few hundred candidates.
+            return (
+                f"WITH candidates AS MATERIALIZED ({candidates}) SELECT {_COLUMNS} "
+                "FROM candidates AS c CROSS JOIN LATERAL (SELECT * FROM exchange_listings "
+                "WHERE listing_id = c.listing_id OFFSET 0) AS l "
+                f"WHERE {conditions} ORDER BY {order} LIMIT :limit OFFSET :offset"
+            )
+        # The page's ids first, then their rows: skipping to a deep offset then
+        # reads only the sort index (an index-only scan), not every skipped row.
+        return (
+            f"SELECT {_COLUMNS} FROM (SELECT l.listing_id FROM exchange_listings AS l "
+            f"WHERE {conditions} ORDER BY {order} LIMIT :limit OFFSET :offset) AS page "
+            f"JOIN exchange_listings AS l ON l.listing_id = page.listing_id ORDER BY {order}"
+        )
+
+    def _source(self, sort_index: str) -> str:
+        """SQLite's FROM clause: the plan spelled out, so the planner cannot pick another."""
+        start = self.plan.start
+        if start is Filter.TEXT:
+            return (
+                "exchange_listings_fts AS f "
+                "CROSS JOIN exchange_listings AS l ON l.document_id = f.rowid"
+            )
+        if start is Filter.TAG:
+            return (
+                "exchange_listing_tags AS t "
+                "CROSS JOIN exchange_listings AS l ON l.listing_id = t.listing_id"
+            )
+        index = {
+            None: sort_index,
+            Filter.CAPABILITY: "exchange_listings_by_capability",
+            Filter.PRICE: "exchange_listings_by_price",
+        }[start]
+        return f"exchange_listings AS l INDEXED BY {index}"
+
+    def _conditions(self) -> list[str]:
+        query, start = self.query, self.plan.start
+        conditions = [f"l.status = '{ACTIVE}'"]
+        if query.capability is not None:
+            conditions.append("l.capability = :capability")
+        if query.price_min_millicredits is not None or query.price_max_millicredits is not None:
+            conditions.append(_PRICE_RANGE.replace("price_millicredits", "l.price_millicredits"))
+        if query.rating_min is not None:
+            conditions.append("l.rating_mean >= :rating_min")
+        if query.settled_count_min is not None:
+            conditions.append("l.settled_count >= :settled_count_min")
+        if query.text_terms:
+            conditions.append(self._text_condition())
+        # The unary plus keeps SQLite from using a membership test as the way
+        # into the table: it stays a test on each listing the plan reaches.
+        membership = "l.listing_id" if self.postgresql else "+l.listing_id"
+        for index, tag in enumerate(query.tags):
+            if start is Filter.TAG and tag == self.plan.tag:
+                if not self.postgresql:
+                    conditions.append("t.tag = :start_tag")
+                continue
+            conditions.append(
+                f"{membership} IN "
+                f"(SELECT listing_id FROM exchange_listing_tags WHERE tag = :tag_{index})"
+            )
+        return conditions
+
+    def _text_condition(self) -> str:
+        if self.postgresql:
+            return "l." + _PG_TEXT_MATCH
+        if self.plan.start is Filter.TEXT:
+            return "f.exchange_listings_fts MATCH :match"
+        if self.plan.probe_text:
+            return (
+                "EXISTS (SELECT 1 FROM exchange_listings_fts AS p "
+                "WHERE p.exchange_listings_fts MATCH :match AND p.rowid = l.document_id)"
+            )
+        # Membership in the set of matching documents, built once per search.
+        return (
+            "+l.document_id IN (SELECT rowid FROM exchange_listings_fts "
+            "WHERE exchange_listings_fts MATCH :match)"
+        )
 
 
 async def insert_rating(connection: AsyncConnection, values: Mapping[str, Any], /) -> None:

@@ -20,6 +20,13 @@ SEARCH_TERMS_MAX: Final = 8
 # A search starts from a filter matching fewer listings than this (fetching
 # and sorting them all), or else walks its sort order; see exchange.search.
 SEARCH_CANDIDATES_MAX: Final = 2_000
+# Full-text matches are counted this far: enough to tell words most listings
+# contain (which a search tests listing by listing, on pages ending within
+# SEARCH_PROBE_PAGE_END_MAX) in a catalog of up to twice this many listings.
+SEARCH_TEXT_COUNT_MAX: Final = 50_000
+SEARCH_PROBE_PAGE_END_MAX: Final = 50
+
+assert SEARCH_CANDIDATES_MAX <= SEARCH_TEXT_COUNT_MAX
 
 # A buyer silent this long after a delivery has accepted it (auto-release).
 REVIEW_WINDOW_DEFAULT_S: Final = 24 * 3600

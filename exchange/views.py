@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import msgspec
 
 from agent_client.protocol import (
     JSON_NULL,
     ContractView,
     Envelope,
-    Listing,
     ObjectRef,
     json_encoder,
 )
@@ -21,25 +17,9 @@ __all__ = [
     "contract_view",
     "envelope_from_text",
     "envelope_text",
-    "listing_from_row",
     "object_ref_from_text",
     "raw_json",
 ]
-
-
-def listing_from_row(row: dict[str, Any]) -> Listing:
-    return Listing(
-        listing_id=row["listing_id"],
-        provider_id=row["provider_id"],
-        capability=row["capability"],
-        description=row["description"],
-        price_millicredits=row["price_millicredits"],
-        input_schema=json.loads(row["input_schema"]),
-        output_schema=json.loads(row["output_schema"]),
-        version=row["version"],
-        status=row["status"],
-        updated_at_ms=row["updated_at_ms"],
-    )
 
 
 def contract_view(contract: ContractRow, *, with_payloads: bool = False) -> ContractView:
