@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from wallet import (
@@ -18,6 +20,10 @@ from wallet import (
     TransferResult,
 )
 from wallet.ledger import wall_clock_us
+
+# What the ``fresh_database`` fixture (tests/wallet/conftest.py) hands out:
+# ``async with fresh_database() as url`` gives a new migrated database.
+FreshDatabase = Callable[[], AbstractAsyncContextManager[str]]
 
 ISSUANCE = "platform:issuance"
 ESCROW = "platform:escrow"

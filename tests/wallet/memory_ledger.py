@@ -21,7 +21,7 @@ from wallet import (
     TransferRecord,
     TransferResult,
 )
-from wallet.core import BatchPlan, PendingHold, StoredOutcome, plan_batch
+from wallet.core import BatchPlan, PendingHold, StoredOutcome, plan_batch, plan_batches
 from wallet.validation import transfer_fingerprint
 
 START_US = 1_700_000_000_000_000
@@ -64,6 +64,20 @@ class MemoryLedger:
         last_timestamp_us = self.records[-1].timestamp_us if self.records else 0
         plan = plan_batch(
             transfers,
+            accounts=self.accounts,
+            holds=self.holds,
+            existing=self.outcomes,
+            now_us=self.now_us,
+            last_timestamp_us=last_timestamp_us,
+        )
+        self.apply(plan)
+        return plan
+
+    def submit_group(self, batches: Sequence[Sequence[NewTransfer]], /) -> BatchPlan:
+        """Several batches in one plan, as the batching writer applies them."""
+        last_timestamp_us = self.records[-1].timestamp_us if self.records else 0
+        plan = plan_batches(
+            batches,
             accounts=self.accounts,
             holds=self.holds,
             existing=self.outcomes,
