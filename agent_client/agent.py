@@ -136,6 +136,7 @@ PORTAL_LINK_SUBJECT_FORMAT = subjects.ROOT + ".portal.{agent_id}.link"
 PORTAL_CASH_OUT_SUBJECT_FORMAT = subjects.ROOT + ".portal.{agent_id}.cash_out"
 PENDING_NOTICES_MAX = 10_000
 UNSERVED_CONTRACTS_MAX = 1_000
+NOTICE_NONCES_MAX = 200_000
 DELIVERY_POLL_INTERVAL_S = 3.0
 
 
@@ -245,6 +246,9 @@ class Agent:
         self._options = options
         self._clock = clock
         self._replay_guard = ReplayGuard()
+        # Notices live days, RFQs seconds: separate caches, so that remembered
+        # notices never crowd out RFQ nonces (or the reverse).
+        self._notice_guard = ReplayGuard(entries_max=NOTICE_NONCES_MAX)
         self._services: dict[str, _Service] = {}
         self._notices = _Notices()
         self._running: set[asyncio.Task[None]] = set()
@@ -1079,9 +1083,9 @@ class Agent:
             return None
         header = verified.document.header
         # JetStream may redeliver; the nonce makes each notice count once.
-        if self._replay_guard.seen(header.issuer, header.nonce):
+        if self._notice_guard.seen(header.issuer, header.nonce):
             return None
-        self._replay_guard.remember(
+        self._notice_guard.remember(
             header.issuer, header.nonce, header.expires_at_ms, now_ms=self._clock.now_ms()
         )
         return verified.document

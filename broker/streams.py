@@ -75,7 +75,8 @@ async def ensure_result_store(js: JetStreamContext, /) -> None:
                 protocol_limits.RESULT_BUCKET,
                 config=ObjectStoreConfig(
                     description="Agent Exchange results too large to send inline",
-                    ttl=protocol_limits.NOTICE_LIFETIME_MAX_S,
+                    # As long as the contract that points to the object is evidence.
+                    ttl=protocol_limits.CONTRACT_RECORD_LIFETIME_S,
                     max_bytes=RESULT_STORE_BYTES_MAX,
                     storage=StorageType.FILE,
                 ),

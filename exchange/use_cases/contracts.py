@@ -344,17 +344,22 @@ class ContractUseCases:
         return await self._transition(request.contract_id, provider_id, ContractEvent.DELIVER, step)
 
     async def _result_bytes(self, request: Deliver) -> bytes:
-        """The exact result bytes: inline, or read from the object store."""
+        """The exact result bytes (inline, or read from the object store), checked to be
+        JSON, and a JSON string when sealed."""
         if request.result_ref is None:
             result_bytes = bytes(request.result)
             if len(result_bytes) > protocol_limits.RESULT_BYTES_MAX:
                 raise ExchangeError(ErrorCode.PAYLOAD_TOO_LARGE, "too large inline: use the store")
-            return result_bytes
-        if self._context.results is None:
-            raise ExchangeError(
-                ErrorCode.INVALID_REQUEST, "this exchange takes inline results only"
-            )
-        return await self._context.results.fetch(request.result_ref)
+        elif self._context.results is None:
+            raise ExchangeError(ErrorCode.INVALID_REQUEST, "this worker takes inline results only")
+        else:
+            result_bytes = await self._context.results.fetch(request.result_ref)
+        try:
+            msgspec.json.decode(result_bytes, type=str if request.sealed else Any)
+        except msgspec.DecodeError as exc:
+            expected = "a JSON string (sealed)" if request.sealed else "JSON"
+            raise ExchangeError(ErrorCode.INVALID_REQUEST, f"the result is not {expected}") from exc
+        return result_bytes
 
     async def accept_delivery(self, buyer_id: str, request: AcceptDelivery, /) -> ContractView:
         """Release the held price: provider gets price − fee, the platform the fee."""
@@ -394,9 +399,22 @@ class ContractUseCases:
 
         async def work(connection: AsyncConnection) -> ContractRow | None:
             contract = await self._load(connection, contract_id, agent_id)
-            role = check_party(contract, agent_id)
-            if role is Role.PROVIDER or contract.state is not ContractState.OPEN:
+            if check_party(contract, agent_id) is Role.PROVIDER:
                 return None
+            if contract.state is not ContractState.OPEN:
+                raise ExchangeError(
+                    ErrorCode.INVALID_STATE,
+                    f"only an open contract can be cancelled; this one is {contract.state.value}",
+                    contract_id=contract_id,
+                )
+            if due_event(contract, now_ms=self._context.clock.now_ms()) is not None:
+                raise ExchangeError(
+                    ErrorCode.INVALID_STATE,
+                    "the delivery deadline has passed",
+                    contract_id=contract_id,
+                )
+            if contract.buyer_cancel_requested:
+                return contract  # asked already: one request in the history is enough
             await repository.transition_contract(
                 connection,
                 contract_id,

@@ -114,3 +114,37 @@ async def test_an_unsealed_delivery_is_refused_when_the_buyer_asked_for_sealing(
 
 async def _upper(task):
     return {"text": task["text"].upper()}
+
+
+async def test_a_sealed_delivery_that_is_not_a_json_string_is_refused(exchange, raw_client):
+    import msgspec
+
+    from agent_client import subjects
+    from agent_client.protocol import Deliver, ErrorReply, json_encoder, reply_decoder
+    from agent_client.signing import SystemClock, make_header, seal, sha256_hex
+
+    gate = asyncio.Event()
+
+    async def stuck(task):
+        await gate.wait()
+
+    provider, buyer, contract = await hired(exchange, stuck, seal_result=True)
+    keys = exchange.keys_of(provider)
+    subject = subjects.exchange_request(provider.agent_id, "contract.deliver")
+    not_a_string = b'{"a":1}'
+    header = make_header(
+        keys, audience="exchange", subject=subject, lifetime_s=10, clock=SystemClock()
+    )
+    request = Deliver(
+        header=header,
+        contract_id=contract.contract_id,
+        result=msgspec.Raw(not_a_string),
+        result_sha256=sha256_hex(not_a_string),
+        sealed=True,
+    )
+    reply = await raw_client.request(subject, json_encoder.encode(seal(request, keys)), timeout=5)
+    answer = reply_decoder.decode(reply.data)
+    assert isinstance(answer, ErrorReply) and answer.code == "invalid_request"
+    assert (await buyer.contract(contract.contract_id)).state == "open"
+    gate.set()
+    await exchange.check_invariants()

@@ -82,6 +82,7 @@ async def test_a_provider_cancel_refunds_and_a_buyer_cancel_only_asks(exchange):
     provider, buyer, contract = await deal_until_hired(exchange, handler=never)
     asked = await buyer.cancel(contract.contract_id, reason="changed my mind")
     assert asked.state == "open"
+    await buyer.cancel(contract.contract_id, reason="asking twice is recorded once")
     assert (await buyer.balance()).held_millicredits == PRICE
     refunded = await provider.cancel(contract.contract_id, reason="agreed")
     assert refunded.state == "refunded"
@@ -210,4 +211,13 @@ async def test_an_offline_provider_gets_the_contract_it_missed_on_reconnect(exch
     delivery = await contract.wait_delivery(timeout_s=15)
     assert delivery.result == {"text": "WHILE YOU WERE OUT"}
     await contract.accept_delivery(delivery)
+    await exchange.check_invariants()
+
+
+async def test_a_buyer_cannot_cancel_once_delivered_or_after_the_deadline(exchange):
+    _, buyer, contract = await deal_until_hired(exchange)
+    await contract.wait_delivery(timeout_s=10)
+    with pytest.raises(ExchangeError) as caught:
+        await buyer.cancel(contract.contract_id, reason="too late")
+    assert caught.value.code == "invalid_state"
     await exchange.check_invariants()
