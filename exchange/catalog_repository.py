@@ -303,17 +303,16 @@ class _SearchSql:
             conditions.append("l.settled_count >= :settled_count_min")
         if query.text_terms:
             conditions.append(self._text_condition())
-        # The unary plus keeps SQLite from using a membership test as the way
-        # into the table: it stays a test on each listing the plan reaches.
-        membership = "l.listing_id" if self.postgresql else "+l.listing_id"
         for index, tag in enumerate(query.tags):
             if start is Filter.TAG and tag == self.plan.tag:
                 if not self.postgresql:
                     conditions.append("t.tag = :start_tag")
                 continue
+            # One primary-key probe per listing reached: cheaper than
+            # collecting every listing a common tag is on.
             conditions.append(
-                f"{membership} IN "
-                f"(SELECT listing_id FROM exchange_listing_tags WHERE tag = :tag_{index})"
+                "EXISTS (SELECT 1 FROM exchange_listing_tags AS x "
+                f"WHERE x.tag = :tag_{index} AND x.listing_id = l.listing_id)"
             )
         return conditions
 

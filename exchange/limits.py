@@ -25,8 +25,11 @@ SEARCH_CANDIDATES_MAX: Final = 2_000
 # SEARCH_PROBE_PAGE_END_MAX) in a catalog of up to twice this many listings.
 SEARCH_TEXT_COUNT_MAX: Final = 50_000
 SEARCH_PROBE_PAGE_END_MAX: Final = 50
+# A walk tests a tag with a primary-key probe, far cheaper than reading a
+# listing, so a search starts from a tag only below this many matches.
+SEARCH_TAG_CANDIDATES_MAX: Final = 500
 
-assert SEARCH_CANDIDATES_MAX <= SEARCH_TEXT_COUNT_MAX
+assert SEARCH_TAG_CANDIDATES_MAX <= SEARCH_CANDIDATES_MAX <= SEARCH_TEXT_COUNT_MAX
 
 # A buyer silent this long after a delivery has accepted it (auto-release).
 REVIEW_WINDOW_DEFAULT_S: Final = 24 * 3600

@@ -41,7 +41,9 @@ listings = Table(
     # From migration catalog_0001: tags (space-separated, also in
     # listing_tags), the current revision, and the reputation counters of the
     # provider for this capability (kept by a trigger on contracts and by
-    # ratings; rating_mean is 0 while rating_count is 0).
+    # ratings; rating_mean is 0 while rating_count is 0). Full-text search
+    # adds a column per database that is not listed here: document_id on
+    # SQLite (the FTS5 row's key), search_document on PostgreSQL (tsvector).
     Column("tags", Text, nullable=False, server_default=""),
     Column("revision", Integer, nullable=False, server_default="1"),
     Column("settled_count", BigInteger, nullable=False, server_default="0"),

@@ -33,6 +33,7 @@ from exchange.limits import (
     SEARCH_OFFSET_MAX,
     SEARCH_PAGE_SIZE_MAX,
     SEARCH_PROBE_PAGE_END_MAX,
+    SEARCH_TAG_CANDIDATES_MAX,
     SEARCH_TERMS_MAX,
 )
 
@@ -164,9 +165,11 @@ def choose_plan(
     listing_count: int = 0,
     page_end: int = 0,
     candidates_max: int = SEARCH_CANDIDATES_MAX,
+    tag_candidates_max: int = SEARCH_TAG_CANDIDATES_MAX,
 ) -> SearchPlan:
     """Start from the filter with the fewest matches if it has fewer than
-    ``candidates_max``; otherwise walk the sort order.
+    ``candidates_max`` (``tag_candidates_max`` for a tag); otherwise walk the
+    sort order.
 
     ``counts`` are each filter's matches, counted up to ``candidates_max``
     (the text's up to ``SEARCH_TEXT_COUNT_MAX``). Starting from a filter costs
@@ -174,6 +177,8 @@ def choose_plan(
     walking the sort order costs in proportion to how far the page lies
     (``page_end``: offset + limit + 1) and how rare the survivors are, which
     is small when every filter matches at least ``candidates_max`` listings.
+    A walk tests a tag with one primary-key probe per listing it reaches, so
+    only a rarer tag is worth starting from.
     A walk probes the full-text index listing by listing when the text
     matches at least half of ``listing_count`` and the page ends within
     ``SEARCH_PROBE_PAGE_END_MAX``: at most twice that many probes, where
@@ -183,7 +188,7 @@ def choose_plan(
     selective = [
         (count, filter_.value, tag or "")
         for (filter_, tag), count in counts.items()
-        if count < candidates_max
+        if count < (tag_candidates_max if filter_ is Filter.TAG else candidates_max)
     ]
     if selective:
         _, name, tag = min(selective)

@@ -173,6 +173,10 @@ def test_the_filter_with_the_fewest_matches_below_the_bound_starts_the_search():
         start=Filter.TAG, tag="red"
     )
     assert choose_plan({text: 100, capability: 100}, candidates_max=100) == SearchPlan()
+    # A walk probes a tag cheaply, so only a rarer tag starts the search.
+    assert choose_plan({(Filter.TAG, "red"): 600}) == SearchPlan()
+    assert choose_plan({(Filter.TAG, "red"): 400}) == SearchPlan(start=Filter.TAG, tag="red")
+    assert choose_plan({capability: 600}) == SearchPlan(start=Filter.CAPABILITY)
 
 
 def test_a_walk_probes_the_text_only_for_words_most_listings_contain_on_early_pages():
