@@ -140,7 +140,7 @@ async def sign_in(
     row = await context.write(
         lambda connection: _record_attempt(connection, email, client_address, now_ms)
     )
-    stored_hash = str(row["password_hash"]) if row is not None else _dummy_hash(context)
+    stored_hash = str(row["password_hash"]) if row is not None else context.hasher.dummy_hash()
     verified = await asyncio.to_thread(context.hasher.verify, stored_hash, password)
     if row is None or not verified:
         raise AuthenticationFailed("wrong email or password")
@@ -152,8 +152,14 @@ async def sign_in(
     new_hash = await asyncio.to_thread(context.hasher.hash, password) if rehash else None
 
     async def work(connection: AsyncConnection) -> None:
-        # A success clears the email's failures (this attempt's included).
+        # A success clears the email's failures (this attempt's included) and
+        # the user's expired sessions.
         await connection.execute(login_failures.delete().where(login_failures.c.email == email))
+        await connection.execute(
+            sessions.delete().where(
+                sessions.c.user_id == user.user_id, sessions.c.expires_at_ms <= now_ms
+            )
+        )
         await connection.execute(
             sessions.insert().values(
                 session_hash=token_digest(token, purpose=_SESSION_PURPOSE),
@@ -208,19 +214,8 @@ async def _record_attempt(
     return dict(row) if row is not None else None
 
 
-_dummy_hashes: dict[int, str] = {}
-
-
-def _dummy_hash(context: PortalContext) -> str:
-    """A hash to verify against for an unknown email, so both cases take as long."""
-    key = id(context.hasher)
-    if key not in _dummy_hashes:
-        _dummy_hashes[key] = context.hasher.hash(new_token(16))
-    return _dummy_hashes[key]
-
-
 async def session_for_token(context: PortalContext, token: str, /) -> Session | None:
-    """The live session the cookie names, or None (expired sessions are deleted)."""
+    """The live session the cookie names, or None (an expired one is refused)."""
     if not token or len(token) > 2 * limits.SESSION_TOKEN_BYTES:
         return None
     session_hash = token_digest(token, purpose=_SESSION_PURPOSE)

@@ -51,6 +51,7 @@ class PasswordHasher:
 
     def __init__(self, profile: PasswordProfile, /) -> None:
         self.profile = profile
+        self._dummy_hash: str | None = None
         self._hasher = argon2.PasswordHasher(
             time_cost=profile.time_cost,
             memory_cost=profile.memory_cost_kib,
@@ -69,6 +70,13 @@ class PasswordHasher:
 
     def needs_rehash(self, password_hash: str, /) -> bool:
         return self._hasher.check_needs_rehash(password_hash)
+
+    def dummy_hash(self) -> str:
+        """A hash of a random secret, to verify against when an account does not
+        exist, so that an unknown email takes as long to refuse as a wrong password."""
+        if self._dummy_hash is None:
+            self._dummy_hash = self.hash(new_token(16))
+        return self._dummy_hash
 
 
 def new_token(byte_count: int, /) -> str:
