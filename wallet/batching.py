@@ -41,15 +41,16 @@ How a caller uses it::
 Bounds and errors (every limit in ``wallet.limits``):
 
 * The queue holds at most ``queue_transfers_max`` transfers. A call that
-  finds no room **waits** for it, in arrival order, within its timeout; if
-  the room does not come it gets ``LedgerOverloaded`` and nothing of it was
-  applied. At most ``BATCHING_WAITING_CALLS_MAX`` calls wait for room;
-  beyond that, a call is refused at once with ``LedgerOverloaded``.
-* Each call has one timeout (``timeout_s``, default ``call_timeout_s``) for
-  the wait for room and for its reply. A call that was queued and got no
-  reply in time gets ``LedgerTimeout``: its transfers may have been applied,
-  so retry with the same ids. A cancelled caller is the same as a timed-out
-  one: if the writer had not taken its batch yet, it never will.
+  finds no room **waits** for it, in arrival order. At most
+  ``BATCHING_WAITING_CALLS_MAX`` calls wait for room; beyond that, a call is
+  refused at once with ``LedgerOverloaded``.
+* Every call waits at most ``call_timeout_s`` in all (one timeout for every
+  call of a writer). A call the writer has not taken into a group by then
+  gets ``LedgerOverloaded``: nothing of it was applied, nor ever will be. A
+  call whose group is running by then gets ``LedgerTimeout``: its transfers
+  may have been applied, so retry with the same ids. A cancelled caller is
+  like a timed-out one: if the writer had not taken its batch yet, it never
+  will.
 * ``close()`` refuses new calls (``LedgerClosed``) and calls still waiting
   for room, applies everything already queued, and stops the writer. If
   draining takes longer than its timeout the writer is cancelled: calls whose
@@ -65,7 +66,7 @@ transaction, so that the caller's own writes and the transfers still commit
 together. Never call without ``connection=`` while holding a write
 transaction open on the same SQLite database: the writer would wait for the
 caller's write lock while the caller waits for the writer (the same holds
-for a plain ``SqlLedger`` call); the call's timeout ends that wait.
+for a plain ``SqlLedger`` call); the timeouts end that wait.
 
 One writer per process is the intended use; several processes (exchange
 workers), each with its own writer, are as safe as several unbatched
@@ -75,6 +76,7 @@ callers: their groups are transactions that lock the same way.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -117,15 +119,23 @@ class WriterState(StrEnum):
     CLOSED = "closed"
 
 
+class _Stage(StrEnum):
+    """Where a call is: waiting for room, in the queue, or taken into a group."""
+
+    WAITING = "waiting"
+    QUEUED = "queued"
+    TAKEN = "taken"
+
+
 @dataclass(eq=False, slots=True)
 class _Call:
     """One caller's batch and the future its outcomes are delivered to."""
 
     transfers: Sequence[NewTransfer]
     reply: asyncio.Future[list[TransferOutcome]]
-    timeout_s: float
-    # False while the call waits for room, True once it is in the queue.
-    queued: bool = False
+    # On the event loop's clock.
+    deadline_s: float
+    stage: _Stage = _Stage.WAITING
 
 
 class BatchingLedger:
@@ -166,6 +176,8 @@ class BatchingLedger:
         self._in_flight: list[_Call] = []
         self._work_ready = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        # The one timer for the oldest call's deadline (see ``_reap``).
+        self._reaper: asyncio.TimerHandle | None = None
 
     @property
     def ledger(self) -> SqlLedger:
@@ -201,12 +213,11 @@ class BatchingLedger:
         /,
         *,
         connection: AsyncConnection | None = None,
-        timeout_s: float | None = None,
     ) -> list[TransferOutcome]:
         """The outcomes ``SqlLedger.create_transfers`` would give, via the writer.
 
         With ``connection=`` the call joins the caller's transaction and does
-        not use the writer (nor ``timeout_s``); see the module docstring.
+        not use the writer; see the module docstring.
         """
         if connection is not None:
             return await self._ledger.create_transfers(transfers, connection=connection)
@@ -214,25 +225,20 @@ class BatchingLedger:
             return []
         if len(transfers) > BATCH_SIZE_MAX:
             return [TransferOutcome(t.id, TransferResult.BATCH_TOO_LARGE) for t in transfers]
-        if timeout_s is None:
-            timeout_s = self._call_timeout_s
-        _check_timeout("timeout_s", timeout_s)
         if self._state is not WriterState.RUNNING:
             raise LedgerClosed(state=self._state.value)
         loop = asyncio.get_running_loop()
-        call = _Call(tuple(transfers), loop.create_future(), timeout_s=timeout_s)
+        deadline_s = loop.time() + self._call_timeout_s
+        call = _Call(tuple(transfers), loop.create_future(), deadline_s)
         self._submit(call)
-        # A timer callback, not asyncio.wait_for: wait_for costs an extra
-        # future, callback and loop turn per call, which measured at about
-        # half of the writer's own cost per transfer.
-        timer = loop.call_later(timeout_s, self._expire, call)
+        if self._reaper is None:
+            self._reaper = loop.call_at(deadline_s, self._reap)
         try:
             # A cancelled caller cancels ``call.reply``: the writer then skips
             # the call if it has not taken it yet.
             return await call.reply
         finally:
-            timer.cancel()
-            if not call.queued and call in self._waiting:
+            if call.stage is _Stage.WAITING and call in self._waiting:
                 self._waiting.remove(call)
 
     async def close(self, *, timeout_s: float = BATCHING_CLOSE_TIMEOUT_S_DEFAULT) -> None:
@@ -264,26 +270,59 @@ class BatchingLedger:
         else:
             raise LedgerOverloaded(queue_transfers_max=self._queue_transfers_max, waited_s=0.0)
 
+    def _reap(self) -> None:
+        """Time out every call past its deadline, then wait for the next deadline.
+
+        One timer for the oldest call rather than one per call (which cost a
+        tenth of the event loop's time per transfer): every call of a writer
+        has the same timeout, so deadlines grow in arrival order, and the
+        calls are held in arrival order — the group in flight, then the
+        queue, then the calls waiting for room.
+        """
+        self._reaper = None
+        now_s = asyncio.get_running_loop().time()
+        expired: list[_Call] = []
+        next_deadline_s: float | None = None
+        for call in itertools.chain(self._in_flight, self._queue, self._waiting):
+            if call.reply.done():
+                continue
+            if call.deadline_s > now_s:
+                next_deadline_s = call.deadline_s
+                break
+            expired.append(call)
+        for call in expired:
+            self._expire(call)
+        if any(call.stage is _Stage.QUEUED for call in expired):
+            self._drop_answered_from_queue()
+        if next_deadline_s is not None and self._state is not WriterState.CLOSED:
+            self._reaper = asyncio.get_running_loop().call_at(next_deadline_s, self._reap)
+
     def _expire(self, call: _Call) -> None:
-        """The call's timeout. Still waiting for room: refused, nothing applied.
-        Queued: answered ``LedgerTimeout``; the writer skips it if it has not
-        taken it yet, otherwise it may still be applied."""
-        if call.reply.done():
+        if call.stage is _Stage.TAKEN:
+            # Its group is running: it may yet be applied.
+            call.reply.set_exception(LedgerTimeout(timeout_s=self._call_timeout_s))
             return
-        if call.queued:
-            call.reply.set_exception(LedgerTimeout(timeout_s=call.timeout_s))
-            return
-        self._waiting.remove(call)
+        if call.stage is _Stage.WAITING:
+            self._waiting.remove(call)
+        # Not taken, so never applied: the writer skips an answered call.
         call.reply.set_exception(
-            LedgerOverloaded(queue_transfers_max=self._queue_transfers_max, waited_s=call.timeout_s)
+            LedgerOverloaded(
+                queue_transfers_max=self._queue_transfers_max, waited_s=self._call_timeout_s
+            )
         )
+
+    def _drop_answered_from_queue(self) -> None:
+        """Free the room of queued calls that were answered without the writer."""
+        self._queue = deque(call for call in self._queue if not call.reply.done())
+        self._queued_transfers = sum(len(call.transfers) for call in self._queue)
+        self._admit_waiting()
 
     def _has_room(self, size: int) -> bool:
         return self._queued_transfers + size <= self._queue_transfers_max
 
     def _enqueue(self, call: _Call) -> None:
-        assert not call.queued
-        call.queued = True
+        assert call.stage is _Stage.WAITING
+        call.stage = _Stage.QUEUED
         self._queue.append(call)
         self._queued_transfers += len(call.transfers)
         assert self._queued_transfers <= self._queue_transfers_max
@@ -310,6 +349,7 @@ class BatchingLedger:
             # A caller that timed out or was cancelled before its batch was
             # taken never has it applied.
             if not call.reply.done():
+                call.stage = _Stage.TAKEN
                 group.append(call)
                 size += call_size
         assert self._queued_transfers >= 0
@@ -361,6 +401,9 @@ class BatchingLedger:
     def _stop(self) -> None:
         """Whatever ended the writer, no caller is left waiting. Idempotent."""
         self._state = WriterState.CLOSED
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         for call in self._in_flight:
             _refuse(
                 call,

@@ -154,24 +154,28 @@ class SqlLedger:
             if 0 < len(account_id) <= ID_LENGTH_MAX
         }
         # Holds past their deadline on these accounts are voided by this batch,
-        # so their other accounts must be locked too. Found before locking, so
-        # checked again after: a hold whose other account is not locked waits
-        # for the sweeper.
+        # so their other accounts must be locked too.
         expired = await queries.select_expired_holds(
             connection, now_us=now_us, account_ids=account_ids
         )
         lock_ids = account_ids | {h.debit_account_id for h in expired}
         lock_ids |= {h.credit_account_id for h in expired}
         accounts = await queries.select_accounts(connection, lock_ids, lock=True)
+        if connection.dialect.name == "postgresql":
+            # They were found before the row locks were taken, so they are
+            # read again under them; a hold whose other account is not locked
+            # waits for the sweeper. SQLite's BEGIN IMMEDIATE held the
+            # database's only write lock before the first read.
+            expired = await queries.select_expired_holds(
+                connection, now_us=now_us, account_ids=account_ids
+            )
         pending_ids = {
             transfer.pending_id
             for transfer in transfers
             if transfer.pending_id is not None and len(transfer.pending_id) <= ID_LENGTH_MAX
         }
         holds = await queries.select_holds(connection, pending_ids)
-        for hold in await queries.select_expired_holds(
-            connection, now_us=now_us, account_ids=account_ids
-        ):
+        for hold in expired:
             holds.setdefault(hold.id, hold)
         transfer_ids = {t.id for t in transfers if len(t.id) <= ID_LENGTH_MAX}
         existing = await queries.select_stored_outcomes(connection, transfer_ids | pending_ids)

@@ -68,6 +68,7 @@ from wallet import (
     check_invariants,
     open_database,
 )
+from wallet.limits import BATCHING_CALL_TIMEOUT_S_MAX
 
 R = TransferResult
 F = TransferFlags
@@ -237,7 +238,7 @@ async def test_a_failing_or_open_linked_chain_fails_only_its_own_caller_in_a_sha
     assert (await balance_of(ledger, ALICE)).debits_posted == 300
 
 
-async def test_a_full_queue_makes_a_caller_wait_for_room_then_refuses_it_with_nothing_applied(
+async def test_a_full_queue_makes_callers_wait_for_room_and_applies_them_once_there_is_some(
     recording: RecordingLedger, ledger: SqlLedger
 ) -> None:
     await open_accounts(ledger, ALICE, BOB, CAROL)
@@ -245,22 +246,57 @@ async def test_a_full_queue_makes_a_caller_wait_for_room_then_refuses_it_with_no
         filling = [mint(f"fill-{i}", ALICE, 1) for i in range(BATCH_SIZE_MAX)]
         tasks = await line_up(batching, recording, [filling])
         assert batching.queued_transfers == BATCH_SIZE_MAX
-
-        loop = asyncio.get_running_loop()
-        started_s = loop.time()
-        with pytest.raises(LedgerOverloaded) as refused:
-            await batching.create_transfers([mint("refused", CAROL, 5)], timeout_s=0.2)
-        assert loop.time() - started_s >= 0.2
-        assert refused.value.queue_transfers_max == BATCH_SIZE_MAX
-        # A patient caller waits for room and is applied once there is some.
-        patient = asyncio.create_task(batching.create_transfers([mint("patient", BOB, 7)]))
+        patient = [
+            asyncio.create_task(batching.create_transfers([mint(f"patient-{i}", BOB, 7)]))
+            for i in range(3)
+        ]
         await asyncio.sleep(0.05)
-        assert not patient.done()
+        assert not any(task.done() for task in patient)
         [filled] = await release(recording, tasks)
         assert {o.result for o in filled} == {R.OK}
-        assert results(await patient) == [(R.OK, False)]
+        async with asyncio.timeout(WAIT_S):
+            answered = await asyncio.gather(*patient)
+        assert [results(outcomes) for outcomes in answered] == [[(R.OK, False)]] * 3
+    # They waited for room and then went in together, in arrival order.
+    assert recording.group_ids(2) == [[f"patient-{i}"] for i in range(3)]
+    assert (await balance_of(ledger, BOB)).credits_posted == 3 * 7 + 1  # and the blocker's 1
+
+
+async def test_calls_not_answered_in_time_are_refused_and_only_a_taken_one_may_be_applied(
+    recording: RecordingLedger, ledger: SqlLedger, database_url: str
+) -> None:
+    """The taken call (its group is running) gets LedgerTimeout and is applied
+    later; the queued and the waiting calls get LedgerOverloaded and are not."""
+    await open_accounts(ledger, ALICE, BOB, CAROL)
+    timeout_s = 0.3
+    batching = BatchingLedger(
+        recording, queue_transfers_max=BATCH_SIZE_MAX, call_timeout_s=timeout_s
+    )
+    await batching.start()
+    filling = [mint(f"fill-{i}", ALICE, 1) for i in range(BATCH_SIZE_MAX)]
+    blocker, queued = await line_up(batching, recording, [filling])
+    waiting = asyncio.create_task(batching.create_transfers([mint("waiting", CAROL, 5)]))
+    started_s = asyncio.get_running_loop().time()
+    answers = await asyncio.gather(blocker, queued, waiting, return_exceptions=True)
+    assert asyncio.get_running_loop().time() - started_s >= timeout_s * 0.9
+    assert isinstance(answers[0], LedgerTimeout)
+    assert answers[0].timeout_s == timeout_s
+    assert isinstance(answers[1], LedgerOverloaded)
+    assert isinstance(answers[2], LedgerOverloaded)
+    assert answers[2].queue_transfers_max == BATCH_SIZE_MAX
+    # The queue is free again: the refused calls gave their room back.
+    assert batching.queued_transfers == 0
+    assert recording.before_gate is not None
+    recording.before_gate.set()
+    await batching.close(timeout_s=WAIT_S)
+
+    assert len(recording.groups) == 1, "only the blocker's group ran"
+    assert await ledger.account_transfers(ALICE) == []
     assert await ledger.account_transfers(CAROL) == []
-    assert (await balance_of(ledger, BOB)).credits_posted == 7 + 1  # and the blocker's 1
+    # The caller that timed out learns its outcome by retrying.
+    [retried] = await ledger.create_transfers([mint("blocker", BOB, 1)])
+    assert (retried.result, retried.replayed) == (R.OK, True)
+    assert retried.timestamp_us == recording.committed[0][0][0].timestamp_us
 
 
 async def test_close_drains_the_queue_then_refuses_every_new_call(
@@ -303,34 +339,6 @@ async def test_a_call_still_waiting_for_room_when_closing_starts_is_refused_with
     await release(recording, tasks)
     await closing
     assert await ledger.account_transfers(CAROL) == []
-
-
-async def test_a_caller_that_times_out_before_its_group_is_taken_never_has_it_applied(
-    funded: None, batching: BatchingLedger, recording: RecordingLedger, ledger: SqlLedger
-) -> None:
-    tasks = await line_up(batching, recording, [])
-    with pytest.raises(LedgerTimeout) as timed_out:
-        await batching.create_transfers([payment("late", ALICE, BOB, 10)], timeout_s=0.1)
-    assert timed_out.value.timeout_s == 0.1
-    await release(recording, tasks)
-    await batching.close(timeout_s=WAIT_S)
-    assert len(recording.groups) == 1, "only the blocker's group ran"
-    assert (await balance_of(ledger, ALICE)).debits_posted == 0
-
-
-async def test_a_caller_that_times_out_while_its_group_runs_learns_the_outcome_by_retrying(
-    funded: None, batching: BatchingLedger, recording: RecordingLedger, ledger: SqlLedger
-) -> None:
-    recording.before_gate = asyncio.Event()
-    transfer = payment("slow", ALICE, BOB, 10)
-    with pytest.raises(LedgerTimeout):
-        await batching.create_transfers([transfer], timeout_s=0.1)
-    assert recording.group_ids(0) == [["slow"]], "the writer had taken it"
-    recording.before_gate.set()
-    [retried] = await batching.create_transfers([transfer])
-    assert (retried.result, retried.replayed) == (R.OK, True)
-    assert retried.timestamp_us == recording.committed[0][0][0].timestamp_us
-    assert (await balance_of(ledger, ALICE)).debits_posted == 10
 
 
 async def test_replies_lost_after_the_commit_are_recovered_by_retrying_the_same_ids(
@@ -567,8 +575,10 @@ async def test_bounds_outside_their_limits_are_refused_with_the_bound(
     assert raised.value.minimum == BATCH_SIZE_MAX
     with pytest.raises(ValueOutOfRange):
         BatchingLedger(recording, call_timeout_s=0)
+    with pytest.raises(ValueOutOfRange):
+        BatchingLedger(recording, call_timeout_s=BATCHING_CALL_TIMEOUT_S_MAX + 1)
     async with BatchingLedger(recording) as batching:
         with pytest.raises(ValueOutOfRange):
-            await batching.create_transfers([payment("t", ALICE, BOB, 1)], timeout_s=-1)
+            await batching.close(timeout_s=-1)
     with pytest.raises(LedgerClosed):
         await batching.start()
