@@ -310,8 +310,9 @@ def plan_batch(
     account missing from it does not exist. ``holds`` are the pending
     transfers the batch references plus those past their deadline on the
     loaded accounts. ``existing`` holds the stored outcomes of the batch's ids
-    and of the pending ids it references. ``last_timestamp_us`` is the newest
-    stored timestamp: new ones are strictly greater, so history pages by time.
+    and of the pending ids it references that name no hold in ``holds``.
+    ``last_timestamp_us`` is the newest stored timestamp: new ones are
+    strictly greater, so history pages by time.
     """
     return plan_batches(
         (transfers,),

@@ -178,7 +178,12 @@ class SqlLedger:
         for hold in expired:
             holds.setdefault(hold.id, hold)
         transfer_ids = {t.id for t in transfers if len(t.id) <= ID_LENGTH_MAX}
-        existing = await queries.select_stored_outcomes(connection, transfer_ids | pending_ids)
+        # A pending id's own outcome matters only when it names no hold (is it
+        # an applied transfer that was not pending, or nothing at all?).
+        unknown_pending_ids = pending_ids - holds.keys()
+        existing = await queries.select_stored_outcomes(
+            connection, transfer_ids | unknown_pending_ids
+        )
         last_timestamp_us = await queries.select_last_timestamp(connection)
         return plan_batches(
             batches,
