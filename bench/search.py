@@ -12,7 +12,11 @@ reputation, every sort, first and deep pages) runs through the exchange's
 search use case, and the same mix end to end over NATS with a signed Agent
 against a real worker. In the same run it measures the floors those figures
 stand on: an empty read transaction on the same engine, and a plain NATS
-request/reply on the same server. Target (issue 5): p99 at most 10 ms.
+request/reply on the same server. Each search runs once to warm up, then
+three times timed; p50/p99 are over every timed search, and the p99 of each
+query's fastest pass is reported beside it, since these shared machines add
+milliseconds of scheduling noise to any tail. Target (issue 5): p99 at most
+10 ms through the use case.
 Prints text, or one JSON object with --json.
 
     python bench/search.py --listings 100000 --queries 1100
@@ -56,6 +60,7 @@ TARGET_P99_MS = 10.0
 SEED = 20_261_122
 INSERT_CHUNK_ROWS = 5_000
 RAW_PROBES = 500
+TIMED_PASSES = 3
 
 DOMAINS = [
     "text",
@@ -315,19 +320,31 @@ def percentiles(latencies_s: list[float]) -> dict[str, float]:
 async def timed(
     queries: list[tuple[str, dict[str, Any]]],
     search: Callable[[dict[str, Any]], Awaitable[Any]],
+    *,
+    passes: int = TIMED_PASSES,
 ) -> dict[str, Any]:
-    """Run every query once to warm up, then once more timed; figures overall and per kind."""
+    """Run every query once to warm up, then ``passes`` times timed.
+
+    ``p50_ms``/``p99_ms`` are over every timed search. The machine's own
+    noise (other processes, the scheduler) lands in those too, so
+    ``p99_ms_fastest_pass`` is the p99 of each query's fastest pass: what
+    the searches cost when nothing else got in the way.
+    """
     for _, options in queries:
         await search(options)
-    by_kind: dict[str, list[float]] = {}
     every: list[float] = []
-    for kind, options in queries:
-        started = time.perf_counter()
-        await search(options)
-        elapsed_s = time.perf_counter() - started
-        every.append(elapsed_s)
-        by_kind.setdefault(kind, []).append(elapsed_s)
+    by_kind: dict[str, list[float]] = {}
+    fastest_s = [float("inf")] * len(queries)
+    for _ in range(passes):
+        for index, (kind, options) in enumerate(queries):
+            started = time.perf_counter()
+            await search(options)
+            elapsed_s = time.perf_counter() - started
+            every.append(elapsed_s)
+            by_kind.setdefault(kind, []).append(elapsed_s)
+            fastest_s[index] = min(fastest_s[index], elapsed_s)
     figures: dict[str, Any] = percentiles(every)
+    figures["p99_ms_fastest_pass"] = percentiles(fastest_s)["p99_ms"]
     figures["by_kind"] = {kind: percentiles(values) for kind, values in sorted(by_kind.items())}
     return figures
 
@@ -364,7 +381,7 @@ async def through_use_case(
         async with read_transaction(engine) as connection:
             await connection.execute(sa.text("SELECT 1"))
 
-    floor = await timed([("floor", {})] * RAW_PROBES, empty_read)
+    floor = await timed([("floor", {})] * RAW_PROBES, empty_read, passes=1)
     figures["empty_read_transaction"] = {key: floor[key] for key in ("p50_ms", "p99_ms")}
     return figures
 
@@ -397,6 +414,7 @@ async def raw_request_reply(url: str) -> dict[str, float]:
         figures = await timed(
             [("raw", {})] * RAW_PROBES,
             lambda _: client.request("bench.raw", b"x" * 64, timeout=5),
+            passes=1,
         )
         return {key: figures[key] for key in ("p50_ms", "p99_ms")}
     finally:
@@ -470,7 +488,10 @@ def print_text(figures: dict[str, Any]) -> None:
         use_case, over = result["use_case"], result["nats"]
         print(f"\n{database}: built in {result['build_s']:.1f} s")
         for label, part in (("use case", use_case), ("over NATS", over)):
-            print(f"  {label:<10} p50 {part['p50_ms']:6.2f} ms  p99 {part['p99_ms']:6.2f} ms")
+            print(
+                f"  {label:<10} p50 {part['p50_ms']:6.2f} ms  p99 {part['p99_ms']:6.2f} ms  "
+                f"(p99 of each query's fastest pass {part['p99_ms_fastest_pass']:.2f} ms)"
+            )
         floor = use_case["empty_read_transaction"]
         raw = over["raw_nats_request_reply"]
         print(f"  floors     empty read transaction p50 {floor['p50_ms']:.2f} ms, ", end="")
