@@ -383,19 +383,24 @@ class Agent:
         )
         return _expect(reply, SearchReply)
 
-    async def deactivate(self, capability: str, /) -> Listing:
-        """Hide a listing from search and refuse new contracts for it (a new revision)."""
-        return await self._set_listing_status(capability, "inactive")
+    async def deactivate(self, capability: str, /, *, provider_id: str | None = None) -> Listing:
+        """Hide a listing from search and refuse new contracts for it (a new revision).
 
-    async def reactivate(self, capability: str, /) -> Listing:
-        return await self._set_listing_status(capability, "active")
+        ``provider_id``: an operator deactivating another provider's listing.
+        """
+        return await self._set_listing_status(capability, "inactive", provider_id)
+
+    async def reactivate(self, capability: str, /, *, provider_id: str | None = None) -> Listing:
+        return await self._set_listing_status(capability, "active", provider_id)
 
     async def _set_listing_status(
-        self, capability: str, status: Literal["active", "inactive"]
+        self, capability: str, status: Literal["active", "inactive"], provider_id: str | None
     ) -> Listing:
         reply = await self._request(
             "catalog.status",
-            lambda header: SetListingStatus(header=header, capability=capability, status=status),
+            lambda header: SetListingStatus(
+                header=header, capability=capability, status=status, provider_id=provider_id
+            ),
         )
         return _expect(reply, ListingReply).listing
 

@@ -394,10 +394,16 @@ class Mint(_Signed, frozen=True, tag="operator.mint"):
 
 class SetListingStatus(_Signed, frozen=True, tag="catalog.status"):
     """A provider deactivates its listing (hidden from search, no new
-    contracts) or reactivates it; either way a new revision is recorded."""
+    contracts) or reactivates it; either way a new revision is recorded.
+
+    An operator may do it to any provider's listing by naming ``provider_id``
+    (recorded in the operator audit log); for anyone else it must be absent
+    or the signer's own id.
+    """
 
     capability: Capability
     status: Literal["active", "inactive"]
+    provider_id: AgentId | None = None
 
 
 class GetListingHistory(_Signed, frozen=True, tag="catalog.history"):

@@ -17,7 +17,7 @@ from agent_client.protocol import (
     SetListingStatus,
     json_encoder,
 )
-from exchange import catalog_repository
+from exchange import catalog_repository, repository
 from exchange.catalog import (
     changed_fields,
     checked_schema,
@@ -85,8 +85,15 @@ class CatalogUseCases:
 
         return listing_view(await self._context.run(work))
 
-    async def set_status(self, provider_id: str, request: SetListingStatus, /) -> Listing:
-        """Deactivate or reactivate a listing: a new revision if the status changes."""
+    async def set_status(self, signer_id: str, request: SetListingStatus, /) -> Listing:
+        """Deactivate or reactivate a listing: a new revision if the status changes.
+
+        Providers change their own listings; operators may change anyone's.
+        """
+        provider_id = request.provider_id or signer_id
+        by_operator = provider_id != signer_id
+        if by_operator and signer_id not in self._context.operator_ids:
+            raise ExchangeError(ErrorCode.FORBIDDEN, "only an operator changes others' listings")
         listing_id = listing_id_for(provider_id, request.capability)
         now_ms = self._context.clock.now_ms()
 
@@ -94,9 +101,22 @@ class CatalogUseCases:
             current = await catalog_repository.get_listing(connection, listing_id, for_update=True)
             if current is None:
                 raise ExchangeError(
-                    ErrorCode.NOT_FOUND, f"you have no listing for {request.capability}"
+                    ErrorCode.NOT_FOUND, f"no listing of that provider for {request.capability}"
                 )
             proposed = {**current, "status": request.status}
+            if by_operator:
+                await repository.add_audit_record(
+                    connection,
+                    {
+                        "operator_id": signer_id,
+                        "action": f"listing_{request.status}",
+                        "subject_id": listing_id,
+                        "amount_millicredits": 0,
+                        "reason": "",
+                        "transfer_id": f"listing:{listing_id}:{now_ms}",
+                        "at_ms": now_ms,
+                    },
+                )
             return await _revise(connection, current, proposed, now_ms)
 
         return listing_view(await self._context.run(work))

@@ -1,4 +1,5 @@
-"""Operator pages: revenue by fee type, frozen agents, receivables, refunds, disputes, audit."""
+"""Operator pages: revenue by fee type, frozen agents, receivables, refunds, disputes,
+listings, audit."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent_client import Agent, AgentClientError, AgentKeys
+from agent_client import Agent, AgentClientError, AgentKeys, is_agent_id
 from human_portal.errors import InvalidInput, PaymentProviderFailed
 from human_portal.money import parse_dollars
 from human_portal.operator import (
@@ -37,6 +38,12 @@ class DisputeResolver(Protocol):
         """Ask the exchange to end a dispute; returns the contract's new state."""
         ...
 
+    async def set_listing_active(
+        self, provider_id: str, capability: str, /, *, active: bool
+    ) -> str:
+        """Ask the exchange to (de)activate a provider's listing; returns its new status."""
+        ...
+
 
 class ExchangeDisputeResolver:
     """Resolves disputes through the exchange, signed with an operator's key."""
@@ -54,6 +61,17 @@ class ExchangeDisputeResolver:
         except AgentClientError as exc:
             raise PaymentProviderFailed(f"the exchange refused: {exc}", retryable=False) from exc
         return view.state
+
+    async def set_listing_active(
+        self, provider_id: str, capability: str, /, *, active: bool
+    ) -> str:
+        try:
+            async with await Agent.connect(self._nats_url, self._keys) as operator:
+                change = operator.reactivate if active else operator.deactivate
+                listing = await change(capability, provider_id=provider_id)
+        except AgentClientError as exc:
+            raise PaymentProviderFailed(f"the exchange refused: {exc}", retryable=False) from exc
+        return listing.status
 
 
 class _OperatorView(NamedTuple):
@@ -128,5 +146,23 @@ def operator_routes(web: Web, resolver: DisputeResolver | None) -> APIRouter:
             contract_id, provider_share_bps=int(share_text) * 100, note=form.get("note", "")[:500]
         )
         return RedirectResponse("/operator?notice=resolved", status_code=303)
+
+    @router.post("/operator/listings/status")
+    async def listing_status_form(request: Request) -> Response:
+        session, form = await web.checked_form(request)
+        require_operator(session.user)
+        if resolver is None:
+            raise InvalidInput("resolver", "this portal has no operator key for the exchange")
+        provider_id = form.get("provider_id", "").strip()
+        if not is_agent_id(provider_id):
+            raise InvalidInput("provider_id", "is an agent id (U..., 56 characters)")
+        action = form.get("action", "")
+        if action not in ("deactivate", "reactivate"):
+            raise InvalidInput("action", "is deactivate or reactivate")
+        capability = form.get("capability", "").strip()
+        status = await resolver.set_listing_active(
+            provider_id, capability, active=action == "reactivate"
+        )
+        return RedirectResponse(f"/operator?notice=listing+{status}", status_code=303)
 
     return router

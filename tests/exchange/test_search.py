@@ -304,3 +304,19 @@ async def test_too_many_or_malformed_listing_tags_are_refused(exchange, tags):
     provider = await exchange.agent()
     call = provider.advertise("text.upper", description="u", price_millicredits=PRICE, tags=tags)
     assert await error_code(call) == "malformed"
+
+
+async def test_only_an_operator_changes_another_providers_listing(exchange):
+    from agent_client import ExchangeError
+
+    provider = await exchange.agent()
+    await provider.advertise("text.upper", description="d", price_millicredits=1_000)
+    stranger = await exchange.agent()
+    with pytest.raises(ExchangeError) as caught:
+        await stranger.deactivate("text.upper", provider_id=provider.agent_id)
+    assert caught.value.code == "forbidden"
+    assert len((await stranger.search(capability="text.upper")).listings) == 1
+    operator = await exchange.agent(exchange.operator_keys)
+    hidden = await operator.deactivate("text.upper", provider_id=provider.agent_id)
+    assert hidden.status == "inactive"
+    assert (await stranger.search(capability="text.upper")).listings == []

@@ -152,3 +152,36 @@ async def test_an_operator_sees_a_dispute_with_its_evidence_and_resolves_it(harn
     assert view.state == "resolved"
     assert await available(harness, buyer.agent_id) == 10 * CREDIT - PRICE // 2
     await harness.check_invariants()
+
+
+async def test_an_operator_deactivates_and_reactivates_a_providers_listing(harness):
+    provider = await harness.agent()
+    await provider.advertise("text.upper", description="Upper-cases text", price_millicredits=PRICE)
+    async with operator_browser(harness) as operator:
+        page = await operator.get("/operator")
+        assert 'id="listings"' in page.text
+        changed = await operator.post(
+            "/operator/listings/status",
+            provider_id=provider.agent_id,
+            capability="text.upper",
+            action="deactivate",
+        )
+        assert changed.status_code == 303, changed.text
+        assert "listing+inactive" in changed.headers["location"]
+        assert (await provider.search(capability="text.upper")).listings == []
+        bad = await operator.post(
+            "/operator/listings/status",
+            provider_id="not-an-agent",
+            capability="text.upper",
+            action="deactivate",
+        )
+        assert bad.status_code == 422  # the portal answers bad form input with 422
+        restored = await operator.post(
+            "/operator/listings/status",
+            provider_id=provider.agent_id,
+            capability="text.upper",
+            action="reactivate",
+        )
+        assert restored.status_code == 303, restored.text
+    [listing] = (await provider.search(capability="text.upper")).listings
+    assert listing.provider_id == provider.agent_id
