@@ -406,7 +406,7 @@ def print_text(result: dict[str, Any]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--callers", type=int, default=1024, help="concurrent callers")
+    parser.add_argument("--callers", type=int, default=4096, help="concurrent callers")
     parser.add_argument("--wallets", type=int, default=1000)
     parser.add_argument("--transfers", type=int, default=40_000, help="per batched scenario")
     parser.add_argument("--unbatched-transfers", type=int, default=2_000)

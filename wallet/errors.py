@@ -8,10 +8,10 @@ invariant::
     WalletError
      ├── LedgerUnavailable     the database failed or is unreachable (reason, attempts)
      │    ├── LedgerConflict   a concurrent transaction won a race: retry the unit of work
-     │    ├── LedgerOverloaded the batching writer's queue stayed full (queue_transfers_max,
-     │    │                    waited_s): nothing was applied
-     │    ├── LedgerTimeout    no reply in time (timeout_s): the transfers may have been
-     │    │                    applied; retry with the same ids to learn their outcomes
+     │    ├── LedgerOverloaded the batching writer did not take the call in time, or too
+     │    │                    many calls wait (queue_transfers_max, waited_s): nothing applied
+     │    ├── LedgerTimeout    the call's group was still running at its timeout (timeout_s):
+     │    │                    it may have been applied; retry with the same ids
      │    └── LedgerClosed     the batching writer is closing or closed (state): nothing applied
      ├── LedgerRejected        the database refused a write (CHECK, trigger): a bug or tampering
      ├── InvariantViolation    the stored ledger is inconsistent (violations)
@@ -59,21 +59,23 @@ class LedgerConflict(LedgerUnavailable):
 
 
 class LedgerOverloaded(LedgerUnavailable):
-    """Backpressure: the batching writer's queue had no room for the call's
-    transfers within its timeout. Nothing was applied; retry later."""
+    """Backpressure: the batching writer did not take the call into a group
+    within its timeout (the queue was full, or the writer behind), or too
+    many calls were already waiting for room (``waited_s`` is 0). Nothing
+    was applied, nor ever will be; retry later."""
 
     def __init__(self, /, *, queue_transfers_max: int, waited_s: float) -> None:
         super().__init__(
-            f"the batching queue stayed full ({queue_transfers_max} transfers) "
-            f"for {waited_s:.3f} s; nothing was applied"
+            f"the batching writer did not take the call in {waited_s:.3f} s "
+            f"(queue of at most {queue_transfers_max} transfers); nothing was applied"
         )
         self.queue_transfers_max = queue_transfers_max
         self.waited_s = waited_s
 
 
 class LedgerTimeout(LedgerUnavailable):
-    """The call's transfers were queued but no reply came within its timeout.
-    They may have been applied: retry with the same ids to get the outcomes."""
+    """The call's group was still running when its timeout came. Its transfers
+    may have been applied: retry with the same ids to get the outcomes."""
 
     def __init__(self, /, *, timeout_s: float) -> None:
         super().__init__(

@@ -4,6 +4,8 @@ Each call is one database transaction: load and lock, plan (pure, in
 ``wallet.core``), write. With ``connection=`` the call joins the caller's
 already-begun transaction instead, so the exchange can open a contract and
 hold its price atomically; the caller then owns retries (``run_transaction``).
+``create_transfer_batches`` applies several callers' batches in one
+transaction, each exactly as if alone; ``wallet.batching`` is built on it.
 """
 
 from __future__ import annotations

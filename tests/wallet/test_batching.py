@@ -68,7 +68,7 @@ from wallet import (
     check_invariants,
     open_database,
 )
-from wallet.limits import BATCHING_CALL_TIMEOUT_S_MAX
+from wallet.limits import BATCHING_CALL_TIMEOUT_S_MAX, BATCHING_WAITING_CALLS_MAX
 
 R = TransferResult
 F = TransferFlags
@@ -260,6 +260,29 @@ async def test_a_full_queue_makes_callers_wait_for_room_and_applies_them_once_th
     # They waited for room and then went in together, in arrival order.
     assert recording.group_ids(2) == [[f"patient-{i}"] for i in range(3)]
     assert (await balance_of(ledger, BOB)).credits_posted == 3 * 7 + 1  # and the blocker's 1
+
+
+async def test_beyond_the_bound_on_waiting_calls_a_call_is_refused_at_once(
+    recording: RecordingLedger, ledger: SqlLedger
+) -> None:
+    await open_accounts(ledger, ALICE, BOB, CAROL)
+    async with BatchingLedger(recording, queue_transfers_max=BATCH_SIZE_MAX) as batching:
+        filling = [mint(f"fill-{i}", ALICE, 1) for i in range(BATCH_SIZE_MAX)]
+        tasks = await line_up(batching, recording, [filling])
+        waiting = [
+            asyncio.create_task(batching.create_transfers([mint(f"wait-{i}", BOB, 1)]))
+            for i in range(BATCHING_WAITING_CALLS_MAX)
+        ]
+        await asyncio.sleep(0)
+        with pytest.raises(LedgerOverloaded) as refused:
+            await batching.create_transfers([mint("one-too-many", CAROL, 1)])
+        assert refused.value.waited_s == 0
+        await release(recording, tasks)
+        async with asyncio.timeout(WAIT_S * 3):
+            answered = await asyncio.gather(*waiting)
+        assert {o.result for outcomes in answered for o in outcomes} == {R.OK}
+    assert await ledger.account_transfers(CAROL) == []
+    assert (await balance_of(ledger, BOB)).credits_posted == BATCHING_WAITING_CALLS_MAX + 1
 
 
 async def test_calls_not_answered_in_time_are_refused_and_only_a_taken_one_may_be_applied(
