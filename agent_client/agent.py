@@ -130,10 +130,6 @@ _D = TypeVar("_D", bound=Document)
 _R = TypeVar("_R", bound=Reply)
 
 EXCHANGE_AUDIENCE = "exchange"
-PORTAL_AUDIENCE = "portal"
-# The human portal answers link requests here, one subject per agent.
-PORTAL_LINK_SUBJECT_FORMAT = subjects.ROOT + ".portal.{agent_id}.link"
-PORTAL_CASH_OUT_SUBJECT_FORMAT = subjects.ROOT + ".portal.{agent_id}.cash_out"
 PENDING_NOTICES_MAX = 10_000
 UNSERVED_CONTRACTS_MAX = 1_000
 NOTICE_NONCES_MAX = 200_000
@@ -965,7 +961,7 @@ class Agent:
         key agrees; the human then funds it, sets its budget and watches it.
         """
         reply = await self._portal_request(
-            PORTAL_LINK_SUBJECT_FORMAT, lambda header: LinkHuman(header=header, code=code)
+            subjects.PORTAL_LINK_SUBJECT_FORMAT, lambda header: LinkHuman(header=header, code=code)
         )
         return _expect(reply, LinkedReply)
 
@@ -978,7 +974,7 @@ class Agent:
         """
         key = request_id or new_nonce()
         reply = await self._portal_request(
-            PORTAL_CASH_OUT_SUBJECT_FORMAT,
+            subjects.PORTAL_CASH_OUT_SUBJECT_FORMAT,
             lambda header: CashOut(header=header, request_id=key, credits=credits),
         )
         return _expect(reply, CashOutReply)
@@ -990,7 +986,9 @@ class Agent:
         subject = subject_format.format(agent_id=self.agent_id)
         timeout_s = self._options.request_timeout_s
         lifetime_s = min(timeout_s + 5, limits.REQUEST_LIFETIME_MAX_S)
-        header = self._header(audience=PORTAL_AUDIENCE, subject=subject, lifetime_s=lifetime_s)
+        header = self._header(
+            audience=subjects.PORTAL_AUDIENCE, subject=subject, lifetime_s=lifetime_s
+        )
         payload = json_encoder.encode(seal(build(header), self._keys))
         reply_bytes = await self._connection.request(subject, payload, timeout_s=timeout_s)
         try:

@@ -14,6 +14,9 @@ __all__ = [
     "EXCHANGE_ENDPOINTS",
     "EXCHANGE_INFO",
     "EXCHANGE_QUEUE_GROUP",
+    "PORTAL_AUDIENCE",
+    "PORTAL_CASH_OUT_SUBJECT_FORMAT",
+    "PORTAL_LINK_SUBJECT_FORMAT",
     "ROOT",
     "agent_id_in_request_subject",
     "exchange_request",
@@ -50,6 +53,12 @@ EXCHANGE_ENDPOINTS: Final = (
 )
 
 _REQUEST_PREFIX: Final = f"{ROOT}.x."
+
+
+PORTAL_AUDIENCE: Final = "portal"
+# The human portal answers these, one subject per agent (request/reply).
+PORTAL_LINK_SUBJECT_FORMAT: Final = ROOT + ".portal.{agent_id}.link"
+PORTAL_CASH_OUT_SUBJECT_FORMAT: Final = ROOT + ".portal.{agent_id}.cash_out"
 
 
 def exchange_request(agent_id: str, endpoint: str, /) -> str:

@@ -27,11 +27,6 @@ from nats.aio.client import Client
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from agent_client.agent import (
-    PORTAL_AUDIENCE,
-    PORTAL_CASH_OUT_SUBJECT_FORMAT,
-    PORTAL_LINK_SUBJECT_FORMAT,
-)
 from agent_client.errors import SignatureRejected
 from agent_client.protocol import (
     CashOut,
@@ -45,6 +40,11 @@ from agent_client.protocol import (
     json_encoder,
 )
 from agent_client.signing import ReplayGuard, open_envelope, verify_request
+from agent_client.subjects import (
+    PORTAL_AUDIENCE,
+    PORTAL_CASH_OUT_SUBJECT_FORMAT,
+    PORTAL_LINK_SUBJECT_FORMAT,
+)
 from agent_client.transport import flush_subscriptions
 from human_portal.accounts import user_by_id
 from human_portal.context import PortalContext

@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 
 from agent_client import AgentKeys, ExchangeError
-from agent_client.agent import PORTAL_LINK_SUBJECT_FORMAT
 from agent_client.protocol import Envelope, LinkHuman, json_encoder, reply_decoder
 from agent_client.signing import SystemClock, b64encode, make_header
+from agent_client.subjects import PORTAL_LINK_SUBJECT_FORMAT
 from exchange.cli import main as agentx
 from human_portal.linking import issue_link_code, linked_agents, unlink_agent
 from human_portal.schema import agent_links, link_codes
