@@ -8,10 +8,12 @@ Many concurrent callers (asyncio tasks) each submit one transfer at a time:
 
 Each is run unbatched (one ``SqlLedger.create_transfers`` call, so one
 transaction, per transfer) and batched (``BatchingLedger``: one writer, many
-callers' transfers per transaction). In the same run it measures the raw
-limit: the driver alone inserting the same transfer rows into the same schema
-in one transaction (stdlib ``sqlite3`` for SQLite, ``asyncpg`` for
-PostgreSQL). Every run starts from a fresh database (SQLite: a temp file in
+callers' transfers per transaction); call latencies are those of a closed
+loop at saturation (each caller sends its next call when the last one is
+answered, so a call waits for the group ahead of its own). In the same run
+it measures the raw limit: the driver alone inserting the same transfer rows
+into the same schema in one transaction (stdlib ``sqlite3`` for SQLite,
+``asyncpg`` for PostgreSQL). Every run starts from a fresh database (SQLite: a temp file in
 WAL mode with synchronous=NORMAL, as ``open_database`` configures it) and ends
 with ``check_invariants``. Figures are medians over ``--runs`` runs.
 
@@ -155,8 +157,11 @@ async def prepare(url: str, *, wallets: int) -> None:
         await engine.dispose()
 
 
-async def drive(create: CreateTransfers, scenario: Scenario, *, count: int, callers: int) -> float:
-    """Seconds for ``callers`` tasks to play ``scenario`` for indexes 0..count-1.
+async def drive(
+    create: CreateTransfers, scenario: Scenario, *, count: int, callers: int
+) -> tuple[float, list[float]]:
+    """Seconds for ``callers`` tasks to play ``scenario`` for indexes 0..count-1,
+    and every call's latency in seconds.
 
     Each index is a sequence of single-transfer calls made one after the
     other. Transfers are built when they are sent, as a server decodes
@@ -164,16 +169,19 @@ async def drive(create: CreateTransfers, scenario: Scenario, *, count: int, call
     slow Python's garbage collector down and measure the bench, not the ledger.
     """
     next_index = itertools.count()
+    latencies_s: list[float] = []
 
     async def caller() -> None:
         while (index := next(next_index)) < count:
             for transfer in scenario(index):
+                called = time.perf_counter()
                 [outcome] = await create([transfer])
+                latencies_s.append(time.perf_counter() - called)
                 assert outcome.result is TransferResult.OK, outcome
 
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(callers)))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, latencies_s
 
 
 async def measure_scenarios(
@@ -189,11 +197,15 @@ async def measure_scenarios(
     def pair(index: int) -> list[NewTransfer]:
         return hold_then_post(f"{mode}-pair", index, wallets=wallets)
 
-    transfers_s = await drive(create, single, count=count, callers=callers)
-    pairs_s = await drive(create, pair, count=count // 2, callers=callers)
+    transfers_s, latencies_s = await drive(create, single, count=count, callers=callers)
+    pairs_s, _ = await drive(create, pair, count=count // 2, callers=callers)
+    latencies_s.sort()
     return {
         f"{mode}_transfers_per_s": count / transfers_s,
         f"{mode}_pairs_per_s": (count // 2) / pairs_s,
+        # Closed loop at saturation: a call waits for the group before its own.
+        f"{mode}_call_p50_ms": latencies_s[len(latencies_s) // 2] * 1000,
+        f"{mode}_call_p99_ms": latencies_s[int(len(latencies_s) * 0.99)] * 1000,
     }
 
 
@@ -339,6 +351,8 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
     return {
         **{name: round(value, 1) for name, value in medians.items()},
         "batched_ratio_to_raw": round(medians["batched_transfers_per_s"] / raw, 4),
+        # A pair writes two transfer rows.
+        "batched_pairs_ratio_to_raw": round(2 * medians["batched_pairs_per_s"] / raw, 4),
         "unbatched_ratio_to_raw": round(medians["unbatched_transfers_per_s"] / raw, 4),
         "batching_speedup": round(
             medians["batched_transfers_per_s"] / medians["unbatched_transfers_per_s"], 1
@@ -373,9 +387,13 @@ async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
 _TEXT_ROWS = (
     ("raw limit (driver alone, one transaction)", "raw_rows_per_s", "rows/s", None),
     ("batched transfers", "batched_transfers_per_s", "/s", "batched_ratio_to_raw"),
-    ("batched pending→posted pairs", "batched_pairs_per_s", "/s", None),
+    ("batched pending→posted pairs", "batched_pairs_per_s", "/s", "batched_pairs_ratio_to_raw"),
+    ("batched call latency p50", "batched_call_p50_ms", "ms", None),
+    ("batched call latency p99", "batched_call_p99_ms", "ms", None),
     ("unbatched transfers", "unbatched_transfers_per_s", "/s", "unbatched_ratio_to_raw"),
     ("unbatched pending→posted pairs", "unbatched_pairs_per_s", "/s", None),
+    ("unbatched call latency p50", "unbatched_call_p50_ms", "ms", None),
+    ("unbatched call latency p99", "unbatched_call_p99_ms", "ms", None),
 )
 
 
@@ -392,10 +410,10 @@ def print_text(result: dict[str, Any]) -> None:
             continue
         print(f"{database} (medians of {len(figures['runs'])} runs):")
         for label, name, unit, ratio in _TEXT_ROWS:
-            line = f"  {label:<42} {figures[name]:>10,.0f} {unit}"
+            line = f"  {label:<42} {figures[name]:>10,.0f} {unit:<6}"
             if ratio is not None:
-                line += f"   ratio to raw {figures[ratio]:.3f}"
-            print(line)
+                line += f" ratio to raw {figures[ratio]:.3f}"
+            print(line.rstrip())
         print(f"  {'batched / unbatched':<42} {figures['batching_speedup']:>10.1f} ×")
         if "target_met" in figures:
             verdict = "met" if figures["target_met"] else "NOT met"

@@ -5,16 +5,19 @@ tests drive it with real concurrent callers against a real database and
 prove, each by name: concurrent callers sharing accounts never overdraw and
 each gets exactly the outcomes a one-by-one replay of the groups gives; an id
 used twice in one group, or again in a later group, gets its first outcome; a
-failing or open linked chain fails only its own caller; a full queue makes a
-caller wait for room and then refuses it (``LedgerOverloaded``) with nothing
-applied; timeouts (``LedgerTimeout``) and cancelled callers; ``close()``
-drains the queue and refuses what was not accepted; a database refusal fails
-only the caller whose batch caused it; an unavailable database fails the
-group's callers and the writer goes on. Crash safety is proven three ways:
-callers cancelled between the commit and the replies, a writer killed right
-after the commit, and a real process ended with ``os._exit`` right after the
-commit; in each, retries with the same ids (through a new engine, as after a
-restart) return exactly the committed outcomes, marked ``replayed``.
+failing or open linked chain fails only its own caller; a full queue makes
+callers wait for room in arrival order, and beyond the bound on waiting calls
+refuses at once; at the writer's timeout a call not yet taken into a group is
+refused (``LedgerOverloaded``) and never applied, while a call whose group is
+running gets ``LedgerTimeout`` and learns its outcome by retrying;
+``close()`` drains the queue and refuses what was not accepted; a database
+refusal fails only the caller whose batch caused it; an unavailable database
+fails the group's callers and the writer goes on; a call with a connection
+joins the caller's transaction. Crash safety is proven three ways: callers
+cancelled between the commit and the replies, a writer killed right after the
+commit, and a real process ended with ``os._exit`` right after the commit; in
+each, retries with the same ids (through a new engine, as after a restart)
+return exactly the committed outcomes, marked ``replayed``.
 
 Groups are lined up deterministically with ``RecordingLedger``: a first call
 is held at a gate inside the writer while the calls under test queue behind
