@@ -9,6 +9,9 @@
     agentx demo [--agents N] [--deals N]   agents trade; exit 0 only if all settle
     agentx mint AGENT_ID CREDITS --reason TEXT [--url URL] [--key FILE]
     agentx link CODE --key FILE [--url URL]  sign a portal link code with an agent's key
+    agentx evidence CONTRACT [--url URL] [--key FILE]          operator: a contract's evidence
+    agentx resolve CONTRACT --provider-share-percent N [--note TEXT] [--url URL] [--key FILE]
+                                           operator: end a dispute (100 all, 0 none, else split)
     agentx worker --nats-url URL --database-url URL --key FILE --operator ID
                                            one exchange worker on external NATS + database
 """
@@ -54,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_mint(arguments))
         if command == "link":
             return asyncio.run(_link(arguments))
+        if command == "evidence":
+            return asyncio.run(_evidence(arguments))
+        if command == "resolve":
+            return asyncio.run(_resolve(arguments))
         if command == "worker":
             return asyncio.run(_worker(arguments))
     except KeyboardInterrupt:
@@ -104,6 +111,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     mint.add_argument("--url", default="nats://127.0.0.1:4222")
     mint.add_argument("--key", type=Path, default=DEFAULT_DATA_DIR / "operator.seed")
+    evidence = commands.add_parser("evidence", help="operator: a contract's evidence bundle")
+    evidence.add_argument("contract_id")
+    _add_operator_connection(evidence)
+    resolve = commands.add_parser("resolve", help="operator: end a dispute (all, none or split)")
+    resolve.add_argument("contract_id")
+    resolve.add_argument(
+        "--provider-share-percent",
+        type=int,
+        required=True,
+        help="100 releases all to the provider, 0 refunds the buyer, between splits",
+    )
+    resolve.add_argument("--note", default="")
+    _add_operator_connection(resolve)
     link = commands.add_parser("link", help="link an agent to a portal account (sign a code)")
     link.add_argument("code", help="the one-time code the portal shows")
     link.add_argument("--key", type=Path, required=True, help="the agent's seed file")
@@ -184,6 +204,45 @@ async def _mint(arguments: argparse.Namespace) -> int:
             mint_id=arguments.mint_id,
         )
     print(f"minted {arguments.credits} credits to {reply.recipient_id} ({reply.transfer_id})")
+    return EXIT_OK
+
+
+def _add_operator_connection(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--url", default="nats://127.0.0.1:4222")
+    command.add_argument("--key", type=Path, default=DEFAULT_DATA_DIR / "operator.seed")
+
+
+async def _evidence(arguments: argparse.Namespace) -> int:
+    async with await Agent.connect(arguments.url, AgentKeys.load(arguments.key)) as operator:
+        bundle = await operator.evidence(arguments.contract_id)
+    contract = bundle.contract
+    print(f"contract {contract.contract_id}: {contract.state}")
+    print(f"  buyer {contract.buyer_id}\n  provider {contract.provider_id}")
+    print(f"  price {contract.price_millicredits} mcr, capability {contract.capability}")
+    if contract.dispute_reason:
+        print(f"  dispute: {contract.dispute_reason}")
+    print(f"  task: {bytes(contract.task).decode()}")
+    print(f"  result (sha256 {contract.result_sha256}): {bytes(contract.result).decode()[:2000]}")
+    for event in bundle.events:
+        detail = f": {event.detail}" if event.detail else ""
+        print(f"  {event.at_ms} {event.event} -> {event.to_state} by {event.actor_id}{detail}")
+    return EXIT_OK
+
+
+async def _resolve(arguments: argparse.Namespace) -> int:
+    if not 0 <= arguments.provider_share_percent <= 100:
+        print("agentx resolve: --provider-share-percent is 0 to 100", file=sys.stderr)
+        return EXIT_USAGE
+    async with await Agent.connect(arguments.url, AgentKeys.load(arguments.key)) as operator:
+        view = await operator.resolve(
+            arguments.contract_id,
+            provider_share_bps=arguments.provider_share_percent * 100,
+            note=arguments.note,
+        )
+    print(
+        f"contract {view.contract_id} {view.state}: provider net {view.net_millicredits} mcr, "
+        f"fee {view.fee_millicredits} mcr, buyer refunded {view.refunded_millicredits} mcr"
+    )
     return EXIT_OK
 
 

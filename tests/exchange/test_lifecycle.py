@@ -221,3 +221,35 @@ async def test_a_buyer_cannot_cancel_once_delivered_or_after_the_deadline(exchan
         await buyer.cancel(contract.contract_id, reason="too late")
     assert caught.value.code == "invalid_state"
     await exchange.check_invariants()
+
+
+async def test_an_operator_reads_the_evidence_and_resolves_a_dispute_from_the_cli(
+    exchange, tmp_path
+):
+    import sys
+
+    provider, buyer, contract = await deal_until_hired(exchange)
+    await contract.wait_delivery(timeout_s=10)
+    await buyer.reject_delivery(contract.contract_id, reason="wrong language")
+    exchange.operator_keys.save(tmp_path / "operator.seed")
+    common = ["--url", exchange.nats_url, "--key", str(tmp_path / "operator.seed")]
+
+    async def agentx(*arguments: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "exchange.cli", *arguments, *common,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        output, errors = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, errors.decode()
+        return output.decode()
+
+    evidence = await agentx("evidence", contract.contract_id)
+    assert "disputed" in evidence and "dispute: wrong language" in evidence
+    resolved = await agentx(
+        "resolve", contract.contract_id, "--provider-share-percent", "30", "--note", "partly"
+    )
+    assert "resolved" in resolved
+    share = PRICE * 3_000 // 10_000
+    fee = share * FEE_RATE_BPS // 10_000
+    assert await balances(buyer, provider) == [GRANT - share, share - fee]
+    await exchange.check_invariants()
