@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--deals", type=int, default=demo_defaults.deals)
     demo.add_argument("--concurrency", type=int, default=demo_defaults.concurrency)
     demo.add_argument("--data-dir", type=Path, default=None, help="keep the state here")
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="afterwards keep the stack and the human portal up until Ctrl-C",
+    )
+    demo.add_argument("--portal-port", type=int, default=8000, help="with --keep-running")
 
     mint = commands.add_parser("mint", help="operator: grant credits to an agent")
     mint.add_argument("agent_id")
@@ -182,13 +188,27 @@ def _demo(arguments: argparse.Namespace) -> int:
         deals=arguments.deals,
         data_dir=arguments.data_dir,
         concurrency=arguments.concurrency,
+        portal_port=arguments.portal_port if arguments.keep_running else None,
     )
     problem = options.check()
     if problem is not None:
         print(f"agentx demo: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    succeeded = asyncio.run(run_demo(options, say=lambda line: print(line, flush=True)))
+    afterwards = _wait_for_ctrl_c if arguments.keep_running else None
+    succeeded = asyncio.run(
+        run_demo(options, say=lambda line: print(line, flush=True), afterwards=afterwards)
+    )
     return EXIT_OK if succeeded else EXIT_FAILED
+
+
+async def _wait_for_ctrl_c(stack: EmbeddedStack) -> None:
+    stop = _stop_on_signals()
+    print(f"NATS:        {stack.nats_url}")
+    if stack.portal is not None:
+        print(f"portal:      {stack.portal.url}  (payments: {stack.portal.stripe_mode})")
+    print(f"operator:    {stack.data_dir / 'operator.seed'}")
+    print("still running; press Ctrl-C to stop", flush=True)
+    await stop.wait()
 
 
 async def _mint(arguments: argparse.Namespace) -> int:

@@ -92,6 +92,8 @@ class DemoOptions:
     data_dir: Path | None = None
     # Deals run this many at a time; 1 keeps the story easy to read.
     concurrency: int = CONCURRENCY_DEFAULT
+    # The human portal's port while the demo runs; None runs no portal.
+    portal_port: int | None = None
 
     def check(self) -> str | None:
         if not 2 <= self.agents <= AGENTS_MAX:
@@ -108,13 +110,28 @@ def credits(amount_millicredits: int, /) -> str:
     return f"{whole}.{fraction:03d} cr"
 
 
-async def run_demo(options: DemoOptions, /, *, say: Say = print) -> bool:
-    """Run the demo; True only if every deal settled and the ledger balances."""
+async def run_demo(
+    options: DemoOptions,
+    /,
+    *,
+    say: Say = print,
+    afterwards: Callable[[EmbeddedStack], Awaitable[None]] | None = None,
+) -> bool:
+    """Run the demo; True only if every deal settled and the ledger balances.
+
+    ``afterwards`` runs once the demo is done, while the stack (and the
+    portal, if ``options.portal_port`` is set) is still up: ``agentx demo
+    --keep-running`` waits there for Ctrl-C so a person can look around.
+    """
     with _data_dir(options.data_dir) as data_dir:
-        async with EmbeddedStack(StackConfig(data_dir=data_dir)) as stack:
+        config = StackConfig(data_dir=data_dir, portal_port=options.portal_port)
+        async with EmbeddedStack(config) as stack:
             exchange_id = stack.exchange_keys.agent_id
             say(f"NATS {stack.nats_url}, data in {data_dir}, exchange {exchange_id}")
-            return await _trade(stack, options, say)
+            succeeded = await _trade(stack, options, say)
+            if afterwards is not None:
+                await afterwards(stack)
+            return succeeded
 
 
 @contextlib.contextmanager
