@@ -16,11 +16,12 @@ each caller getting exactly the outcomes an unbatched call would give::
 Batching is for calls made without an outer transaction. A call with
 ``connection=`` (a unit of work, e.g. opening a contract and holding its
 price atomically) bypasses the writer and joins the caller's transaction,
-exactly like ``SqlLedger.create_transfers``. A call that gets
-``LedgerTimeout`` or ``LedgerUnavailable`` may have been applied: retry it
-with the same transfer ids, which returns the committed outcomes. See
-``wallet.batching`` for the bounds (queue, group size, timeouts) and
-``close()``, which drains the queue.
+exactly like ``SqlLedger.create_transfers``. A call refused with
+``LedgerOverloaded`` or ``LedgerClosed`` was not applied; one that gets
+``LedgerTimeout`` (or any other ``LedgerUnavailable``) may have been: retry
+it with the same transfer ids, which returns the committed outcomes (a retry
+is always safe). See ``wallet.batching`` for the bounds (queue, group size,
+the writer's timeout) and ``close()``, which drains the queue.
 """
 
 from wallet.batching import BatchingLedger, WriterState

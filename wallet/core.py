@@ -3,7 +3,9 @@
 The SQL adapter loads what a batch needs (the involved accounts, the pending
 transfers it references or that have expired on those accounts, and the
 outcomes already stored for its ids), calls ``plan_batch``, and writes the
-plan. Everything that decides money lives here, without I/O, so it can be
+plan. ``plan_batches`` decides several callers' batches in one plan, each as
+if applied alone after the ones before it: the batching writer's group
+commit. Everything that decides money lives here, without I/O, so it can be
 tested with plain values.
 
 Semantics follow TigerBeetle:

@@ -83,7 +83,8 @@ def _among(
     chunks under the drivers' cap of about 32,766 parameters. As one
     parameter the list has no such cap: PostgreSQL binds an array
     (``= ANY(:ids)``), SQLite a JSON array it reads with ``json_each``.
-    Measured on 1,000 ids: about a third of the time of chunked ``IN`` lists.
+    Measured selecting 4,000 ids: 3.0 ms instead of 5.6 ms for chunks of 500
+    on SQLite, 4.8 ms instead of 14.2 ms on PostgreSQL.
     """
     if connection.dialect.name == "postgresql":
         return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(String)))
@@ -247,7 +248,8 @@ def _expired_holds_query(now_us: int) -> Any:
     account indexes instead, which reads the whole history of every account
     named (measured: a batch's cost grew with the ledger's age). A
     materialized CTE fixes the order on both databases; its cost is the
-    number of expired holds not yet voided, which the sweeper keeps small.
+    number of expired holds not yet voided, which running the sweeper
+    (``SqlLedger.expire_pending``) keeps small.
     """
     deadline_passed = (
         select(_pending.id, _pending.status, _pending.expires_at_us)
