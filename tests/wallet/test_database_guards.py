@@ -64,9 +64,10 @@ async def test_transfers_cannot_be_updated_or_deleted(funded: SqlLedger, stateme
     await check_invariants(funded.engine)
 
 
+# SQLite has no TRUNCATE, so this runs on PostgreSQL only.
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_transfers_cannot_be_truncated_on_postgresql(funded: SqlLedger) -> None:
-    if funded.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has no TRUNCATE")
+    assert funded.engine.dialect.name == "postgresql"
     with pytest.raises(LedgerRejected):
         await execute_raw(funded.engine, "TRUNCATE ledger_transfers CASCADE")
     await check_invariants(funded.engine)
