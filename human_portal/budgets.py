@@ -45,6 +45,7 @@ __all__ = [
     "enforce_spending_controls",
     "locked_controls",
     "record_refusal",
+    "refuse_if_frozen",
     "set_operator_freeze",
     "spending_refusal",
     "spent_since_us",
@@ -182,6 +183,24 @@ def spending_refusal(
         "owner must approve it in the portal, then retry the same acceptance",
         approval=request,
     )
+
+
+async def refuse_if_frozen(connection: AsyncConnection, agent_id: str, /) -> None:
+    """Raise ``SpendingRefused`` (``agent_frozen``) when the agent's spending is frozen.
+
+    For spending that is not a contract (direct transfers): the freeze stops
+    all new spending at once, whatever its path.
+    """
+    found = await connection.execute(
+        sa.select(agent_controls).where(agent_controls.c.agent_id == agent_id).with_for_update()
+    )
+    row = found.mappings().first()
+    if row is None:
+        return
+    controls = _controls_from_row(dict(row))
+    if controls.frozen:
+        who = "its owner" if controls.frozen_by_owner else "an operator"
+        raise SpendingRefused(ErrorCode.AGENT_FROZEN, f"the agent's spending is frozen by {who}")
 
 
 async def enforce_spending_controls(

@@ -14,6 +14,7 @@ from exchange.direct_transfers import transfer_chain, transfer_reference, transf
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.ledger_accounts import agent_account_id
 from exchange.use_cases.context import ExchangeContext
+from human_portal.budgets import SpendingRefused, refuse_if_frozen
 from wallet import TransferOutcome, TransferResult
 
 __all__ = ["TransferUseCases"]
@@ -82,6 +83,11 @@ class TransferUseCases:
             stored = await transfer_repository.get_transfer(connection, reference)
             if stored is not None:
                 return _replay(stored, request), True
+            # A human's (or an operator's) freeze stops direct payments too.
+            try:
+                await refuse_if_frozen(connection, payer_id)
+            except SpendingRefused as refused:
+                raise ExchangeError(refused.code, refused.message) from refused
             outcomes = await self._context.ledger.create_transfers(chain, connection=connection)
             _raise_if_refused(outcomes)
             if all(outcome.replayed for outcome in outcomes):

@@ -245,3 +245,26 @@ async def test_approving_in_the_browser_needs_the_forms_token(harness, browser):
     assert approved.status_code == 303
     await buyer.hire(quote, {"text": "x"})
     await harness.check_invariants()
+
+
+async def test_a_freeze_stops_direct_payments_too(harness):
+    user, payer = await buyer_with_controls(harness, frozen=True)
+    payee = await harness.agent()
+    await harness.mint(payee.agent_id, CREDIT)  # the payee has a wallet
+    with pytest.raises(ExchangeError) as refused:
+        await payer.transfer(payee.agent_id, CREDIT, transfer_id="frozen-pay")
+    assert refused.value.code == "agent_frozen"
+    assert await available(harness, payer.agent_id) == GRANT
+    await set_controls(
+        harness.context,
+        user,
+        payer.agent_id,
+        daily_limit_millicredits=None,
+        contract_limit_millicredits=None,
+        approval_threshold_millicredits=None,
+        frozen=False,
+    )
+    paid = await payer.transfer(payee.agent_id, CREDIT, transfer_id="frozen-pay")
+    assert paid.transfer_id == "frozen-pay"
+    assert await available(harness, payer.agent_id) == GRANT - CREDIT
+    await harness.check_invariants()
