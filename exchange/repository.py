@@ -1,4 +1,4 @@
-"""The exchange's SQL: listings, contracts and the operator audit log.
+"""The exchange's contract SQL: contracts, their events, the outbox, the operator audit log.
 
 Every function takes the connection of an already-begun transaction, so the
 service layer decides what is atomic (a contract and its escrow hold are
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.contracts import HOLDING_STATES, SETTLED_STATES, ContractRow, ContractState
 from exchange.errors import ErrorCode, ExchangeError
-from exchange.schema import contract_events, contracts, listings, operator_audit, outbox
+from exchange.schema import contract_events, contracts, operator_audit, outbox
 
 __all__ = [
     "add_audit_record",
@@ -26,7 +26,6 @@ __all__ = [
     "contract_event_rows",
     "due_contract_ids",
     "get_contract",
-    "get_listing",
     "insert_contract",
     "mark_notices_published",
     "open_escrow_total",
@@ -34,15 +33,6 @@ __all__ = [
     "transition_contract",
     "unpublished_notices",
 ]
-
-
-async def get_listing(connection: AsyncConnection, listing_id: str, /) -> dict[str, Any] | None:
-    row = (
-        (await connection.execute(sa.select(listings).where(listings.c.listing_id == listing_id)))
-        .mappings()
-        .one_or_none()
-    )
-    return dict(row) if row is not None else None
 
 
 async def insert_contract(connection: AsyncConnection, contract: ContractRow, /) -> None:

@@ -51,7 +51,8 @@ from agent_client.signing import (
     verify_evidence,
 )
 from escrow import InsufficientFunds, Settlement, provider_share_for_bps, settlement_for
-from exchange import repository
+from exchange import catalog_repository, repository
+from exchange.catalog import listing_id_for
 from exchange.contracts import (
     SETTLED_STATES,
     ContractEvent,
@@ -237,8 +238,8 @@ class ContractUseCases:
 
     async def _active_listing_output_schema(self, connection: AsyncConnection, quote: Quote) -> str:
         """The output schema of the provider's active listing (its deliveries' contract)."""
-        listing = await repository.get_listing(
-            connection, f"{quote.header.issuer}/{quote.capability}"
+        listing = await catalog_repository.get_listing(
+            connection, listing_id_for(quote.header.issuer, quote.capability)
         )
         if listing is None or listing["status"] != "active":
             raise ExchangeError(

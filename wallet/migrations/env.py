@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from wallet.database import open_database
+from wallet.errors import MigrationFailed
 from wallet.schema import metadata
 
 # Concurrent upgrades (several workers starting at once) queue on this
@@ -48,5 +49,5 @@ async def _run_online(url: str) -> None:
 
 
 if context.is_offline_mode():
-    raise NotImplementedError("offline (--sql) migrations are not supported; run upgrade_schema")
+    raise MigrationFailed("offline (--sql) migrations are not supported; run upgrade_schema")
 asyncio.run(_run_online(config.attributes["database_url"]))
