@@ -13,7 +13,7 @@ from escrow.machine import (
     provider_share_for_bps,
     settlement_for,
 )
-from escrow.service import Escrow, LedgerPort
+from escrow.service import Escrow, HoldOrder, LedgerPort, SettleOrder
 
 __all__ = [
     "ESCROW_ACCOUNT_ID",
@@ -21,8 +21,10 @@ __all__ = [
     "Escrow",
     "EscrowError",
     "EscrowState",
+    "HoldOrder",
     "InsufficientFunds",
     "LedgerPort",
+    "SettleOrder",
     "Settlement",
     "provider_share_for_bps",
     "settlement_for",

@@ -3,24 +3,64 @@
 The exchange opens a contract and holds its price in one database
 transaction, and settles it in the transaction that moves the contract to a
 settled state, so a contract's state and its money never disagree.
+
+``hold`` and ``settle`` take one contract; ``hold_all`` and ``settle_all``
+take many in one ledger call (the exchange's group commit), each contract on
+its own: one refused leaves the others applied, and each gets the answer
+``hold`` or ``settle`` would have given it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from escrow.errors import EscrowError, InsufficientFunds
 from escrow.machine import Settlement, hold_transfers, settle_transfers
 from wallet import NewTransfer, TransferOutcome, TransferResult
 
-__all__ = ["Escrow", "LedgerPort"]
+__all__ = ["Escrow", "HoldOrder", "LedgerPort", "SettleOrder"]
 
 
 class LedgerPort(Protocol):
     async def create_transfers(
         self, transfers: Sequence[NewTransfer], /, *, connection: Any = None
     ) -> list[TransferOutcome]: ...
+
+    async def create_transfer_batches(
+        self, batches: Sequence[Sequence[NewTransfer]], /, *, connection: Any = None
+    ) -> list[list[TransferOutcome]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HoldOrder:
+    contract_id: str
+    buyer_account_id: str
+    price_millicredits: int
+
+    def transfers(self) -> list[NewTransfer]:
+        return hold_transfers(
+            self.contract_id,
+            buyer_account_id=self.buyer_account_id,
+            price_millicredits=self.price_millicredits,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SettleOrder:
+    contract_id: str
+    buyer_account_id: str
+    provider_account_id: str
+    settlement: Settlement
+
+    def transfers(self) -> list[NewTransfer]:
+        return settle_transfers(
+            self.contract_id,
+            buyer_account_id=self.buyer_account_id,
+            provider_account_id=self.provider_account_id,
+            settlement=self.settlement,
+        )
 
 
 class Escrow:
@@ -39,13 +79,11 @@ class Escrow:
         price_millicredits: int,
         connection: Any,
     ) -> None:
-        transfers = hold_transfers(
-            contract_id, buyer_account_id=buyer_account_id, price_millicredits=price_millicredits
-        )
-        outcomes = await self._ledger.create_transfers(transfers, connection=connection)
-        if outcomes[0].result is TransferResult.EXCEEDS_CREDITS:
-            raise InsufficientFunds(contract_id=contract_id, amount_millicredits=price_millicredits)
-        _require_ok(outcomes, contract_id=contract_id, step="hold")
+        order = HoldOrder(contract_id, buyer_account_id, price_millicredits)
+        outcomes = await self._ledger.create_transfers(order.transfers(), connection=connection)
+        refusal = _hold_refusal(order, outcomes)
+        if refusal is not None:
+            raise refusal
 
     async def settle(
         self,
@@ -58,21 +96,52 @@ class Escrow:
         connection: Any,
     ) -> None:
         """End the hold as ``settlement`` says; a retried settlement is a no-op."""
-        transfers = settle_transfers(
-            contract_id,
-            buyer_account_id=buyer_account_id,
-            provider_account_id=provider_account_id,
-            settlement=settlement,
+        order = SettleOrder(contract_id, buyer_account_id, provider_account_id, settlement)
+        outcomes = await self._ledger.create_transfers(order.transfers(), connection=connection)
+        refusal = _settle_refusal(order, outcomes)
+        if refusal is not None:
+            raise refusal
+
+    async def hold_all(
+        self, orders: Sequence[HoldOrder], /, *, connection: Any
+    ) -> list[EscrowError | None]:
+        """Hold each order's price; per order None, or why it was refused."""
+        batches = [order.transfers() for order in orders]
+        outcomes = await self._ledger.create_transfer_batches(batches, connection=connection)
+        return [_hold_refusal(order, batch) for order, batch in zip(orders, outcomes, strict=True)]
+
+    async def settle_all(
+        self, orders: Sequence[SettleOrder], /, *, connection: Any
+    ) -> list[EscrowError | None]:
+        """Settle each order; per order None, or why it was refused."""
+        batches = [order.transfers() for order in orders]
+        outcomes = await self._ledger.create_transfer_batches(batches, connection=connection)
+        return [
+            _settle_refusal(order, batch) for order, batch in zip(orders, outcomes, strict=True)
+        ]
+
+
+def _hold_refusal(order: HoldOrder, outcomes: Sequence[TransferOutcome]) -> EscrowError | None:
+    if outcomes[0].result is TransferResult.EXCEEDS_CREDITS:
+        return InsufficientFunds(
+            contract_id=order.contract_id, amount_millicredits=order.price_millicredits
         )
-        outcomes = await self._ledger.create_transfers(transfers, connection=connection)
-        _require_ok(outcomes, contract_id=contract_id, step=settlement.outcome.value)
+    return _refusal(outcomes, contract_id=order.contract_id, step="hold")
 
 
-def _require_ok(outcomes: Sequence[TransferOutcome], *, contract_id: str, step: str) -> None:
+def _settle_refusal(order: SettleOrder, outcomes: Sequence[TransferOutcome]) -> EscrowError | None:
+    step = order.settlement.outcome.value
+    return _refusal(outcomes, contract_id=order.contract_id, step=step)
+
+
+def _refusal(
+    outcomes: Sequence[TransferOutcome], *, contract_id: str, step: str
+) -> EscrowError | None:
     for outcome in outcomes:
         if outcome.result is not TransferResult.OK:
-            raise EscrowError(
+            return EscrowError(
                 f"the ledger refused the {step}",
                 code=outcome.result.value,
                 contract_id=contract_id,
             )
+    return None

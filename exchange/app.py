@@ -39,6 +39,7 @@ from exchange.limits import (
 )
 from exchange.use_cases import ContractUseCases, ExchangeContext
 from exchange.use_cases.context import LifecycleSettings, OutboxNotice
+from exchange.use_cases.group_commit import GroupCommitter
 from human_portal.migrations import VERSIONS_PATH as PORTAL_MIGRATIONS
 from wallet import FeeSchedule, SqlLedger, WalletError, open_database, upgrade_schema
 
@@ -73,6 +74,8 @@ class ExchangeConfig:
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     # How often timers and the outbox relay are checked.
     sweep_interval_s: float = SWEEP_INTERVAL_S
+    # Many contract steps per transaction (exchange/use_cases/group_commit.py).
+    group_commit: bool = True
 
 
 class ExchangeWorker:
@@ -118,6 +121,7 @@ class ExchangeWorker:
             operator_ids=self.config.operator_ids,
             lifecycle=self.config.lifecycle,
             results=JetStreamResultStore(js),
+            group_commit=self.config.group_commit,
         )
         self.contracts = ContractUseCases(context)
         self._context = context
@@ -133,6 +137,12 @@ class ExchangeWorker:
             asyncio.create_task(self._every(self.config.sweep_interval_s, self.contracts.sweep)),
             asyncio.create_task(self._every(self.config.sweep_interval_s, self.relay_outbox)),
         ]
+
+    @property
+    def contract_groups(self) -> GroupCommitter[Any, Any] | None:
+        """The group commit of contract steps (None when ``group_commit`` is off)."""
+        assert self._context is not None, "the worker is not started"
+        return self._context.contract_groups
 
     async def relay_outbox(self) -> int:
         """Publish notices whose publish after commit did not happen (or failed)."""
@@ -174,6 +184,7 @@ class ExchangeWorker:
             await self._endpoints.stop()
             self._endpoints = None
         if self._context is not None:
+            await self._context.close()
             with contextlib.suppress(WalletError):
                 await self._context.flush_published()
             self._context = None

@@ -41,6 +41,7 @@ __all__ = [
     "add_listing_revision",
     "add_rating_to_listing",
     "get_listing",
+    "get_listings",
     "get_rating",
     "insert_listing",
     "insert_rating",
@@ -68,6 +69,17 @@ async def get_listing(
         statement = statement.with_for_update()
     row = (await connection.execute(statement)).mappings().one_or_none()
     return dict(row) if row is not None else None
+
+
+async def get_listings(
+    connection: AsyncConnection, listing_ids: Sequence[str], /
+) -> dict[str, dict[str, Any]]:
+    """The listings among ``listing_ids`` that exist, by id (one query)."""
+    if not listing_ids:
+        return {}
+    statement = sa.select(listings).where(listings.c.listing_id.in_(sorted(set(listing_ids))))
+    rows = (await connection.execute(statement)).mappings()
+    return {str(row["listing_id"]): dict(row) for row in rows}
 
 
 async def insert_listing(connection: AsyncConnection, values: Mapping[str, Any], /) -> bool:

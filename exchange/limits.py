@@ -47,3 +47,10 @@ CONTRACT_EVENTS_MAX: Final = 200
 
 assert NOTICE_LIFETIME_S >= DISPUTE_WINDOW_DEFAULT_S
 assert 0 <= DISPUTE_DEFAULT_PROVIDER_SHARE_BPS <= 10_000
+
+# Group commit (exchange/use_cases/group_commit.py): contract steps applied in
+# one transaction, and how many may wait for the writer before new ones are
+# refused with ``unavailable``. A group's ledger batch (at most four
+# transfers per step) stays far below the wallet's BATCH_SIZE_MAX.
+GROUP_JOBS_MAX: Final = 256
+GROUP_QUEUE_MAX: Final = 8_192

@@ -10,6 +10,8 @@ exchange's shared metadata.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,7 +20,14 @@ from exchange.errors import ErrorCode, ExchangeError
 from exchange.negotiation import AcceptedNegotiation
 from exchange.schema import metadata
 
-__all__ = ["check_negotiation_open", "insert_negotiation", "negotiations"]
+__all__ = [
+    "accepted_negotiations",
+    "check_negotiation_open",
+    "insert_negotiation",
+    "insert_negotiations",
+    "negotiations",
+    "superseded_error",
+]
 
 negotiations = sa.Table(
     "exchange_negotiations",
@@ -44,11 +53,16 @@ async def check_negotiation_open(
     )
     accepted_contract_id = existing.scalar_one_or_none()
     if accepted_contract_id is not None:
-        raise ExchangeError(
-            ErrorCode.OFFER_SUPERSEDED,
-            "another offer of this negotiation was already accepted",
-            contract_id=str(accepted_contract_id),
-        )
+        raise superseded_error(str(accepted_contract_id))
+
+
+def superseded_error(accepted_contract_id: str, /) -> ExchangeError:
+    """The refusal of an offer whose negotiation already opened ``accepted_contract_id``."""
+    return ExchangeError(
+        ErrorCode.OFFER_SUPERSEDED,
+        "another offer of this negotiation was already accepted",
+        contract_id=accepted_contract_id,
+    )
 
 
 async def insert_negotiation(
@@ -84,3 +98,45 @@ async def insert_negotiation(
             ErrorCode.OFFER_SUPERSEDED,
             "another offer of this negotiation was accepted at the same moment",
         ) from exc
+
+
+async def accepted_negotiations(
+    connection: AsyncConnection, negotiation_ids: Sequence[str], /
+) -> dict[str, str]:
+    """The contract each of ``negotiation_ids`` already opened, for those that did."""
+    if not negotiation_ids:
+        return {}
+    found = await connection.execute(
+        sa.select(negotiations.c.negotiation_id, negotiations.c.contract_id).where(
+            negotiations.c.negotiation_id.in_(list(negotiation_ids))
+        )
+    )
+    return {str(negotiation_id): str(contract_id) for negotiation_id, contract_id in found}
+
+
+async def insert_negotiations(
+    connection: AsyncConnection,
+    accepted: Sequence[tuple[AcceptedNegotiation, str, int]],
+    /,
+) -> None:
+    """Record many (negotiation, contract id, time) in one statement (a group's opens).
+
+    A duplicate raises ``IntegrityError``; the group then falls back to one
+    transaction per contract, where :func:`insert_negotiation` names the error.
+    """
+    if accepted:
+        await connection.execute(
+            negotiations.insert(),
+            [
+                {
+                    "negotiation_id": negotiation.negotiation_id,
+                    "contract_id": contract_id,
+                    "rfq_id": negotiation.rfq_id,
+                    "buyer_id": negotiation.buyer_id,
+                    "provider_id": negotiation.provider_id,
+                    "accepted_round": negotiation.round,
+                    "created_at_ms": created_at_ms,
+                }
+                for negotiation, contract_id, created_at_ms in accepted
+            ],
+        )

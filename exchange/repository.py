@@ -8,7 +8,8 @@ for the exchange.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,22 +23,25 @@ from exchange.schema import contract_events, contracts, operator_audit, outbox
 __all__ = [
     "add_audit_record",
     "add_contract_event",
+    "add_contract_events",
     "add_outbox_notices",
     "contract_event_rows",
     "due_contract_ids",
     "get_contract",
+    "get_contracts",
     "insert_contract",
+    "insert_contracts",
     "mark_notices_published",
     "open_escrow_total",
     "settled_contracts_not_adding_up",
     "transition_contract",
+    "transition_contracts",
     "unpublished_notices",
 ]
 
 
 async def insert_contract(connection: AsyncConnection, contract: ContractRow, /) -> None:
-    values = {field: getattr(contract, field) for field in ContractRow.__slots__}
-    values["state"] = contract.state.value
+    values = _contract_values(contract)
     # The service checks first; this catches the race where two acceptances
     # of one quote pass that check at once. The caller's transaction then
     # rolls back whole, escrow hold included.
@@ -51,6 +55,22 @@ async def insert_contract(connection: AsyncConnection, contract: ContractRow, /)
         ) from exc
 
 
+async def insert_contracts(connection: AsyncConnection, rows: Sequence[ContractRow], /) -> None:
+    """Insert many contracts with one statement (a group commit's opens).
+
+    A duplicate raises ``IntegrityError``: the group then falls back to one
+    transaction per contract, where :func:`insert_contract` names the error.
+    """
+    if rows:
+        await connection.execute(contracts.insert(), [_contract_values(row) for row in rows])
+
+
+def _contract_values(contract: ContractRow) -> dict[str, Any]:
+    values = {field: getattr(contract, field) for field in ContractRow.__slots__}
+    values["state"] = contract.state.value
+    return values
+
+
 async def get_contract(connection: AsyncConnection, contract_id: str, /) -> ContractRow | None:
     row = (
         (
@@ -61,8 +81,27 @@ async def get_contract(connection: AsyncConnection, contract_id: str, /) -> Cont
         .mappings()
         .one_or_none()
     )
-    if row is None:
-        return None
+    return None if row is None else _contract_from_row(row)
+
+
+async def get_contracts(
+    connection: AsyncConnection, contract_ids: Sequence[str], /, *, for_update: bool = False
+) -> dict[str, ContractRow]:
+    """The contracts among ``contract_ids`` that exist, by id.
+
+    ``for_update`` locks them (PostgreSQL) in id order, the order every
+    group takes them in, so two workers' groups queue instead of deadlocking.
+    """
+    if not contract_ids:
+        return {}
+    statement = sa.select(contracts).where(contracts.c.contract_id.in_(sorted(contract_ids)))
+    if for_update:
+        statement = statement.order_by(contracts.c.contract_id).with_for_update()
+    rows = (await connection.execute(statement)).mappings()
+    return {str(row["contract_id"]): _contract_from_row(row) for row in rows}
+
+
+def _contract_from_row(row: sa.RowMapping) -> ContractRow:
     values = dict(row)
     values["state"] = ContractState(values["state"])
     values["buyer_cancel_requested"] = bool(values["buyer_cancel_requested"])
@@ -95,6 +134,58 @@ async def transition_contract(
             f"the contract is no longer {from_state.value}",
             contract_id=contract_id,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ContractMove:
+    """One contract's step in a group: from a state to the next, with its changes."""
+
+    contract_id: str
+    from_state: ContractState
+    to_state: ContractState
+    changes: Mapping[str, Any]
+
+
+async def transition_contracts(
+    connection: AsyncConnection, moves: Sequence[ContractMove], /
+) -> None:
+    """Apply many moves, one ``executemany`` per set of changed columns.
+
+    Each row keeps the compare-and-set of :func:`transition_contract`. The
+    group holds the contracts locked (or SQLite's write lock), so a move
+    that matches no row means a bug or a foreign writer: the count is
+    checked, and a mismatch rolls the whole group back.
+    """
+    by_columns: dict[tuple[str, ...], list[ContractMove]] = {}
+    for move in moves:
+        by_columns.setdefault(tuple(sorted(move.changes)), []).append(move)
+    for columns, same_shape in by_columns.items():
+        statement = (
+            contracts.update()
+            .where(
+                contracts.c.contract_id == sa.bindparam("move_contract_id"),
+                contracts.c.state == sa.bindparam("move_from_state"),
+            )
+            .values(
+                state=sa.bindparam("move_to_state"),
+                **{column: sa.bindparam(f"move_{column}") for column in columns},
+            )
+        )
+        parameters = [
+            {
+                "move_contract_id": move.contract_id,
+                "move_from_state": move.from_state.value,
+                "move_to_state": move.to_state.value,
+                **{f"move_{column}": move.changes[column] for column in columns},
+            }
+            for move in same_shape
+        ]
+        result = await connection.execute(statement, parameters)
+        if result.rowcount not in (-1, len(parameters)):
+            raise ExchangeError(
+                ErrorCode.INVALID_STATE,
+                f"{len(parameters) - result.rowcount} contracts moved under a group",
+            )
 
 
 async def open_escrow_total(connection: AsyncConnection, /) -> int:
@@ -140,6 +231,13 @@ async def due_contract_ids(connection: AsyncConnection, /, *, now_ms: int, limit
 
 async def add_contract_event(connection: AsyncConnection, values: Mapping[str, Any], /) -> None:
     await connection.execute(contract_events.insert().values(**values))
+
+
+async def add_contract_events(
+    connection: AsyncConnection, rows: Sequence[Mapping[str, Any]], /
+) -> None:
+    if rows:
+        await connection.execute(contract_events.insert(), list(rows))
 
 
 async def contract_event_rows(

@@ -102,7 +102,11 @@ class SqlLedger:
         return await self._write(work, connection)
 
     async def create_transfer_batches(
-        self, batches: Sequence[Sequence[NewTransfer]], /
+        self,
+        batches: Sequence[Sequence[NewTransfer]],
+        /,
+        *,
+        connection: AsyncConnection | None = None,
     ) -> list[list[TransferOutcome]]:
         """Apply several independent batches in one transaction (group commit).
 
@@ -111,7 +115,9 @@ class SqlLedger:
         chains end where it ends, and a chain of one batch that fails leaves
         the others untouched. Together the batches hold at most
         ``BATCH_SIZE_MAX`` transfers (not counting a batch that is itself too
-        large, which is refused alone). ``BatchingLedger`` is the caller.
+        large, which is refused alone). Callers: ``BatchingLedger``, and group
+        commits of other packages, which pass ``connection`` so that the
+        batches commit with their own writes.
         """
         planned_size = sum(len(batch) for batch in batches if len(batch) <= BATCH_SIZE_MAX)
         if planned_size > BATCH_SIZE_MAX:
@@ -124,7 +130,7 @@ class SqlLedger:
         async def work(connection: AsyncConnection) -> list[list[TransferOutcome]]:
             return await self._apply_batches(connection, batches)
 
-        return await run_transaction(self._engine, work)
+        return await self._write(work, connection)
 
     async def _apply_batches(
         self, connection: AsyncConnection, batches: Sequence[Sequence[NewTransfer]]

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -31,6 +31,7 @@ from exchange.limits import (
     OUTBOX_BATCH_MAX,
     REVIEW_WINDOW_DEFAULT_S,
 )
+from exchange.use_cases.group_commit import GroupCommitter
 from wallet import SqlLedger, run_transaction
 
 __all__ = [
@@ -95,6 +96,7 @@ class ExchangeContext:
         operator_ids: frozenset[str],
         lifecycle: LifecycleSettings | None = None,
         results: ResultStore | None = None,
+        group_commit: bool = True,
     ) -> None:
         self.engine = engine
         self.ledger = ledger
@@ -107,6 +109,10 @@ class ExchangeContext:
         # None: this worker only accepts inline results.
         self.results = results
         self.exchange_id = keys.agent_id
+        # Contract steps go through a group commit (set up by ContractUseCases);
+        # False: every step runs in a transaction of its own (for comparisons).
+        self.group_commit = group_commit
+        self.contract_groups: GroupCommitter[Any, Any] | None = None
         is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if is_sqlite else None
         # Notices published but not yet marked so in the outbox; marked in one
@@ -128,6 +134,11 @@ class ExchangeContext:
             raise ExchangeError(
                 ErrorCode.INVALID_STATE, str(exc), contract_id=exc.contract_id
             ) from exc
+
+    async def close(self) -> None:
+        """Apply the contract steps still queued for a group, then stop its writer."""
+        if self.contract_groups is not None:
+            await self.contract_groups.close()
 
     def notice_header(self, agent_id: str) -> Header:
         return make_header(

@@ -6,6 +6,11 @@ transaction that loads the contract, checks who may cause the event, settles
 the escrow if the new state is a settled one, compare-and-sets the state,
 records the event in the contract's history and stages a notice to each
 party in the outbox. Notices are published after commit.
+
+Opens and transitions go through the worker's group commit first
+(:mod:`exchange.use_cases.group_commit`): many contracts' steps in one
+transaction, each decided exactly as here. A job the group answers
+``ALONE`` runs the path below, one transaction of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -28,13 +32,10 @@ from agent_client.protocol import (
     ContractEventEntry,
     ContractOpenedNotice,
     ContractRecord,
-    ContractUpdatedNotice,
     ContractView,
     Deliver,
-    DeliveredNotice,
     Envelope,
     EvidenceReply,
-    Header,
     OpenContract,
     Quote,
     RejectDelivery,
@@ -50,20 +51,17 @@ from agent_client.signing import (
     sha256_hex,
     verify_evidence,
 )
-from escrow import InsufficientFunds, Settlement, provider_share_for_bps, settlement_for
+from escrow import InsufficientFunds, provider_share_for_bps, settlement_for
 from exchange import catalog_repository, repository
 from exchange.catalog import listing_id_for
 from exchange.contracts import (
-    SETTLED_STATES,
     ContractEvent,
     ContractRow,
     ContractState,
     Role,
     check_party,
     contract_id_for_quote,
-    due_at_ms,
     due_event,
-    next_state,
 )
 from exchange.delivery_checks import check_result_against_schema
 from exchange.errors import ErrorCode, ExchangeError
@@ -72,11 +70,28 @@ from exchange.limits import CONTRACT_EVENTS_MAX, SWEEP_BATCH_MAX
 from exchange.negotiation import check_negotiation
 from exchange.negotiation_repository import check_negotiation_open, insert_negotiation
 from exchange.use_cases.context import ExchangeContext, OutboxNotice
+from exchange.use_cases.contract_groups import (
+    Applied,
+    ContractJob,
+    OpenJob,
+    Step,
+    TransitionJob,
+    already_accepted_error,
+    apply_contract_group,
+    decide_transition,
+    event_values,
+    insufficient_funds_error,
+    move_for,
+    no_active_listing_error,
+    settle_order,
+    transition_notices,
+    updated_notice,
+)
+from exchange.use_cases.group_commit import ALONE, Alone, GroupCommitter
 from exchange.views import (
     contract_view,
     envelope_from_text,
     envelope_text,
-    object_ref_from_text,
     raw_json,
 )
 from human_portal.budgets import (
@@ -89,20 +104,28 @@ from human_portal.budgets import (
 __all__ = ["ContractUseCases"]
 
 
-@dataclass(frozen=True, slots=True)
-class _Step:
-    """What one transition changes, decided from the loaded contract."""
-
-    changes: dict[str, Any]
-    settlement: Settlement | None = None
-    detail: str = ""
-
-
 class ContractUseCases:
     """The contract lifecycle, one transaction per step; notices after commit."""
 
     def __init__(self, context: ExchangeContext, /) -> None:
         self._context = context
+        # One group committer per worker, shared by every ContractUseCases on the context.
+        if context.group_commit and context.contract_groups is None:
+            context.contract_groups = GroupCommitter[ContractJob, Any](
+                context.run,
+                lambda connection, jobs: apply_contract_group(context, connection, jobs),
+            )
+
+    async def _in_group(self, job: ContractJob) -> Applied | Alone:
+        """Apply ``job`` in the worker's next group; ALONE: apply it unbatched."""
+        groups = self._context.contract_groups
+        if groups is None:
+            return ALONE
+        outcome = await groups.submit(job)
+        if isinstance(outcome, ExchangeError):
+            raise outcome
+        assert isinstance(outcome, Applied | Alone)
+        return outcome
 
     # --- open ---------------------------------------------------------------------
 
@@ -132,16 +155,16 @@ class ContractUseCases:
                     seal_result=contract.seal_result,
                 ),
             ),
-            self._updated_notice(contract.buyer_id, contract, ContractEvent.OPEN, ""),
+            updated_notice(self._context, contract.buyer_id, contract, ContractEvent.OPEN, ""),
         ]
+        applied = await self._in_group(OpenJob(contract, negotiation, notices))
+        if isinstance(applied, Applied):
+            await self._context.publish(applied.notices)
+            return contract_view(applied.contract)
 
         async def work(connection: AsyncConnection) -> None:
             if await repository.get_contract(connection, contract.contract_id) is not None:
-                raise ExchangeError(
-                    ErrorCode.QUOTE_ALREADY_ACCEPTED,
-                    "this quote was already accepted",
-                    contract_id=contract.contract_id,
-                )
+                raise already_accepted_error(contract.contract_id)
             await check_negotiation_open(connection, negotiation)
             output_schema = await self._active_listing_output_schema(connection, quote)
             # The buyer's human may have set limits, a freeze or an approval threshold.
@@ -167,7 +190,7 @@ class ContractUseCases:
                 contract_id=contract.contract_id,
                 now_ms=contract.created_at_ms,
             )
-            await self._record_event(connection, contract, "open", buyer_id, "")
+            await self._record_event(connection, contract, "open", buyer_id)
             await self._context.stage(connection, notices)
 
         try:
@@ -190,9 +213,7 @@ class ContractUseCases:
                 connection=connection,
             )
         except InsufficientFunds as exc:
-            raise ExchangeError(
-                ErrorCode.INSUFFICIENT_FUNDS, "the available balance is below the price"
-            ) from exc
+            raise insufficient_funds_error() from exc
 
     async def _raise_if_already_accepted(self, envelope: Envelope, buyer_id: str) -> None:
         try:
@@ -205,11 +226,7 @@ class ContractUseCases:
 
         contract = await self._context.run(work)
         if contract is not None and contract.buyer_id == buyer_id:
-            raise ExchangeError(
-                ErrorCode.QUOTE_ALREADY_ACCEPTED,
-                "this quote was already accepted",
-                contract_id=contract_id,
-            )
+            raise already_accepted_error(contract_id)
 
     def _verified_quote(self, envelope: Envelope, buyer_id: str) -> tuple[Quote, bytes]:
         try:
@@ -242,9 +259,7 @@ class ContractUseCases:
             connection, listing_id_for(quote.header.issuer, quote.capability)
         )
         if listing is None or listing["status"] != "active":
-            raise ExchangeError(
-                ErrorCode.NOT_FOUND, f"the provider has no active listing for {quote.capability}"
-            )
+            raise no_active_listing_error(quote.capability)
         return str(listing["output_schema"])
 
     def _new_contract(
@@ -317,7 +332,7 @@ class ContractUseCases:
         if sha256_hex(result_bytes) != request.result_sha256:
             raise ExchangeError(ErrorCode.HASH_MISMATCH, "the result does not match its hash")
 
-        def step(contract: ContractRow, now_ms: int) -> _Step:
+        def step(contract: ContractRow, now_ms: int) -> Step:
             if request.sealed != contract.seal_result:
                 wanted = "sealed" if contract.seal_result else "not sealed"
                 raise ExchangeError(
@@ -333,7 +348,7 @@ class ContractUseCases:
                 )
             review_deadline_ms = now_ms + self._context.lifecycle.review_window_s * 1000
             reference = request.result_ref
-            return _Step(
+            return Step(
                 {
                     "result": None if reference else result_bytes.decode(),
                     "result_ref": json_encoder.encode(reference).decode() if reference else None,
@@ -365,7 +380,7 @@ class ContractUseCases:
     async def accept_delivery(self, buyer_id: str, request: AcceptDelivery, /) -> ContractView:
         """Release the held price: provider gets price − fee, the platform the fee."""
 
-        def step(contract: ContractRow, now_ms: int) -> _Step:
+        def step(contract: ContractRow, now_ms: int) -> Step:
             if contract.result_sha256 != request.result_sha256:
                 raise ExchangeError(
                     ErrorCode.HASH_MISMATCH,
@@ -379,9 +394,9 @@ class ContractUseCases:
     async def reject_delivery(self, buyer_id: str, request: RejectDelivery, /) -> ContractView:
         """The buyer disputes the delivery; an operator (or the window) decides."""
 
-        def step(contract: ContractRow, now_ms: int) -> _Step:
+        def step(contract: ContractRow, now_ms: int) -> Step:
             dispute_deadline_ms = now_ms + self._context.lifecycle.dispute_window_s * 1000
-            return _Step(
+            return Step(
                 {"dispute_reason": request.reason, "dispute_deadline_ms": dispute_deadline_ms},
                 detail=request.reason,
             )
@@ -394,7 +409,7 @@ class ContractUseCases:
 
         contract_id, reason = request.contract_id, request.reason
 
-        def refund(contract: ContractRow, now_ms: int) -> _Step:
+        def refund(contract: ContractRow, now_ms: int) -> Step:
             mutual = "mutual: " if contract.buyer_cancel_requested else ""
             return self._settling_step(contract, provider_share_bps=0, detail=mutual + reason)
 
@@ -438,7 +453,7 @@ class ContractUseCases:
         if operator_id not in self._context.operator_ids:
             raise ExchangeError(ErrorCode.FORBIDDEN, "only an operator resolves disputes")
 
-        def step(contract: ContractRow, now_ms: int) -> _Step:
+        def step(contract: ContractRow, now_ms: int) -> Step:
             settling = self._settling_step(
                 contract, provider_share_bps=request.provider_share_bps, detail=request.note
             )
@@ -476,7 +491,7 @@ class ContractUseCases:
         return applied
 
     async def _apply_due_timer(self, contract_id: str) -> ContractView:
-        def step(contract: ContractRow, now_ms: int) -> _Step:
+        def step(contract: ContractRow, now_ms: int) -> Step:
             event = due_event(contract, now_ms=now_ms)
             if event is ContractEvent.DEADLINE_PASSED:
                 return self._settling_step(contract, provider_share_bps=0, detail="deadline")
@@ -555,55 +570,47 @@ class ContractUseCases:
         contract_id: str,
         actor_id: str,
         event: ContractEvent | None,
-        decide: Callable[[ContractRow, int], _Step],
+        decide: Callable[[ContractRow, int], Step],
         *,
         role: Role | None = None,
     ) -> ContractView:
         """Apply one event to one contract in one transaction (see the module docstring).
 
-        ``event`` None means "the timer that is due". A party's event on a
-        contract whose timer is already due is refused: the expiry counts
-        even if the sweeper has not run yet.
+        ``event`` None means "the timer that is due" (see ``decide_transition``).
         """
-        now_ms = self._context.clock.now_ms()
+        job = TransitionJob(
+            contract_id, actor_id, event, decide, role, self._context.clock.now_ms()
+        )
+        applied = await self._in_group(job)
+        if isinstance(applied, Applied):
+            await self._context.publish(applied.notices)
+            return contract_view(applied.contract)
         staged: list[OutboxNotice] = []
 
         async def work(connection: AsyncConnection) -> ContractRow:
             contract = await self._load(connection, contract_id, actor_id, role=role)
-            timer = due_event(contract, now_ms=now_ms)
-            applied_event = timer if event is None else event
-            if applied_event is None or (event is not None and timer is not None):
-                raise ExchangeError(
-                    ErrorCode.INVALID_STATE,
-                    "a deadline of this contract has passed" if timer else "nothing is due",
-                    contract_id=contract_id,
-                )
-            acting_role = role or check_party(contract, actor_id)
-            to_state = next_state(contract, applied_event, acting_role)
-            step = decide(contract, now_ms)
+            updated, step, applied_event = decide_transition(contract, job)
             if step.settlement is not None:
+                order = settle_order(contract, step.settlement)
                 await self._context.escrow.settle(
                     contract_id,
-                    buyer_account_id=agent_account_id(contract.buyer_id),
-                    provider_account_id=agent_account_id(contract.provider_id),
-                    settlement=step.settlement,
+                    buyer_account_id=order.buyer_account_id,
+                    provider_account_id=order.provider_account_id,
+                    settlement=order.settlement,
                     connection=connection,
                 )
-            updated = dataclasses.replace(
-                contract, state=to_state, updated_at_ms=now_ms, **step.changes
-            )
-            updated = dataclasses.replace(updated, due_at_ms=_due_at(updated))
+            move = move_for(contract, updated, step)
             await repository.transition_contract(
                 connection,
                 contract_id,
-                from_state=contract.state,
-                to_state=to_state,
-                changes={**step.changes, "due_at_ms": updated.due_at_ms, "updated_at_ms": now_ms},
+                from_state=move.from_state,
+                to_state=move.to_state,
+                changes=move.changes,
             )
             await self._record_event(
                 connection, updated, applied_event.value, actor_id, step.detail
             )
-            staged.extend(self._transition_notices(updated, applied_event, step.detail))
+            staged.extend(transition_notices(self._context, updated, applied_event, step.detail))
             await self._context.stage(connection, staged)
             return updated
 
@@ -628,7 +635,7 @@ class ContractUseCases:
 
     def _settling_step(
         self, contract: ContractRow, *, provider_share_bps: int, detail: str = ""
-    ) -> _Step:
+    ) -> Step:
         settlement = settlement_for(
             contract.price_millicredits,
             provider_share_millicredits=provider_share_for_bps(
@@ -641,50 +648,7 @@ class ContractUseCases:
             "fee_millicredits": settlement.fee_millicredits,
             "refunded_millicredits": settlement.refunded_millicredits,
         }
-        return _Step(changes, settlement=settlement, detail=detail)
-
-    def _transition_notices(
-        self, contract: ContractRow, event: ContractEvent, detail: str
-    ) -> list[OutboxNotice]:
-        notices = [
-            self._updated_notice(agent_id, contract, event, detail)
-            for agent_id in (contract.buyer_id, contract.provider_id)
-        ]
-        if event is ContractEvent.DELIVER:
-            assert contract.result_sha256 is not None
-            result_sha256 = contract.result_sha256
-            notices.append(
-                self._context.notice(
-                    contract.buyer_id,
-                    lambda header: DeliveredNotice(
-                        header=header,
-                        contract_id=contract.contract_id,
-                        result_sha256=result_sha256,
-                        result=raw_json(contract.result or "null"),
-                        result_ref=object_ref_from_text(contract.result_ref),
-                        sealed=contract.seal_result,
-                    ),
-                )
-            )
-        return notices
-
-    def _updated_notice(
-        self, agent_id: str, contract: ContractRow, event: ContractEvent, detail: str
-    ) -> OutboxNotice:
-        def build(header: Header) -> ContractUpdatedNotice:
-            return ContractUpdatedNotice(
-                header=header,
-                contract_id=contract.contract_id,
-                state=contract.state.value,
-                event=event.value,
-                price_millicredits=contract.price_millicredits,
-                fee_millicredits=contract.fee_millicredits,
-                net_millicredits=contract.net_millicredits,
-                refunded_millicredits=contract.refunded_millicredits,
-                detail=detail[: protocol_limits.TEXT_LENGTH_MAX],
-            )
-
-        return self._context.notice(agent_id, build)
+        return Step(changes, settlement=settlement, detail=detail)
 
     async def _record_event(
         self,
@@ -692,27 +656,9 @@ class ContractUseCases:
         contract: ContractRow,
         event: str,
         actor_id: str,
-        detail: str,
+        detail: str = "",
     ) -> None:
         await repository.add_contract_event(
             connection,
-            {
-                "contract_id": contract.contract_id,
-                "event": event,
-                "actor_id": actor_id,
-                "to_state": contract.state.value,
-                "detail": detail,
-                "at_ms": self._context.clock.now_ms(),
-            },
+            event_values(contract, event, actor_id, detail, at_ms=self._context.clock.now_ms()),
         )
-
-
-def _due_at(contract: ContractRow) -> int | None:
-    if contract.state in SETTLED_STATES:
-        return None
-    return due_at_ms(
-        contract.state,
-        delivery_deadline_ms=contract.delivery_deadline_ms,
-        review_deadline_ms=contract.review_deadline_ms,
-        dispute_deadline_ms=contract.dispute_deadline_ms,
-    )

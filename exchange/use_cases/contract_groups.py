@@ -1,0 +1,427 @@
+"""Contract steps decided one by one, written many per transaction (group commit).
+
+:mod:`exchange.use_cases.group_commit` hands a group of jobs to
+:func:`apply_contract_group`, inside one transaction. It loads what the whole
+group needs with one ``IN`` query per table, decides each job exactly as the
+unbatched path in :mod:`exchange.use_cases.contracts` does (the same pure
+decision, the same errors), applies every escrow hold and settlement in one
+ledger call (each contract on its own), and writes the contracts, their
+events and notices with one ``executemany`` per table.
+
+Jobs the group cannot decide as the unbatched path would are answered
+``ALONE`` and applied alone after the group commits:
+
+* a second job for the same contract (or the same negotiation) in a group:
+  it must see the first one's outcome;
+* a step on a contract this same group opens;
+* an opening by a buyer who has spending controls (limits, approvals and
+  freezes are judged with the controls row locked, one contract at a time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from agent_client import limits as protocol_limits
+from agent_client.protocol import ContractUpdatedNotice, DeliveredNotice, Header
+from escrow import HoldOrder, InsufficientFunds, Settlement, SettleOrder
+from exchange import catalog_repository, repository
+from exchange.catalog import listing_id_for
+from exchange.contracts import (
+    SETTLED_STATES,
+    ContractEvent,
+    ContractRow,
+    Role,
+    check_party,
+    due_at_ms,
+    due_event,
+    next_state,
+)
+from exchange.errors import ErrorCode, ExchangeError
+from exchange.ledger_accounts import agent_account_id, ensure_agent_accounts
+from exchange.negotiation import AcceptedNegotiation
+from exchange.negotiation_repository import (
+    accepted_negotiations,
+    insert_negotiations,
+    superseded_error,
+)
+from exchange.repository import ContractMove
+from exchange.use_cases.context import ExchangeContext, OutboxNotice
+from exchange.use_cases.group_commit import ALONE, Alone
+from exchange.views import object_ref_from_text, raw_json
+from human_portal.budgets import controls_by_agent
+
+__all__ = [
+    "Applied",
+    "ContractJob",
+    "OpenJob",
+    "Step",
+    "TransitionJob",
+    "already_accepted_error",
+    "apply_contract_group",
+    "decide_transition",
+    "event_values",
+    "insufficient_funds_error",
+    "no_active_listing_error",
+    "transition_notices",
+    "updated_notice",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one transition changes, decided from the loaded contract."""
+
+    changes: dict[str, Any]
+    settlement: Settlement | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenJob:
+    """A contract to open; everything but the database checks is done already."""
+
+    contract: ContractRow
+    negotiation: AcceptedNegotiation
+    notices: list[OutboxNotice]
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionJob:
+    """An event for one contract; ``event`` None means the timer that is due."""
+
+    contract_id: str
+    actor_id: str
+    event: ContractEvent | None
+    decide: Callable[[ContractRow, int], Step]
+    role: Role | None
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A job's committed result: the contract as it now is, and its notices to publish."""
+
+    contract: ContractRow
+    notices: list[OutboxNotice]
+
+
+ContractJob = OpenJob | TransitionJob
+ContractOutcome = Applied | ExchangeError
+
+
+# --- the decisions both paths share ------------------------------------------------
+
+
+def already_accepted_error(contract_id: str) -> ExchangeError:
+    return ExchangeError(
+        ErrorCode.QUOTE_ALREADY_ACCEPTED, "this quote was already accepted", contract_id=contract_id
+    )
+
+
+def no_active_listing_error(capability: str) -> ExchangeError:
+    return ExchangeError(
+        ErrorCode.NOT_FOUND, f"the provider has no active listing for {capability}"
+    )
+
+
+def insufficient_funds_error() -> ExchangeError:
+    return ExchangeError(ErrorCode.INSUFFICIENT_FUNDS, "the available balance is below the price")
+
+
+def decide_transition(
+    contract: ContractRow, job: TransitionJob
+) -> tuple[ContractRow, Step, ContractEvent]:
+    """The contract after ``job``'s event, what changes, and the event applied (pure).
+
+    A party's event on a contract whose timer is already due is refused:
+    the expiry counts even if the sweeper has not run yet.
+    """
+    if job.role is None:
+        check_party(contract, job.actor_id)
+    timer = due_event(contract, now_ms=job.now_ms)
+    applied_event = timer if job.event is None else job.event
+    if applied_event is None or (job.event is not None and timer is not None):
+        raise ExchangeError(
+            ErrorCode.INVALID_STATE,
+            "a deadline of this contract has passed" if timer else "nothing is due",
+            contract_id=contract.contract_id,
+        )
+    acting_role = job.role or check_party(contract, job.actor_id)
+    to_state = next_state(contract, applied_event, acting_role)
+    step = job.decide(contract, job.now_ms)
+    updated = dataclasses.replace(
+        contract, state=to_state, updated_at_ms=job.now_ms, **step.changes
+    )
+    return dataclasses.replace(updated, due_at_ms=_due_at(updated)), step, applied_event
+
+
+def move_for(before: ContractRow, after: ContractRow, step: Step) -> ContractMove:
+    return ContractMove(
+        before.contract_id,
+        from_state=before.state,
+        to_state=after.state,
+        changes={
+            **step.changes,
+            "due_at_ms": after.due_at_ms,
+            "updated_at_ms": after.updated_at_ms,
+        },
+    )
+
+
+def settle_order(contract: ContractRow, settlement: Settlement) -> SettleOrder:
+    return SettleOrder(
+        contract.contract_id,
+        buyer_account_id=agent_account_id(contract.buyer_id),
+        provider_account_id=agent_account_id(contract.provider_id),
+        settlement=settlement,
+    )
+
+
+def event_values(
+    contract: ContractRow, event: str, actor_id: str, detail: str, *, at_ms: int
+) -> dict[str, Any]:
+    return {
+        "contract_id": contract.contract_id,
+        "event": event,
+        "actor_id": actor_id,
+        "to_state": contract.state.value,
+        "detail": detail,
+        "at_ms": at_ms,
+    }
+
+
+def transition_notices(
+    context: ExchangeContext, contract: ContractRow, event: ContractEvent, detail: str
+) -> list[OutboxNotice]:
+    notices = [
+        updated_notice(context, agent_id, contract, event, detail)
+        for agent_id in (contract.buyer_id, contract.provider_id)
+    ]
+    if event is ContractEvent.DELIVER:
+        assert contract.result_sha256 is not None
+        result_sha256 = contract.result_sha256
+        notices.append(
+            context.notice(
+                contract.buyer_id,
+                lambda header: DeliveredNotice(
+                    header=header,
+                    contract_id=contract.contract_id,
+                    result_sha256=result_sha256,
+                    result=raw_json(contract.result or "null"),
+                    result_ref=object_ref_from_text(contract.result_ref),
+                    sealed=contract.seal_result,
+                ),
+            )
+        )
+    return notices
+
+
+def updated_notice(
+    context: ExchangeContext,
+    agent_id: str,
+    contract: ContractRow,
+    event: ContractEvent,
+    detail: str,
+) -> OutboxNotice:
+    def build(header: Header) -> ContractUpdatedNotice:
+        return ContractUpdatedNotice(
+            header=header,
+            contract_id=contract.contract_id,
+            state=contract.state.value,
+            event=event.value,
+            price_millicredits=contract.price_millicredits,
+            fee_millicredits=contract.fee_millicredits,
+            net_millicredits=contract.net_millicredits,
+            refunded_millicredits=contract.refunded_millicredits,
+            detail=detail[: protocol_limits.TEXT_LENGTH_MAX],
+        )
+
+    return context.notice(agent_id, build)
+
+
+def _due_at(contract: ContractRow) -> int | None:
+    if contract.state in SETTLED_STATES:
+        return None
+    return due_at_ms(
+        contract.state,
+        delivery_deadline_ms=contract.delivery_deadline_ms,
+        review_deadline_ms=contract.review_deadline_ms,
+        dispute_deadline_ms=contract.dispute_deadline_ms,
+    )
+
+
+# --- the group ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _GroupWrites:
+    """Everything a group writes, in the order it must be written."""
+
+    opened: list[tuple[ContractRow, AcceptedNegotiation]] = dataclasses.field(default_factory=list)
+    moves: list[ContractMove] = dataclasses.field(default_factory=list)
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    notices: list[OutboxNotice] = dataclasses.field(default_factory=list)
+
+    async def write(self, context: ExchangeContext, connection: AsyncConnection) -> None:
+        await repository.insert_contracts(connection, [contract for contract, _ in self.opened])
+        await insert_negotiations(
+            connection,
+            [
+                (negotiation, contract.contract_id, contract.created_at_ms)
+                for contract, negotiation in self.opened
+            ],
+        )
+        await repository.transition_contracts(connection, self.moves)
+        await repository.add_contract_events(connection, self.events)
+        await context.stage(connection, self.notices)
+
+
+async def apply_contract_group(
+    context: ExchangeContext, connection: AsyncConnection, jobs: list[ContractJob]
+) -> list[ContractOutcome | Alone]:
+    """Decide and write every job of a group in ``connection``'s transaction."""
+    outcomes: list[ContractOutcome | Alone] = [ALONE] * len(jobs)
+    writes = _GroupWrites()
+    opens = [(index, job) for index, job in enumerate(jobs) if isinstance(job, OpenJob)]
+    steps = [(index, job) for index, job in enumerate(jobs) if isinstance(job, TransitionJob)]
+    if opens:
+        await _open_all(context, connection, opens, outcomes, writes)
+    if steps:
+        opening = {job.contract.contract_id for _, job in opens}
+        await _transition_all(context, connection, steps, outcomes, writes, opening=opening)
+    await writes.write(context, connection)
+    return outcomes
+
+
+async def _open_all(
+    context: ExchangeContext,
+    connection: AsyncConnection,
+    opens: Sequence[tuple[int, OpenJob]],
+    outcomes: list[ContractOutcome | Alone],
+    writes: _GroupWrites,
+) -> None:
+    contracts = [job.contract for _, job in opens]
+    existing = await repository.get_contracts(connection, [c.contract_id for c in contracts])
+    accepted = await accepted_negotiations(
+        connection, [job.negotiation.negotiation_id for _, job in opens]
+    )
+    listings = await catalog_repository.get_listings(
+        connection, [listing_id_for(c.provider_id, c.capability) for c in contracts]
+    )
+    controlled = await controls_by_agent(connection, sorted({c.buyer_id for c in contracts}))
+    ready: list[tuple[int, ContractRow, OpenJob]] = []
+    seen_contracts: set[str] = set()
+    seen_negotiations: set[str] = set()
+    for index, job in opens:
+        contract, negotiation_id = job.contract, job.negotiation.negotiation_id
+        if (
+            contract.contract_id in seen_contracts
+            or negotiation_id in seen_negotiations
+            or contract.buyer_id in controlled
+        ):
+            continue  # ALONE
+        seen_contracts.add(contract.contract_id)
+        seen_negotiations.add(negotiation_id)
+        listing = listings.get(listing_id_for(contract.provider_id, contract.capability))
+        if contract.contract_id in existing:
+            outcomes[index] = already_accepted_error(contract.contract_id)
+        elif negotiation_id in accepted:
+            outcomes[index] = superseded_error(accepted[negotiation_id])
+        elif listing is None or listing["status"] != "active":
+            outcomes[index] = no_active_listing_error(contract.capability)
+        else:
+            schema = str(listing["output_schema"])
+            ready.append((index, dataclasses.replace(contract, output_schema=schema), job))
+    if not ready:
+        return
+    parties = {agent for _, c, _ in ready for agent in (c.buyer_id, c.provider_id)}
+    await ensure_agent_accounts(context.ledger, sorted(parties), connection=connection)
+    refusals = await context.escrow.hold_all(
+        [
+            HoldOrder(c.contract_id, agent_account_id(c.buyer_id), c.price_millicredits)
+            for _, c, _ in ready
+        ],
+        connection=connection,
+    )
+    for (index, contract, job), refusal in zip(ready, refusals, strict=True):
+        if isinstance(refusal, InsufficientFunds):
+            outcomes[index] = insufficient_funds_error()
+        elif refusal is not None:
+            outcomes[index] = ExchangeError(
+                ErrorCode.INVALID_STATE, str(refusal), contract_id=contract.contract_id
+            )
+        else:
+            writes.opened.append((contract, job.negotiation))
+            writes.events.append(
+                event_values(contract, "open", contract.buyer_id, "", at_ms=context.clock.now_ms())
+            )
+            writes.notices.extend(job.notices)
+            outcomes[index] = Applied(contract, job.notices)
+
+
+async def _transition_all(
+    context: ExchangeContext,
+    connection: AsyncConnection,
+    steps: Sequence[tuple[int, TransitionJob]],
+    outcomes: list[ContractOutcome | Alone],
+    writes: _GroupWrites,
+    *,
+    opening: set[str],
+) -> None:
+    loaded = await repository.get_contracts(
+        connection,
+        [job.contract_id for _, job in steps],
+        for_update=connection.dialect.name == "postgresql",
+    )
+    decided: list[tuple[int, TransitionJob, ContractRow, ContractRow, Step, ContractEvent]] = []
+    seen = set(opening)
+    for index, job in steps:
+        if job.contract_id in seen:
+            continue  # ALONE
+        seen.add(job.contract_id)
+        contract = loaded.get(job.contract_id)
+        try:
+            if contract is None:
+                raise ExchangeError(ErrorCode.NOT_FOUND, "no such contract")
+            updated, step, applied_event = decide_transition(contract, job)
+        except ExchangeError as refusal:
+            outcomes[index] = refusal
+            continue
+        decided.append((index, job, contract, updated, step, applied_event))
+    settling = [entry for entry in decided if entry[4].settlement is not None]
+    refusals = await context.escrow.settle_all(
+        [
+            settle_order(contract, step.settlement)
+            for _, _, contract, _, step, _ in settling
+            if step.settlement
+        ],
+        connection=connection,
+    )
+    refused = {
+        entry[0]: refusal for entry, refusal in zip(settling, refusals, strict=True) if refusal
+    }
+    for index, job, contract, updated, step, applied_event in decided:
+        if index in refused:
+            outcomes[index] = ExchangeError(
+                ErrorCode.INVALID_STATE, str(refused[index]), contract_id=contract.contract_id
+            )
+            continue
+        writes.moves.append(move_for(contract, updated, step))
+        writes.events.append(
+            event_values(
+                updated,
+                applied_event.value,
+                job.actor_id,
+                step.detail,
+                at_ms=context.clock.now_ms(),
+            )
+        )
+        notices = transition_notices(context, updated, applied_event, step.detail)
+        writes.notices.extend(notices)
+        outcomes[index] = Applied(updated, notices)
