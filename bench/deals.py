@@ -1,167 +1,668 @@
-"""Benchmark: settled deals per second over the embedded stack, beside its raw limits.
+"""Benchmark: settled deals per second, the exchange in its own process, beside its limits.
 
 A deal is RFQ → quote → accept (escrow hold) → deliver → accept delivery
 (release), every message signed and verified, the SQLite ledger in WAL mode.
-In the same run it measures what the deals compete with on this machine:
-plain nats-py request/reply (one at a time and many in flight) on the same
-server, and ed25519 sign and verify rates. Prints text, or one JSON object
-with --json. The ledger invariants are checked at the end of every run.
+The exchange runs as in production: ``agentx up`` in a child process (its
+nats-server a child of that), while the agents (one provider, the buyers)
+run in this process. ``--in-process`` runs the exchange worker inside this
+process instead, as this benchmark used to, so the two can be compared.
+
+Two modes:
+
+* closed loop (``--deals N --concurrency C``): C buyers each settle deals one
+  after another; ``deals_per_s`` and the latency p50/p99 of a deal.
+* open loop (``--rate R --duration S``): a deal is due every 1/R s, whatever
+  the earlier ones are doing. Each takes a free buyer from a pool, which
+  grows (up to ``--buyers-max``) when none is free, so that no buyer has two
+  deals at once. Latency counts from the deal's *scheduled* start, so a
+  backlog shows in it (no coordinated omission); ``late_starts`` counts deals
+  that began more than LATE_START_TOLERANCE_MS after their time. Target
+  (issue 5): p99 at most 25 ms at 200 deals/s.
+
+In the same run, on the same nats-server, it measures the limits the deals
+stand on: plain request/reply (64 B echoed, unsigned), one at a time and 64
+in flight; the signed round trip (a client seals an RFQ with the project's
+signing, a responder in another process runs the receiver's checks,
+``verify_request``, and answers with a sealed quote that the client checks
+with ``verify_evidence``), one at a time and 64 in flight; and ed25519 sign
+and verify rates in this process. ``ratio`` is deals/s (in the open loop the
+achieved rate) × 4 round trips per deal / signed round trips per second (64
+in flight); ``ratio_vs_unsigned_request_reply`` is the same against plain
+request/reply. ``cpu_ms_per_deal_*`` is the CPU time (from ``/proc``) the
+agents (this process), the exchange process and nats-server spent over the
+timed part (in the open loop including buyers joining the pool), divided by
+the deals settled: on a small machine it shows which process runs out first.
+
+After each run, with the exchange stopped, the exchange invariants are
+checked on its SQLite file; ``ledger_balanced`` is that check, and the
+benchmark exits 1 if it fails. ``--runs K`` repeats everything K times, each
+with a fresh exchange process and data directory, and reports the median of
+each figure plus the per-run values of the key ones (``runs``). Prints text,
+or one JSON object with --json.
 
     python bench/deals.py --deals 500 --concurrency 32
+    python bench/deals.py --rate 200 --duration 10
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
+import multiprocessing
+import multiprocessing.synchronize
+import os
+import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import nats
+from exchange_process import (
+    RunningExchange,
+    cpu_s,
+    embedded_exchange,
+    ledger_problems,
+    nats_server_pid,
+    running_exchange,
+)
 
-from agent_client import Agent, AgentKeys
-from exchange import EmbeddedStack, StackConfig, check_exchange_invariants
+from agent_client import Agent, AgentClientError, AgentKeys, limits
+from agent_client.keys import verify_key_for
+from agent_client.negotiation import RFQ_AUDIENCE
+from agent_client.protocol import Quote, Rfq, json_encoder
+from agent_client.signing import (
+    ReplayGuard,
+    SystemClock,
+    make_header,
+    new_nonce,
+    open_envelope,
+    seal,
+    verify_evidence,
+    verify_request,
+)
 
 CAPABILITY = "bench.echo"
 PRICE_MILLICREDITS = 1_000
 ROUND_TRIPS_PER_DEAL = 4  # RFQ/quote, open, deliver, accept
-RAW_PROBE_S = 1.5
+PROBE_S = 1.5
+IN_FLIGHT = 64
+DELIVERY_TIMEOUT_S = 30.0
+SIGNED_SUBJECT_PREFIX = "bench.signed"
+RESPONDER_START_TIMEOUT_S = 30.0
+RESPONDER_STOP_TIMEOUT_S = 10.0
+# Open loop: the first deal is due this long after the schedule is made.
+SCHEDULE_LEAD_S = 0.1
+LATE_START_TOLERANCE_MS = 5.0
+# Open loop: the pool starts with enough buyers for deals lasting this long.
+POOL_COVERS_S = 0.25
+POOL_SIZE_MIN = 8
+BUYERS_MAX_DEFAULT = 500
+BUYERS_MAX_LIMIT = 2_000
+RUNS_MAX = 20
+TARGET_RATE_PER_S = 200.0
+TARGET_P99_MS = 25.0
+# The figures reported per run as well as by their median.
+KEY_FIGURES = (
+    "deals_per_s",
+    "achieved_rate_per_s",
+    "p99_ms",
+    "late_starts",
+    "deals_failed",
+    "signed_roundtrips_per_s",
+    "ratio",
+)
+
+assert POOL_SIZE_MIN <= BUYERS_MAX_DEFAULT <= BUYERS_MAX_LIMIT
+assert IN_FLIGHT * PROBE_S * 10_000 < limits.REPLAY_CACHE_ENTRIES_MAX
+
+
+class NoQuote(Exception):
+    """The provider's quote did not arrive within the collection timeout."""
 
 
 async def echo(task: Any) -> Any:
     return task
 
 
-async def run_deals(stack: EmbeddedStack, *, deals: int, concurrency: int) -> dict[str, Any]:
-    provider = await Agent.connect(stack.nats_url, AgentKeys.generate())
-    operator = await Agent.connect(stack.nats_url, stack.operator_keys)
-    buyers = [await Agent.connect(stack.nats_url, AgentKeys.generate()) for _ in range(concurrency)]
+async def settle_one_deal(buyer: Agent) -> None:
+    quotes = await buyer.request_quotes(
+        CAPABILITY, "echo", budget_millicredits=PRICE_MILLICREDITS, quotes_max=1
+    )
+    if not quotes:
+        raise NoQuote()
+    contract = await buyer.hire(quotes[0], {"n": 1})
+    await contract.accept_delivery(await contract.wait_delivery(timeout_s=DELIVERY_TIMEOUT_S))
+
+
+@contextlib.asynccontextmanager
+async def market(exchange: RunningExchange) -> AsyncIterator[Agent]:
+    """A provider serving CAPABILITY; yields the operator agent, who mints for buyers."""
+    provider = await Agent.connect(exchange.nats_url, AgentKeys.generate())
+    operator = await Agent.connect(exchange.nats_url, exchange.operator_keys)
     try:
         await provider.advertise(
             CAPABILITY, description="echo", price_millicredits=PRICE_MILLICREDITS
         )
         await provider.serve(CAPABILITY, echo, pricing=PRICE_MILLICREDITS)
-        per_buyer = -(-deals // concurrency)
-        for buyer in buyers:
-            await operator.mint(buyer.agent_id, per_buyer * PRICE_MILLICREDITS, reason="bench")
-        latencies_s: list[float] = []
-
-        async def trade(buyer: Agent, count: int) -> None:
-            for _ in range(count):
-                started = time.perf_counter()
-                quotes = await buyer.request_quotes(
-                    CAPABILITY, "echo", budget_millicredits=PRICE_MILLICREDITS, quotes_max=1
-                )
-                contract = await buyer.hire(quotes[0], {"n": 1})
-                await contract.accept_delivery(await contract.wait_delivery(timeout_s=30))
-                latencies_s.append(time.perf_counter() - started)
-
-        counts = [
-            deals // concurrency + (1 if i < deals % concurrency else 0) for i in range(concurrency)
-        ]
-        started = time.perf_counter()
-        await asyncio.gather(
-            *(trade(buyer, count) for buyer, count in zip(buyers, counts, strict=True))
-        )
-        elapsed_s = time.perf_counter() - started
+        yield operator
     finally:
-        for agent in [provider, operator, *buyers]:
-            await agent.close()
-    await check_exchange_invariants(stack.worker.engine)
-    latencies_s.sort()
+        await operator.close()
+        await provider.close()
+
+
+async def new_buyer(nats_url: str, operator: Agent, *, credits_millicredits: int) -> Agent:
+    buyer = await Agent.connect(nats_url, AgentKeys.generate())
+    await operator.mint(buyer.agent_id, credits_millicredits, reason="bench")
+    return buyer
+
+
+class CpuMeter:
+    """CPU time over the timed part of a run, per deal: agents, exchange, nats-server.
+
+    The agents are this process; with the exchange in this process too
+    (``--in-process``) their figure includes it.
+    """
+
+    def __init__(self, exchange: RunningExchange, /) -> None:
+        agents = "agents" if exchange.pid is not None else "agents_and_exchange"
+        self._pids = {agents: os.getpid()}
+        if exchange.pid is not None:
+            self._pids["exchange"] = exchange.pid
+        self._pids["nats_server"] = nats_server_pid(exchange.pid or os.getpid())
+        self._started_s: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._started_s = {name: cpu_s(pid) for name, pid in self._pids.items()}
+
+    def per_deal_ms(self, deals: int, /) -> dict[str, float]:
+        assert self._started_s, "start() first"
+        return {
+            f"cpu_ms_per_deal_{name}": (cpu_s(pid) - self._started_s[name]) * 1000 / max(1, deals)
+            for name, pid in self._pids.items()
+        }
+
+
+def percentiles(latencies_s: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies_s)
+    if not ordered:
+        raise RuntimeError("no deal settled")
     return {
-        "deals": len(latencies_s),
-        "deals_per_s": len(latencies_s) / elapsed_s,
-        "p50_ms": statistics.median(latencies_s) * 1000,
-        "p99_ms": latencies_s[min(len(latencies_s) - 1, int(len(latencies_s) * 0.99))] * 1000,
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        "max_ms": ordered[-1] * 1000,
     }
 
 
-async def raw_request_reply(url: str, *, in_flight: int) -> float:
-    """Plain request/reply round trips per second on the same server."""
-    server = await nats.connect(url)
-    client = await nats.connect(url)
+async def closed_loop(
+    exchange: RunningExchange, meter: CpuMeter, /, *, deals: int, concurrency: int
+) -> dict[str, Any]:
+    counts = [
+        deals // concurrency + (1 if index < deals % concurrency else 0)
+        for index in range(concurrency)
+    ]
+    latencies_s: list[float] = []
+
+    async def trade(buyer: Agent, count: int) -> None:
+        for _ in range(count):
+            started = time.perf_counter()
+            await settle_one_deal(buyer)
+            latencies_s.append(time.perf_counter() - started)
+
+    async with market(exchange) as operator:
+        buyers: list[Agent] = []
+        try:
+            for count in counts:
+                buyers.append(
+                    await new_buyer(
+                        exchange.nats_url,
+                        operator,
+                        credits_millicredits=max(1, count) * PRICE_MILLICREDITS,
+                    )
+                )
+            meter.start()
+            started = time.perf_counter()
+            await asyncio.gather(
+                *(trade(buyer, count) for buyer, count in zip(buyers, counts, strict=True))
+            )
+            elapsed_s = time.perf_counter() - started
+            cpu = meter.per_deal_ms(len(latencies_s))
+        finally:
+            for buyer in buyers:
+                await buyer.close()
+    return {
+        "deals": len(latencies_s),
+        "concurrency": concurrency,
+        "deals_per_s": len(latencies_s) / elapsed_s,
+        **percentiles(latencies_s),
+        **cpu,
+    }
+
+
+class BuyerPool:
+    """Buyers free to start a deal; a new one joins when none is free, up to ``size_max``.
+
+    Every buyer is minted enough for every deal of the run, so no deal fails
+    for want of credits whichever buyer takes it.
+    """
+
+    def __init__(
+        self, nats_url: str, operator: Agent, *, credits_millicredits: int, size_max: int
+    ) -> None:
+        assert size_max >= 1
+        self._nats_url = nats_url
+        self._operator = operator
+        self._credits_millicredits = credits_millicredits
+        self._size_max = size_max
+        self._free: asyncio.Queue[Agent] = asyncio.Queue(maxsize=size_max)
+        self._buyers: list[Agent] = []
+        self._joining = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._buyers)
+
+    async def grow(self, count: int, /) -> None:
+        for _ in range(count):
+            self._free.put_nowait(await self._join())
+
+    async def take(self) -> Agent:
+        if self._free.empty() and self.size + self._joining < self._size_max:
+            return await self._join()
+        return await self._free.get()
+
+    def give_back(self, buyer: Agent, /) -> None:
+        self._free.put_nowait(buyer)
+
+    async def close(self) -> None:
+        for buyer in self._buyers:
+            await buyer.close()
+
+    async def _join(self) -> Agent:
+        self._joining += 1
+        try:
+            buyer = await new_buyer(
+                self._nats_url, self._operator, credits_millicredits=self._credits_millicredits
+            )
+        finally:
+            self._joining -= 1
+        self._buyers.append(buyer)
+        return buyer
+
+
+async def open_loop(
+    exchange: RunningExchange,
+    meter: CpuMeter,
+    /,
+    *,
+    rate_per_s: float,
+    duration_s: float,
+    buyers_max: int,
+) -> dict[str, Any]:
+    deals_total = max(1, round(rate_per_s * duration_s))
+    async with market(exchange) as operator:
+        pool = BuyerPool(
+            exchange.nats_url,
+            operator,
+            credits_millicredits=deals_total * PRICE_MILLICREDITS,
+            size_max=buyers_max,
+        )
+        try:
+            initial = min(buyers_max, max(POOL_SIZE_MIN, math.ceil(rate_per_s * POOL_COVERS_S)))
+            await pool.grow(initial)
+            meter.start()
+            figures = await offer_deals(pool, rate_per_s=rate_per_s, deals_total=deals_total)
+            figures.update(meter.per_deal_ms(figures["deals"]))
+            figures["buyers_initial"] = initial
+            figures["buyers_used"] = pool.size
+        finally:
+            await pool.close()
+    return figures
+
+
+async def offer_deals(pool: BuyerPool, *, rate_per_s: float, deals_total: int) -> dict[str, Any]:
+    """Start deal i at t0 + i/R whatever the others are doing; latency from that time."""
+    loop = asyncio.get_running_loop()
+    latencies_s: list[float] = []
+    start_lags_s: list[float] = []
+    failures: dict[str, int] = {}
+
+    async def deal(scheduled_at: float) -> None:
+        buyer = await pool.take()
+        start_lags_s.append(loop.time() - scheduled_at)
+        try:
+            await settle_one_deal(buyer)
+            latencies_s.append(loop.time() - scheduled_at)
+        except (NoQuote, AgentClientError, TimeoutError) as exc:
+            failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+        finally:
+            pool.give_back(buyer)
+
+    started_at = loop.time() + SCHEDULE_LEAD_S
+    tasks = []
+    for index in range(deals_total):
+        scheduled_at = started_at + index / rate_per_s
+        await asyncio.sleep(max(0.0, scheduled_at - loop.time()))
+        tasks.append(asyncio.create_task(deal(scheduled_at)))
+    await asyncio.gather(*tasks)
+    elapsed_s = loop.time() - started_at
+    for name, count in failures.items():
+        print(f"open loop: {count} deal(s) failed with {name}", file=sys.stderr)
+    return {
+        "deals": len(latencies_s),
+        "deals_failed": sum(failures.values()),
+        "offered_rate_per_s": rate_per_s,
+        "achieved_rate_per_s": len(latencies_s) / elapsed_s,
+        **percentiles(latencies_s),
+        "late_starts": sum(lag_s * 1000 > LATE_START_TOLERANCE_MS for lag_s in start_lags_s),
+        "start_lag_max_ms": max(start_lags_s) * 1000,
+    }
+
+
+async def round_trips_per_s(round_trip: Callable[[], Awaitable[None]], *, in_flight: int) -> float:
+    """How many ``round_trip`` calls complete per second with ``in_flight`` at a time."""
+    done = 0
+    deadline = time.perf_counter() + PROBE_S
+
+    async def repeat() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await round_trip()
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(repeat() for _ in range(in_flight)))
+    return done / (time.perf_counter() - started)
+
+
+async def raw_request_reply(nats_url: str, *, in_flight: int) -> float:
+    """Plain request/reply (64 B echoed, nothing signed) round trips per second."""
+    server = await nats.connect(nats_url)
+    client = await nats.connect(nats_url)
     try:
 
-        async def answer(msg: Any) -> None:
-            await msg.respond(msg.data)
+        async def answer(message: Any) -> None:
+            await message.respond(message.data)
 
         await server.subscribe("bench.raw", cb=answer)
         await server.flush()
-        done = 0
-        deadline = time.perf_counter() + RAW_PROBE_S
 
-        async def loop() -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
-                await client.request("bench.raw", b"x" * 64, timeout=5)
-                done += 1
+        async def round_trip() -> None:
+            await client.request("bench.raw", b"x" * 64, timeout=5)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(in_flight)))
-        return done / (time.perf_counter() - started)
+        return await round_trips_per_s(round_trip, in_flight=in_flight)
     finally:
         await client.close()
         await server.close()
 
 
+def run_signed_responder(
+    nats_url: str, seed: bytes, ready: multiprocessing.synchronize.Event
+) -> None:
+    """The responder process: answer each signed RFQ with a signed quote until SIGTERM."""
+    asyncio.run(serve_signed_requests(nats_url, AgentKeys.from_seed(seed), ready))
+
+
+async def serve_signed_requests(
+    nats_url: str, keys: AgentKeys, ready: multiprocessing.synchronize.Event
+) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    clock = SystemClock()
+    replay_guard = ReplayGuard()
+    connection = await nats.connect(nats_url)
+
+    async def answer(message: Any) -> None:
+        # The checks a receiver runs on a request (the exchange's endpoints
+        # and a provider answering an RFQ both do this), then a sealed reply.
+        rfq = verify_request(
+            open_envelope(message.data),
+            subject=message.subject,
+            subject_agent_id=message.subject.rsplit(".", 1)[1],
+            clock=clock,
+            replay_guard=replay_guard,
+        ).document
+        assert isinstance(rfq, Rfq) and rfq.header.audience == RFQ_AUDIENCE
+        header = make_header(
+            keys, audience=rfq.header.issuer, subject=message.subject, lifetime_s=60, clock=clock
+        )
+        quote = Quote(
+            header=header,
+            rfq_id=rfq.rfq_id,
+            capability=rfq.capability,
+            price_millicredits=rfq.budget_millicredits,
+            delivery_deadline_ms=header.issued_at_ms + rfq.delivery_within_s * 1000,
+        )
+        await message.respond(json_encoder.encode(seal(quote, keys)))
+
+    try:
+        await connection.subscribe(f"{SIGNED_SUBJECT_PREFIX}.*", cb=answer)
+        await connection.flush()
+        ready.set()
+        await stop.wait()
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def signed_responder(nats_url: str, keys: AgentKeys) -> AsyncIterator[None]:
+    """``run_signed_responder`` in a separate process, as the exchange is."""
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    process = context.Process(
+        target=run_signed_responder, args=(nats_url, keys.seed_text(), ready), daemon=True
+    )
+    process.start()
+    try:
+        if not await asyncio.to_thread(ready.wait, RESPONDER_START_TIMEOUT_S):
+            raise RuntimeError("the signed responder did not start")
+        yield
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.join, RESPONDER_STOP_TIMEOUT_S)
+        if process.is_alive():
+            process.kill()
+            await asyncio.to_thread(process.join)
+
+
+async def signed_round_trips(nats_url: str, responder_id: str, *, in_flight: int) -> float:
+    """Signed RFQ out, signed quote back, both verified: round trips per second."""
+    keys = AgentKeys.generate()
+    clock = SystemClock()
+    subject = f"{SIGNED_SUBJECT_PREFIX}.{keys.agent_id}"
+    client = await nats.connect(nats_url)
+    try:
+
+        async def round_trip() -> None:
+            header = make_header(
+                keys, audience=RFQ_AUDIENCE, subject=subject, lifetime_s=10, clock=clock
+            )
+            rfq = Rfq(
+                header=header,
+                rfq_id=new_nonce(),
+                capability=CAPABILITY,
+                task_summary="echo",
+                budget_millicredits=PRICE_MILLICREDITS,
+                delivery_within_s=60,
+            )
+            reply = await client.request(subject, json_encoder.encode(seal(rfq, keys)), timeout=5)
+            quote = verify_evidence(
+                open_envelope(reply.data),
+                expected_type=Quote,
+                audience=keys.agent_id,
+                expected_subject=subject,
+                issuer=responder_id,
+                clock=clock,
+                lifetime_max_s=limits.QUOTE_VALIDITY_MAX_S,
+            ).document
+            assert isinstance(quote, Quote) and quote.rfq_id == rfq.rfq_id
+
+        return await round_trips_per_s(round_trip, in_flight=in_flight)
+    finally:
+        await client.close()
+
+
+async def request_reply_limits(nats_url: str) -> dict[str, float]:
+    figures = {
+        "raw_request_reply_per_s_sequential": await raw_request_reply(nats_url, in_flight=1),
+        "raw_request_reply_per_s_64_in_flight": await raw_request_reply(
+            nats_url, in_flight=IN_FLIGHT
+        ),
+    }
+    responder_keys = AgentKeys.generate()
+    async with signed_responder(nats_url, responder_keys):
+        responder_id = responder_keys.agent_id
+        figures["signed_roundtrips_per_s_sequential"] = await signed_round_trips(
+            nats_url, responder_id, in_flight=1
+        )
+        figures["signed_roundtrips_per_s"] = await signed_round_trips(
+            nats_url, responder_id, in_flight=IN_FLIGHT
+        )
+    return figures
+
+
 def sign_and_verify_rates() -> tuple[float, float]:
     keys = AgentKeys.generate()
-    from agent_client.keys import verify_key_for
-
     verify_key = verify_key_for(keys.agent_id)
     assert verify_key is not None
     message = b"x" * 300
     count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < RAW_PROBE_S / 2:
+    while time.perf_counter() - started < PROBE_S / 2:
         signature = keys.sign(message)
         count += 1
     sign_rate = count / (time.perf_counter() - started)
     count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < RAW_PROBE_S / 2:
+    while time.perf_counter() - started < PROBE_S / 2:
         verify_key.verify(message, signature)
         count += 1
     return sign_rate, count / (time.perf_counter() - started)
 
 
+async def measure_once(arguments: argparse.Namespace) -> dict[str, Any]:
+    """One whole run on a fresh exchange and data directory."""
+    start_exchange = embedded_exchange if arguments.in_process else running_exchange
+    with tempfile.TemporaryDirectory(prefix="agentx-bench-deals-") as data_dir:
+        async with start_exchange(Path(data_dir)) as exchange:
+            if arguments.rate is None:
+                figures = await closed_loop(
+                    exchange,
+                    CpuMeter(exchange),
+                    deals=arguments.deals,
+                    concurrency=arguments.concurrency,
+                )
+            else:
+                figures = await open_loop(
+                    exchange,
+                    CpuMeter(exchange),
+                    rate_per_s=arguments.rate,
+                    duration_s=arguments.duration,
+                    buyers_max=arguments.buyers_max,
+                )
+            figures.update(await request_reply_limits(exchange.nats_url))
+        # The exchange has stopped: check what it left in its database file.
+        problems = await ledger_problems(exchange.database_url)
+    for problem in problems:
+        print(f"ledger invariant violated: {problem}", file=sys.stderr)
+    figures["ledger_balanced"] = not problems
+    figures["ed25519_sign_per_s"], figures["ed25519_verify_per_s"] = sign_and_verify_rates()
+    deals_per_s = figures["deals_per_s" if arguments.rate is None else "achieved_rate_per_s"]
+    round_trips_per_s = deals_per_s * ROUND_TRIPS_PER_DEAL
+    figures["ratio"] = round_trips_per_s / figures["signed_roundtrips_per_s"]
+    figures["ratio_vs_unsigned_request_reply"] = (
+        round_trips_per_s / figures["raw_request_reply_per_s_64_in_flight"]
+    )
+    return figures
+
+
+def summarize(arguments: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each numeric figure over the runs, and the key ones per run."""
+    summary: dict[str, Any] = {
+        "mode": "closed_loop" if arguments.rate is None else "open_loop",
+        "exchange": "in_process" if arguments.in_process else "own_process",
+        "runs_count": len(runs),
+    }
+    for name, first in runs[0].items():
+        values = [run[name] for run in runs]
+        if isinstance(first, bool):
+            summary[name] = all(values)
+        elif isinstance(first, int | float):
+            summary[name] = statistics.median(values)
+    if arguments.rate is not None:
+        summary["target"] = f"p99 <= {TARGET_P99_MS} ms at {TARGET_RATE_PER_S:.0f} deals/s"
+        summary["target_met"] = (
+            arguments.rate >= TARGET_RATE_PER_S
+            and summary["p99_ms"] <= TARGET_P99_MS
+            and summary["deals_failed"] == 0
+        )
+    summary["runs"] = [{name: run[name] for name in KEY_FIGURES if name in run} for run in runs]
+    return summary
+
+
+def print_text(summary: dict[str, Any]) -> None:
+    for name, value in summary.items():
+        if name == "runs":
+            continue
+        shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+        print(f"{name:<40} {shown}")
+    print("per run:")
+    for index, run in enumerate(summary["runs"], start=1):
+        shown = "  ".join(
+            f"{name} {value:,.3f}" if isinstance(value, float) else f"{name} {value}"
+            for name, value in run.items()
+        )
+        print(f"  {index}: {shown}")
+
+
 async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="agentx-bench-") as data_dir:
-        async with EmbeddedStack(StackConfig(data_dir=Path(data_dir))) as stack:
-            deals = await run_deals(stack, deals=arguments.deals, concurrency=arguments.concurrency)
-            sequential = await raw_request_reply(stack.nats_url, in_flight=1)
-            parallel = await raw_request_reply(stack.nats_url, in_flight=64)
-    sign_rate, verify_rate = sign_and_verify_rates()
-    deals["concurrency"] = arguments.concurrency
-    deals["raw_request_reply_per_s_sequential"] = sequential
-    deals["raw_request_reply_per_s_64_in_flight"] = parallel
-    deals["ed25519_sign_per_s"] = sign_rate
-    deals["ed25519_verify_per_s"] = verify_rate
-    deals["ratio_vs_raw_64_in_flight"] = deals["deals_per_s"] * ROUND_TRIPS_PER_DEAL / parallel
-    deals["ledger_balanced"] = True
-    return deals
+    runs = [await measure_once(arguments) for _ in range(arguments.runs)]
+    return summarize(arguments, runs)
+
+
+def parse_arguments() -> argparse.Namespace | str:
+    """The arguments, or what is wrong with them."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deals", type=int, help="closed loop: deals in all (default 300)")
+    parser.add_argument("--concurrency", type=int, help="closed loop: buyers (default 16)")
+    parser.add_argument("--rate", type=float, help="open loop: deals started per second")
+    parser.add_argument("--duration", type=float, help="open loop: seconds of starting deals")
+    parser.add_argument("--buyers-max", type=int, default=BUYERS_MAX_DEFAULT, help="open loop")
+    parser.add_argument("--runs", type=int, default=3, help="fresh exchange each run; medians")
+    parser.add_argument("--in-process", action="store_true", help="exchange in this process")
+    parser.add_argument("--json", action="store_true")
+    arguments = parser.parse_args()
+    if (arguments.rate is None) != (arguments.duration is None):
+        return "--rate and --duration go together (open loop)"
+    if arguments.rate is not None:
+        if arguments.deals is not None or arguments.concurrency is not None:
+            return "--deals and --concurrency are for the closed loop, not with --rate"
+        if not (0 < arguments.rate <= 10_000 and 0 < arguments.duration <= 3_600):
+            return "--rate 0..10,000 per second and --duration 0..3,600 s"
+    arguments.deals = 300 if arguments.deals is None else arguments.deals
+    arguments.concurrency = 16 if arguments.concurrency is None else arguments.concurrency
+    if not (1 <= arguments.deals <= 1_000_000 and 1 <= arguments.concurrency <= 1_000):
+        return "--deals 1..1,000,000 and --concurrency 1..1,000"
+    if not (1 <= arguments.runs <= RUNS_MAX and 1 <= arguments.buyers_max <= BUYERS_MAX_LIMIT):
+        return f"--runs 1..{RUNS_MAX} and --buyers-max 1..{BUYERS_MAX_LIMIT:,}"
+    return arguments
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--deals", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--json", action="store_true")
-    arguments = parser.parse_args()
-    if not (1 <= arguments.deals <= 1_000_000 and 1 <= arguments.concurrency <= 1_000):
-        print("--deals 1..1,000,000 and --concurrency 1..1,000", file=sys.stderr)
+    arguments = parse_arguments()
+    if isinstance(arguments, str):
+        print(arguments, file=sys.stderr)
         return 2
-    figures = asyncio.run(main_async(arguments))
+    summary = asyncio.run(main_async(arguments))
     if arguments.json:
-        print(json.dumps(figures))
+        print(json.dumps(summary))
     else:
-        for name, value in figures.items():
-            print(f"{name:<40} {value:,.3f}" if isinstance(value, float) else f"{name:<40} {value}")
-    return 0
+        print_text(summary)
+    return 0 if summary["ledger_balanced"] else 1
 
 
 if __name__ == "__main__":
