@@ -180,17 +180,23 @@ class ExchangeContext:
         duplicate window (the notice id is the message id), so the worst case
         is a wasted publish, never a second delivery.
         """
-        for notice in notices:
-            try:
-                await self.publisher.publish_notice(
-                    notice.subject, notice.payload, notice_id=notice.notice_id
-                )
-            except Exception:
-                log.warning("notice %s not published yet; the relay retries", notice.notice_id)
-                continue
-            self._published_unmarked.append(notice.notice_id)
+        # Concurrently: each publish waits for JetStream's acknowledgement.
+        published = await asyncio.gather(*(self._publish_one(notice) for notice in notices))
+        self._published_unmarked.extend(
+            notice.notice_id for notice, ok in zip(notices, published, strict=True) if ok
+        )
         if len(self._published_unmarked) >= OUTBOX_BATCH_MAX:
             await self.flush_published()
+
+    async def _publish_one(self, notice: OutboxNotice) -> bool:
+        try:
+            await self.publisher.publish_notice(
+                notice.subject, notice.payload, notice_id=notice.notice_id
+            )
+        except Exception:
+            log.warning("notice %s not published yet; the relay retries", notice.notice_id)
+            return False
+        return True
 
     async def flush_published(self) -> int:
         """Mark the notices published since the last flush, in one transaction."""
