@@ -78,6 +78,8 @@ class SqlLedger:
             ids = [account.id for account in accounts if len(account.id) <= ID_LENGTH_MAX]
             existing = await queries.select_account_definitions(connection, ids)
             outcomes, inserts = plan_accounts(accounts, existing=existing)
+            if not inserts:
+                return outcomes  # all exist: nothing written, nothing to re-check
             await queries.insert_accounts(connection, inserts, created_at_us=self._now_us())
             # A concurrent creator may have won an insert; judge against what is stored.
             stored = await queries.select_account_definitions(connection, ids)
