@@ -548,7 +548,8 @@ async def measure_once(arguments: argparse.Namespace) -> dict[str, Any]:
     """One whole run on a fresh exchange and data directory."""
     start_exchange = embedded_exchange if arguments.in_process else running_exchange
     with tempfile.TemporaryDirectory(prefix="agentx-bench-deals-") as data_dir:
-        async with start_exchange(Path(data_dir)) as exchange:
+        group_commit = not arguments.no_group_commit
+        async with start_exchange(Path(data_dir), group_commit=group_commit) as exchange:
             if arguments.rate is None:
                 figures = await closed_loop(
                     exchange,
@@ -585,6 +586,7 @@ def summarize(arguments: argparse.Namespace, runs: list[dict[str, Any]]) -> dict
     summary: dict[str, Any] = {
         "mode": "closed_loop" if arguments.rate is None else "open_loop",
         "exchange": "in_process" if arguments.in_process else "own_process",
+        "group_commit": not arguments.no_group_commit,
         "runs_count": len(runs),
     }
     for name, first in runs[0].items():
@@ -634,6 +636,11 @@ def parse_arguments() -> argparse.Namespace | str:
     parser.add_argument("--buyers-max", type=int, default=BUYERS_MAX_DEFAULT, help="open loop")
     parser.add_argument("--runs", type=int, default=3, help="fresh exchange each run; medians")
     parser.add_argument("--in-process", action="store_true", help="exchange in this process")
+    parser.add_argument(
+        "--no-group-commit",
+        action="store_true",
+        help="the exchange applies each contract step alone (the before figure)",
+    )
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
     if (arguments.rate is None) != (arguments.duration is None):

@@ -51,9 +51,13 @@ class RunningExchange:
 
 
 @contextlib.asynccontextmanager
-async def running_exchange(data_dir: Path, /) -> AsyncIterator[RunningExchange]:
+async def running_exchange(
+    data_dir: Path, /, *, group_commit: bool = True
+) -> AsyncIterator[RunningExchange]:
     """`agentx up` in ``data_dir`` as a child process, stopped with SIGTERM on exit."""
     command = [sys.executable, "-m", "exchange.cli", "up", "--port", "0", "--no-portal"]
+    if not group_commit:
+        command.append("--no-group-commit")
     process = await asyncio.create_subprocess_exec(
         *command, "--data-dir", str(data_dir), stdout=asyncio.subprocess.PIPE
     )
@@ -103,9 +107,11 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 
 @contextlib.asynccontextmanager
-async def embedded_exchange(data_dir: Path, /) -> AsyncIterator[RunningExchange]:
+async def embedded_exchange(
+    data_dir: Path, /, *, group_commit: bool = True
+) -> AsyncIterator[RunningExchange]:
     """The exchange worker and nats-server started from this process (the old set-up)."""
-    async with EmbeddedStack(StackConfig(data_dir=data_dir)) as stack:
+    async with EmbeddedStack(StackConfig(data_dir=data_dir, group_commit=group_commit)) as stack:
         yield RunningExchange(
             nats_url=stack.nats_url,
             database_url=stack.database_url,

@@ -89,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--no-portal", action="store_true", help="run without the human portal")
     up.add_argument(
+        "--no-group-commit",
+        action="store_true",
+        help="one transaction per contract step (slower; for comparisons)",
+    )
+    up.add_argument(
         "--operator-email",
         action="append",
         default=[],
@@ -167,6 +172,7 @@ async def _up(arguments: argparse.Namespace) -> int:
         nats_port=arguments.port,
         portal_port=None if arguments.no_portal else arguments.portal_port,
         operator_emails=frozenset(arguments.operator_email),
+        group_commit=not arguments.no_group_commit,
     )
     async with EmbeddedStack(config) as stack:
         print(f"NATS:        {stack.nats_url}")

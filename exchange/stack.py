@@ -50,6 +50,8 @@ class StackConfig:
     operator_emails: frozenset[str] = frozenset()
     # How often each worker applies due timers and relays the outbox.
     sweep_interval_s: float = SWEEP_INTERVAL_S
+    # False: one transaction per contract step (for before/after comparisons).
+    group_commit: bool = True
 
     def __post_init__(self) -> None:
         assert 1 <= self.workers <= 16
@@ -92,6 +94,7 @@ class EmbeddedStack:
                         keys=self.exchange_keys,
                         operator_ids=frozenset({self.operator_keys.agent_id}),
                         sweep_interval_s=self.config.sweep_interval_s,
+                        group_commit=self.config.group_commit,
                     )
                 )
                 await worker.start()
