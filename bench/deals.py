@@ -87,6 +87,7 @@ from agent_client.signing import (
     verify_evidence,
     verify_request,
 )
+from agent_client.transport import flush_subscriptions
 
 CAPABILITY = "bench.echo"
 PRICE_MILLICREDITS = 1_000
@@ -391,7 +392,7 @@ async def raw_request_reply(nats_url: str, *, in_flight: int) -> float:
             await message.respond(message.data)
 
         await server.subscribe("bench.raw", cb=answer)
-        await server.flush()
+        await flush_subscriptions(server)
 
         async def round_trip() -> None:
             await client.request("bench.raw", b"x" * 64, timeout=5)
@@ -443,7 +444,7 @@ async def serve_signed_requests(
 
     try:
         await connection.subscribe(f"{SIGNED_SUBJECT_PREFIX}.*", cb=answer)
-        await connection.flush()
+        await flush_subscriptions(connection)
         ready.set()
         await stop.wait()
     finally:

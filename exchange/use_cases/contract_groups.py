@@ -379,7 +379,7 @@ async def _transition_all(
         [job.contract_id for _, job in steps],
         for_update=connection.dialect.name == "postgresql",
     )
-    decided: list[tuple[int, TransitionJob, ContractRow, ContractRow, Step, ContractEvent]] = []
+    decided: list[_Decided] = []
     seen = set(opening)
     for index, job in steps:
         if job.contract_id in seen:
@@ -393,35 +393,48 @@ async def _transition_all(
         except ExchangeError as refusal:
             outcomes[index] = refusal
             continue
-        decided.append((index, job, contract, updated, step, applied_event))
-    settling = [entry for entry in decided if entry[4].settlement is not None]
+        decided.append(_Decided(index, job, contract, updated, step, applied_event))
+    settling = [entry for entry in decided if entry.step.settlement is not None]
     refusals = await context.escrow.settle_all(
-        [
-            settle_order(contract, step.settlement)
-            for _, _, contract, _, step, _ in settling
-            if step.settlement
-        ],
-        connection=connection,
+        [entry.settle_order() for entry in settling], connection=connection
     )
     refused = {
-        entry[0]: refusal for entry, refusal in zip(settling, refusals, strict=True) if refusal
+        entry.index: refusal for entry, refusal in zip(settling, refusals, strict=True) if refusal
     }
-    for index, job, contract, updated, step, applied_event in decided:
-        if index in refused:
-            outcomes[index] = ExchangeError(
-                ErrorCode.INVALID_STATE, str(refused[index]), contract_id=contract.contract_id
+    for entry in decided:
+        if entry.index in refused:
+            outcomes[entry.index] = ExchangeError(
+                ErrorCode.INVALID_STATE,
+                str(refused[entry.index]),
+                contract_id=entry.before.contract_id,
             )
             continue
-        writes.moves.append(move_for(contract, updated, step))
+        writes.moves.append(move_for(entry.before, entry.after, entry.step))
         writes.events.append(
             event_values(
-                updated,
-                applied_event.value,
-                job.actor_id,
-                step.detail,
+                entry.after,
+                entry.event.value,
+                entry.job.actor_id,
+                entry.step.detail,
                 at_ms=context.clock.now_ms(),
             )
         )
-        notices = transition_notices(context, updated, applied_event, step.detail)
+        notices = transition_notices(context, entry.after, entry.event, entry.step.detail)
         writes.notices.extend(notices)
-        outcomes[index] = Applied(updated, notices)
+        outcomes[entry.index] = Applied(entry.after, notices)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """A group's step that passed its checks, before its settlement is applied."""
+
+    index: int
+    job: TransitionJob
+    before: ContractRow
+    after: ContractRow
+    step: Step
+    event: ContractEvent
+
+    def settle_order(self) -> SettleOrder:
+        assert self.step.settlement is not None
+        return settle_order(self.before, self.step.settlement)
