@@ -26,11 +26,22 @@ from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from agent_client import limits as protocol_limits
 from agent_client import subjects
 
-__all__ = ["NOTICE_STREAM", "ensure_notice_stream", "ensure_result_store"]
+__all__ = [
+    "NOTICE_CONSUMERS_MAX",
+    "NOTICE_STREAM",
+    "ensure_notice_stream",
+    "ensure_result_store",
+]
 
 NOTICE_STREAM: Final = "AGENTX_NOTICES"
 NOTICE_STREAM_BYTES_MAX: Final = 1024**3
 NOTICES_PER_AGENT_MAX: Final = 100_000
+# Every agent has a durable consumer on the stream (removed after 8 days
+# without a connection), so this bounds the agents active within 8 days.
+# nats-server 2.15 caps a stream at 1,000 consumers unless it sets its own
+# limit (it treats 0 and -1 as "use the default"), which an exchange with
+# more than 1,000 agents would hit.
+NOTICE_CONSUMERS_MAX: Final = 100_000
 # Duplicate publishes of one notice within this window are stored once.
 NOTICE_DEDUPLICATION_WINDOW_S: Final = 120
 RESULT_STORE_BYTES_MAX: Final = 4 * 1024**3
@@ -48,6 +59,7 @@ def notice_stream_config() -> StreamConfig:
         max_msg_size=protocol_limits.MESSAGE_BYTES_MAX,
         discard=DiscardPolicy.OLD,
         duplicate_window=NOTICE_DEDUPLICATION_WINDOW_S,
+        max_consumers=NOTICE_CONSUMERS_MAX,
     )
 
 

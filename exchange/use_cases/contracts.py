@@ -15,6 +15,7 @@ transaction, each decided exactly as here. A job the group answers
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Callable
@@ -481,14 +482,16 @@ class ContractUseCases:
                 connection, now_ms=now_ms, limit=SWEEP_BATCH_MAX
             )
 
-        applied = 0
-        for contract_id in await self._context.run(work):
-            try:
-                await self._apply_due_timer(contract_id)
-                applied += 1
-            except ExchangeError:
-                continue  # another worker or a party moved it first
-        return applied
+        due = await self._context.run(work)
+        # Together, so that the group commit applies them a group at a time.
+        outcomes = await asyncio.gather(
+            *(self._apply_due_timer(contract_id) for contract_id in due), return_exceptions=True
+        )
+        for outcome in outcomes:
+            # ExchangeError: another worker or a party moved it first.
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ExchangeError):
+                raise outcome
+        return sum(not isinstance(outcome, BaseException) for outcome in outcomes)
 
     async def _apply_due_timer(self, contract_id: str) -> ContractView:
         def step(contract: ContractRow, now_ms: int) -> Step:

@@ -110,8 +110,12 @@ async def test_concurrent_openings_and_acceptances_get_the_unbatched_answers(
         contracts[0].accept_delivery(deliveries[0]),
         return_exceptions=True,
     )
-    assert [view.state for view in released[:-1]] == ["released"] * len(contracts)
-    assert isinstance(released[-1], ExchangeError) and released[-1].code == "invalid_state"
+    # The two acceptances of the first contract race: exactly one releases it.
+    first_contract = sorted([released[0], released[-1]], key=lambda r: isinstance(r, ExchangeError))
+    assert first_contract[0].state == "released"
+    assert isinstance(first_contract[1], ExchangeError)
+    assert first_contract[1].code == "invalid_state"
+    assert [view.state for view in released[1:-1]] == ["released"] * (len(contracts) - 1)
     earned = (await provider.balance()).available_millicredits
     assert earned == len(contracts) * (PRICE - PRICE * 5 // 100)
     groups = exchange.worker.contract_groups

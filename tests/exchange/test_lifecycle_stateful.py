@@ -129,6 +129,7 @@ class ContractLifecycleMachine(RuleBasedStateMachine):
                 review_window_s=REVIEW_WINDOW_S, dispute_window_s=DISPUTE_WINDOW_S
             ),
         )
+        self.context = context
         self.contracts = ContractUseCases(context)
         advertise = Advertise(
             header=self.header(self.provider, "exchange"),
@@ -154,6 +155,8 @@ class ContractLifecycleMachine(RuleBasedStateMachine):
         assert outcome.result.value == "ok"
 
     def teardown(self) -> None:
+        if hasattr(self, "context"):
+            self.run(self.context.close())  # stops the group commit's writer
         if hasattr(self, "engine"):
             self.run(self.engine.dispose())
         self.loop.close()
