@@ -4,8 +4,8 @@ The exchange opens a contract and holds its price in one database
 transaction, and settles it in the transaction that moves the contract to a
 settled state, so a contract's state and its money never disagree.
 
-``hold`` and ``settle`` take one contract; ``hold_all`` and ``settle_all``
-take many in one ledger call (the exchange's group commit), each contract on
+``hold`` and ``settle`` take one contract's order; ``hold_all`` and
+``settle_all`` take many in one ledger call (the exchange's group commit), each contract on
 its own: one refused leaves the others applied, and each gets the answer
 ``hold`` or ``settle`` would have given it.
 """
@@ -70,33 +70,14 @@ class Escrow:
         # The rate new contracts are opened with; a contract keeps its own.
         self.fee_rate_bps = fee_rate_bps
 
-    async def hold(
-        self,
-        contract_id: str,
-        /,
-        *,
-        buyer_account_id: str,
-        price_millicredits: int,
-        connection: Any,
-    ) -> None:
-        order = HoldOrder(contract_id, buyer_account_id, price_millicredits)
+    async def hold(self, order: HoldOrder, /, *, connection: Any) -> None:
         outcomes = await self._ledger.create_transfers(order.transfers(), connection=connection)
         refusal = _hold_refusal(order, outcomes)
         if refusal is not None:
             raise refusal
 
-    async def settle(
-        self,
-        contract_id: str,
-        /,
-        *,
-        buyer_account_id: str,
-        provider_account_id: str,
-        settlement: Settlement,
-        connection: Any,
-    ) -> None:
-        """End the hold as ``settlement`` says; a retried settlement is a no-op."""
-        order = SettleOrder(contract_id, buyer_account_id, provider_account_id, settlement)
+    async def settle(self, order: SettleOrder, /, *, connection: Any) -> None:
+        """End the hold as the order's settlement says; a retried settlement is a no-op."""
         outcomes = await self._ledger.create_transfers(order.transfers(), connection=connection)
         refusal = _settle_refusal(order, outcomes)
         if refusal is not None:

@@ -46,14 +46,9 @@ async def check_negotiation_open(
     connection: AsyncConnection, negotiation: AcceptedNegotiation, /
 ) -> None:
     """Refuse an offer of a negotiation that already opened a contract (naming it)."""
-    existing = await connection.execute(
-        sa.select(negotiations.c.contract_id).where(
-            negotiations.c.negotiation_id == negotiation.negotiation_id
-        )
-    )
-    accepted_contract_id = existing.scalar_one_or_none()
-    if accepted_contract_id is not None:
-        raise superseded_error(str(accepted_contract_id))
+    accepted = await accepted_negotiations(connection, [negotiation.negotiation_id])
+    if negotiation.negotiation_id in accepted:
+        raise superseded_error(accepted[negotiation.negotiation_id])
 
 
 def superseded_error(accepted_contract_id: str, /) -> ExchangeError:
@@ -83,15 +78,7 @@ async def insert_negotiation(
     """
     try:
         await connection.execute(
-            negotiations.insert().values(
-                negotiation_id=negotiation.negotiation_id,
-                contract_id=contract_id,
-                rfq_id=negotiation.rfq_id,
-                buyer_id=negotiation.buyer_id,
-                provider_id=negotiation.provider_id,
-                accepted_round=negotiation.round,
-                created_at_ms=now_ms,
-            )
+            negotiations.insert().values(**_negotiation_values(negotiation, contract_id, now_ms))
         )
     except IntegrityError as exc:
         raise ExchangeError(
@@ -127,16 +114,19 @@ async def insert_negotiations(
     if accepted:
         await connection.execute(
             negotiations.insert(),
-            [
-                {
-                    "negotiation_id": negotiation.negotiation_id,
-                    "contract_id": contract_id,
-                    "rfq_id": negotiation.rfq_id,
-                    "buyer_id": negotiation.buyer_id,
-                    "provider_id": negotiation.provider_id,
-                    "accepted_round": negotiation.round,
-                    "created_at_ms": created_at_ms,
-                }
-                for negotiation, contract_id, created_at_ms in accepted
-            ],
+            [_negotiation_values(*entry) for entry in accepted],
         )
+
+
+def _negotiation_values(
+    negotiation: AcceptedNegotiation, contract_id: str, created_at_ms: int
+) -> dict[str, object]:
+    return {
+        "negotiation_id": negotiation.negotiation_id,
+        "contract_id": contract_id,
+        "rfq_id": negotiation.rfq_id,
+        "buyer_id": negotiation.buyer_id,
+        "provider_id": negotiation.provider_id,
+        "accepted_round": negotiation.round,
+        "created_at_ms": created_at_ms,
+    }

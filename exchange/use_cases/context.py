@@ -40,6 +40,7 @@ __all__ = [
     "NoticePublisher",
     "OutboxNotice",
     "ResultStore",
+    "escrow_refused_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,15 @@ class OutboxNotice:
     notice_id: str
     subject: str
     payload: bytes
+
+
+def escrow_refused_error(refusal: EscrowError, /) -> ExchangeError:
+    """The answer to a ledger refusal of an escrow step.
+
+    Insufficient funds is handled where it can happen; any other refusal
+    means the contract moved on.
+    """
+    return ExchangeError(ErrorCode.INVALID_STATE, str(refusal), contract_id=refusal.contract_id)
 
 
 class ExchangeContext:
@@ -129,11 +139,7 @@ class ExchangeContext:
             async with self._write_lock:
                 return await run_transaction(self.engine, work)
         except EscrowError as exc:
-            # Insufficient funds is handled where it can happen; any other
-            # ledger refusal of an escrow step means the contract moved on.
-            raise ExchangeError(
-                ErrorCode.INVALID_STATE, str(exc), contract_id=exc.contract_id
-            ) from exc
+            raise escrow_refused_error(exc) from exc
 
     async def close(self) -> None:
         """Apply the contract steps still queued for a group, then stop its writer."""

@@ -51,7 +51,7 @@ from exchange.negotiation_repository import (
     superseded_error,
 )
 from exchange.repository import ContractMove
-from exchange.use_cases.context import ExchangeContext, OutboxNotice
+from exchange.use_cases.context import ExchangeContext, OutboxNotice, escrow_refused_error
 from exchange.use_cases.group_commit import ALONE, Alone
 from exchange.views import object_ref_from_text, raw_json
 from human_portal.budgets import controls_by_agent
@@ -66,6 +66,7 @@ __all__ = [
     "apply_contract_group",
     "decide_transition",
     "event_values",
+    "hold_order",
     "insufficient_funds_error",
     "no_active_listing_error",
     "transition_notices",
@@ -142,8 +143,7 @@ def decide_transition(
     A party's event on a contract whose timer is already due is refused:
     the expiry counts even if the sweeper has not run yet.
     """
-    if job.role is None:
-        check_party(contract, job.actor_id)
+    acting_role = job.role or check_party(contract, job.actor_id)
     timer = due_event(contract, now_ms=job.now_ms)
     applied_event = timer if job.event is None else job.event
     if applied_event is None or (job.event is not None and timer is not None):
@@ -152,7 +152,6 @@ def decide_transition(
             "a deadline of this contract has passed" if timer else "nothing is due",
             contract_id=contract.contract_id,
         )
-    acting_role = job.role or check_party(contract, job.actor_id)
     to_state = next_state(contract, applied_event, acting_role)
     step = job.decide(contract, job.now_ms)
     updated = dataclasses.replace(
@@ -171,6 +170,12 @@ def move_for(before: ContractRow, after: ContractRow, step: Step) -> ContractMov
             "due_at_ms": after.due_at_ms,
             "updated_at_ms": after.updated_at_ms,
         },
+    )
+
+
+def hold_order(contract: ContractRow) -> HoldOrder:
+    return HoldOrder(
+        contract.contract_id, agent_account_id(contract.buyer_id), contract.price_millicredits
     )
 
 
@@ -343,19 +348,13 @@ async def _open_all(
     parties = {agent for _, c, _ in ready for agent in (c.buyer_id, c.provider_id)}
     await ensure_agent_accounts(context.ledger, sorted(parties), connection=connection)
     refusals = await context.escrow.hold_all(
-        [
-            HoldOrder(c.contract_id, agent_account_id(c.buyer_id), c.price_millicredits)
-            for _, c, _ in ready
-        ],
-        connection=connection,
+        [hold_order(contract) for _, contract, _ in ready], connection=connection
     )
     for (index, contract, job), refusal in zip(ready, refusals, strict=True):
         if isinstance(refusal, InsufficientFunds):
             outcomes[index] = insufficient_funds_error()
         elif refusal is not None:
-            outcomes[index] = ExchangeError(
-                ErrorCode.INVALID_STATE, str(refusal), contract_id=contract.contract_id
-            )
+            outcomes[index] = escrow_refused_error(refusal)
         else:
             writes.opened.append((contract, job.negotiation))
             writes.events.append(
@@ -403,11 +402,7 @@ async def _transition_all(
     }
     for entry in decided:
         if entry.index in refused:
-            outcomes[entry.index] = ExchangeError(
-                ErrorCode.INVALID_STATE,
-                str(refused[entry.index]),
-                contract_id=entry.before.contract_id,
-            )
+            outcomes[entry.index] = escrow_refused_error(refused[entry.index])
             continue
         writes.moves.append(move_for(entry.before, entry.after, entry.step))
         writes.events.append(

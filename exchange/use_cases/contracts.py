@@ -81,6 +81,7 @@ from exchange.use_cases.contract_groups import (
     apply_contract_group,
     decide_transition,
     event_values,
+    hold_order,
     insufficient_funds_error,
     move_for,
     no_active_listing_error,
@@ -207,12 +208,7 @@ class ContractUseCases:
 
     async def _hold(self, connection: AsyncConnection, contract: ContractRow) -> None:
         try:
-            await self._context.escrow.hold(
-                contract.contract_id,
-                buyer_account_id=agent_account_id(contract.buyer_id),
-                price_millicredits=contract.price_millicredits,
-                connection=connection,
-            )
+            await self._context.escrow.hold(hold_order(contract), connection=connection)
         except InsufficientFunds as exc:
             raise insufficient_funds_error() from exc
 
@@ -595,13 +591,7 @@ class ContractUseCases:
             updated, step, applied_event = decide_transition(contract, job)
             if step.settlement is not None:
                 order = settle_order(contract, step.settlement)
-                await self._context.escrow.settle(
-                    contract_id,
-                    buyer_account_id=order.buyer_account_id,
-                    provider_account_id=order.provider_account_id,
-                    settlement=order.settlement,
-                    connection=connection,
-                )
+                await self._context.escrow.settle(order, connection=connection)
             move = move_for(contract, updated, step)
             await repository.transition_contract(
                 connection,
