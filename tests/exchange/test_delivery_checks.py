@@ -88,10 +88,11 @@ async def test_a_sealed_result_is_readable_by_the_buyer_only(exchange):
     _, buyer, contract = await hired(exchange, _upper, seal_result=True)
     delivery = await contract.wait_delivery(timeout_s=10)
     assert delivery.result == {"text": "HI"}
-    # The exchange stored only the sealed box: a JSON string, not the result.
+    # The exchange stored only the sealed box: a JSON string of base64, not
+    # the result. (Base64 may spell "HI" by chance, but never a quote.)
     evidence = await buyer.evidence(contract.contract_id)
     stored = bytes(evidence.contract.result)
-    assert stored.startswith(b'"') and b"HI" not in stored
+    assert stored.startswith(b'"') and b'\\"text\\"' not in stored and b'"text"' not in stored
     await contract.accept_delivery(delivery)
     await exchange.check_invariants()
 

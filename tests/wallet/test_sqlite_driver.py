@@ -1,0 +1,137 @@
+"""SQLite's statements skip aiosqlite's thread only while they cannot wait.
+
+``wallet.sqlite_driver`` runs a write transaction's statements on the event
+loop's thread and everything else (connecting, ``BEGIN IMMEDIATE``, commits,
+reads) on aiosqlite's. These tests ask SQLite itself which thread ran a
+statement (through a SQL function that returns the calling thread's id), and
+prove that a writer queued behind another one's lock leaves the event loop
+free, that failures roll back and leave the connection usable, and that
+``executemany`` reports rows as the stock driver does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from wallet import LedgerRejected
+from wallet.database import open_database, read_transaction, run_transaction
+
+# A lock holder waits for the loop this long; well under the busy timeout.
+_LOOP_PROOF_TIMEOUT_S = 10
+
+
+class _CallerFailed(Exception):
+    pass
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = open_database(f"sqlite:///{tmp_path / 'driver.sqlite3'}")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _add_thread_function(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.create_function("thread_id", 0, threading.get_ident)
+
+    async def create_table(connection: AsyncConnection) -> None:
+        await connection.execute(text("CREATE TABLE item (id INTEGER PRIMARY KEY, label TEXT)"))
+
+    await run_transaction(engine, create_table)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _thread_of_statement(connection: AsyncConnection) -> int:
+    return int((await connection.execute(text("SELECT thread_id()"))).scalar_one())
+
+
+async def _labels(engine: AsyncEngine) -> list[str]:
+    async with read_transaction(engine) as connection:
+        rows = await connection.execute(text("SELECT label FROM item ORDER BY id"))
+        return [str(label) for label in rows.scalars()]
+
+
+async def test_a_write_transaction_runs_its_statements_on_the_event_loop_thread(engine):
+    loop_thread = threading.get_ident()
+    assert await run_transaction(engine, _thread_of_statement) == loop_thread
+
+
+async def test_a_read_transaction_runs_its_statements_on_aiosqlite_thread(engine):
+    async with read_transaction(engine) as connection:
+        assert await _thread_of_statement(connection) != threading.get_ident()
+
+
+async def test_a_writer_waiting_for_the_lock_leaves_the_event_loop_free(engine):
+    # The first writer holds the lock until a third task has run. If the
+    # second writer's BEGIN IMMEDIATE blocked the loop while it waited for
+    # that lock, the third task could never run and nothing would commit.
+    first_holds_lock = asyncio.Event()
+    loop_ran_meanwhile = asyncio.Event()
+
+    async def first(connection: AsyncConnection) -> None:
+        await connection.execute(text("INSERT INTO item (label) VALUES ('first')"))
+        first_holds_lock.set()
+        await loop_ran_meanwhile.wait()
+
+    async def second(connection: AsyncConnection) -> None:
+        await connection.execute(text("INSERT INTO item (label) VALUES ('second')"))
+
+    async def bystander() -> None:
+        await first_holds_lock.wait()
+        second_writer = asyncio.create_task(run_transaction(engine, second))
+        await asyncio.sleep(0.05)  # the second writer is now waiting for the lock
+        loop_ran_meanwhile.set()
+        await second_writer
+
+    await asyncio.wait_for(
+        asyncio.gather(run_transaction(engine, first), bystander()), _LOOP_PROOF_TIMEOUT_S
+    )
+    assert await _labels(engine) == ["first", "second"]
+
+
+async def test_a_failed_statement_rolls_back_and_the_next_transaction_runs_inline(engine):
+    async def insert_twice(connection: AsyncConnection) -> None:
+        await connection.execute(text("INSERT INTO item (id, label) VALUES (1, 'one')"))
+        await connection.execute(text("INSERT INTO item (id, label) VALUES (1, 'again')"))
+
+    with pytest.raises(LedgerRejected):
+        await run_transaction(engine, insert_twice)
+    assert await _labels(engine) == []
+    assert await run_transaction(engine, _thread_of_statement) == threading.get_ident()
+
+
+async def test_the_callers_exception_rolls_back_the_inline_statements(engine):
+    async def insert_then_fail(connection: AsyncConnection) -> None:
+        await connection.execute(text("INSERT INTO item (label) VALUES ('lost')"))
+        raise _CallerFailed
+
+    with pytest.raises(_CallerFailed):
+        await run_transaction(engine, insert_then_fail)
+    assert await _labels(engine) == []
+
+
+async def test_executemany_and_row_counts_match_the_stock_driver(engine):
+    async def insert_and_rename(connection: AsyncConnection) -> tuple[int, list[tuple[int, str]]]:
+        await connection.execute(
+            text("INSERT INTO item (id, label) VALUES (:id, :label)"),
+            [{"id": number, "label": f"item {number}"} for number in range(1, 4)],
+        )
+        renamed = await connection.execute(
+            text("UPDATE item SET label = label || '!' WHERE id >= :lowest"), {"lowest": 2}
+        )
+        rows = await connection.execute(text("SELECT id, label FROM item ORDER BY id"))
+        return renamed.rowcount, [(int(row.id), str(row.label)) for row in rows]
+
+    renamed_count, rows = await run_transaction(engine, insert_and_rename)
+    assert renamed_count == 2
+    assert rows == [(1, "item 1"), (2, "item 2!"), (3, "item 3!")]
+    assert await _labels(engine) == ["item 1", "item 2!", "item 3!"]
