@@ -1,4 +1,4 @@
-"""aiosqlite, minus the thread hops while a write transaction holds the lock.
+"""aiosqlite, with one thread hop per statement, or none while nothing can wait.
 
 SQLAlchemy's aiosqlite adapter sends every statement to aiosqlite's thread
 and back four times (open a cursor, execute, fetch, close). On these machines
@@ -7,25 +7,30 @@ few microseconds in SQLite; a contract step of 20 statements spent almost all
 of its time hopping between threads, and the exchange's event loop paid for
 every hop.
 
-The hops exist so that the event loop never blocks on a lock. Inside a
-``BEGIN IMMEDIATE`` transaction there is no lock left to wait for: the
-connection already holds SQLite's only write lock, and in WAL mode readers in
-other connections never block it. So while a write transaction is open this
-adapter runs each statement directly on the event loop's thread, on the same
-``sqlite3`` connection aiosqlite owns. Everything that can wait still goes
-through aiosqlite's thread:
+The hops exist so that the event loop never blocks on a lock. This adapter
+keeps that promise with fewer of them:
 
-* connecting;
-* ``BEGIN IMMEDIATE`` itself, which may wait up to the busy timeout for
-  another connection's write lock;
-* ``COMMIT`` and ``ROLLBACK`` (a commit may run a WAL checkpoint and fsync);
-* every statement outside a write transaction, including read-only
-  transactions, whose deferred ``BEGIN`` takes no lock until the first read.
+* Inside a ``BEGIN IMMEDIATE`` transaction there is no lock left to wait
+  for: the connection holds SQLite's only write lock, and in WAL mode readers
+  in other connections never block it. Its statements run directly on the
+  event loop's thread, on the ``sqlite3`` connection aiosqlite owns. So does
+  ``ROLLBACK``, which only releases locks.
+* ``BEGIN IMMEDIATE`` is first tried on the event loop's thread with a busy
+  timeout of zero. Only when another connection holds the write lock does it
+  go to aiosqlite's thread, to wait there up to the normal busy timeout.
+* ``COMMIT`` goes to aiosqlite's thread: it may run a WAL checkpoint and
+  fsync.
+* Every other statement (reads outside a write transaction, including a
+  read-only transaction's deferred ``BEGIN``, which takes its snapshot at the
+  first read) goes to aiosqlite's thread, executed and fetched in one hop.
 
-The connection is never used by two threads at once: SQLAlchemy awaits each
-operation of a connection before it starts the next, so aiosqlite's thread is
-idle whenever a statement runs inline. ``check_same_thread=False`` only lifts
-the ``sqlite3`` module's guard against a second thread, which this needs.
+The connection is never used by two threads at once. SQLAlchemy awaits each
+operation on a connection before starting the next; an operation whose
+caller was cancelled may still be running in aiosqlite's thread, so the
+adapter keeps count of those, and while one is unfinished everything
+(``ROLLBACK`` included) queues behind it in that thread.
+``check_same_thread=False`` only lifts the ``sqlite3`` module's guard against
+a second thread, which this needs.
 
 Durability, isolation and error types are SQLite's own and unchanged; the
 ledger's concurrency tests run on this adapter.
@@ -35,60 +40,67 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from collections.abc import Iterator, Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
-    AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
 from sqlalchemy.util import await_only
 
 __all__ = ["inline_write_dbapi"]
 
+T = TypeVar("T")
+
 # The statement ``wallet.database`` issues to start a write transaction.
 _BEGIN_WRITE = "BEGIN IMMEDIATE"
 
 
-class _InlineCursor:
-    """A DB-API cursor that runs its statements on the calling thread.
+class _Cursor:
+    """A DB-API cursor that runs a statement inline when it cannot wait.
 
     Rows are fetched eagerly, as SQLAlchemy's own async cursors do, so no
     statement stays open past the call that ran it.
     """
 
-    __slots__ = ("_cursor", "_rows", "description", "lastrowid", "rowcount")
+    __slots__ = ("_connection", "_cursor", "_rows", "description", "lastrowid", "rowcount")
 
     server_side = False
     arraysize = 1
 
-    def __init__(self, connection: sqlite3.Connection, /) -> None:
-        self._cursor = connection.cursor()
+    def __init__(self, connection: _Connection, /) -> None:
+        self._connection = connection
+        self._cursor: sqlite3.Cursor | None = None
         self._rows: collections.deque[Any] = collections.deque()
         self.description: Any = None
         self.rowcount = -1
         self.lastrowid: int | None = None
 
     def execute(self, operation: str, parameters: Any = None, /) -> None:
-        # SQLAlchemy's async engine insists that every statement awaits once;
-        # the coroutine finishes without ever suspending the event loop.
-        await_only(self._execute(operation, () if parameters is None else parameters))
+        if operation == _BEGIN_WRITE:
+            self._connection.begin_write()
+            return
+        parameters = () if parameters is None else parameters
+        self._connection.run(self._execute, operation, parameters)
 
     def executemany(self, operation: str, parameter_sets: Sequence[Any], /) -> None:
-        await_only(self._executemany(operation, parameter_sets))
+        self._connection.run(self._executemany, operation, parameter_sets)
 
-    async def _execute(self, operation: str, parameters: Any) -> None:
-        self._cursor.execute(operation, parameters)
-        self._take_results()
+    def _execute(self, operation: str, parameters: Any) -> None:
+        self._take_results(self._raw_cursor().execute(operation, parameters))
 
-    async def _executemany(self, operation: str, parameter_sets: Sequence[Any]) -> None:
-        self._cursor.executemany(operation, parameter_sets)
-        self._take_results()
+    def _executemany(self, operation: str, parameter_sets: Sequence[Any]) -> None:
+        self._take_results(self._raw_cursor().executemany(operation, parameter_sets))
 
-    def _take_results(self) -> None:
-        cursor = self._cursor
+    def _raw_cursor(self) -> sqlite3.Cursor:
+        if self._cursor is None:
+            self._cursor = self._connection.raw.cursor()
+        return self._cursor
+
+    def _take_results(self, cursor: sqlite3.Cursor) -> None:
         self.description = cursor.description
         self.rowcount = cursor.rowcount
         self.lastrowid = cursor.lastrowid
@@ -111,64 +123,121 @@ class _InlineCursor:
             yield self._rows.popleft()
 
     def close(self) -> None:
+        # The sqlite3 cursor holds no open statement (rows are fetched
+        # eagerly); it is freed with this object, on whichever thread.
         self._rows.clear()
-        self._cursor.close()
 
     async def _async_soft_close(self) -> None:
         """Called by SQLAlchemy's async results; the rows are already buffered."""
 
 
-class _ThreadCursor(AsyncAdapt_aiosqlite_cursor):
-    """aiosqlite's cursor, which notes when its connection took the write lock."""
+class _Connection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ("_aiosqlite", "_hops_lock", "_hops_unfinished", "holds_write_lock")
 
-    __slots__ = ()
-
-    def execute(self, operation: Any, parameters: Any = None) -> Any:
-        result = super().execute(operation, parameters)
-        if operation == _BEGIN_WRITE:
-            connection = self._adapt_connection
-            assert isinstance(connection, _InlineWriteConnection)
-            connection.holds_write_lock = True
-        return result
-
-
-class _InlineWriteConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("holds_write_lock",)
-
-    _cursor_cls = _ThreadCursor
-
-    def __init__(self, dbapi: Any, connection: Any) -> None:
-        super().__init__(dbapi, connection)
+    def __init__(self, dbapi: Any, connection: aiosqlite.Connection) -> None:
+        super().__init__(dbapi, connection)  # type: ignore[arg-type]
+        self._aiosqlite = connection
         self.holds_write_lock = False
+        # Operations sent to aiosqlite's thread and not yet finished there,
+        # even if their caller stopped waiting (cancelled).
+        self._hops_unfinished = 0
+        self._hops_lock = threading.Lock()
+
+    @property
+    def raw(self) -> sqlite3.Connection:
+        return self._aiosqlite._conn
 
     def cursor(self, server_side: bool = False) -> Any:
-        if self.holds_write_lock and not server_side:
-            return _InlineCursor(self._connection._conn)
-        return super().cursor(server_side)
+        if server_side:
+            return super().cursor(server_side)
+        return _Cursor(self)
+
+    def run(self, function: Callable[..., T], /, *args: Any) -> T:
+        """``function(*args)`` on the event loop's thread if it cannot wait, else in one hop."""
+        try:
+            if self.holds_write_lock and not self._hops_unfinished:
+                return await_only(_now(function, *args))
+            return await_only(self._hop(function, *args))
+        except Exception as error:
+            self._handle_exception(error)
+
+    def begin_write(self) -> None:
+        """BEGIN IMMEDIATE: inline if the lock is free, else wait for it in aiosqlite's thread."""
+        try:
+            if self._hops_unfinished or not await_only(_now(self._try_begin_write)):
+                await_only(self._hop(self.raw.execute, _BEGIN_WRITE))
+        except Exception as error:
+            self._handle_exception(error)
+        self.holds_write_lock = True
+
+    def _try_begin_write(self) -> bool:
+        busy_timeout_ms = int(self.raw.execute("PRAGMA busy_timeout").fetchone()[0])
+        self.raw.execute("PRAGMA busy_timeout=0")
+        try:
+            self.raw.execute(_BEGIN_WRITE)
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            return False
+        finally:
+            self.raw.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        return True
 
     def commit(self) -> None:
+        # COMMIT may checkpoint the WAL and fsync, so it never runs inline.
         try:
-            super().commit()
+            if self._aiosqlite._connection is not None:
+                await_only(self._hop(self.raw.commit))
+        except Exception as error:
+            self._handle_exception(error)
         finally:
             self.holds_write_lock = False
 
     def rollback(self) -> None:
+        # ROLLBACK only releases locks; it runs inline unless an earlier
+        # operation may still be running in aiosqlite's thread.
         try:
-            super().rollback()
+            if self._aiosqlite._connection is None:
+                return
+            if self._hops_unfinished:
+                await_only(self._hop(self.raw.rollback))
+            elif self.raw.in_transaction:
+                await_only(_now(self.raw.rollback))
+        except Exception as error:
+            self._handle_exception(error)
         finally:
             self.holds_write_lock = False
 
+    async def _hop(self, function: Callable[..., T], /, *args: Any) -> T:
+        with self._hops_lock:
+            self._hops_unfinished += 1
+        result: T = await self._aiosqlite._execute(self._finish_hop, function, args)  # type: ignore[no-untyped-call]
+        return result
 
-class _InlineWriteDBAPI(AsyncAdapt_aiosqlite_dbapi):
-    def connect(self, *args: Any, **kwargs: Any) -> _InlineWriteConnection:
-        # The statements of a write transaction run on the event loop's
-        # thread, on the connection aiosqlite opened in its own thread.
+    def _finish_hop(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return function(*args)
+        finally:
+            with self._hops_lock:
+                self._hops_unfinished -= 1
+
+
+async def _now(function: Callable[..., T], /, *args: Any) -> T:
+    # SQLAlchemy's async engine insists that every statement awaits once;
+    # this coroutine finishes without ever suspending the event loop.
+    return function(*args)
+
+
+class _DBAPI(AsyncAdapt_aiosqlite_dbapi):
+    def connect(self, *args: Any, **kwargs: Any) -> _Connection:
+        # Statements also run on the event loop's thread, on the connection
+        # aiosqlite opens in its own thread.
         kwargs["check_same_thread"] = False
         connection = self.aiosqlite.connect(*args, **kwargs)
         connection._thread.daemon = True
-        return _InlineWriteConnection(self, await_only(connection))
+        return _Connection(self, await_only(connection))
 
 
 def inline_write_dbapi() -> AsyncAdapt_aiosqlite_dbapi:
     """The DB-API module to pass as ``module=`` to an aiosqlite engine."""
-    return _InlineWriteDBAPI(aiosqlite, sqlite3)
+    return _DBAPI(aiosqlite, sqlite3)

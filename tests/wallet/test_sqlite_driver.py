@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wallet import LedgerRejected
 from wallet.database import open_database, read_transaction, run_transaction
+from wallet.limits import SQLITE_BUSY_TIMEOUT_MS
 
 # A lock holder waits for the loop this long; well under the busy timeout.
 _LOOP_PROOF_TIMEOUT_S = 10
@@ -83,6 +84,10 @@ async def test_a_writer_waiting_for_the_lock_leaves_the_event_loop_free(engine):
         await loop_ran_meanwhile.wait()
 
     async def second(connection: AsyncConnection) -> None:
+        # It took the lock after waiting in aiosqlite's thread, with the busy
+        # timeout restored after its zero-timeout try on the loop failed.
+        busy_timeout = await connection.execute(text("PRAGMA busy_timeout"))
+        assert busy_timeout.scalar_one() == SQLITE_BUSY_TIMEOUT_MS
         await connection.execute(text("INSERT INTO item (label) VALUES ('second')"))
 
     async def bystander() -> None:
@@ -96,6 +101,39 @@ async def test_a_writer_waiting_for_the_lock_leaves_the_event_loop_free(engine):
         asyncio.gather(run_transaction(engine, first), bystander()), _LOOP_PROOF_TIMEOUT_S
     )
     assert await _labels(engine) == ["first", "second"]
+
+
+async def test_a_writer_cancelled_while_waiting_for_the_lock_leaves_nothing_behind(engine):
+    # Its BEGIN IMMEDIATE is still waiting in aiosqlite's thread when it is
+    # cancelled; the rollback must queue behind it there, not race it.
+    first_holds_lock = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def first(connection: AsyncConnection) -> None:
+        await connection.execute(text("INSERT INTO item (label) VALUES ('first')"))
+        first_holds_lock.set()
+        await release_first.wait()
+
+    async def never(connection: AsyncConnection) -> None:
+        await connection.execute(text("INSERT INTO item (label) VALUES ('never')"))
+
+    first_writer = asyncio.create_task(run_transaction(engine, first))
+    await first_holds_lock.wait()
+    waiting_writer = asyncio.create_task(run_transaction(engine, never))
+    await asyncio.sleep(0.05)
+    waiting_writer.cancel()
+    # Its rollback waits behind its BEGIN, which waits for the first writer.
+    release_first.set()
+    await first_writer
+    with pytest.raises(asyncio.CancelledError):
+        await waiting_writer
+
+    async def after(connection: AsyncConnection) -> None:
+        await connection.execute(text("INSERT INTO item (label) VALUES ('after')"))
+
+    for _ in range(3):  # every pooled connection still works
+        await run_transaction(engine, after)
+    assert await _labels(engine) == ["first", "after", "after", "after"]
 
 
 async def test_a_failed_statement_rolls_back_and_the_next_transaction_runs_inline(engine):
