@@ -121,7 +121,8 @@ def open_database(url: str, /) -> AsyncEngine:
         engine = create_async_engine(
             driver_url,
             module=inline_write_dbapi(),
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "cached_statements": 1024},
+            pool_use_lifo=True,
             **pool_options,
         )
         _configure_sqlite(engine)

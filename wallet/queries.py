@@ -321,11 +321,30 @@ async def select_expired_holds(
         assert limit is not None and limit > 0
         query = expired.order_by(_pending.expires_at_us, _pending.id).limit(limit)
         return [_hold_from_row(row) for row in await connection.execute(query)]
-    if not account_ids:
+    if not account_ids or not await _any_hold_expired(connection, now_us=now_us):
         return []
     query = _expired_holds_on_accounts_query(connection.dialect.name)
     parameters = {"now_us": now_us, "account_ids": _id_list(connection, account_ids)}
     return [_hold_from_row(row) for row in await connection.execute(query, parameters)]
+
+
+async def _any_hold_expired(connection: AsyncConnection, /, *, now_us: int) -> bool:
+    """Whether any open hold is past its deadline: one probe of the partial index.
+
+    Usually none is (the sweeper voids them), and this costs a fraction of
+    the query that filters expired holds by account.
+    """
+    return (await connection.execute(_ANY_HOLD_EXPIRED, {"now_us": now_us})).first() is not None
+
+
+_ANY_HOLD_EXPIRED = (
+    select(_pending.id)
+    .where(
+        _pending.status == PendingStatus.PENDING.value,
+        _pending.expires_at_us <= bindparam("now_us", type_=BigInteger),
+    )
+    .limit(1)
+)
 
 
 def _record_from_row(row: Row[Any]) -> TransferRecord:

@@ -7,7 +7,8 @@ lists far longer than the drivers' parameter caps work; an empty list finds
 nothing. The lookup of expired holds must start from the partial index of
 open holds, not from the accounts' history: on SQLite the query plan is
 checked, and on both databases the lookup still finds a hold past its
-deadline among much history. Every test ends with ``check_invariants``.
+deadline among much history. When no open hold is past its deadline, a probe
+of that index is the only statement. Every test ends with ``check_invariants``.
 """
 
 from __future__ import annotations
@@ -115,6 +116,13 @@ async def test_the_expired_hold_lookup_starts_from_the_open_holds_index_on_sqlit
     database_engine: AsyncEngine,
 ) -> None:
     assert database_engine.dialect.name == "sqlite"
+    clock = ManualClock()
+    ledger = SqlLedger(database_engine, clock_us=clock)
+    await open_accounts(ledger, "agent:a", "agent:b")
+    await mint_into(ledger, "agent:a", 100, key="a")
+    hold = payment("hold", "agent:a", "agent:b", 50, flags=TransferFlags.PENDING, timeout_s=5)
+    assert [o.result for o in await ledger.create_transfers([hold])] == [TransferResult.OK]
+    clock.advance(6)
     executed: list[tuple[str, Any]] = []
 
     def capture(*arguments: Any) -> None:
@@ -124,18 +132,58 @@ async def test_the_expired_hold_lookup_starts_from_the_open_holds_index_on_sqlit
     event.listen(database_engine.sync_engine, "before_cursor_execute", capture)
     try:
         async with database_engine.connect() as connection:
-            await queries.select_expired_holds(
-                connection, now_us=1, account_ids=["agent:a", "agent:b"]
+            expired = await queries.select_expired_holds(
+                connection, now_us=clock(), account_ids=["agent:a", "agent:b"]
             )
     finally:
         event.remove(database_engine.sync_engine, "before_cursor_execute", capture)
-    [(statement, parameters)] = [(sql, values) for sql, values in executed if "SELECT" in sql]
-    async with database_engine.connect() as connection:
-        rows = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-        plan = [row[3] for row in rows]
-    # The open holds past their deadline come first, from their index...
+    assert [h.id for h in expired] == ["hold"]
+    # First a probe: is any open hold past its deadline at all?
+    [probe, lookup] = [(sql, values) for sql, values in executed if "SELECT" in sql]
+    probe_plan = await _query_plan(database_engine, *probe)
+    assert probe_plan == [
+        "SEARCH ledger_pending_transfers USING INDEX "
+        "ledger_pending_transfers_open_by_deadline (expires_at_us<?)"
+    ]
+    plan = await _query_plan(database_engine, *lookup)
+    # Then the open holds past their deadline come first, from their index...
     assert "MATERIALIZE" in plan[0], plan
     assert "ledger_pending_transfers_open_by_deadline" in plan[1], plan
     # ... and no account's history is read by its debit or credit index.
     assert not [step for step in plan if "_by_debit_account" in step], plan
     assert not [step for step in plan if "_by_credit_account" in step], plan
+    await check_invariants(database_engine)
+
+
+async def test_without_expired_holds_the_lookup_stops_after_the_probe(
+    database_engine: AsyncEngine,
+) -> None:
+    clock = ManualClock()
+    ledger = SqlLedger(database_engine, clock_us=clock)
+    await open_accounts(ledger, "agent:a", "agent:b")
+    await mint_into(ledger, "agent:a", 100, key="a")
+    hold = payment("hold", "agent:a", "agent:b", 50, flags=TransferFlags.PENDING, timeout_s=5)
+    assert [o.result for o in await ledger.create_transfers([hold])] == [TransferResult.OK]
+    executed: list[str] = []
+
+    def capture(*arguments: Any) -> None:
+        executed.append(arguments[2])
+
+    event.listen(database_engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with database_engine.connect() as connection:
+            expired = await queries.select_expired_holds(
+                connection, now_us=clock(), account_ids=["agent:a", "agent:b"]
+            )
+    finally:
+        event.remove(database_engine.sync_engine, "before_cursor_execute", capture)
+    assert expired == []
+    [probe] = [sql for sql in executed if "SELECT" in sql]
+    assert "LIMIT" in probe and "json_each" not in probe and "unnest" not in probe
+    await check_invariants(database_engine)
+
+
+async def _query_plan(engine: AsyncEngine, statement: str, parameters: Any) -> list[str]:
+    async with engine.connect() as connection:
+        rows = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        return [str(row[3]) for row in rows]
