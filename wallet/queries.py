@@ -17,6 +17,7 @@ from sqlalchemy import (
     Insert,
     Row,
     String,
+    and_,
     any_,
     bindparam,
     func,
@@ -275,6 +276,17 @@ def _expired_holds_on_accounts_query(dialect: str, /) -> Any:
     return _expired_holds_query(bindparam("now_us", type_=BigInteger)).where(touching)
 
 
+def _open_past_deadline(now_us: Any) -> Any:
+    """The condition of an open hold past its deadline: the rows of the partial index."""
+    return and_(_pending.status == PendingStatus.PENDING.value, _pending.expires_at_us <= now_us)
+
+
+# Whether any open hold is past its deadline: one probe of the partial index.
+_ANY_HOLD_EXPIRED = (
+    select(_pending.id).where(_open_past_deadline(bindparam("now_us", type_=BigInteger))).limit(1)
+)
+
+
 def _expired_holds_query(now_us: Any) -> Any:
     """The open holds past their deadline, to be filtered by account.
 
@@ -288,7 +300,7 @@ def _expired_holds_query(now_us: Any) -> Any:
     """
     deadline_passed = (
         select(_pending.id, _pending.status, _pending.expires_at_us)
-        .where(_pending.status == PendingStatus.PENDING.value, _pending.expires_at_us <= now_us)
+        .where(_open_past_deadline(now_us))
         .cte("expired_holds")
         .prefix_with("MATERIALIZED")
     )
@@ -314,37 +326,25 @@ async def select_expired_holds(
 ) -> list[PendingHold]:
     """Holds past their deadline but not yet voided: on ``account_ids``, or any
     (oldest deadline first, at most ``limit``)."""
-    expired = _holds_query().where(
-        _pending.status == PendingStatus.PENDING.value, _pending.expires_at_us <= now_us
-    )
     if account_ids is None:
         assert limit is not None and limit > 0
-        query = expired.order_by(_pending.expires_at_us, _pending.id).limit(limit)
+        query = (
+            _holds_query()
+            .where(_open_past_deadline(now_us))
+            .order_by(_pending.expires_at_us, _pending.id)
+            .limit(limit)
+        )
         return [_hold_from_row(row) for row in await connection.execute(query)]
-    if not account_ids or not await _any_hold_expired(connection, now_us=now_us):
+    if not account_ids:
+        return []
+    # Usually no hold is expired (the sweeper voids them), and the probe
+    # costs a fraction of the lookup that filters them by account.
+    probe = await connection.execute(_ANY_HOLD_EXPIRED, {"now_us": now_us})
+    if probe.first() is None:
         return []
     query = _expired_holds_on_accounts_query(connection.dialect.name)
     parameters = {"now_us": now_us, "account_ids": _id_list(connection, account_ids)}
     return [_hold_from_row(row) for row in await connection.execute(query, parameters)]
-
-
-async def _any_hold_expired(connection: AsyncConnection, /, *, now_us: int) -> bool:
-    """Whether any open hold is past its deadline: one probe of the partial index.
-
-    Usually none is (the sweeper voids them), and this costs a fraction of
-    the query that filters expired holds by account.
-    """
-    return (await connection.execute(_ANY_HOLD_EXPIRED, {"now_us": now_us})).first() is not None
-
-
-_ANY_HOLD_EXPIRED = (
-    select(_pending.id)
-    .where(
-        _pending.status == PendingStatus.PENDING.value,
-        _pending.expires_at_us <= bindparam("now_us", type_=BigInteger),
-    )
-    .limit(1)
-)
 
 
 def _record_from_row(row: Row[Any]) -> TransferRecord:

@@ -153,21 +153,13 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         return _Cursor(self)
 
     def run(self, function: Callable[..., T], /, *args: Any) -> T:
-        """``function(*args)`` on the event loop's thread if it cannot wait, else in one hop."""
-        try:
-            if self.holds_write_lock and not self._hops_unfinished:
-                return await_only(_now(function, *args))
-            return await_only(self._hop(function, *args))
-        except Exception as error:
-            self._handle_exception(error)
+        """A statement: on the event loop's thread while the write lock is held."""
+        return self._call(function, *args, inline=self.holds_write_lock)
 
     def begin_write(self) -> None:
         """BEGIN IMMEDIATE: inline if the lock is free, else wait for it in aiosqlite's thread."""
-        try:
-            if self._hops_unfinished or not await_only(_now(self._try_begin_write)):
-                await_only(self._hop(self.raw.execute, _BEGIN_WRITE))
-        except Exception as error:
-            self._handle_exception(error)
+        if not self._call(self._try_begin_write, inline=True):
+            self._call(self.raw.execute, _BEGIN_WRITE, inline=False)
         self.holds_write_lock = True
 
     def _try_begin_write(self) -> bool:
@@ -187,26 +179,32 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         # COMMIT may checkpoint the WAL and fsync, so it never runs inline.
         try:
             if self._aiosqlite._connection is not None:
-                await_only(self._hop(self.raw.commit))
-        except Exception as error:
-            self._handle_exception(error)
+                self._call(self.raw.commit, inline=False)
         finally:
             self.holds_write_lock = False
 
     def rollback(self) -> None:
-        # ROLLBACK only releases locks; it runs inline unless an earlier
-        # operation may still be running in aiosqlite's thread.
+        # ROLLBACK only releases locks, so it may run inline.
         try:
-            if self._aiosqlite._connection is None:
-                return
-            if self._hops_unfinished:
-                await_only(self._hop(self.raw.rollback))
-            elif self.raw.in_transaction:
-                await_only(_now(self.raw.rollback))
-        except Exception as error:
-            self._handle_exception(error)
+            if self._aiosqlite._connection is not None and (
+                self._hops_unfinished or self.raw.in_transaction
+            ):
+                self._call(self.raw.rollback, inline=True)
         finally:
             self.holds_write_lock = False
+
+    def _call(self, function: Callable[..., T], /, *args: Any, inline: bool) -> T:
+        """``function(*args)`` on the event loop's thread if ``inline``, else in one hop.
+
+        An operation still unfinished in aiosqlite's thread (its caller was
+        cancelled) sends every later one there too, queued behind it.
+        """
+        try:
+            if inline and not self._hops_unfinished:
+                return await_only(_now(function, *args))
+            return await_only(self._hop(function, *args))
+        except Exception as error:
+            self._handle_exception(error)
 
     async def _hop(self, function: Callable[..., T], /, *args: Any) -> T:
         with self._hops_lock:

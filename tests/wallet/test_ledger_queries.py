@@ -116,12 +116,7 @@ async def test_the_expired_hold_lookup_starts_from_the_open_holds_index_on_sqlit
     database_engine: AsyncEngine,
 ) -> None:
     assert database_engine.dialect.name == "sqlite"
-    clock = ManualClock()
-    ledger = SqlLedger(database_engine, clock_us=clock)
-    await open_accounts(ledger, "agent:a", "agent:b")
-    await mint_into(ledger, "agent:a", 100, key="a")
-    hold = payment("hold", "agent:a", "agent:b", 50, flags=TransferFlags.PENDING, timeout_s=5)
-    assert [o.result for o in await ledger.create_transfers([hold])] == [TransferResult.OK]
+    clock = await _one_open_hold(database_engine)
     clock.advance(6)
     executed: list[tuple[str, Any]] = []
 
@@ -158,12 +153,7 @@ async def test_the_expired_hold_lookup_starts_from_the_open_holds_index_on_sqlit
 async def test_without_expired_holds_the_lookup_stops_after_the_probe(
     database_engine: AsyncEngine,
 ) -> None:
-    clock = ManualClock()
-    ledger = SqlLedger(database_engine, clock_us=clock)
-    await open_accounts(ledger, "agent:a", "agent:b")
-    await mint_into(ledger, "agent:a", 100, key="a")
-    hold = payment("hold", "agent:a", "agent:b", 50, flags=TransferFlags.PENDING, timeout_s=5)
-    assert [o.result for o in await ledger.create_transfers([hold])] == [TransferResult.OK]
+    clock = await _one_open_hold(database_engine)
     executed: list[str] = []
 
     def capture(*arguments: Any) -> None:
@@ -181,6 +171,17 @@ async def test_without_expired_holds_the_lookup_stops_after_the_probe(
     [probe] = [sql for sql in executed if "SELECT" in sql]
     assert "LIMIT" in probe and "json_each" not in probe and "unnest" not in probe
     await check_invariants(database_engine)
+
+
+async def _one_open_hold(engine: AsyncEngine, /) -> ManualClock:
+    """A ledger with one 5-second hold on agent:a; its clock."""
+    clock = ManualClock()
+    ledger = SqlLedger(engine, clock_us=clock)
+    await open_accounts(ledger, "agent:a", "agent:b")
+    await mint_into(ledger, "agent:a", 100, key="a")
+    hold = payment("hold", "agent:a", "agent:b", 50, flags=TransferFlags.PENDING, timeout_s=5)
+    assert [o.result for o in await ledger.create_transfers([hold])] == [TransferResult.OK]
+    return clock
 
 
 async def _query_plan(engine: AsyncEngine, statement: str, parameters: Any) -> list[str]:
