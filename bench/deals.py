@@ -132,14 +132,48 @@ async def echo(task: Any) -> Any:
     return task
 
 
-async def settle_one_deal(buyer: Agent) -> None:
+class Phases:
+    """How long each phase of the settled deals took, as the buyer saw it.
+
+    quote: RFQ until the quote arrives; open: ``contract.open`` until its
+    reply; delivery: that reply until the delivery notice arrives (the
+    provider's notice, its ``contract.deliver``, the buyer's notice);
+    accept: ``contract.accept`` until its reply.
+    """
+
+    NAMES = ("quote", "open", "delivery", "accept")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = {name: [] for name in self.NAMES}
+
+    def add(self, durations_s: tuple[float, ...], /) -> None:
+        for name, duration_s in zip(self.NAMES, durations_s, strict=True):
+            self.seconds[name].append(duration_s)
+
+    def figures(self) -> dict[str, float]:
+        figures: dict[str, float] = {}
+        for name, durations_s in self.seconds.items():
+            for percentile, value in percentiles(durations_s).items():
+                if percentile != "max_ms":
+                    figures[f"{name}_{percentile}"] = value
+        return figures
+
+
+async def settle_one_deal(buyer: Agent, phases: Phases) -> None:
+    started = time.perf_counter()
     quotes = await buyer.request_quotes(
         CAPABILITY, "echo", budget_millicredits=PRICE_MILLICREDITS, quotes_max=1
     )
     if not quotes:
         raise NoQuote()
+    quoted = time.perf_counter()
     contract = await buyer.hire(quotes[0], {"n": 1})
-    await contract.accept_delivery(await contract.wait_delivery(timeout_s=DELIVERY_TIMEOUT_S))
+    opened = time.perf_counter()
+    delivery = await contract.wait_delivery(timeout_s=DELIVERY_TIMEOUT_S)
+    delivered = time.perf_counter()
+    await contract.accept_delivery(delivery)
+    accepted = time.perf_counter()
+    phases.add((quoted - started, opened - quoted, delivered - opened, accepted - delivered))
 
 
 @contextlib.asynccontextmanager
@@ -209,11 +243,12 @@ async def closed_loop(
         for index in range(concurrency)
     ]
     latencies_s: list[float] = []
+    phases = Phases()
 
     async def trade(buyer: Agent, count: int) -> None:
         for _ in range(count):
             started = time.perf_counter()
-            await settle_one_deal(buyer)
+            await settle_one_deal(buyer, phases)
             latencies_s.append(time.perf_counter() - started)
 
     async with market(exchange) as operator:
@@ -242,6 +277,7 @@ async def closed_loop(
         "concurrency": concurrency,
         "deals_per_s": len(latencies_s) / elapsed_s,
         **percentiles(latencies_s),
+        **phases.figures(),
         **cpu,
     }
 
@@ -333,12 +369,13 @@ async def offer_deals(pool: BuyerPool, *, rate_per_s: float, deals_total: int) -
     latencies_s: list[float] = []
     start_lags_s: list[float] = []
     failures: dict[str, int] = {}
+    phases = Phases()
 
     async def deal(scheduled_at: float) -> None:
         buyer = await pool.take()
         start_lags_s.append(loop.time() - scheduled_at)
         try:
-            await settle_one_deal(buyer)
+            await settle_one_deal(buyer, phases)
             latencies_s.append(loop.time() - scheduled_at)
         except (NoQuote, AgentClientError, TimeoutError) as exc:
             failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
@@ -361,6 +398,7 @@ async def offer_deals(pool: BuyerPool, *, rate_per_s: float, deals_total: int) -
         "offered_rate_per_s": rate_per_s,
         "achieved_rate_per_s": len(latencies_s) / elapsed_s,
         **percentiles(latencies_s),
+        **phases.figures(),
         "late_starts": sum(lag_s * 1000 > LATE_START_TOLERANCE_MS for lag_s in start_lags_s),
         "start_lag_max_ms": max(start_lags_s) * 1000,
     }
