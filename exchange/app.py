@@ -18,13 +18,12 @@ from typing import Any
 import nats
 import nats.errors
 from nats.aio.client import Client
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_client.keys import AgentKeys
 from agent_client.signing import Clock, SystemClock
 from broker.streams import ensure_notice_stream, ensure_result_store
 from escrow import Escrow
-from exchange import repository
 from exchange.endpoints import (
     ExchangeEndpoints,
     JetStreamNoticePublisher,
@@ -32,13 +31,11 @@ from exchange.endpoints import (
 )
 from exchange.ledger_accounts import ensure_platform_accounts
 from exchange.limits import (
-    OUTBOX_BATCH_MAX,
-    OUTBOX_RELAY_DELAY_MS,
     REQUEST_CONCURRENCY_MAX,
     SWEEP_INTERVAL_S,
 )
 from exchange.use_cases import ContractUseCases, ExchangeContext
-from exchange.use_cases.context import LifecycleSettings, OutboxNotice
+from exchange.use_cases.context import LifecycleSettings
 from exchange.use_cases.group_commit import GroupCommitter
 from human_portal.migrations import VERSIONS_PATH as PORTAL_MIGRATIONS
 from wallet import FeeSchedule, SqlLedger, WalletError, open_database, upgrade_schema
@@ -139,6 +136,12 @@ class ExchangeWorker:
         ]
 
     @property
+    def context(self) -> ExchangeContext:
+        """What the use cases share: the outbox, the signer, the ports."""
+        assert self._context is not None, "the worker is not started"
+        return self._context
+
+    @property
     def contract_groups(self) -> GroupCommitter[Any, Any] | None:
         """The group commit of contract steps (None when ``group_commit`` is off)."""
         assert self._context is not None, "the worker is not started"
@@ -146,24 +149,8 @@ class ExchangeWorker:
 
     async def relay_outbox(self) -> int:
         """Publish notices whose publish after commit did not happen (or failed)."""
-        context = self._context
-        assert context is not None
-        await context.flush_published()
-        created_before_ms = context.clock.now_ms() - OUTBOX_RELAY_DELAY_MS
-
-        async def work(connection: AsyncConnection) -> list[dict[str, Any]]:
-            return await repository.unpublished_notices(
-                connection, created_before_ms=created_before_ms, limit=OUTBOX_BATCH_MAX
-            )
-
-        rows = await context.run(work)
-        await context.publish(
-            [
-                OutboxNotice(row["notice_id"], row["subject"], row["payload"].encode())
-                for row in rows
-            ]
-        )
-        return len(rows)
+        assert self._context is not None, "the worker is not started"
+        return await self._context.relay_outbox()
 
     async def _every(self, interval_s: float, job: Callable[[], Awaitable[int]]) -> None:
         """Run a periodic job until cancelled; a failing run is logged, not fatal."""

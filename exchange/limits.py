@@ -43,6 +43,9 @@ SWEEP_INTERVAL_S: Final = 1.0
 SWEEP_BATCH_MAX: Final = 200
 OUTBOX_RELAY_DELAY_MS: Final = 2_000
 OUTBOX_BATCH_MAX: Final = 500
+# Notices being published after their step's reply went out (bounded, so a
+# slow JetStream slows the repliers instead of piling up tasks).
+NOTICES_PUBLISHING_MAX: Final = 4_096
 CONTRACT_EVENTS_MAX: Final = 200
 
 assert NOTICE_LIFETIME_S >= DISPUTE_WINDOW_DEFAULT_S

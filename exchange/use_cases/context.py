@@ -5,6 +5,12 @@ them to the outbox table in the same transaction as the change they report;
 after commit they are published to JetStream (deduplicated by notice id) and
 marked published. If the worker dies in between, the relay publishes them
 later, so a committed transition is never left unannounced.
+
+A step's reply does not wait for JetStream: its notices are already safe in
+the outbox, so they are published in the background (``publish_soon``) and
+the requester gets its answer one JetStream round trip sooner. Receivers
+never relied on the order of a reply and a notice (notices may arrive late,
+twice or out of order anyway; PROTOCOL.md section 1.7).
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from exchange.limits import (
     DISPUTE_DEFAULT_PROVIDER_SHARE_BPS,
     DISPUTE_WINDOW_DEFAULT_S,
     NOTICE_LIFETIME_S,
+    NOTICES_PUBLISHING_MAX,
     OUTBOX_BATCH_MAX,
+    OUTBOX_RELAY_DELAY_MS,
     REVIEW_WINDOW_DEFAULT_S,
 )
 from exchange.use_cases.group_commit import GroupCommitter
@@ -128,6 +136,9 @@ class ExchangeContext:
         # Notices published but not yet marked so in the outbox; marked in one
         # transaction by flush_published (the relay loop calls it).
         self._published_unmarked: list[str] = []
+        # Background publishes (publish_soon) and how many notices they carry.
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._notices_publishing = 0
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
         try:
@@ -142,9 +153,11 @@ class ExchangeContext:
             raise escrow_refused_error(exc) from exc
 
     async def close(self) -> None:
-        """Apply the contract steps still queued for a group, then stop its writer."""
+        """Apply the contract steps still queued for a group, then publish their notices."""
         if self.contract_groups is not None:
             await self.contract_groups.close()
+        while self._publishing:
+            await asyncio.gather(*self._publishing)
 
     def notice_header(self, agent_id: str) -> Header:
         return make_header(
@@ -178,8 +191,31 @@ class ExchangeContext:
             ],
         )
 
+    async def publish_soon(self, notices: Sequence[OutboxNotice]) -> None:
+        """After commit: publish in the background, so the caller can reply at once.
+
+        At most NOTICES_PUBLISHING_MAX notices are in flight this way; past
+        that the caller publishes its own and waits (back-pressure, so a slow
+        JetStream cannot pile up tasks). ``close`` waits for them all.
+        """
+        if not notices:
+            return
+        if self._notices_publishing + len(notices) > NOTICES_PUBLISHING_MAX:
+            await self.publish(notices)
+            return
+        self._notices_publishing += len(notices)
+        task = asyncio.create_task(self._publish_counted(notices))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish_counted(self, notices: Sequence[OutboxNotice]) -> None:
+        try:
+            await self.publish(notices)
+        finally:
+            self._notices_publishing -= len(notices)
+
     async def publish(self, notices: Sequence[OutboxNotice]) -> None:
-        """After commit: publish. Failures wait for the relay.
+        """After commit: publish and wait for JetStream. Failures wait for the relay.
 
         Successes are marked published later, many in one transaction: a
         notice the relay re-publishes before that is dropped by JetStream's
@@ -203,6 +239,29 @@ class ExchangeContext:
             log.warning("notice %s not published yet; the relay retries", notice.notice_id)
             return False
         return True
+
+    async def relay_outbox(self) -> int:
+        """Publish the outbox's notices that are OUTBOX_RELAY_DELAY_MS old and still unpublished.
+
+        They are those whose publish after commit failed, or whose worker died
+        first. One already stored by JetStream is dropped there as a duplicate.
+        """
+        await self.flush_published()
+        created_before_ms = self.clock.now_ms() - OUTBOX_RELAY_DELAY_MS
+
+        async def work(connection: AsyncConnection) -> list[dict[str, Any]]:
+            return await repository.unpublished_notices(
+                connection, created_before_ms=created_before_ms, limit=OUTBOX_BATCH_MAX
+            )
+
+        rows = await self.run(work)
+        await self.publish(
+            [
+                OutboxNotice(row["notice_id"], row["subject"], row["payload"].encode())
+                for row in rows
+            ]
+        )
+        return len(rows)
 
     async def flush_published(self) -> int:
         """Mark the notices published since the last flush, in one transaction."""

@@ -161,7 +161,7 @@ class ContractUseCases:
         ]
         applied = await self._in_group(OpenJob(contract, negotiation, notices))
         if isinstance(applied, Applied):
-            await self._context.publish(applied.notices)
+            await self._context.publish_soon(applied.notices)
             return contract_view(applied.contract)
 
         async def work(connection: AsyncConnection) -> None:
@@ -203,7 +203,7 @@ class ContractUseCases:
             raise ExchangeError(
                 refused.code, refused.message, contract_id=contract.contract_id
             ) from refused
-        await self._context.publish(notices)
+        await self._context.publish_soon(notices)
         return contract_view(contract)
 
     async def _hold(self, connection: AsyncConnection, contract: ContractRow) -> None:
@@ -582,7 +582,7 @@ class ContractUseCases:
         )
         applied = await self._in_group(job)
         if isinstance(applied, Applied):
-            await self._context.publish(applied.notices)
+            await self._context.publish_soon(applied.notices)
             return contract_view(applied.contract)
         staged: list[OutboxNotice] = []
 
@@ -608,7 +608,7 @@ class ContractUseCases:
             return updated
 
         contract = await self._context.run(work)
-        await self._context.publish(staged)
+        await self._context.publish_soon(staged)
         return contract_view(contract)
 
     async def _load(

@@ -1,0 +1,175 @@
+"""Notices after commit: a step's reply does not wait for JetStream, and no notice is lost.
+
+A step writes its notices to the outbox in its own transaction, so once it
+has committed they are safe; they are then published in the background while
+the caller gets its reply. These tests put a gate in front of the worker's
+real JetStream publisher (held shut, or failing) and check that the reply
+comes first, the notices still arrive, stopping the worker publishes those in
+flight, a failed publish is relayed from the outbox, and past the in-flight
+bound a step waits for its own notices. Both databases; invariants at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+
+from exchange.schema import outbox
+from exchange.use_cases import context as context_module
+from wallet import open_database
+
+PRICE = 1_000
+
+
+class GatedPublisher:
+    """The worker's real notice publisher behind a gate a test holds shut, or makes fail."""
+
+    def __init__(self, real: context_module.NoticePublisher) -> None:
+        self.real = real
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.failures_left = 0
+        self.attempted: list[str] = []
+        self.published: list[str] = []
+
+    async def publish_notice(self, subject: str, payload: bytes, /, *, notice_id: str) -> None:
+        self.attempted.append(notice_id)
+        await self.gate.wait()
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            raise ConnectionError("JetStream is unreachable (test)")
+        await self.real.publish_notice(subject, payload, notice_id=notice_id)
+        self.published.append(notice_id)
+
+
+def gated_publisher(exchange) -> GatedPublisher:
+    context = exchange.worker.context
+    publisher = GatedPublisher(context.publisher)
+    context.publisher = publisher
+    return publisher
+
+
+async def echo(task):
+    return task
+
+
+async def quoted_buyer(exchange):
+    """A provider serving echo, a funded buyer and a quote it may accept."""
+    provider = await exchange.agent()
+    await provider.advertise("bench.echo", description="echo", price_millicredits=PRICE)
+    await provider.serve("bench.echo", echo, pricing=PRICE)
+    buyer = await exchange.funded_agent(PRICE)
+    [quote] = await buyer.request_quotes(
+        "bench.echo", "echo", budget_millicredits=PRICE, quotes_max=1
+    )
+    return buyer, quote
+
+
+async def outbox_rows(database_url: str) -> list[tuple[str, int | None]]:
+    """(notice id, published at) of every outbox row, read on a connection of our own."""
+    engine = open_database(database_url)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(
+                sa.select(outbox.c.notice_id, outbox.c.published_at_ms)
+            )
+            return [(row.notice_id, row.published_at_ms) for row in result]
+    finally:
+        await engine.dispose()
+
+
+async def settle(contract) -> None:
+    await contract.accept_delivery(await contract.wait_delivery(timeout_s=10))
+
+
+async def test_a_step_is_answered_while_its_notices_still_wait_for_jetstream(exchange):
+    buyer, quote = await quoted_buyer(exchange)
+    publisher = gated_publisher(exchange)
+    publisher.gate.clear()
+
+    contract = await asyncio.wait_for(buyer.hire(quote, {"n": 1}), timeout=10)
+
+    # Answered, committed, and both notices still waiting at the gate.
+    assert len(publisher.attempted) == 2 and publisher.published == []
+    rows = await outbox_rows(exchange.worker.config.database_url)
+    assert sorted(notice_id for notice_id, _ in rows) == sorted(publisher.attempted)
+    publisher.gate.set()
+    await settle(contract)
+    balance = await buyer.balance()
+    assert (balance.available_millicredits, balance.held_millicredits) == (0, 0)
+    await exchange.check_invariants()
+
+
+async def test_stopping_the_worker_publishes_the_notices_in_flight(exchange):
+    buyer, quote = await quoted_buyer(exchange)
+    publisher = gated_publisher(exchange)
+    publisher.gate.clear()
+    await buyer.hire(quote, {"n": 1})
+
+    stopping = asyncio.create_task(exchange.worker.stop())
+    await asyncio.sleep(0.2)
+    assert not stopping.done(), "stop must wait for the notices still in flight"
+    publisher.gate.set()
+    await asyncio.wait_for(stopping, timeout=10)
+
+    assert sorted(publisher.published) == sorted(publisher.attempted)
+    rows = await outbox_rows(exchange.worker.config.database_url)
+    assert len(rows) == 2 and all(published_at is not None for _, published_at in rows)
+    await exchange.restart()
+    await exchange.check_invariants()
+
+
+async def test_notices_whose_publish_failed_are_relayed_from_the_outbox(exchange, monkeypatch):
+    monkeypatch.setattr(context_module, "OUTBOX_RELAY_DELAY_MS", 0)
+    buyer, quote = await quoted_buyer(exchange)
+    publisher = gated_publisher(exchange)
+    publisher.failures_left = 2  # both notices of the opening
+
+    contract = await buyer.hire(quote, {"n": 1})
+    for _ in range(100):
+        if len(publisher.attempted) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    unpublished = [
+        notice_id
+        for notice_id, at in await outbox_rows(exchange.worker.config.database_url)
+        if at is None
+    ]
+    assert sorted(unpublished) == sorted(publisher.attempted[:2])
+
+    # The provider hears of the contract only through the relay.
+    await exchange.worker.relay_outbox()
+    await settle(contract)
+    # Each relay run marks what was published since the last one.
+    for _ in range(50):
+        await exchange.worker.relay_outbox()
+        rows = await outbox_rows(exchange.worker.config.database_url)
+        if all(published_at is not None for _, published_at in rows):
+            break
+        await asyncio.sleep(0.1)
+    assert len(rows) == 7 and all(published_at is not None for _, published_at in rows)
+    await exchange.check_invariants()
+
+
+async def test_past_the_in_flight_bound_a_step_waits_for_its_own_notices(exchange, monkeypatch):
+    monkeypatch.setattr(context_module, "NOTICES_PUBLISHING_MAX", 2)
+    first_buyer, first_quote = await quoted_buyer(exchange)
+    second_buyer = await exchange.funded_agent(PRICE)
+    [second_quote] = await second_buyer.request_quotes(
+        "bench.echo", "echo", budget_millicredits=PRICE, quotes_max=1
+    )
+    publisher = gated_publisher(exchange)
+    publisher.gate.clear()
+
+    first = await asyncio.wait_for(first_buyer.hire(first_quote, {"n": 1}), timeout=10)
+    second_hire = asyncio.create_task(second_buyer.hire(second_quote, {"n": 2}))
+    await asyncio.sleep(0.3)
+    assert not second_hire.done(), "two notices are in flight: the second step must wait"
+    assert len(publisher.attempted) == 4
+    publisher.gate.set()
+    second = await asyncio.wait_for(second_hire, timeout=10)
+
+    await settle(first)
+    await settle(second)
+    await exchange.check_invariants()
