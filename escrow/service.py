@@ -4,10 +4,11 @@ The exchange opens a contract and holds its price in one database
 transaction, and settles it in the transaction that moves the contract to a
 settled state, so a contract's state and its money never disagree.
 
-``hold`` and ``settle`` take one contract's order; ``hold_all`` and
-``settle_all`` take many in one ledger call (the exchange's group commit), each contract on
-its own: one refused leaves the others applied, and each gets the answer
-``hold`` or ``settle`` would have given it.
+``hold`` and ``settle`` take one contract's order; ``hold_and_settle_all``
+takes many holds and settlements in one ledger call (the exchange's group
+commit), the holds first, each contract on its own: one refused leaves the
+others applied, and each gets the answer ``hold`` or ``settle`` would have
+given it. The group pays the ledger's reads once.
 """
 
 from __future__ import annotations
@@ -83,23 +84,19 @@ class Escrow:
         if refusal is not None:
             raise refusal
 
-    async def hold_all(
-        self, orders: Sequence[HoldOrder], /, *, connection: Any
-    ) -> list[EscrowError | None]:
-        """Hold each order's price; per order None, or why it was refused."""
-        batches = [order.transfers() for order in orders]
+    async def hold_and_settle_all(
+        self, holds: Sequence[HoldOrder], settles: Sequence[SettleOrder], /, *, connection: Any
+    ) -> tuple[list[EscrowError | None], list[EscrowError | None]]:
+        """The holds, then the settlements, in one ledger call; per order None or its refusal."""
+        batches = [order.transfers() for order in holds] + [order.transfers() for order in settles]
+        if not batches:
+            return [], []
         outcomes = await self._ledger.create_transfer_batches(batches, connection=connection)
-        return [_hold_refusal(order, batch) for order, batch in zip(orders, outcomes, strict=True)]
-
-    async def settle_all(
-        self, orders: Sequence[SettleOrder], /, *, connection: Any
-    ) -> list[EscrowError | None]:
-        """Settle each order; per order None, or why it was refused."""
-        batches = [order.transfers() for order in orders]
-        outcomes = await self._ledger.create_transfer_batches(batches, connection=connection)
-        return [
-            _settle_refusal(order, batch) for order, batch in zip(orders, outcomes, strict=True)
-        ]
+        held, settled = outcomes[: len(holds)], outcomes[len(holds) :]
+        return (
+            [_hold_refusal(order, batch) for order, batch in zip(holds, held, strict=True)],
+            [_settle_refusal(order, batch) for order, batch in zip(settles, settled, strict=True)],
+        )
 
 
 def _hold_refusal(order: HoldOrder, outcomes: Sequence[TransferOutcome]) -> EscrowError | None:

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_client import limits as protocol_limits
 from agent_client.protocol import ContractUpdatedNotice, DeliveredNotice, Header
-from escrow import HoldOrder, InsufficientFunds, Settlement, SettleOrder
+from escrow import EscrowError, HoldOrder, InsufficientFunds, Settlement, SettleOrder
 from exchange import catalog_repository, repository
 from exchange.catalog import listing_id_for
 from exchange.contracts import (
@@ -292,25 +292,42 @@ async def apply_contract_group(
 ) -> list[ContractOutcome | Alone]:
     """Decide and write every job of a group in ``connection``'s transaction."""
     outcomes: list[ContractOutcome | Alone] = [ALONE] * len(jobs)
-    writes = _GroupWrites()
     opens = [(index, job) for index, job in enumerate(jobs) if isinstance(job, OpenJob)]
     steps = [(index, job) for index, job in enumerate(jobs) if isinstance(job, TransitionJob)]
-    if opens:
-        await _open_all(context, connection, opens, outcomes, writes)
+    ready = await _openable(context, connection, opens, outcomes) if opens else []
+    decided: list[_Decided] = []
     if steps:
         opening = {job.contract.contract_id for _, job in opens}
-        await _transition_all(context, connection, steps, outcomes, writes, opening=opening)
+        decided = await _decided_transitions(connection, steps, outcomes, opening=opening)
+    settling = [entry for entry in decided if entry.step.settlement is not None]
+    # One ledger call for the whole group: its reads are paid once.
+    hold_refusals, settle_refusals = await context.escrow.hold_and_settle_all(
+        [hold_order(contract) for _, contract, _ in ready],
+        [entry.settle_order() for entry in settling],
+        connection=connection,
+    )
+    writes = _GroupWrites()
+    _record_openings(context, ready, hold_refusals, outcomes, writes)
+    refused = {
+        entry.index: refusal
+        for entry, refusal in zip(settling, settle_refusals, strict=True)
+        if refusal is not None
+    }
+    _record_transitions(context, decided, refused, outcomes, writes)
     await writes.write(context, connection)
     return outcomes
 
 
-async def _open_all(
+_Ready = tuple[int, ContractRow, OpenJob]
+
+
+async def _openable(
     context: ExchangeContext,
     connection: AsyncConnection,
     opens: Sequence[tuple[int, OpenJob]],
     outcomes: list[ContractOutcome | Alone],
-    writes: _GroupWrites,
-) -> None:
+) -> list[_Ready]:
+    """The openings that pass the database checks; the others get their outcome (or ALONE)."""
     contracts = [job.contract for _, job in opens]
     existing = await repository.get_contracts(connection, [c.contract_id for c in contracts])
     accepted = await accepted_negotiations(
@@ -320,7 +337,7 @@ async def _open_all(
         connection, [listing_id_for(c.provider_id, c.capability) for c in contracts]
     )
     controlled = await controls_by_agent(connection, sorted({c.buyer_id for c in contracts}))
-    ready: list[tuple[int, ContractRow, OpenJob]] = []
+    ready: list[_Ready] = []
     seen_contracts: set[str] = set()
     seen_negotiations: set[str] = set()
     for index, job in opens:
@@ -343,14 +360,20 @@ async def _open_all(
         else:
             schema = str(listing["output_schema"])
             ready.append((index, dataclasses.replace(contract, output_schema=schema), job))
-    if not ready:
-        return
-    parties = {agent for _, c, _ in ready for agent in (c.buyer_id, c.provider_id)}
-    await ensure_agent_accounts(context.ledger, sorted(parties), connection=connection)
-    refusals = await context.escrow.hold_all(
-        [hold_order(contract) for _, contract, _ in ready], connection=connection
-    )
-    for (index, contract, job), refusal in zip(ready, refusals, strict=True):
+    if ready:
+        parties = {agent for _, c, _ in ready for agent in (c.buyer_id, c.provider_id)}
+        await ensure_agent_accounts(context.ledger, sorted(parties), connection=connection)
+    return ready
+
+
+def _record_openings(
+    context: ExchangeContext,
+    ready: Sequence[_Ready],
+    hold_refusals: Sequence[EscrowError | None],
+    outcomes: list[ContractOutcome | Alone],
+    writes: _GroupWrites,
+) -> None:
+    for (index, contract, job), refusal in zip(ready, hold_refusals, strict=True):
         if isinstance(refusal, InsufficientFunds):
             outcomes[index] = insufficient_funds_error()
         elif refusal is not None:
@@ -364,15 +387,14 @@ async def _open_all(
             outcomes[index] = Applied(contract, job.notices)
 
 
-async def _transition_all(
-    context: ExchangeContext,
+async def _decided_transitions(
     connection: AsyncConnection,
     steps: Sequence[tuple[int, TransitionJob]],
     outcomes: list[ContractOutcome | Alone],
-    writes: _GroupWrites,
     *,
     opening: set[str],
-) -> None:
+) -> list[_Decided]:
+    """The steps that pass their checks, decided; the others get their outcome (or ALONE)."""
     loaded = await repository.get_contracts(
         connection,
         [job.contract_id for _, job in steps],
@@ -393,13 +415,16 @@ async def _transition_all(
             outcomes[index] = refusal
             continue
         decided.append(_Decided(index, job, contract, updated, step, applied_event))
-    settling = [entry for entry in decided if entry.step.settlement is not None]
-    refusals = await context.escrow.settle_all(
-        [entry.settle_order() for entry in settling], connection=connection
-    )
-    refused = {
-        entry.index: refusal for entry, refusal in zip(settling, refusals, strict=True) if refusal
-    }
+    return decided
+
+
+def _record_transitions(
+    context: ExchangeContext,
+    decided: Sequence[_Decided],
+    refused: dict[int, EscrowError],
+    outcomes: list[ContractOutcome | Alone],
+    writes: _GroupWrites,
+) -> None:
     for entry in decided:
         if entry.index in refused:
             outcomes[entry.index] = escrow_refused_error(refused[entry.index])
