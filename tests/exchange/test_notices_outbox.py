@@ -166,7 +166,7 @@ async def test_past_the_in_flight_bound_a_step_waits_for_its_own_notices(exchang
     second_hire = asyncio.create_task(second_buyer.hire(second_quote, {"n": 2}))
     await asyncio.sleep(0.3)
     assert not second_hire.done(), "two notices are in flight: the second step must wait"
-    assert len(publisher.attempted) == 4
+    assert len(publisher.attempted) >= 4  # the second opening's own, at the gate too
     publisher.gate.set()
     second = await asyncio.wait_for(second_hire, timeout=10)
 
