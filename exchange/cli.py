@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -31,7 +32,7 @@ from exchange.demo import DemoOptions, run_demo
 from exchange.stack import EmbeddedStack, StackConfig
 from wallet import MILLICREDITS_PER_CREDIT
 
-__all__ = ["main"]
+__all__ = ["freeze_startup_objects", "main"]
 
 DEFAULT_DATA_DIR = Path("var/agentx")
 EXIT_OK = 0
@@ -183,6 +184,7 @@ async def _up(arguments: argparse.Namespace) -> int:
         if stack.portal is not None:
             print(f"portal:      {stack.portal.url}  (payments: {stack.portal.stripe_mode})")
         print("running; press Ctrl-C to stop", flush=True)
+        freeze_startup_objects()
         await stop.wait()
     print("stopped")
     return EXIT_OK
@@ -280,6 +282,19 @@ async def _link(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def freeze_startup_objects() -> None:
+    """Keep what was built while starting out of the garbage collector's full passes.
+
+    A full (generation 2) collection walks every tracked object: the modules,
+    SQLAlchemy's caches, the app. In a running exchange it stopped the event
+    loop for 38-44 ms every 7-11 s at 200 deals/s, stalling every deal in
+    flight; with the startup objects frozen the same passes take 2-3 ms. They
+    live as long as the process anyway.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def _worker(arguments: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     if arguments.migrate:
@@ -292,6 +307,7 @@ async def _worker(arguments: argparse.Namespace) -> int:
     )
     async with ExchangeWorker(config) as worker:
         print(f"exchange worker {worker.exchange_id} serving {arguments.nats_url}", flush=True)
+        freeze_startup_objects()
         await stop.wait()
     return EXIT_OK
 

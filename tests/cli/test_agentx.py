@@ -9,12 +9,13 @@ prints an agent id that the seed reproduces.
 
 from __future__ import annotations
 
+import gc
 import stat
 import subprocess
 import sys
 
 from agent_client import AgentKeys, is_agent_id
-from exchange.cli import main
+from exchange.cli import freeze_startup_objects, main
 from exchange.demo import DemoOptions, run_demo
 
 
@@ -84,3 +85,14 @@ def test_keys_new_refuses_to_overwrite_a_seed(tmp_path, capsys):
     AgentKeys.generate().save(seed_path)
     assert main(["keys", "new", "--out", str(seed_path)]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_started_process_keeps_its_startup_objects_out_of_full_collections():
+    # `agentx up` and `agentx worker` call this once they are serving.
+    gc.unfreeze()
+    try:
+        assert gc.get_freeze_count() == 0
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 1_000
+    finally:
+        gc.unfreeze()
