@@ -89,8 +89,6 @@ class Escrow:
     ) -> tuple[list[EscrowError | None], list[EscrowError | None]]:
         """The holds, then the settlements, in one ledger call; per order None or its refusal."""
         batches = [order.transfers() for order in holds] + [order.transfers() for order in settles]
-        if not batches:
-            return [], []
         outcomes = await self._ledger.create_transfer_batches(batches, connection=connection)
         held, settled = outcomes[: len(holds)], outcomes[len(holds) :]
         return (

@@ -144,13 +144,11 @@ class ExchangeWorker:
     @property
     def contract_groups(self) -> GroupCommitter[Any, Any] | None:
         """The group commit of contract steps (None when ``group_commit`` is off)."""
-        assert self._context is not None, "the worker is not started"
-        return self._context.contract_groups
+        return self.context.contract_groups
 
     async def relay_outbox(self) -> int:
         """Publish notices whose publish after commit did not happen (or failed)."""
-        assert self._context is not None, "the worker is not started"
-        return await self._context.relay_outbox()
+        return await self.context.relay_outbox()
 
     async def _every(self, interval_s: float, job: Callable[[], Awaitable[int]]) -> None:
         """Run a periodic job until cancelled; a failing run is logged, not fatal."""

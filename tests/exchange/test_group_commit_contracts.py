@@ -22,28 +22,16 @@ from agent_client import Agent, AgentKeys, AgentOptions, ExchangeError
 from exchange import ExchangeConfig, ExchangeWorker, check_exchange_invariants, migrate_database
 from exchange import repository as exchange_repository
 from human_portal.schema import agent_controls
+from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
 from tests.exchange.group_crash_child import CRASH_EXIT_CODE
 
-PRICE = 1_000
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-async def echo(task):
-    return task
 
 
 async def shop(exchange):
     provider = await exchange.agent()
-    await provider.advertise("bench.echo", description="echo", price_millicredits=PRICE)
-    await provider.serve("bench.echo", echo, pricing=PRICE)
+    await open_echo_shop(provider)
     return provider
-
-
-async def quote_for(buyer):
-    [quote] = await buyer.request_quotes(
-        "bench.echo", "echo", budget_millicredits=PRICE, quotes_max=1
-    )
-    return quote
 
 
 async def freeze(exchange, agent_id):
@@ -82,7 +70,7 @@ async def test_concurrent_openings_and_acceptances_get_the_unbatched_answers(
     await freeze(exchange, frozen.agent_id)
     twice = await exchange.funded_agent(3 * PRICE)
     buyers = [*funded, poor, frozen, twice, twice, twice]
-    quotes = [await quote_for(buyer) for buyer in [*funded, poor, frozen, twice]]
+    quotes = [await echo_quote(buyer) for buyer in [*funded, poor, frozen, twice]]
     quotes += [quotes[-1], quotes[-1]]  # the last buyer accepts its quote three times
 
     results = await asyncio.gather(
@@ -130,7 +118,7 @@ async def test_concurrent_openings_and_acceptances_get_the_unbatched_answers(
 async def test_a_group_that_fails_whole_applies_each_step_alone(exchange, monkeypatch):
     provider = await shop(exchange)
     buyers = [await exchange.funded_agent(PRICE) for _ in range(6)]
-    quotes = [await quote_for(buyer) for buyer in buyers]
+    quotes = [await echo_quote(buyer) for buyer in buyers]
 
     async def refuse(_connection, _rows):
         raise RuntimeError("the database refused the group's events")
@@ -191,13 +179,12 @@ async def test_a_worker_that_dies_between_a_groups_commit_and_its_replies_loses_
             return agent
 
         provider = await connect(AgentKeys.generate())
-        await provider.advertise("bench.echo", description="echo", price_millicredits=PRICE)
-        await provider.serve("bench.echo", echo, pricing=PRICE)
+        await open_echo_shop(provider)
         operator = await connect(operator_keys)
         buyers = [await connect(AgentKeys.generate()) for _ in range(8)]
         for buyer in buyers:
             await operator.mint(buyer.agent_id, PRICE, reason="test grant")
-        quotes = [await quote_for(buyer) for buyer in buyers]
+        quotes = [await echo_quote(buyer) for buyer in buyers]
 
         # The child dies right after committing the first group: no replies.
         first_tries = await asyncio.gather(
@@ -250,7 +237,7 @@ async def test_opening_events_are_written_by_the_group(exchange):
     """The group path really writes: its events table rows match the contracts."""
     await shop(exchange)
     buyers = [await exchange.funded_agent(PRICE) for _ in range(4)]
-    quotes = [await quote_for(buyer) for buyer in buyers]
+    quotes = [await echo_quote(buyer) for buyer in buyers]
     contracts = await asyncio.gather(
         *(buyer.hire(quote, {"n": 1}) for buyer, quote in zip(buyers, quotes, strict=True))
     )

@@ -17,9 +17,8 @@ import sqlalchemy as sa
 
 from exchange.schema import outbox
 from exchange.use_cases import context as context_module
+from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
 from wallet import open_database
-
-PRICE = 1_000
 
 
 class GatedPublisher:
@@ -50,20 +49,11 @@ def gated_publisher(exchange) -> GatedPublisher:
     return publisher
 
 
-async def echo(task):
-    return task
-
-
 async def quoted_buyer(exchange):
     """A provider serving echo, a funded buyer and a quote it may accept."""
-    provider = await exchange.agent()
-    await provider.advertise("bench.echo", description="echo", price_millicredits=PRICE)
-    await provider.serve("bench.echo", echo, pricing=PRICE)
+    await open_echo_shop(await exchange.agent())
     buyer = await exchange.funded_agent(PRICE)
-    [quote] = await buyer.request_quotes(
-        "bench.echo", "echo", budget_millicredits=PRICE, quotes_max=1
-    )
-    return buyer, quote
+    return buyer, await echo_quote(buyer)
 
 
 async def outbox_rows(database_url: str) -> list[tuple[str, int | None]]:
@@ -156,9 +146,7 @@ async def test_past_the_in_flight_bound_a_step_waits_for_its_own_notices(exchang
     monkeypatch.setattr(context_module, "NOTICES_PUBLISHING_MAX", 2)
     first_buyer, first_quote = await quoted_buyer(exchange)
     second_buyer = await exchange.funded_agent(PRICE)
-    [second_quote] = await second_buyer.request_quotes(
-        "bench.echo", "echo", budget_millicredits=PRICE, quotes_max=1
-    )
+    second_quote = await echo_quote(second_buyer)
     publisher = gated_publisher(exchange)
     publisher.gate.clear()
 

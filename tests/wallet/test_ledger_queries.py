@@ -118,20 +118,7 @@ async def test_the_expired_hold_lookup_starts_from_the_open_holds_index_on_sqlit
     assert database_engine.dialect.name == "sqlite"
     clock = await _one_open_hold(database_engine)
     clock.advance(6)
-    executed: list[tuple[str, Any]] = []
-
-    def capture(*arguments: Any) -> None:
-        _connection, _cursor, statement, parameters, _context, _many = arguments
-        executed.append((statement, parameters))
-
-    event.listen(database_engine.sync_engine, "before_cursor_execute", capture)
-    try:
-        async with database_engine.connect() as connection:
-            expired = await queries.select_expired_holds(
-                connection, now_us=clock(), account_ids=["agent:a", "agent:b"]
-            )
-    finally:
-        event.remove(database_engine.sync_engine, "before_cursor_execute", capture)
+    expired, executed = await _expired_lookup(database_engine, now_us=clock())
     assert [h.id for h in expired] == ["hold"]
     # First a probe: is any open hold past its deadline at all?
     [probe, lookup] = [(sql, values) for sql, values in executed if "SELECT" in sql]
@@ -154,23 +141,32 @@ async def test_without_expired_holds_the_lookup_stops_after_the_probe(
     database_engine: AsyncEngine,
 ) -> None:
     clock = await _one_open_hold(database_engine)
-    executed: list[str] = []
-
-    def capture(*arguments: Any) -> None:
-        executed.append(arguments[2])
-
-    event.listen(database_engine.sync_engine, "before_cursor_execute", capture)
-    try:
-        async with database_engine.connect() as connection:
-            expired = await queries.select_expired_holds(
-                connection, now_us=clock(), account_ids=["agent:a", "agent:b"]
-            )
-    finally:
-        event.remove(database_engine.sync_engine, "before_cursor_execute", capture)
+    expired, executed = await _expired_lookup(database_engine, now_us=clock())
     assert expired == []
-    [probe] = [sql for sql in executed if "SELECT" in sql]
+    [probe] = [sql for sql, _ in executed if "SELECT" in sql]
     assert "LIMIT" in probe and "json_each" not in probe and "unnest" not in probe
     await check_invariants(database_engine)
+
+
+async def _expired_lookup(
+    engine: AsyncEngine, /, *, now_us: int
+) -> tuple[list[Any], list[tuple[str, Any]]]:
+    """The expired holds on agent:a and agent:b, and the statements (with values) it ran."""
+    executed: list[tuple[str, Any]] = []
+
+    def capture(*arguments: Any) -> None:
+        _connection, _cursor, statement, parameters, _context, _many = arguments
+        executed.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with engine.connect() as connection:
+            expired = await queries.select_expired_holds(
+                connection, now_us=now_us, account_ids=["agent:a", "agent:b"]
+            )
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+    return expired, executed
 
 
 async def _one_open_hold(engine: AsyncEngine, /) -> ManualClock:

@@ -1,0 +1,28 @@
+"""A provider that echoes its task at one price, and a buyer's quote from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent_client import Agent
+
+PRICE = 1_000
+CAPABILITY = "bench.echo"
+
+
+async def echo(task: Any) -> Any:
+    return task
+
+
+async def open_echo_shop(provider: Agent, /) -> None:
+    """``provider`` advertises CAPABILITY at PRICE and answers each task with itself."""
+    await provider.advertise(CAPABILITY, description="echo", price_millicredits=PRICE)
+    await provider.serve(CAPABILITY, echo, pricing=PRICE)
+
+
+async def echo_quote(buyer: Agent, /) -> Any:
+    """The echo shop's one quote for ``buyer`` (RFQ with a budget of PRICE)."""
+    [quote] = await buyer.request_quotes(
+        CAPABILITY, "echo", budget_millicredits=PRICE, quotes_max=1
+    )
+    return quote
