@@ -33,6 +33,13 @@ agents (this process), the exchange process and nats-server spent over the
 timed part (in the open loop including buyers joining the pool), divided by
 the deals settled: on a small machine it shows which process runs out first.
 
+Last in each run comes the protocol's floor (``bench/protocol_floor.py``):
+the same deals' signed messages and notices, at the same concurrency or
+offered rate, against a stand-in that verifies, answers and publishes
+notices but keeps no state. ``floor_*`` are its figures and
+``ratio_vs_floor`` is deals/s (achieved rate) over the floor's: how much of
+what the protocol itself allows on this machine the exchange delivers.
+
 After each run, with the exchange stopped, the exchange invariants are
 checked on its SQLite file; ``ledger_balanced`` is that check, and the
 benchmark exits 1 if it fails. ``--runs K`` repeats everything K times, each
@@ -72,6 +79,7 @@ from exchange_process import (
     nats_server_pid,
     running_exchange,
 )
+from protocol_floor import floor_closed_loop, floor_open_loop
 
 from agent_client import Agent, AgentClientError, AgentKeys, limits
 from agent_client.keys import verify_key_for
@@ -118,6 +126,10 @@ KEY_FIGURES = (
     "deals_failed",
     "signed_roundtrips_per_s",
     "ratio",
+    "floor_deals_per_s",
+    "floor_achieved_rate_per_s",
+    "floor_p99_ms",
+    "ratio_vs_floor",
 )
 
 assert POOL_SIZE_MIN <= BUYERS_MAX_DEFAULT <= BUYERS_MAX_LIMIT
@@ -605,6 +617,7 @@ async def measure_once(arguments: argparse.Namespace) -> dict[str, Any]:
                     buyers_max=arguments.buyers_max,
                 )
             figures.update(await request_reply_limits(exchange.nats_url))
+            figures.update(await protocol_floor(exchange, arguments))
         # The exchange has stopped: check what it left in its database file.
         problems = await ledger_problems(exchange.database_url)
     for problem in problems:
@@ -617,7 +630,24 @@ async def measure_once(arguments: argparse.Namespace) -> dict[str, Any]:
     figures["ratio_vs_unsigned_request_reply"] = (
         round_trips_per_s / figures["raw_request_reply_per_s_64_in_flight"]
     )
+    floor_rate = "floor_deals_per_s" if arguments.rate is None else "floor_achieved_rate_per_s"
+    figures["ratio_vs_floor"] = deals_per_s / figures[floor_rate]
     return figures
+
+
+async def protocol_floor(
+    exchange: RunningExchange, arguments: argparse.Namespace
+) -> dict[str, float]:
+    """The same deals' messages with nothing behind them (bench/protocol_floor.py), same load."""
+    if arguments.rate is None:
+        return await floor_closed_loop(
+            exchange.nats_url,
+            nats_server_pid(exchange.pid or os.getpid()),
+            in_flight=arguments.concurrency,
+        )
+    return await floor_open_loop(
+        exchange.nats_url, rate_per_s=arguments.rate, seconds=arguments.duration
+    )
 
 
 def summarize(arguments: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:

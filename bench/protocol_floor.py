@@ -1,0 +1,629 @@
+"""Benchmark: the protocol's floor, a deal's signed messages with nothing behind them.
+
+A settled deal is 4 signed round trips (RFQ/quote, ``contract.open``,
+``contract.deliver``, ``contract.accept``) and 7 exchange-signed notices
+that JetStream stores and delivers to the parties' durable consumers, which
+verify and acknowledge each (docs/PROTOCOL.md, sections 1.4 and 1.7). This
+runs exactly that message pattern with no contract, ledger or database:
+
+* a stand-in for the exchange, in its own process as the exchange is,
+  verifies each request as the exchange's endpoints do (``verify_request``),
+  answers at once, then seals the step's notices with its key and publishes
+  them to the notice stream in the background, as the exchange does after
+  its commit (2 for an opening, 3 for a delivery, 2 for an acceptance);
+* in this process, a provider answers signed RFQs with signed quotes and
+  delivers when it is told a contract opened; buyers run the deal: quote,
+  open, wait for the delivery notice, accept.
+
+Documents are the protocol's own types, but small (a contract id instead
+of a quote, a task and a result), so the floor is if anything optimistic.
+No real exchange can settle deals faster than this on the same machine;
+``bench/deals.py`` measures it in each run and reports ``ratio_vs_floor``.
+
+    python bench/protocol_floor.py                    # closed loop, 64 buyers
+    python bench/protocol_floor.py --rate 200 --json  # open loop, p99 at 200/s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing
+import multiprocessing.synchronize
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+from exchange_process import cpu_s
+
+from agent_client import AgentKeys, limits, subjects
+from agent_client.negotiation import RFQ_AUDIENCE
+from agent_client.protocol import (
+    ContractUpdatedNotice,
+    DeliveredNotice,
+    Document,
+    GetContract,
+    Header,
+    Quote,
+    Rfq,
+    json_encoder,
+)
+from agent_client.signing import (
+    ReplayGuard,
+    SystemClock,
+    make_header,
+    new_nonce,
+    open_envelope,
+    seal,
+    verify_evidence,
+    verify_request,
+)
+from agent_client.transport import (
+    BoundedDispatcher,
+    IncomingMessage,
+    NatsConnection,
+    flush_subscriptions,
+)
+from broker.server import EmbeddedNatsServer, NatsServerConfig
+from broker.streams import ensure_notice_stream
+
+STEP_SUBJECT_PREFIX = "bench.floor.exchange"
+RFQ_SUBJECT_PREFIX = "bench.floor.rfq"
+STEPS = ("open", "deliver", "accept")
+CAPABILITY = "bench.echo"
+PRICE_MILLICREDITS = 1_000
+REQUEST_TIMEOUT_S = 10.0
+DELIVERY_TIMEOUT_S = 30.0
+HANDLER_CONCURRENCY_MAX = 256
+STAND_IN_START_TIMEOUT_S = 30.0
+STAND_IN_STOP_TIMEOUT_S = 10.0
+RESULT_SHA256 = "0" * 64
+NOTICE_LIFETIME_S = 3600
+# Who gets which notice, as the exchange sends them (PROTOCOL.md 1.7.1).
+NOTICES_PER_STEP: dict[str, tuple[str, ...]] = {
+    "open": ("provider", "buyer"),
+    "deliver": ("buyer", "provider", "buyer-delivered"),
+    "accept": ("buyer", "provider"),
+}
+# What the floor would be if the protocol told only the party that did not
+# cause a step (the one that caused it has the answer): --counterparty-notices-only.
+COUNTERPARTY_NOTICES_PER_STEP: dict[str, tuple[str, ...]] = {
+    "open": ("provider",),
+    "deliver": ("buyer-delivered",),
+    "accept": ("provider",),
+}
+IN_FLIGHT_DEFAULT = 64
+SECONDS_DEFAULT = 3.0
+# Open loop: enough buyers that each has this long for a deal before it is needed again.
+OPEN_LOOP_DEAL_COVERS_S = 1.0
+DEAL_NUMBER_MAX = 9_999_999  # a contract id is the buyer's id, a dot and this
+
+
+def notices_per_deal(notices_per_step: dict[str, tuple[str, ...]], /) -> int:
+    return sum(len(recipients) for recipients in notices_per_step.values())
+
+
+assert notices_per_deal(NOTICES_PER_STEP) == 7
+
+
+def contract_id_for(buyer_id: str, number: int, /) -> str:
+    """The buyer's id and a deal number: the stand-in needs no table to find the buyer."""
+    assert 0 <= number <= DEAL_NUMBER_MAX
+    return f"{buyer_id}.{number}"
+
+
+def buyer_of(contract_id: str, /) -> str:
+    return contract_id.split(".", 1)[0]
+
+
+# --- the stand-in for the exchange (its own process) -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StandIn:
+    """What the stand-in process needs: the server, its key and the one provider."""
+
+    nats_url: str
+    seed: bytes
+    provider_id: str
+    counterparty_notices_only: bool = False
+
+
+def run_stand_in(stand_in: StandIn, ready: multiprocessing.synchronize.Event) -> None:
+    asyncio.run(serve_steps(stand_in, ready))
+
+
+async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Event) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    keys = AgentKeys.from_seed(stand_in.seed)
+    clock = SystemClock()
+    replay_guard = ReplayGuard()
+    client = await nats.connect(stand_in.nats_url, name="bench-floor-exchange")
+    js = client.jetstream()
+    publishing: set[asyncio.Task[Any]] = set()
+    notices_per_step = (
+        COUNTERPARTY_NOTICES_PER_STEP if stand_in.counterparty_notices_only else NOTICES_PER_STEP
+    )
+
+    def sealed_notice(recipient: str, contract_id: str, step: str, role: str) -> bytes:
+        header = make_header(
+            keys,
+            audience=recipient,
+            subject=subjects.notifications(recipient),
+            lifetime_s=NOTICE_LIFETIME_S,
+            clock=clock,
+        )
+        document = notice_document(header, contract_id, step, role)
+        return json_encoder.encode(seal(document, keys))
+
+    async def publish(recipient: str, payload: bytes) -> None:
+        await js.publish(
+            subjects.notifications(recipient),
+            payload,
+            timeout=REQUEST_TIMEOUT_S,
+            headers={"Nats-Msg-Id": new_nonce()},
+        )
+
+    async def answer(message: IncomingMessage) -> None:
+        _, step, agent_id = message.subject.rsplit(".", 2)
+        request = verify_request(
+            open_envelope(message.data),
+            subject=message.subject,
+            subject_agent_id=agent_id,
+            clock=clock,
+            replay_guard=replay_guard,
+        ).document
+        assert isinstance(request, GetContract)
+        contract_id = request.contract_id
+        await client.publish(
+            message.reply, json_encoder.encode({"contract_id": contract_id, "state": step})
+        )
+        # After the answer, in the background, as the exchange publishes after commit.
+        for role in notices_per_step[step]:
+            recipient = stand_in.provider_id if role == "provider" else buyer_of(contract_id)
+            task = asyncio.create_task(
+                publish(recipient, sealed_notice(recipient, contract_id, step, role))
+            )
+            publishing.add(task)
+            task.add_done_callback(publishing.discard)
+
+    dispatcher = BoundedDispatcher(answer, concurrency_max=HANDLER_CONCURRENCY_MAX)
+    try:
+        await client.subscribe(f"{STEP_SUBJECT_PREFIX}.*.*", cb=dispatcher.dispatch)
+        await flush_subscriptions(client)
+        ready.set()
+        await stop.wait()
+    finally:
+        await client.close()
+
+
+def notice_document(header: Header, contract_id: str, step: str, role: str) -> Document:
+    if role == "buyer-delivered":
+        return DeliveredNotice(header=header, contract_id=contract_id, result_sha256=RESULT_SHA256)
+    return ContractUpdatedNotice(
+        header=header,
+        contract_id=contract_id,
+        state=step,
+        event=step,
+        price_millicredits=PRICE_MILLICREDITS,
+        fee_millicredits=PRICE_MILLICREDITS // 20,
+    )
+
+
+@contextlib.asynccontextmanager
+async def stand_in_process(stand_in: StandIn) -> AsyncIterator[int]:
+    """``run_stand_in`` in a process of its own; yields its pid."""
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    process = context.Process(target=run_stand_in, args=(stand_in, ready), daemon=True)
+    process.start()
+    try:
+        if not await asyncio.to_thread(ready.wait, STAND_IN_START_TIMEOUT_S):
+            raise RuntimeError("the exchange stand-in did not start")
+        assert process.pid is not None
+        yield process.pid
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.join, STAND_IN_STOP_TIMEOUT_S)
+        if process.is_alive():
+            process.kill()
+            await asyncio.to_thread(process.join)
+
+
+# --- the agents (this process) ----------------------------------------------------
+
+
+class FloorAgent:
+    """One identity with its own connection and durable notice consumer, as an Agent has."""
+
+    def __init__(self, keys: AgentKeys, connection: NatsConnection, exchange_id: str) -> None:
+        self.keys = keys
+        self.agent_id = keys.agent_id
+        self.connection = connection
+        self.exchange_id = exchange_id
+        self.clock = SystemClock()
+        self._notice_guard = ReplayGuard()
+
+    @classmethod
+    async def connect(cls, nats_url: str, exchange_id: str) -> FloorAgent:
+        keys = AgentKeys.generate()
+        connection = await NatsConnection.connect(
+            nats_url, name="bench-floor-agent", inbox_prefix=subjects.inbox_prefix(keys.agent_id)
+        )
+        return cls(keys, connection, exchange_id)
+
+    async def listen(self, on_notice: Callable[[Document], Awaitable[None]]) -> None:
+        async def handle(message: IncomingMessage) -> None:
+            notice = self.verified_notice(message.data)
+            if notice is not None:
+                await on_notice(notice)
+
+        await self.connection.consume_durable(
+            subjects.notifications(self.agent_id),
+            handle,
+            durable_name=f"notices_{self.agent_id}",
+            concurrency_max=HANDLER_CONCURRENCY_MAX,
+        )
+
+    def verified_notice(self, data: bytes) -> Document | None:
+        """The checks the Agent runs on a notice: signature, audience, issuer, once only."""
+        opened = open_envelope(data)
+        document = verify_evidence(
+            opened,
+            expected_type=type(opened.document),
+            audience=self.agent_id,
+            issuer=self.exchange_id,
+            expected_subject=subjects.notifications(self.agent_id),
+            clock=self.clock,
+            lifetime_max_s=limits.NOTICE_LIFETIME_MAX_S,
+        ).document
+        header = document.header
+        if self._notice_guard.seen(header.issuer, header.nonce):
+            return None
+        self._notice_guard.remember(
+            header.issuer, header.nonce, header.expires_at_ms, now_ms=self.clock.now_ms()
+        )
+        return document
+
+    async def step(self, step: str, contract_id: str) -> None:
+        """A signed request to the stand-in; its answer is decoded as the exchange's would be."""
+        subject = f"{STEP_SUBJECT_PREFIX}.{step}.{self.agent_id}"
+        header = make_header(
+            self.keys,
+            audience=self.exchange_id,
+            subject=subject,
+            lifetime_s=REQUEST_TIMEOUT_S,
+            clock=self.clock,
+        )
+        request = json_encoder.encode(
+            seal(GetContract(header=header, contract_id=contract_id), self.keys)
+        )
+        answer = json.loads(
+            await self.connection.request(subject, request, timeout_s=REQUEST_TIMEOUT_S)
+        )
+        assert answer["contract_id"] == contract_id
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+async def start_provider(nats_url: str, exchange_id: str) -> FloorAgent:
+    """Quotes every RFQ and delivers every contract it is told opened."""
+    provider = await FloorAgent.connect(nats_url, exchange_id)
+    replay_guard = ReplayGuard()
+    delivering: set[asyncio.Task[None]] = set()
+
+    async def quote(message: IncomingMessage) -> None:
+        rfq = verify_request(
+            open_envelope(message.data),
+            subject=message.subject,
+            subject_agent_id=message.subject.rsplit(".", 1)[1],
+            clock=provider.clock,
+            replay_guard=replay_guard,
+        ).document
+        assert isinstance(rfq, Rfq)
+        header = make_header(
+            provider.keys,
+            audience=rfq.header.issuer,
+            subject=message.subject,
+            lifetime_s=60,
+            clock=provider.clock,
+        )
+        document = Quote(
+            header=header,
+            rfq_id=rfq.rfq_id,
+            capability=rfq.capability,
+            price_millicredits=rfq.budget_millicredits,
+            delivery_deadline_ms=header.issued_at_ms + rfq.delivery_within_s * 1000,
+        )
+        await provider.connection.publish(
+            message.reply, json_encoder.encode(seal(document, provider.keys))
+        )
+
+    async def on_notice(notice: Document) -> None:
+        if isinstance(notice, ContractUpdatedNotice) and notice.state == "open":
+            # The Agent performs the task in a task of its own, then delivers.
+            task = asyncio.create_task(provider.step("deliver", notice.contract_id))
+            delivering.add(task)
+            task.add_done_callback(delivering.discard)
+
+    await provider.connection.subscribe(
+        f"{RFQ_SUBJECT_PREFIX}.*", quote, concurrency_max=HANDLER_CONCURRENCY_MAX
+    )
+    await provider.listen(on_notice)
+    return provider
+
+
+class Buyer:
+    """Runs deals one after another: quote, open, wait for the delivery, accept."""
+
+    def __init__(self, agent: FloorAgent, provider_id: str) -> None:
+        self.agent = agent
+        self.provider_id = provider_id
+        self.deals_done = 0
+        self._deliveries: dict[str, asyncio.Future[None]] = {}
+
+    @classmethod
+    async def start(cls, nats_url: str, exchange_id: str, provider_id: str) -> Buyer:
+        buyer = cls(await FloorAgent.connect(nats_url, exchange_id), provider_id)
+        await buyer.agent.listen(buyer.on_notice)
+        return buyer
+
+    async def on_notice(self, notice: Document) -> None:
+        if isinstance(notice, DeliveredNotice):
+            future = self._deliveries.get(notice.contract_id)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    async def deal(self) -> None:
+        agent = self.agent
+        contract_id = contract_id_for(agent.agent_id, self.deals_done)
+        await self.quote()
+        delivered = asyncio.get_running_loop().create_future()
+        self._deliveries[contract_id] = delivered
+        try:
+            await agent.step("open", contract_id)
+            await asyncio.wait_for(delivered, DELIVERY_TIMEOUT_S)
+        finally:
+            del self._deliveries[contract_id]
+        await agent.step("accept", contract_id)
+        self.deals_done += 1
+
+    async def quote(self) -> None:
+        agent = self.agent
+        subject = f"{RFQ_SUBJECT_PREFIX}.{agent.agent_id}"
+        header = make_header(
+            agent.keys, audience=RFQ_AUDIENCE, subject=subject, lifetime_s=10, clock=agent.clock
+        )
+        rfq = Rfq(
+            header=header,
+            rfq_id=new_nonce(),
+            capability=CAPABILITY,
+            task_summary="echo",
+            budget_millicredits=PRICE_MILLICREDITS,
+            delivery_within_s=60,
+        )
+        reply = await agent.connection.request(
+            subject, json_encoder.encode(seal(rfq, agent.keys)), timeout_s=REQUEST_TIMEOUT_S
+        )
+        quote = verify_evidence(
+            open_envelope(reply),
+            expected_type=Quote,
+            audience=agent.agent_id,
+            expected_subject=subject,
+            issuer=self.provider_id,
+            clock=agent.clock,
+            lifetime_max_s=limits.QUOTE_VALIDITY_MAX_S,
+        ).document
+        assert isinstance(quote, Quote) and quote.rfq_id == rfq.rfq_id
+
+
+# --- the measurement ----------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def floor_market(
+    nats_url: str, buyers_count: int, *, counterparty_notices_only: bool
+) -> AsyncIterator[tuple[list[Buyer], int]]:
+    """The stand-in, a provider and ``buyers_count`` buyers; yields them and the stand-in's pid."""
+    exchange_keys = AgentKeys.generate()
+    provider = await start_provider(nats_url, exchange_keys.agent_id)
+    buyers: list[Buyer] = []
+    try:
+        stand_in = StandIn(
+            nats_url, exchange_keys.seed_text(), provider.agent_id, counterparty_notices_only
+        )
+        async with stand_in_process(stand_in) as stand_in_pid:
+            for _ in range(buyers_count):
+                buyers.append(
+                    await Buyer.start(nats_url, exchange_keys.agent_id, provider.agent_id)
+                )
+            yield buyers, stand_in_pid
+    finally:
+        for buyer in buyers:
+            await buyer.agent.close()
+        await provider.close()
+
+
+async def floor_closed_loop(
+    nats_url: str,
+    nats_server_pid: int,
+    *,
+    in_flight: int = IN_FLIGHT_DEFAULT,
+    seconds: float = SECONDS_DEFAULT,
+    counterparty_notices_only: bool = False,
+) -> dict[str, float]:
+    """Deals per second with ``in_flight`` buyers each dealing one after another.
+
+    Also the CPU each process spent per deal: the stand-in, the agents (this
+    process) and nats-server.
+    """
+    latencies_s: list[float] = []
+    async with floor_market(
+        nats_url, in_flight, counterparty_notices_only=counterparty_notices_only
+    ) as (buyers, stand_in_pid):
+        deadline = time.perf_counter() + seconds
+
+        async def trade(buyer: Buyer) -> None:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                await buyer.deal()
+                latencies_s.append(time.perf_counter() - started)
+
+        pids = {"stand_in": stand_in_pid, "agents": os.getpid(), "nats_server": nats_server_pid}
+        cpu_started_s = {name: cpu_s(pid) for name, pid in pids.items()}
+        started = time.perf_counter()
+        await asyncio.gather(*(trade(buyer) for buyer in buyers))
+        elapsed_s = time.perf_counter() - started
+        cpu_used_s = {name: cpu_s(pid) - cpu_started_s[name] for name, pid in pids.items()}
+    deals = max(1, len(latencies_s))
+    return {
+        "floor_deals_per_s": len(latencies_s) / elapsed_s,
+        "floor_p50_ms": statistics.median(latencies_s) * 1000,
+        "floor_p99_ms": percentile(latencies_s, 0.99) * 1000,
+        **{
+            f"floor_cpu_ms_per_deal_{name}": used * 1000 / deals
+            for name, used in cpu_used_s.items()
+        },
+    }
+
+
+async def floor_open_loop(
+    nats_url: str, *, rate_per_s: float, seconds: float, counterparty_notices_only: bool = False
+) -> dict[str, float]:
+    """A deal due every 1/rate s on a free buyer; latency from its scheduled start."""
+    deals_total = max(1, round(rate_per_s * seconds))
+    buyers_count = max(8, math.ceil(rate_per_s * OPEN_LOOP_DEAL_COVERS_S))
+    latencies_s: list[float] = []
+    async with floor_market(
+        nats_url, buyers_count, counterparty_notices_only=counterparty_notices_only
+    ) as (buyers, _):
+        free = asyncio.Queue[Buyer]()
+        for buyer in buyers:
+            free.put_nowait(buyer)
+        first_due = time.perf_counter() + 0.1
+
+        async def deal(due: float) -> None:
+            buyer = await free.get()
+            try:
+                await buyer.deal()
+            finally:
+                free.put_nowait(buyer)
+            latencies_s.append(time.perf_counter() - due)
+
+        tasks = []
+        for index in range(deals_total):
+            due = first_due + index / rate_per_s
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(deal(due)))
+        await asyncio.gather(*tasks)
+        elapsed_s = time.perf_counter() - first_due
+    return {
+        "floor_offered_rate_per_s": rate_per_s,
+        "floor_achieved_rate_per_s": len(latencies_s) / elapsed_s,
+        "floor_p50_ms": statistics.median(latencies_s) * 1000,
+        "floor_p99_ms": percentile(latencies_s, 0.99) * 1000,
+    }
+
+
+def percentile(values_s: list[float], fraction: float, /) -> float:
+    ordered = sorted(values_s)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="agentx-bench-floor-") as data_dir:
+        async with EmbeddedNatsServer(NatsServerConfig(data_dir=Path(data_dir))) as server:
+            client = await nats.connect(server.url)
+            try:
+                await ensure_notice_stream(client.jetstream())
+            finally:
+                await client.close()
+            runs = []
+            nats_server_pid = server.process_id
+            assert nats_server_pid is not None
+            for _ in range(arguments.runs):
+                if arguments.rate is None:
+                    runs.append(
+                        await floor_closed_loop(
+                            server.url,
+                            nats_server_pid,
+                            in_flight=arguments.in_flight,
+                            counterparty_notices_only=arguments.counterparty_notices_only,
+                        )
+                    )
+                else:
+                    runs.append(
+                        await floor_open_loop(
+                            server.url,
+                            rate_per_s=arguments.rate,
+                            seconds=arguments.duration,
+                            counterparty_notices_only=arguments.counterparty_notices_only,
+                        )
+                    )
+    summary: dict[str, Any] = {
+        name: statistics.median(run[name] for run in runs) for name in runs[0]
+    }
+    notices = (
+        COUNTERPARTY_NOTICES_PER_STEP if arguments.counterparty_notices_only else NOTICES_PER_STEP
+    )
+    summary["notices_per_deal"] = notices_per_deal(notices)
+    summary["runs"] = runs
+    return summary
+
+
+def parse_arguments() -> argparse.Namespace | str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--in-flight", type=int, default=IN_FLIGHT_DEFAULT, help="closed loop")
+    parser.add_argument("--rate", type=float, help="open loop: deals started per second")
+    parser.add_argument("--duration", type=float, default=10.0, help="open loop: seconds")
+    parser.add_argument("--runs", type=int, default=3, help="medians over this many runs")
+    parser.add_argument(
+        "--counterparty-notices-only",
+        action="store_true",
+        help="a notice only to the party that did not cause the step (not the protocol today)",
+    )
+    parser.add_argument("--json", action="store_true")
+    arguments = parser.parse_args()
+    if not (1 <= arguments.in_flight <= 1_000 and 1 <= arguments.runs <= 20):
+        return "--in-flight 1..1,000 and --runs 1..20"
+    if arguments.rate is not None and not (0 < arguments.rate <= 5_000):
+        return "--rate 0..5,000 per second"
+    if not (0 < arguments.duration <= 600):
+        return "--duration 0..600 s"
+    return arguments
+
+
+def main() -> int:
+    arguments = parse_arguments()
+    if isinstance(arguments, str):
+        print(arguments, file=sys.stderr)
+        return 2
+    summary = asyncio.run(main_async(arguments))
+    if arguments.json:
+        print(json.dumps(summary))
+    else:
+        for name, value in summary.items():
+            if name != "runs":
+                print(
+                    f"{name:<40} {value:,.3f}"
+                    if isinstance(value, float)
+                    else f"{name:<40} {value}"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
