@@ -80,25 +80,16 @@ from exchange_process import (
     running_exchange,
 )
 from protocol_floor import floor_closed_loop, floor_open_loop
+from signed_rfq import CAPABILITY, PRICE_MILLICREDITS, check_quote, quote_for, sealed_rfq
 
 from agent_client import Agent, AgentClientError, AgentKeys, limits
 from agent_client.keys import verify_key_for
-from agent_client.negotiation import RFQ_AUDIENCE
-from agent_client.protocol import Quote, Rfq, json_encoder
 from agent_client.signing import (
     ReplayGuard,
     SystemClock,
-    make_header,
-    new_nonce,
-    open_envelope,
-    seal,
-    verify_evidence,
-    verify_request,
 )
 from agent_client.transport import flush_subscriptions
 
-CAPABILITY = "bench.echo"
-PRICE_MILLICREDITS = 1_000
 ROUND_TRIPS_PER_DEAL = 4  # RFQ/quote, open, deliver, accept
 PROBE_S = 1.5
 IN_FLIGHT = 64
@@ -472,25 +463,7 @@ async def serve_signed_requests(
     async def answer(message: Any) -> None:
         # The checks a receiver runs on a request (the exchange's endpoints
         # and a provider answering an RFQ both do this), then a sealed reply.
-        rfq = verify_request(
-            open_envelope(message.data),
-            subject=message.subject,
-            subject_agent_id=message.subject.rsplit(".", 1)[1],
-            clock=clock,
-            replay_guard=replay_guard,
-        ).document
-        assert isinstance(rfq, Rfq) and rfq.header.audience == RFQ_AUDIENCE
-        header = make_header(
-            keys, audience=rfq.header.issuer, subject=message.subject, lifetime_s=60, clock=clock
-        )
-        quote = Quote(
-            header=header,
-            rfq_id=rfq.rfq_id,
-            capability=rfq.capability,
-            price_millicredits=rfq.budget_millicredits,
-            delivery_deadline_ms=header.issued_at_ms + rfq.delivery_within_s * 1000,
-        )
-        await message.respond(json_encoder.encode(seal(quote, keys)))
+        await message.respond(quote_for(message.data, message.subject, keys, clock, replay_guard))
 
     try:
         await connection.subscribe(f"{SIGNED_SUBJECT_PREFIX}.*", cb=answer)
@@ -531,28 +504,16 @@ async def signed_round_trips(nats_url: str, responder_id: str, *, in_flight: int
     try:
 
         async def round_trip() -> None:
-            header = make_header(
-                keys, audience=RFQ_AUDIENCE, subject=subject, lifetime_s=10, clock=clock
-            )
-            rfq = Rfq(
-                header=header,
-                rfq_id=new_nonce(),
-                capability=CAPABILITY,
-                task_summary="echo",
-                budget_millicredits=PRICE_MILLICREDITS,
-                delivery_within_s=60,
-            )
-            reply = await client.request(subject, json_encoder.encode(seal(rfq, keys)), timeout=5)
-            quote = verify_evidence(
-                open_envelope(reply.data),
-                expected_type=Quote,
-                audience=keys.agent_id,
-                expected_subject=subject,
-                issuer=responder_id,
+            rfq, rfq_id = sealed_rfq(keys, subject, clock)
+            reply = await client.request(subject, rfq, timeout=5)
+            check_quote(
+                reply.data,
+                buyer_id=keys.agent_id,
+                subject=subject,
+                provider_id=responder_id,
+                rfq_id=rfq_id,
                 clock=clock,
-                lifetime_max_s=limits.QUOTE_VALIDITY_MAX_S,
-            ).document
-            assert isinstance(quote, Quote) and quote.rfq_id == rfq.rfq_id
+            )
 
         return await round_trips_per_s(round_trip, in_flight=in_flight)
     finally:

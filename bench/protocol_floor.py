@@ -46,17 +46,15 @@ from typing import Any
 
 import nats
 from exchange_process import cpu_s
+from signed_rfq import PRICE_MILLICREDITS, check_quote, quote_for, sealed_rfq
 
 from agent_client import AgentKeys, limits, subjects
-from agent_client.negotiation import RFQ_AUDIENCE
 from agent_client.protocol import (
     ContractUpdatedNotice,
     DeliveredNotice,
     Document,
     GetContract,
     Header,
-    Quote,
-    Rfq,
     json_encoder,
 )
 from agent_client.signing import (
@@ -81,8 +79,6 @@ from broker.streams import ensure_notice_stream
 STEP_SUBJECT_PREFIX = "bench.floor.exchange"
 RFQ_SUBJECT_PREFIX = "bench.floor.rfq"
 STEPS = ("open", "deliver", "accept")
-CAPABILITY = "bench.echo"
-PRICE_MILLICREDITS = 1_000
 REQUEST_TIMEOUT_S = 10.0
 DELIVERY_TIMEOUT_S = 30.0
 HANDLER_CONCURRENCY_MAX = 256
@@ -326,30 +322,9 @@ async def start_provider(nats_url: str, exchange_id: str) -> FloorAgent:
     delivering: set[asyncio.Task[None]] = set()
 
     async def quote(message: IncomingMessage) -> None:
-        rfq = verify_request(
-            open_envelope(message.data),
-            subject=message.subject,
-            subject_agent_id=message.subject.rsplit(".", 1)[1],
-            clock=provider.clock,
-            replay_guard=replay_guard,
-        ).document
-        assert isinstance(rfq, Rfq)
-        header = make_header(
-            provider.keys,
-            audience=rfq.header.issuer,
-            subject=message.subject,
-            lifetime_s=60,
-            clock=provider.clock,
-        )
-        document = Quote(
-            header=header,
-            rfq_id=rfq.rfq_id,
-            capability=rfq.capability,
-            price_millicredits=rfq.budget_millicredits,
-            delivery_deadline_ms=header.issued_at_ms + rfq.delivery_within_s * 1000,
-        )
         await provider.connection.publish(
-            message.reply, json_encoder.encode(seal(document, provider.keys))
+            message.reply,
+            quote_for(message.data, message.subject, provider.keys, provider.clock, replay_guard),
         )
 
     async def on_notice(notice: Document) -> None:
@@ -404,30 +379,16 @@ class Buyer:
     async def quote(self) -> None:
         agent = self.agent
         subject = f"{RFQ_SUBJECT_PREFIX}.{agent.agent_id}"
-        header = make_header(
-            agent.keys, audience=RFQ_AUDIENCE, subject=subject, lifetime_s=10, clock=agent.clock
-        )
-        rfq = Rfq(
-            header=header,
-            rfq_id=new_nonce(),
-            capability=CAPABILITY,
-            task_summary="echo",
-            budget_millicredits=PRICE_MILLICREDITS,
-            delivery_within_s=60,
-        )
-        reply = await agent.connection.request(
-            subject, json_encoder.encode(seal(rfq, agent.keys)), timeout_s=REQUEST_TIMEOUT_S
-        )
-        quote = verify_evidence(
-            open_envelope(reply),
-            expected_type=Quote,
-            audience=agent.agent_id,
-            expected_subject=subject,
-            issuer=self.provider_id,
+        rfq, rfq_id = sealed_rfq(agent.keys, subject, agent.clock)
+        reply = await agent.connection.request(subject, rfq, timeout_s=REQUEST_TIMEOUT_S)
+        check_quote(
+            reply,
+            buyer_id=agent.agent_id,
+            subject=subject,
+            provider_id=self.provider_id,
+            rfq_id=rfq_id,
             clock=agent.clock,
-            lifetime_max_s=limits.QUOTE_VALIDITY_MAX_S,
-        ).document
-        assert isinstance(quote, Quote) and quote.rfq_id == rfq.rfq_id
+        )
 
 
 # --- the measurement ----------------------------------------------------------------
