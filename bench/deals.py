@@ -73,6 +73,7 @@ from typing import Any
 import nats
 from exchange_process import (
     RunningExchange,
+    child_process,
     cpu_s,
     embedded_exchange,
     ledger_problems,
@@ -95,8 +96,6 @@ PROBE_S = 1.5
 IN_FLIGHT = 64
 DELIVERY_TIMEOUT_S = 30.0
 SIGNED_SUBJECT_PREFIX = "bench.signed"
-RESPONDER_START_TIMEOUT_S = 30.0
-RESPONDER_STOP_TIMEOUT_S = 10.0
 # Open loop: the first deal is due this long after the schedule is made.
 SCHEDULE_LEAD_S = 0.1
 LATE_START_TOLERANCE_MS = 5.0
@@ -477,22 +476,10 @@ async def serve_signed_requests(
 @contextlib.asynccontextmanager
 async def signed_responder(nats_url: str, keys: AgentKeys) -> AsyncIterator[None]:
     """``run_signed_responder`` in a separate process, as the exchange is."""
-    context = multiprocessing.get_context("spawn")
-    ready = context.Event()
-    process = context.Process(
-        target=run_signed_responder, args=(nats_url, keys.seed_text(), ready), daemon=True
-    )
-    process.start()
-    try:
-        if not await asyncio.to_thread(ready.wait, RESPONDER_START_TIMEOUT_S):
-            raise RuntimeError("the signed responder did not start")
+    async with child_process(
+        run_signed_responder, nats_url, keys.seed_text(), name="signed responder"
+    ):
         yield
-    finally:
-        process.terminate()
-        await asyncio.to_thread(process.join, RESPONDER_STOP_TIMEOUT_S)
-        if process.is_alive():
-            process.kill()
-            await asyncio.to_thread(process.join)
 
 
 async def signed_round_trips(nats_url: str, responder_id: str, *, in_flight: int) -> float:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import multiprocessing.synchronize
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from wallet import InvariantViolation, open_database
 __all__ = [
     "RunningExchange",
     "child_pids",
+    "child_process",
     "cpu_s",
     "embedded_exchange",
     "ledger_problems",
@@ -39,6 +42,8 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 # `agentx up` prints a handful of lines before it says it is running.
 STARTUP_LINES_MAX = 50
+CHILD_START_TIMEOUT_S = 30.0
+CHILD_STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,3 +181,29 @@ def nats_server_pid(parent_pid: int, /) -> int:
     ]
     assert len(found) == 1, f"expected one nats-server child of {parent_pid}, found {found}"
     return found[0]
+
+
+@contextlib.asynccontextmanager
+async def child_process(
+    target: Callable[..., None], *arguments: object, name: str
+) -> AsyncIterator[int]:
+    """``target(*arguments, ready)`` in a spawned process; yields its pid once it set ``ready``.
+
+    On exit it is stopped with SIGTERM, and killed if it has not ended
+    within CHILD_STOP_TIMEOUT_S.
+    """
+    context = multiprocessing.get_context("spawn")
+    ready: multiprocessing.synchronize.Event = context.Event()
+    process = context.Process(target=target, args=(*arguments, ready), daemon=True)
+    process.start()
+    try:
+        if not await asyncio.to_thread(ready.wait, CHILD_START_TIMEOUT_S):
+            raise RuntimeError(f"the {name} did not start")
+        assert process.pid is not None
+        yield process.pid
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.join, CHILD_STOP_TIMEOUT_S)
+        if process.is_alive():
+            process.kill()
+            await asyncio.to_thread(process.join)

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from exchange_process import cpu_s
+from exchange_process import child_process, cpu_s
 from signed_rfq import PRICE_MILLICREDITS, check_quote, quote_for, sealed_rfq
 
 from agent_client import AgentKeys, limits, subjects
@@ -82,8 +82,6 @@ STEPS = ("open", "deliver", "accept")
 REQUEST_TIMEOUT_S = 10.0
 DELIVERY_TIMEOUT_S = 30.0
 HANDLER_CONCURRENCY_MAX = 256
-STAND_IN_START_TIMEOUT_S = 30.0
-STAND_IN_STOP_TIMEOUT_S = 10.0
 RESULT_SHA256 = "0" * 64
 NOTICE_LIFETIME_S = 3600
 # Who gets which notice, as the exchange sends them (PROTOCOL.md 1.7.1).
@@ -221,21 +219,8 @@ def notice_document(header: Header, contract_id: str, step: str, role: str) -> D
 @contextlib.asynccontextmanager
 async def stand_in_process(stand_in: StandIn) -> AsyncIterator[int]:
     """``run_stand_in`` in a process of its own; yields its pid."""
-    context = multiprocessing.get_context("spawn")
-    ready = context.Event()
-    process = context.Process(target=run_stand_in, args=(stand_in, ready), daemon=True)
-    process.start()
-    try:
-        if not await asyncio.to_thread(ready.wait, STAND_IN_START_TIMEOUT_S):
-            raise RuntimeError("the exchange stand-in did not start")
-        assert process.pid is not None
-        yield process.pid
-    finally:
-        process.terminate()
-        await asyncio.to_thread(process.join, STAND_IN_STOP_TIMEOUT_S)
-        if process.is_alive():
-            process.kill()
-            await asyncio.to_thread(process.join)
+    async with child_process(run_stand_in, stand_in, name="exchange stand-in") as pid:
+        yield pid
 
 
 # --- the agents (this process) ----------------------------------------------------
