@@ -78,6 +78,7 @@ from exchange_process import (
     embedded_exchange,
     ledger_problems,
     nats_server_pid,
+    percentiles,
     running_exchange,
 )
 from protocol_floor import floor_closed_loop, floor_open_loop
@@ -85,10 +86,7 @@ from signed_rfq import CAPABILITY, PRICE_MILLICREDITS, check_quote, quote_for, s
 
 from agent_client import Agent, AgentClientError, AgentKeys, limits
 from agent_client.keys import verify_key_for
-from agent_client.signing import (
-    ReplayGuard,
-    SystemClock,
-)
+from agent_client.signing import ReplayGuard, SystemClock
 from agent_client.transport import flush_subscriptions
 
 ROUND_TRIPS_PER_DEAL = 4  # RFQ/quote, open, deliver, accept
@@ -224,17 +222,6 @@ class CpuMeter:
             f"cpu_ms_per_deal_{name}": (cpu_s(pid) - self._started_s[name]) * 1000 / max(1, deals)
             for name, pid in self._pids.items()
         }
-
-
-def percentiles(latencies_s: list[float]) -> dict[str, float]:
-    ordered = sorted(latencies_s)
-    if not ordered:
-        raise RuntimeError("no deal settled")
-    return {
-        "p50_ms": statistics.median(ordered) * 1000,
-        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
-        "max_ms": ordered[-1] * 1000,
-    }
 
 
 async def closed_loop(

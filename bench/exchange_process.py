@@ -5,7 +5,9 @@ child process, reads the NATS and database URLs it prints, loads the operator
 key it wrote, and on exit stops it with SIGTERM and waits. nats-server is a
 child of that process. ``ledger_problems`` opens the database file afterwards
 and runs the exchange invariants on it; ``memory_kib`` and ``cpu_s`` read a
-process's resident memory and CPU time from ``/proc``. ``embedded_exchange`` is the old set-up (the
+process's resident memory and CPU time from ``/proc``; ``percentiles`` gives a
+run's latency p50/p99/max; ``child_process`` runs a helper (a responder, a
+stand-in) in a spawned process. ``embedded_exchange`` is the old set-up (the
 exchange worker inside the benchmark's own process), for comparison.
 """
 
@@ -17,6 +19,7 @@ import multiprocessing
 import multiprocessing.synchronize
 import os
 import signal
+import statistics
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ __all__ = [
     "ledger_problems",
     "memory_kib",
     "nats_server_pid",
+    "percentiles",
     "running_exchange",
 ]
 
@@ -207,3 +211,15 @@ async def child_process(
         if process.is_alive():
             process.kill()
             await asyncio.to_thread(process.join)
+
+
+def percentiles(latencies_s: list[float]) -> dict[str, float]:
+    """p50, p99 and max of a run's latencies, in ms."""
+    ordered = sorted(latencies_s)
+    if not ordered:
+        raise RuntimeError("no deal settled")
+    return {
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        "max_ms": ordered[-1] * 1000,
+    }

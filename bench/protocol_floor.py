@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from exchange_process import child_process, cpu_s
+from exchange_process import child_process, cpu_s, percentiles
 from signed_rfq import PRICE_MILLICREDITS, check_quote, quote_for, sealed_rfq
 
 from agent_client import AgentKeys, limits, subjects
@@ -78,7 +78,6 @@ from broker.streams import ensure_notice_stream
 
 STEP_SUBJECT_PREFIX = "bench.floor.exchange"
 RFQ_SUBJECT_PREFIX = "bench.floor.rfq"
-STEPS = ("open", "deliver", "accept")
 REQUEST_TIMEOUT_S = 10.0
 DELIVERY_TIMEOUT_S = 30.0
 HANDLER_CONCURRENCY_MAX = 256
@@ -99,16 +98,23 @@ COUNTERPARTY_NOTICES_PER_STEP: dict[str, tuple[str, ...]] = {
 }
 IN_FLIGHT_DEFAULT = 64
 SECONDS_DEFAULT = 3.0
+# Open loop: the first deal is due this long after the schedule is made.
+SCHEDULE_LEAD_S = 0.1
 # Open loop: enough buyers that each has this long for a deal before it is needed again.
 OPEN_LOOP_DEAL_COVERS_S = 1.0
 DEAL_NUMBER_MAX = 9_999_999  # a contract id is the buyer's id, a dot and this
 
 
-def notices_per_deal(notices_per_step: dict[str, tuple[str, ...]], /) -> int:
-    return sum(len(recipients) for recipients in notices_per_step.values())
+def notices_per_step(*, counterparty_only: bool) -> dict[str, tuple[str, ...]]:
+    return COUNTERPARTY_NOTICES_PER_STEP if counterparty_only else NOTICES_PER_STEP
 
 
-assert notices_per_deal(NOTICES_PER_STEP) == 7
+def notices_per_deal(*, counterparty_only: bool) -> int:
+    table = notices_per_step(counterparty_only=counterparty_only)
+    return sum(len(recipients) for recipients in table.values())
+
+
+assert notices_per_deal(counterparty_only=False) == 7
 
 
 def contract_id_for(buyer_id: str, number: int, /) -> str:
@@ -146,10 +152,8 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
     replay_guard = ReplayGuard()
     client = await nats.connect(stand_in.nats_url, name="bench-floor-exchange")
     js = client.jetstream()
-    publishing: set[asyncio.Task[Any]] = set()
-    notices_per_step = (
-        COUNTERPARTY_NOTICES_PER_STEP if stand_in.counterparty_notices_only else NOTICES_PER_STEP
-    )
+    publishing: set[asyncio.Task[None]] = set()
+    notices = notices_per_step(counterparty_only=stand_in.counterparty_notices_only)
 
     def sealed_notice(recipient: str, contract_id: str, step: str, role: str) -> bytes:
         header = make_header(
@@ -185,7 +189,7 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
             message.reply, json_encoder.encode({"contract_id": contract_id, "state": step})
         )
         # After the answer, in the background, as the exchange publishes after commit.
-        for role in notices_per_step[step]:
+        for role in notices[step]:
             recipient = stand_in.provider_id if role == "provider" else buyer_of(contract_id)
             task = asyncio.create_task(
                 publish(recipient, sealed_notice(recipient, contract_id, step, role))
@@ -214,13 +218,6 @@ def notice_document(header: Header, contract_id: str, step: str, role: str) -> D
         price_millicredits=PRICE_MILLICREDITS,
         fee_millicredits=PRICE_MILLICREDITS // 20,
     )
-
-
-@contextlib.asynccontextmanager
-async def stand_in_process(stand_in: StandIn) -> AsyncIterator[int]:
-    """``run_stand_in`` in a process of its own; yields its pid."""
-    async with child_process(run_stand_in, stand_in, name="exchange stand-in") as pid:
-        yield pid
 
 
 # --- the agents (this process) ----------------------------------------------------
@@ -391,7 +388,7 @@ async def floor_market(
         stand_in = StandIn(
             nats_url, exchange_keys.seed_text(), provider.agent_id, counterparty_notices_only
         )
-        async with stand_in_process(stand_in) as stand_in_pid:
+        async with child_process(run_stand_in, stand_in, name="exchange stand-in") as stand_in_pid:
             for _ in range(buyers_count):
                 buyers.append(
                     await Buyer.start(nats_url, exchange_keys.agent_id, provider.agent_id)
@@ -437,8 +434,7 @@ async def floor_closed_loop(
     deals = max(1, len(latencies_s))
     return {
         "floor_deals_per_s": len(latencies_s) / elapsed_s,
-        "floor_p50_ms": statistics.median(latencies_s) * 1000,
-        "floor_p99_ms": percentile(latencies_s, 0.99) * 1000,
+        **floor_percentiles(latencies_s),
         **{
             f"floor_cpu_ms_per_deal_{name}": used * 1000 / deals
             for name, used in cpu_used_s.items()
@@ -459,7 +455,7 @@ async def floor_open_loop(
         free = asyncio.Queue[Buyer]()
         for buyer in buyers:
             free.put_nowait(buyer)
-        first_due = time.perf_counter() + 0.1
+        first_due = time.perf_counter() + SCHEDULE_LEAD_S
 
         async def deal(due: float) -> None:
             buyer = await free.get()
@@ -479,14 +475,12 @@ async def floor_open_loop(
     return {
         "floor_offered_rate_per_s": rate_per_s,
         "floor_achieved_rate_per_s": len(latencies_s) / elapsed_s,
-        "floor_p50_ms": statistics.median(latencies_s) * 1000,
-        "floor_p99_ms": percentile(latencies_s, 0.99) * 1000,
+        **floor_percentiles(latencies_s),
     }
 
 
-def percentile(values_s: list[float], fraction: float, /) -> float:
-    ordered = sorted(values_s)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+def floor_percentiles(latencies_s: list[float]) -> dict[str, float]:
+    return {f"floor_{name}": value for name, value in percentiles(latencies_s).items()}
 
 
 async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
@@ -497,35 +491,30 @@ async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
                 await ensure_notice_stream(client.jetstream())
             finally:
                 await client.close()
-            runs = []
             nats_server_pid = server.process_id
             assert nats_server_pid is not None
-            for _ in range(arguments.runs):
+            counterparty_only = arguments.counterparty_notices_only
+
+            async def one_run() -> dict[str, float]:
                 if arguments.rate is None:
-                    runs.append(
-                        await floor_closed_loop(
-                            server.url,
-                            nats_server_pid,
-                            in_flight=arguments.in_flight,
-                            counterparty_notices_only=arguments.counterparty_notices_only,
-                        )
+                    return await floor_closed_loop(
+                        server.url,
+                        nats_server_pid,
+                        in_flight=arguments.in_flight,
+                        counterparty_notices_only=counterparty_only,
                     )
-                else:
-                    runs.append(
-                        await floor_open_loop(
-                            server.url,
-                            rate_per_s=arguments.rate,
-                            seconds=arguments.duration,
-                            counterparty_notices_only=arguments.counterparty_notices_only,
-                        )
-                    )
+                return await floor_open_loop(
+                    server.url,
+                    rate_per_s=arguments.rate,
+                    seconds=arguments.duration,
+                    counterparty_notices_only=counterparty_only,
+                )
+
+            runs = [await one_run() for _ in range(arguments.runs)]
     summary: dict[str, Any] = {
         name: statistics.median(run[name] for run in runs) for name in runs[0]
     }
-    notices = (
-        COUNTERPARTY_NOTICES_PER_STEP if arguments.counterparty_notices_only else NOTICES_PER_STEP
-    )
-    summary["notices_per_deal"] = notices_per_deal(notices)
+    summary["notices_per_deal"] = notices_per_deal(counterparty_only=counterparty_only)
     summary["runs"] = runs
     return summary
 
