@@ -6,6 +6,7 @@ never imports server code.
 
 from agent_client.agent import Agent, AgentOptions, Contract, Delivery, Pricing, ReceivedQuote
 from agent_client.errors import (
+    AddressFileError,
     AgentClientError,
     AgentClosed,
     ExchangeError,
@@ -16,6 +17,11 @@ from agent_client.errors import (
     ProtocolError,
     RequestTimeout,
     SignatureRejected,
+)
+from agent_client.exchange_address import (
+    ExchangeAddress,
+    read_exchange_address,
+    write_exchange_address,
 )
 from agent_client.keys import AgentKeys, is_agent_id
 from agent_client.offers import QuoteCollection, ReceivedDecline
@@ -30,6 +36,7 @@ from agent_client.strategies import (
 )
 
 __all__ = [
+    "AddressFileError",
     "Agent",
     "AgentClientError",
     "AgentClosed",
@@ -41,6 +48,7 @@ __all__ = [
     "DeclineCode",
     "Delivery",
     "ErrorCode",
+    "ExchangeAddress",
     "ExchangeError",
     "KeyFileError",
     "NegotiationError",
@@ -58,4 +66,6 @@ __all__ = [
     "TargetPriceBuyer",
     "WeightedRanking",
     "is_agent_id",
+    "read_exchange_address",
+    "write_exchange_address",
 ]

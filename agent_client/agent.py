@@ -50,6 +50,7 @@ from agent_client.protocol import (
     CancelContract,
     CashOut,
     CashOutReply,
+    ChunkStoredReply,
     ContractOpenedNotice,
     ContractRecord,
     ContractReply,
@@ -61,6 +62,7 @@ from agent_client.protocol import (
     DeliveredNotice,
     Document,
     Envelope,
+    ErrorCode,
     ErrorReply,
     EvidenceReply,
     GetBalance,
@@ -68,6 +70,7 @@ from agent_client.protocol import (
     GetEvidence,
     GetListingHistory,
     GetReputation,
+    GetResult,
     Header,
     InfoReply,
     LinkedReply,
@@ -78,7 +81,7 @@ from agent_client.protocol import (
     ListTransactions,
     Mint,
     MintReply,
-    ObjectRef,
+    NoticesReply,
     OpenContract,
     Quote,
     RateContract,
@@ -87,18 +90,22 @@ from agent_client.protocol import (
     Reply,
     ReputationReply,
     Resolve,
+    ResultChunkReply,
+    ResultRef,
     Rfq,
     SearchCatalog,
     SearchReply,
     SearchSort,
     SetListingStatus,
+    SubscribeNotices,
     TransactionEntry,
     TransactionsReply,
     Transfer,
     TransferReply,
+    UploadResult,
     json_encoder,
-    reply_decoder,
 )
+from agent_client.replies import ANY_AUDIENCE, open_reply
 from agent_client.sealing import open_sealed, seal_to
 from agent_client.signing import (
     Clock,
@@ -118,7 +125,15 @@ from agent_client.signing import (
 from agent_client.strategies import BuyerStrategy, ProviderStrategy, Ranking, rank_quotes
 from agent_client.transport import IncomingMessage, NatsConnection
 
-__all__ = ["Agent", "AgentOptions", "Contract", "Delivery", "Pricing", "ReceivedQuote"]
+__all__ = [
+    "Agent",
+    "AgentOptions",
+    "Contract",
+    "Delivery",
+    "Pricing",
+    "ReceivedQuote",
+    "fetch_exchange_info",
+]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +149,11 @@ PENDING_NOTICES_MAX = 10_000
 UNSERVED_CONTRACTS_MAX = 1_000
 NOTICE_NONCES_MAX = 200_000
 DELIVERY_POLL_INTERVAL_S = 3.0
+# serve() retries a delivery that may pass later, waiting twice as long each
+# time between these bounds, until the deadline (or this many attempts).
+DELIVERY_RETRY_WAIT_MIN_S = 0.5
+DELIVERY_RETRY_WAIT_MAX_S = 15.0
+DELIVERY_ATTEMPTS_MAX = 1_000
 
 
 class AgentState(enum.Enum):
@@ -146,8 +166,10 @@ class AgentOptions:
     request_timeout_s: float = limits.REQUEST_TIMEOUT_DEFAULT_S
     handler_concurrency_max: int = limits.AGENT_HANDLER_CONCURRENCY_MAX
     connect_timeout_s: float = 5.0
-    # Pin the exchange's id to refuse any other signer of contract records
-    # and notices; when None it is learned from the exchange's info endpoint.
+    # Pin the exchange's id to refuse any other signer of replies, records
+    # and notices; when None it is learned from the exchange's signed info
+    # reply over the authenticated connection (only the exchange's key may
+    # answer there). Pin it when the NATS server itself is not trusted.
     exchange_id: str | None = None
     name: str = "agentx-agent"
     # On close, hired tasks still running get this long to deliver.
@@ -235,7 +257,9 @@ class Agent:
         *,
         options: AgentOptions,
         exchange_id: str,
+        portal_id: str | None,
         clock: Clock,
+        previous_exchange_ids: frozenset[str] = frozenset(),
     ) -> None:
         self._connection = connection
         self._keys = keys
@@ -254,6 +278,8 @@ class Agent:
         self._offer_desk = OfferDesk(connection, keys, clock=clock, replay_guard=self._replay_guard)
         self.agent_id = keys.agent_id
         self.exchange_id = exchange_id
+        self.portal_id = portal_id
+        self._evidence_signers = previous_exchange_ids | {exchange_id}
 
     @classmethod
     async def connect(
@@ -267,22 +293,25 @@ class Agent:
     ) -> Agent:
         """Connect, learn (or check) the exchange's id, and listen for notices."""
         options = options or AgentOptions()
+        clock = clock or SystemClock()
         connection = await NatsConnection.connect(
-            url,
-            name=options.name,
-            inbox_prefix=subjects.inbox_prefix(keys.agent_id),
-            connect_timeout_s=options.connect_timeout_s,
+            url, keys, name=options.name, connect_timeout_s=options.connect_timeout_s
         )
         try:
-            info = await _fetch_info(connection, timeout_s=options.request_timeout_s)
-            if options.exchange_id is not None and info.exchange_id != options.exchange_id:
-                raise AgentClientError("the exchange answering is not the pinned one")
+            info = await fetch_exchange_info(
+                connection,
+                pinned_exchange_id=options.exchange_id,
+                timeout_s=options.request_timeout_s,
+                clock=clock,
+            )
             agent = cls(
                 connection,
                 keys,
                 options=options,
                 exchange_id=info.exchange_id,
-                clock=clock or SystemClock(),
+                portal_id=info.portal_id,
+                previous_exchange_ids=frozenset(info.previous_exchange_ids),
+                clock=clock,
             )
             await agent._listen_for_notices()
         except BaseException:
@@ -559,7 +588,33 @@ class Agent:
             return
         result = await service.handler(msgspec.json.decode(notice.task))
         seal_for = record.buyer_id if notice.seal_result else None
-        await self.deliver(record.contract_id, result, seal_for=seal_for)
+        await self._deliver_until_deadline(record, result, seal_for=seal_for)
+
+    async def _deliver_until_deadline(
+        self, record: ContractRecord, result: Any, *, seal_for: str | None
+    ) -> None:
+        """Deliver, retrying what may pass on a later try until the delivery deadline.
+
+        Finished work must not turn into a refund because one request was
+        lost: a timeout, a worker that was restarting (``unavailable``), a
+        burst over this agent's rate (``rate_limited``). Delivery is
+        idempotent at the exchange, so a retry of a delivery that did land
+        is answered with the contract as it stands.
+        """
+        wait_s = DELIVERY_RETRY_WAIT_MIN_S
+        for _ in range(DELIVERY_ATTEMPTS_MAX):
+            try:
+                await self.deliver(record.contract_id, result, seal_for=seal_for)
+                return
+            except (RequestTimeout, SignatureRejected, ExchangeError) as exc:
+                if isinstance(exc, ExchangeError) and exc.code not in _RETRYABLE_CODES:
+                    raise
+                left_s = (record.delivery_deadline_ms - self._clock.now_ms()) / 1000
+                if left_s <= wait_s or self._state is AgentState.CLOSED:
+                    raise
+                log.info("delivery of %s not confirmed (%s); retrying", record.contract_id, exc)
+            await asyncio.sleep(wait_s)
+            wait_s = min(wait_s * 2, DELIVERY_RETRY_WAIT_MAX_S)
 
     async def deliver(
         self, contract_id: str, result: Any, /, *, seal_for: str | None = None
@@ -569,7 +624,7 @@ class Agent:
         ``serve`` does this for you; call it directly to deliver work done
         outside a handler. ``seal_for`` (the buyer's id, when the buyer asked
         for it) seals the result so that only the buyer can read it. A result
-        over the inline limit goes to the exchange's object store.
+        over the inline limit is uploaded to the exchange first, in chunks.
         """
         result_bytes = json_encoder.encode(result)
         if seal_for is not None:
@@ -591,15 +646,70 @@ class Agent:
         )
         return _expect(reply, ContractReply).contract
 
-    async def _store_result(self, contract_id: str, result_bytes: bytes) -> ObjectRef:
+    async def _store_result(self, contract_id: str, result_bytes: bytes) -> ResultRef:
+        """Upload a result too large to send inline, chunk by chunk, before delivering it.
+
+        Every chunk but the last holds ``RESULT_CHUNK_BYTES_MAX`` bytes. A chunk
+        the exchange refuses with ``invalid_state`` means the contract is no
+        longer open, perhaps delivered by an earlier try of this very delivery
+        whose answer was lost: the deliver request that follows then says
+        whether the contract holds this result.
+        """
         if len(result_bytes) > limits.RESULT_OBJECT_BYTES_MAX:
             raise ProtocolError(
                 "payload_too_large", f"result over {limits.RESULT_OBJECT_BYTES_MAX} B"
             )
-        await self._connection.put_object(limits.RESULT_BUCKET, contract_id, result_bytes)
-        return ObjectRef(
-            bucket=limits.RESULT_BUCKET, name=contract_id, size_bytes=len(result_bytes)
+        chunk_bytes_max = limits.RESULT_CHUNK_BYTES_MAX
+        chunks = [
+            result_bytes[start : start + chunk_bytes_max]
+            for start in range(0, len(result_bytes), chunk_bytes_max)
+        ]
+        reference = ResultRef(size_bytes=len(result_bytes), chunk_count=len(chunks))
+        for index, chunk in enumerate(chunks):
+            try:
+                await self._upload_chunk(contract_id, reference, index, chunk)
+            except ExchangeError as exc:
+                if exc.code != ErrorCode.INVALID_STATE:
+                    raise
+                break
+        return reference
+
+    async def _upload_chunk(
+        self, contract_id: str, reference: ResultRef, index: int, chunk: bytes
+    ) -> None:
+        reply = await self._chunk_request(
+            "contract.upload",
+            lambda header: UploadResult(
+                header=header,
+                contract_id=contract_id,
+                index=index,
+                chunk_count=reference.chunk_count,
+                size_bytes=reference.size_bytes,
+                chunk=b64encode(chunk),
+            ),
         )
+        stored = _expect(reply, ChunkStoredReply)
+        if (stored.contract_id, stored.index) != (contract_id, index):
+            raise ProtocolError("malformed", f"the exchange confirmed another chunk than {index}")
+        if stored.chunk_sha256 != sha256_hex(chunk):
+            raise ProtocolError(
+                "hash_mismatch", f"the exchange stored other bytes as chunk {index}"
+            )
+
+    async def _chunk_request(self, endpoint: str, build: Callable[[Header], Document]) -> Reply:
+        """An upload or a read of one chunk, asked again (freshly signed) after a
+        timeout or ``unavailable``: storing a chunk twice stores it once, and
+        reading one changes nothing."""
+        attempts_left = limits.RESULT_CHUNK_REQUEST_ATTEMPTS_MAX
+        while True:
+            attempts_left -= 1
+            try:
+                return await self._request(endpoint, build)
+            except (RequestTimeout, ExchangeError) as exc:
+                retryable = isinstance(exc, RequestTimeout) or exc.code == ErrorCode.UNAVAILABLE
+                if not retryable or attempts_left == 0:
+                    raise
+                log.info("%s not answered (%s); asking again", endpoint, exc)
 
     # --- buying ----------------------------------------------------------------
 
@@ -776,9 +886,7 @@ class Agent:
         if reference is None:
             result_bytes = bytes(delivered.result)
         else:
-            result_bytes = await self._connection.get_object(
-                reference.bucket, reference.name, size_max=limits.RESULT_OBJECT_BYTES_MAX
-            )
+            result_bytes = await self._fetch_result(contract_id, reference)
         if sha256_hex(result_bytes) != delivered.result_sha256:
             raise ProtocolError("hash_mismatch", "the delivered result does not match its hash")
         sealed = (
@@ -788,6 +896,44 @@ class Agent:
             ciphertext = b64decode(msgspec.json.decode(result_bytes, type=str))
             result_bytes = open_sealed(self._keys, ciphertext)
         return Delivery(contract_id, msgspec.json.decode(result_bytes), delivered.result_sha256)
+
+    async def _fetch_result(self, contract_id: str, reference: ResultRef) -> bytes:
+        """A stored result, read back from the exchange chunk by chunk, within its size."""
+        # The reference was decoded within the ceilings (RESULT_CHUNKS_MAX chunks,
+        # RESULT_OBJECT_BYTES_MAX bytes), so this loop and what it keeps are bounded.
+        chunks: list[bytes] = []
+        received_bytes = 0
+        for index in range(reference.chunk_count):
+            chunk = await self._read_chunk(contract_id, reference, index)
+            received_bytes += len(chunk)
+            if received_bytes > reference.size_bytes:
+                break
+            chunks.append(chunk)
+        if received_bytes != reference.size_bytes:
+            raise ProtocolError(
+                "hash_mismatch", f"the stored result is not the {reference.size_bytes} B it claims"
+            )
+        return b"".join(chunks)
+
+    async def _read_chunk(self, contract_id: str, reference: ResultRef, index: int) -> bytes:
+        reply = await self._chunk_request(
+            "contract.result",
+            lambda header: GetResult(header=header, contract_id=contract_id, index=index),
+        )
+        answer = _expect(reply, ResultChunkReply)
+        if (answer.contract_id, answer.index, answer.size_bytes, answer.chunk_count) != (
+            contract_id,
+            index,
+            reference.size_bytes,
+            reference.chunk_count,
+        ):
+            raise ProtocolError("malformed", f"the exchange answered another chunk than {index}")
+        if len(answer.chunk) > limits.RESULT_CHUNK_TEXT_LENGTH_MAX:
+            raise ProtocolError("payload_too_large", f"chunk {index} is over the chunk limit")
+        try:
+            return b64decode(answer.chunk)
+        except ValueError as exc:
+            raise ProtocolError("malformed", f"chunk {index} is not base64url") from exc
 
     async def _poll_contract(self, contract_id: str) -> ContractView | None:
         """One look at a contract while waiting; a transient failure just waits on."""
@@ -979,26 +1125,6 @@ class Agent:
         )
         return _expect(reply, CashOutReply)
 
-    async def _portal_request(
-        self, subject_format: str, build: Callable[[Header], Document]
-    ) -> Reply:
-        self._check_open()
-        subject = subject_format.format(agent_id=self.agent_id)
-        timeout_s = self._options.request_timeout_s
-        lifetime_s = min(timeout_s + 5, limits.REQUEST_LIFETIME_MAX_S)
-        header = self._header(
-            audience=subjects.PORTAL_AUDIENCE, subject=subject, lifetime_s=lifetime_s
-        )
-        payload = json_encoder.encode(seal(build(header), self._keys))
-        reply_bytes = await self._connection.request(subject, payload, timeout_s=timeout_s)
-        try:
-            reply = reply_decoder.decode(reply_bytes)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError("malformed", f"the portal's reply: {exc}") from exc
-        if isinstance(reply, ErrorReply):
-            raise ExchangeError(reply.code, reply.message)
-        return reply
-
     # --- plumbing --------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -1011,19 +1137,43 @@ class Agent:
         )
 
     async def _request(self, endpoint: str, build: Callable[[Header], Document]) -> Reply:
-        self._check_open()
+        """A signed request to the exchange; its signed reply, verified."""
         subject = subjects.exchange_request(self.agent_id, endpoint)
+        return await self._signed_request(subject, EXCHANGE_AUDIENCE, self.exchange_id, build)
+
+    async def _portal_request(
+        self, subject_format: str, build: Callable[[Header], Document]
+    ) -> Reply:
+        """A signed request to the human portal, whose id the exchange's info named."""
+        if self.portal_id is None:
+            raise ExchangeError(ErrorCode.UNAVAILABLE, "this exchange runs no human portal")
+        subject = subject_format.format(agent_id=self.agent_id)
+        return await self._signed_request(subject, subjects.PORTAL_AUDIENCE, self.portal_id, build)
+
+    async def _signed_request(
+        self, subject: str, audience: str, signer_id: str, build: Callable[[Header], Document]
+    ) -> Reply:
+        """Sign, send, and believe the answer only once it verifies (agent_client/replies.py).
+
+        A typed error reply raises ExchangeError; a reply that does not verify
+        raises SignatureRejected, whatever it says.
+        """
+        self._check_open()
         timeout_s = self._options.request_timeout_s
         # The document lives a little longer than the request's timeout, so a
-        # slow but successful exchange does not see it expire mid-flight.
+        # slow but successful answer does not see it expire mid-flight.
         lifetime_s = min(timeout_s + 5, limits.REQUEST_LIFETIME_MAX_S)
-        header = self._header(audience=EXCHANGE_AUDIENCE, subject=subject, lifetime_s=lifetime_s)
+        header = self._header(audience=audience, subject=subject, lifetime_s=lifetime_s)
         payload = json_encoder.encode(seal(build(header), self._keys))
         reply_bytes = await self._connection.request(subject, payload, timeout_s=timeout_s)
-        try:
-            reply = reply_decoder.decode(reply_bytes)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError("malformed", f"the exchange's reply: {exc}") from exc
+        _, reply = open_reply(
+            reply_bytes,
+            signer_id=signer_id,
+            audience=self.agent_id,
+            request_subject=subject,
+            request_payload=payload,
+            clock=self._clock,
+        )
         if isinstance(reply, ErrorReply):
             raise ExchangeError(reply.code, reply.message, contract_id=reply.contract_id)
         return reply
@@ -1033,21 +1183,34 @@ class Agent:
             open_envelope_struct(envelope),
             expected_type=expected,  # type: ignore[arg-type]
             audience=None,
-            issuer=self.exchange_id,
             clock=self._clock,
             lifetime_max_s=limits.CONTRACT_RECORD_LIFETIME_S,
         )
         document = verified.document
         assert isinstance(document, expected)
+        self._check_evidence_signer(document)
         return document
 
+    def _check_evidence_signer(self, document: Document) -> None:
+        """Records and notices come from the exchange's key, or from a key it retired
+        (its signed ``info`` names those), so evidence outlives a key rotation."""
+        if document.header.issuer not in self._evidence_signers:
+            raise SignatureRejected(ErrorCode.SIGNER_MISMATCH, "not signed by the exchange")
+
     async def _listen_for_notices(self) -> None:
-        # A durable consumer: notices sent while this agent was offline wait
-        # in the exchange's stream and arrive now.
-        await self._connection.consume_durable(
-            subjects.notifications(self.agent_id),
+        # The exchange keeps a durable consumer for this agent: notices sent
+        # while it was offline wait in the stream and arrive now, pushed into
+        # this agent's own inbox prefix (nobody else may receive there).
+        reply = _expect(
+            await self._request("notices.subscribe", _subscribe_notices_request), NoticesReply
+        )
+        if not reply.deliver_subject.startswith(subjects.inbox_prefix(self.agent_id) + "."):
+            raise ProtocolError("malformed", "notices must arrive inside this agent's inbox")
+        await self._connection.subscribe(
+            reply.deliver_subject,
             self._on_notice,
-            durable_name=f"notices_{self.agent_id}",
+            queue=reply.queue_group,
+            acknowledge=True,
             concurrency_max=self._options.handler_concurrency_max,
         )
 
@@ -1076,11 +1239,11 @@ class Agent:
                 opened,
                 expected_type=type(opened.document),
                 audience=self.agent_id,
-                issuer=self.exchange_id,
                 expected_subject=subjects.notifications(self.agent_id),
                 clock=self._clock,
                 lifetime_max_s=limits.NOTICE_LIFETIME_MAX_S,
             )
+            self._check_evidence_signer(verified.document)
         except SignatureRejected as exc:
             log.warning("ignored a notice: %s", exc)
             return None
@@ -1107,6 +1270,8 @@ class Agent:
 
 _NOTICE_TYPES = (ContractOpenedNotice, DeliveredNotice, ContractUpdatedNotice)
 _SETTLED_STATES = frozenset({"released", "refunded", "resolved"})
+# Refusals that may pass on a later try of the same request.
+_RETRYABLE_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL})
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
@@ -1118,16 +1283,36 @@ def _balance_request(header: Header) -> Document:
     return GetBalance(header=header)
 
 
+def _subscribe_notices_request(header: Header) -> Document:
+    return SubscribeNotices(header=header)
+
+
 def _expect(reply: Reply, expected: type[_R]) -> _R:
     if not isinstance(reply, expected):
         raise ProtocolError("malformed", f"expected a {expected.__name__} reply")
     return reply
 
 
-async def _fetch_info(connection: NatsConnection, *, timeout_s: float) -> InfoReply:
-    reply_bytes = await connection.request(subjects.EXCHANGE_INFO, b"", timeout_s=timeout_s)
-    try:
-        reply = reply_decoder.decode(reply_bytes)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError("malformed", f"the exchange's info reply: {exc}") from exc
-    return _expect(reply, InfoReply)
+async def fetch_exchange_info(
+    connection: NatsConnection, *, pinned_exchange_id: str | None, timeout_s: float, clock: Clock
+) -> InfoReply:
+    """The exchange's signed ``info``, answering this very request (a fresh nonce).
+
+    Only the exchange's key may serve the info subject, so over the
+    authenticated connection the signer is the exchange; a pinned id must
+    match it as well.
+    """
+    payload = new_nonce().encode()
+    reply_bytes = await connection.request(subjects.EXCHANGE_INFO, payload, timeout_s=timeout_s)
+    signer_id, reply = open_reply(
+        reply_bytes,
+        signer_id=pinned_exchange_id,
+        audience=ANY_AUDIENCE,
+        request_subject=subjects.EXCHANGE_INFO,
+        request_payload=payload,
+        clock=clock,
+    )
+    info = _expect(reply, InfoReply)
+    if info.exchange_id != signer_id:
+        raise SignatureRejected(ErrorCode.SIGNER_MISMATCH, "info names another exchange")
+    return info

@@ -4,6 +4,7 @@
 
     AgentClientError
      ├── KeyFileError            a seed file is missing, unreadable or malformed
+     ├── AddressFileError        an exchange address file is unreadable or malformed
      ├── ProtocolError           a message broke the wire protocol (carries ``code``)
      │    └── SignatureRejected  a signed document failed verification
      ├── ExchangeError           the exchange answered with a typed error (``code``)
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from agent_client.offers import ReceivedDecline
 
 __all__ = [
+    "AddressFileError",
     "AgentClientError",
     "AgentClosed",
     "ExchangeError",
@@ -44,6 +46,12 @@ class AgentClientError(Exception):
 
 class KeyFileError(AgentClientError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class AddressFileError(AgentClientError):
+    def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
 

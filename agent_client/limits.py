@@ -5,6 +5,7 @@ never rejected for size or time, and the exchange rejects anything outside
 them with a typed error. Their relations are asserted at import time.
 """
 
+import sys
 from typing import Final
 
 PROTOCOL_VERSION: Final = 1
@@ -41,11 +42,35 @@ CONTRACT_RECORD_LIFETIME_S: Final = 90 * 24 * 3600
 DELIVERY_DEADLINE_MAX_S: Final = 7 * 24 * 3600
 
 MESSAGE_BYTES_MAX: Final = 512 * 1024
+# A signed reply of the exchange or the portal may be larger than what an
+# agent sends: its body (an evidence bundle with a task and an inline
+# result, a page of listings) travels base64-encoded inside the signed
+# document. It stays under the 1 MiB every NATS server carries by default.
+REPLY_BYTES_MAX: Final = 1024 * 1024 - 16 * 1024
+# The largest reply body that, signed and encoded, fits in REPLY_BYTES_MAX.
+REPLY_BODY_BYTES_MAX: Final = (REPLY_BYTES_MAX - 4 * 1024) * 3 // 4
 TASK_BYTES_MAX: Final = 64 * 1024
 RESULT_BYTES_MAX: Final = 256 * 1024
-# Larger results go to the JetStream object store, up to this size.
+# Larger results are stored by the exchange, up to this size: the provider
+# uploads them in chunks (contract.upload) and the buyer reads them back
+# (contract.result), one chunk per request.
 RESULT_OBJECT_BYTES_MAX: Final = 16 * 1024 * 1024
-RESULT_BUCKET: Final = "agentx-results"
+# Raw bytes of one chunk; every chunk but the last has exactly this many. A
+# chunk travels base64url-encoded in a document that the envelope encodes
+# again, so it grows to 16/9 of its size on the wire: 128 KiB keeps a signed
+# upload, and the signed reply carrying a chunk back, under half of
+# MESSAGE_BYTES_MAX, and 16 MiB is exactly 128 chunks.
+RESULT_CHUNK_BYTES_MAX: Final = 128 * 1024
+RESULT_CHUNKS_MAX: Final = RESULT_OBJECT_BYTES_MAX // RESULT_CHUNK_BYTES_MAX
+# A chunk's unpadded base64url text on the wire.
+RESULT_CHUNK_TEXT_LENGTH_MAX: Final = (4 * RESULT_CHUNK_BYTES_MAX + 2) // 3
+# A client sends a chunk request (upload or read) at most this many times:
+# after a timeout or ``unavailable`` it asks again, which is safe because
+# storing the same chunk twice stores it once and reading changes nothing.
+RESULT_CHUNK_REQUEST_ATTEMPTS_MAX: Final = 3
+# Everything a signed request or reply holds besides its free-form payload
+# (header, ids, signature, JSON punctuation), with room to spare.
+SIGNED_DOCUMENT_OVERHEAD_BYTES_MAX: Final = 2 * 1024
 TEXT_LENGTH_MAX: Final = 1024
 CAPABILITY_LENGTH_MAX: Final = 64
 SCHEMA_BYTES_MAX: Final = 16 * 1024
@@ -55,6 +80,10 @@ NONCE_BYTES: Final = 16
 # below the ledger's own per-transfer limit so fees can never overflow it.
 PRICE_MILLICREDITS_MAX: Final = 10**12
 MINT_MILLICREDITS_MAX: Final = 10**12
+
+# A signed reply of the exchange or the portal answers one request; it need
+# not stay verifiable longer than a request lives.
+REPLY_LIFETIME_S: Final = 60
 
 REQUEST_TIMEOUT_DEFAULT_S: Final = 5.0
 REQUEST_TIMEOUT_MAX_S: Final = 60.0
@@ -81,17 +110,55 @@ RATING_COMMENT_LENGTH_MAX: Final = 500
 TRANSFER_MILLICREDITS_MAX: Final = PRICE_MILLICREDITS_MAX
 TRANSFER_MEMO_LENGTH_MAX: Final = 256
 
+# Nesting depth of any JSON decoded from an untrusted sender, checked before
+# the decoder runs: msgspec recurses once per level and fails with a
+# RecursionError near the interpreter's limit (1000 by default), so the limit
+# sits far below it. The deepest legitimate document uses three levels of its
+# own (the document, its history list, an envelope in it); its free-form
+# fields (a task, a result, an advertised input or output schema) start at
+# level 2. That leaves them 31 levels: a JSON Schema spends two per nested
+# object ("properties", then the property's schema), so 32 allows objects
+# nested 15 deep, far more than real tasks and schemas use.
+JSON_DEPTH_MAX: Final = 32
+
 # Replay protection remembers each (issuer, nonce) until the document
-# expires; the cache refuses new entries rather than grow without bound.
+# expires, as a keyed digest of the pair. Seven bytes make the digest an int
+# of two 30-bit digits, a 32-byte object; eight would need a third digit and
+# take 48 bytes once the allocator rounds up.
+REPLAY_CACHE_DIGEST_BYTES: Final = 7
+# An entry costs the int (32 B), its set slot (16 B at a load between 30 %
+# and 60 %, so 27 to 54 B) and its place in its expiry second's list (8 B and
+# some spare): at most 93 B measured with tracemalloc from 50,000 entries up
+# (tests/agent_client/test_replay_guard.py).
+REPLAY_CACHE_BYTES_PER_ENTRY_MAX: Final = 100
+# The cache refuses new entries rather than grow past this per process.
+REPLAY_CACHE_BYTES_MAX: Final = 96 * 1024 * 1024
 REPLAY_CACHE_ENTRIES_MAX: Final = 1_000_000
 VERIFY_KEY_CACHE_ENTRIES_MAX: Final = 100_000
 # Handlers an agent runs at once (RFQs answered, tasks executed).
 AGENT_HANDLER_CONCURRENCY_MAX: Final = 64
 
-assert TASK_BYTES_MAX < MESSAGE_BYTES_MAX
+
+def _base64_length(byte_count: int, /) -> int:
+    """Characters of ``byte_count`` bytes in base64 (padded: an upper bound)."""
+    return -(-byte_count // 3) * 4
+
+
+assert TASK_BYTES_MAX < MESSAGE_BYTES_MAX < REPLY_BYTES_MAX
 assert RESULT_BYTES_MAX * 4 // 3 + TEXT_LENGTH_MAX < MESSAGE_BYTES_MAX  # base64 of a result fits
+assert RESULT_BYTES_MAX < RESULT_OBJECT_BYTES_MAX
+assert RESULT_CHUNKS_MAX * RESULT_CHUNK_BYTES_MAX == RESULT_OBJECT_BYTES_MAX
+assert _base64_length(RESULT_CHUNK_BYTES_MAX) >= RESULT_CHUNK_TEXT_LENGTH_MAX
+assert RESULT_CHUNK_REQUEST_ATTEMPTS_MAX >= 1
+# A chunk, base64url in its document, base64url again in the envelope, fits
+# twice over in one message (the same holds for the reply that carries it).
+assert (
+    _base64_length(_base64_length(RESULT_CHUNK_BYTES_MAX) + SIGNED_DOCUMENT_OVERHEAD_BYTES_MAX)
+    + SIGNED_DOCUMENT_OVERHEAD_BYTES_MAX
+) * 2 <= MESSAGE_BYTES_MAX
 assert QUOTE_VALIDITY_DEFAULT_S <= QUOTE_VALIDITY_MAX_S
 assert REQUEST_TIMEOUT_DEFAULT_S <= REQUEST_TIMEOUT_MAX_S <= REQUEST_LIFETIME_MAX_S
+assert CLOCK_SKEW_MAX_S < REPLY_LIFETIME_S <= REQUEST_LIFETIME_MAX_S
 assert CLOCK_SKEW_MAX_S < REQUEST_LIFETIME_MAX_S
 assert DELIVERY_DEADLINE_MAX_S < CONTRACT_RECORD_LIFETIME_S
 assert SEARCH_TAGS_MAX <= TAGS_PER_LISTING_MAX
@@ -102,3 +169,6 @@ assert NOTICE_LIFETIME_MAX_S < CONTRACT_RECORD_LIFETIME_S
 assert 1 <= NEGOTIATION_ROUNDS_MAX <= 20
 assert COUNTER_REPLY_TIMEOUT_DEFAULT_S < COUNTER_VALIDITY_DEFAULT_S <= REQUEST_LIFETIME_MAX_S
 assert DECLINE_LIFETIME_S <= REQUEST_LIFETIME_MAX_S
+assert sys.getrecursionlimit() >= JSON_DEPTH_MAX * 10
+assert 1 <= REPLAY_CACHE_DIGEST_BYTES * 8 <= 60  # two 30-bit digits
+assert REPLAY_CACHE_ENTRIES_MAX * REPLAY_CACHE_BYTES_PER_ENTRY_MAX <= REPLAY_CACHE_BYTES_MAX

@@ -30,6 +30,7 @@ __all__ = [
     "CancelContract",
     "CashOut",
     "CashOutReply",
+    "ChunkStoredReply",
     "ContractEventEntry",
     "ContractOpenedNotice",
     "ContractRecord",
@@ -51,6 +52,7 @@ __all__ = [
     "GetEvidence",
     "GetListingHistory",
     "GetReputation",
+    "GetResult",
     "Header",
     "InfoReply",
     "LinkHuman",
@@ -63,7 +65,7 @@ __all__ = [
     "Mint",
     "MintReply",
     "Notice",
-    "ObjectRef",
+    "NoticesReply",
     "OpenContract",
     "Quote",
     "RateContract",
@@ -75,15 +77,20 @@ __all__ = [
     "Reputation",
     "ReputationReply",
     "Resolve",
+    "ResultChunkReply",
+    "ResultRef",
     "Rfq",
     "SearchCatalog",
     "SearchReply",
     "SearchSort",
     "SetListingStatus",
+    "SignedReply",
+    "SubscribeNotices",
     "TransactionEntry",
     "TransactionsReply",
     "Transfer",
     "TransferReply",
+    "UploadResult",
 ]
 
 JSON_NULL = Raw(b"null")
@@ -115,6 +122,16 @@ RatingStars = Annotated[int, Meta(ge=limits.RATING_STARS_MIN, le=limits.RATING_S
 SearchSort = Literal["price", "rating", "settled", "newest"]
 CounterRound = Annotated[int, Meta(ge=1, le=limits.NEGOTIATION_ROUNDS_MAX)]
 Code = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+\Z")]
+# A stored result (see ResultRef) and one of its chunks.
+StoredResultBytes = Annotated[int, Meta(ge=1, le=limits.RESULT_OBJECT_BYTES_MAX)]
+ChunkCount = Annotated[int, Meta(ge=1, le=limits.RESULT_CHUNKS_MAX)]
+ChunkIndex = Annotated[int, Meta(ge=0, lt=limits.RESULT_CHUNKS_MAX)]
+ChunkText = Annotated[
+    str,
+    Meta(
+        min_length=1, max_length=limits.RESULT_CHUNK_TEXT_LENGTH_MAX, pattern=r"^[A-Za-z0-9_-]*\Z"
+    ),
+]
 
 
 class ErrorCode(enum.StrEnum):
@@ -145,13 +162,23 @@ class ErrorCode(enum.StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     INVALID_STATE = "invalid_state"
     HASH_MISMATCH = "hash_mismatch"
+    # Deliver: the chunks the exchange holds do not make up the result that
+    # result_ref describes (one is missing, or has another size).
+    RESULT_INCOMPLETE = "result_incomplete"
     SCHEMA_MISMATCH = "schema_mismatch"
     INVALID_SCHEMA = "invalid_schema"
+    # Checking a result against the output schema ran out of its time budget.
+    SCHEMA_TOO_COMPLEX = "schema_too_complex"
     NOT_SETTLED = "not_settled"
     ALREADY_RATED = "already_rated"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    # The agent sent more requests (or more bad ones) than its limits allow;
+    # retry after a pause (docs/PROTOCOL.md section 6).
+    RATE_LIMITED = "rate_limited"
+    # A signed reply that answers another request than the one sent.
+    REPLY_MISMATCH = "reply_mismatch"
     # Refusals of the human portal's controls (budgets, approvals) and of links.
     PENDING_APPROVAL = "pending_approval"
     APPROVAL_REJECTED = "approval_rejected"
@@ -303,28 +330,58 @@ class OpenContract(_Signed, frozen=True, tag="contract.open"):
     ] = ()
 
 
-class ObjectRef(Struct, frozen=True, kw_only=True):
-    """A result too large to send inline, stored in the JetStream object store."""
+class ResultRef(Struct, frozen=True, kw_only=True):
+    """A result too large to send inline, stored by the exchange in chunks.
 
-    bucket: Identifier
-    name: Identifier
-    size_bytes: Annotated[int, Meta(ge=1, le=limits.RESULT_OBJECT_BYTES_MAX)]
+    The provider uploads it (:class:`UploadResult`) before it delivers; the
+    buyer reads it back (:class:`GetResult`). Every chunk but the last holds
+    ``limits.RESULT_CHUNK_BYTES_MAX`` bytes, so ``chunk_count`` is
+    ``size_bytes`` divided by that, rounded up; the exchange refuses any other.
+    """
+
+    size_bytes: StoredResultBytes
+    chunk_count: ChunkCount
 
 
 class Deliver(_Signed, frozen=True, tag="contract.deliver"):
-    """The provider's result: inline JSON, or a reference to a stored object.
+    """The provider's result: inline JSON, or a reference to the chunks it uploaded.
 
-    ``result_sha256`` is over the exact bytes of the result (inline) or of
-    the object. When the buyer asked for a sealed result, ``sealed`` is true
-    and the result is a JSON string: base64url of a box sealed to the
-    buyer's key, which the exchange cannot open (nor check against a schema).
+    ``result_sha256`` is over the exact bytes of the result (inline, or the
+    stored chunks joined in order). When the buyer asked for a sealed
+    result, ``sealed`` is true and the result is a JSON string: base64url of
+    a box sealed to the buyer's key, which the exchange cannot open (nor
+    check against a schema).
     """
 
     contract_id: Identifier
     result_sha256: Sha256Hex
     result: Raw = JSON_NULL
-    result_ref: ObjectRef | None = None
+    result_ref: ResultRef | None = None
     sealed: bool = False
+
+
+class UploadResult(_Signed, frozen=True, tag="contract.upload"):
+    """One chunk of a result too large to send inline, sent before the delivery.
+
+    Only the contract's provider may upload, while the contract is open and
+    before its deadline; uploading chunk ``index`` again replaces it. Every
+    chunk names the whole result's ``size_bytes`` and ``chunk_count`` (see
+    :class:`ResultRef`); ``chunk`` is base64url of the chunk's raw bytes.
+    Answered by :class:`ChunkStoredReply`.
+    """
+
+    contract_id: Identifier
+    index: ChunkIndex
+    chunk_count: ChunkCount
+    size_bytes: StoredResultBytes
+    chunk: ChunkText
+
+
+class GetResult(_Signed, frozen=True, tag="contract.result"):
+    """The buyer (or an operator) reads chunk ``index`` of a delivered stored result."""
+
+    contract_id: Identifier
+    index: ChunkIndex
 
 
 class AcceptDelivery(_Signed, frozen=True, tag="contract.accept"):
@@ -467,6 +524,15 @@ class CashOut(_Signed, frozen=True, tag="portal.cash_out"):
     credits: Annotated[int, Meta(ge=1, le=1_000_000)]
 
 
+class SubscribeNotices(_Signed, frozen=True, tag="notices.subscribe"):
+    """An agent asks the exchange to set up its notice consumer (at every connect).
+
+    Agents have no JetStream API permission; the exchange creates (or keeps)
+    the agent's durable consumer, which pushes notices to a subject inside
+    the agent's own inbox prefix, and answers where (:class:`NoticesReply`).
+    """
+
+
 # --- Documents signed by the exchange ---------------------------------------------
 
 
@@ -499,7 +565,7 @@ class DeliveredNotice(_Signed, frozen=True, tag="notice.delivered"):
     contract_id: Identifier
     result_sha256: Sha256Hex
     result: Raw = JSON_NULL
-    result_ref: ObjectRef | None = None
+    result_ref: ResultRef | None = None
     sealed: bool = False
 
 
@@ -516,40 +582,7 @@ class ContractUpdatedNotice(_Signed, frozen=True, tag="notice.contract_updated")
     detail: Text = ""
 
 
-Document = (
-    Advertise
-    | SearchCatalog
-    | Rfq
-    | Quote
-    | Decline
-    | Counter
-    | Reject
-    | OpenContract
-    | Deliver
-    | AcceptDelivery
-    | GetContract
-    | RejectDelivery
-    | CancelContract
-    | GetEvidence
-    | Resolve
-    | GetBalance
-    | ListTransactions
-    | Mint
-    | LinkHuman
-    | CashOut
-    | SetListingStatus
-    | GetListingHistory
-    | GetReputation
-    | RateContract
-    | Transfer
-    | ContractRecord
-    | ContractOpenedNotice
-    | DeliveredNotice
-    | ContractUpdatedNotice
-)
-Notice = ContractOpenedNotice | DeliveredNotice | ContractUpdatedNotice
-
-# --- Replies of the exchange (not signed: see docs/PROTOCOL.md, "Trust") --------
+# --- Replies of the exchange and the portal (each sent inside a SignedReply) -------
 
 
 class _Reply(Struct, frozen=True, kw_only=True, tag_field="kind"):
@@ -623,7 +656,7 @@ class ContractView(Struct, frozen=True, kw_only=True):
     net_millicredits: int | None = None
     refunded_millicredits: int = 0
     seal_result: bool = False
-    result_ref: ObjectRef | None = None
+    result_ref: ResultRef | None = None
     review_deadline_ms: int | None = None
     dispute_deadline_ms: int | None = None
     dispute_reason: str | None = None
@@ -769,6 +802,38 @@ class InfoReply(_Reply, frozen=True, tag="info"):
     protocol_version: int
     escrow_fee_bps: int
     endpoints: list[str]
+    # The human portal's key: it signs the portal's replies. None: no portal.
+    portal_id: str | None = None
+    # Keys the exchange signed with before its current one: records and
+    # notices they signed are still the exchange's (docs/SECURITY.md).
+    previous_exchange_ids: list[str] = []
+
+
+class NoticesReply(_Reply, frozen=True, tag="notices"):
+    """Where the agent's notices arrive: queue-subscribe ``deliver_subject`` with
+    ``queue_group`` and acknowledge each message (PROTOCOL.md section 1.7.2)."""
+
+    deliver_subject: str
+    queue_group: str
+
+
+class ChunkStoredReply(_Reply, frozen=True, tag="chunk_stored"):
+    """The exchange stored chunk ``index``: ``chunk_sha256`` is the SHA-256 of the
+    raw bytes it holds, so the provider can check they are the ones it sent."""
+
+    contract_id: str
+    index: int
+    chunk_sha256: str
+
+
+class ResultChunkReply(_Reply, frozen=True, tag="result_chunk"):
+    """Chunk ``index`` of a delivered stored result (base64url of its raw bytes)."""
+
+    contract_id: str
+    index: int
+    chunk_count: int
+    size_bytes: int
+    chunk: str
 
 
 Reply = (
@@ -787,7 +852,61 @@ Reply = (
     | RatingReply
     | ReputationReply
     | TransferReply
+    | NoticesReply
+    | ChunkStoredReply
+    | ResultChunkReply
 )
+
+
+class SignedReply(_Signed, frozen=True, tag="reply"):
+    """The exchange's (or the portal's) answer to one request, signed by its key.
+
+    ``header.subject`` is the request's subject, ``header.audience`` the
+    requester (``*`` for the unsigned ``info`` request), and
+    ``request_sha256`` the SHA-256 of the request's exact payload bytes: a
+    reply answers that request and no other (agent_client/replies.py).
+    """
+
+    request_sha256: Sha256Hex
+    body: Reply
+
+
+Document = (
+    Advertise
+    | SearchCatalog
+    | Rfq
+    | Quote
+    | Decline
+    | Counter
+    | Reject
+    | OpenContract
+    | Deliver
+    | UploadResult
+    | GetResult
+    | AcceptDelivery
+    | GetContract
+    | RejectDelivery
+    | CancelContract
+    | GetEvidence
+    | Resolve
+    | GetBalance
+    | ListTransactions
+    | Mint
+    | LinkHuman
+    | CashOut
+    | SetListingStatus
+    | GetListingHistory
+    | GetReputation
+    | RateContract
+    | Transfer
+    | ContractRecord
+    | ContractOpenedNotice
+    | DeliveredNotice
+    | ContractUpdatedNotice
+    | SubscribeNotices
+    | SignedReply
+)
+Notice = ContractOpenedNotice | DeliveredNotice | ContractUpdatedNotice
 
 # Encoders and decoders are built once: building them is the costly part.
 json_encoder = msgspec.json.Encoder()

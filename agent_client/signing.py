@@ -2,7 +2,9 @@
 
 A sender encodes a document to JSON once, signs those bytes and ships both in
 an :class:`~agent_client.protocol.Envelope`. A receiver decodes the envelope,
-decodes the document from the signed bytes, and checks, in this order:
+decodes the document from the signed bytes (each only after checking its JSON
+nesting depth, so a deep one is ``malformed`` before any decoder recurses),
+and checks, in this order:
 
 1. the document's subject is the one it arrived on (or is expected to bear);
 2. expiry comes after issued-at (else ``malformed``), issued-at is within the
@@ -21,9 +23,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
+import re
 import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,9 +55,11 @@ __all__ = [
     "VerifiedDocument",
     "b64decode",
     "b64encode",
+    "check_json_depth",
     "make_header",
     "new_nonce",
     "open_envelope",
+    "open_envelope_struct",
     "seal",
     "sha256_hex",
     "verify_evidence",
@@ -128,34 +133,94 @@ class VerifiedDocument:
     verified: bool = False
 
 
-def open_envelope(data: bytes, /) -> VerifiedDocument:
-    """Decode an envelope's bytes into a document, without trusting it yet."""
-    if len(data) > limits.MESSAGE_BYTES_MAX:
-        raise SignatureRejected(ErrorCode.PAYLOAD_TOO_LARGE, f"over {limits.MESSAGE_BYTES_MAX} B")
+_BRACES_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_QUOTES_OR_BRACKETS = bytes(byte for byte in range(256) if byte not in b'"[]{}')
+
+
+def _nesting_pattern(depth_max: int) -> bytes:
+    # Balanced brackets at most depth_max deep: a regular language, so a
+    # regular expression checks it in one pass. The grammar never needs to
+    # backtrack (a "[" always opens a group one level down, a "]" always
+    # closes one), so possessive repeats keep the match linear and make it
+    # fail as soon as it meets a bracket one level too deep.
+    pattern = b""
+    for _ in range(depth_max):
+        pattern = rb"(?:\[" + pattern + rb"\])*+"
+    return pattern
+
+
+_NESTING_WITHIN_LIMIT = re.compile(_nesting_pattern(limits.JSON_DEPTH_MAX))
+
+
+def _structural_brackets(data: bytes) -> bytes:
+    """The brackets of JSON outside its strings, braces written as brackets."""
+    # In a string, escaped backslashes and then escaped quotes say nothing of
+    # its structure; without them, every quote left opens or closes a string.
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    quotes_and_brackets = unescaped.translate(_BRACES_AS_BRACKETS, _NOT_QUOTES_OR_BRACKETS)
+    # Two adjacent quotes leave every bracket on the side of the strings it
+    # was on, so they go first: most strings hold no bracket and vanish here.
+    # Then the text between an odd quote and the next one is inside a string.
+    return b"".join(quotes_and_brackets.replace(b'""', b"").split(b'"')[::2])
+
+
+def check_json_depth(data: bytes, /) -> None:
+    """Refuse JSON nested deeper than ``limits.JSON_DEPTH_MAX``, before decoding it.
+
+    Decoders recurse once per level, so untrusted JSON must pass this before
+    any of them sees it. Every step runs at C speed, in time linear in the
+    input. For valid JSON the check is exact: depth ``JSON_DEPTH_MAX``
+    passes, one more level is refused. Invalid JSON is either refused here
+    (as ``malformed``, which it is) or left to the decoder, which stops at
+    its first error: the part before it lexes as here, so the decoder never
+    nests deeper than the limit.
+    """
+    if _NESTING_WITHIN_LIMIT.fullmatch(_structural_brackets(data)) is None:
+        raise SignatureRejected(
+            ErrorCode.MALFORMED,
+            f"JSON nested deeper than {limits.JSON_DEPTH_MAX} levels, or unbalanced",
+        )
+
+
+def open_envelope(data: bytes, /, *, size_max: int = limits.MESSAGE_BYTES_MAX) -> VerifiedDocument:
+    """Decode an envelope's bytes into a document, without trusting it yet.
+
+    ``size_max``: what this message may weigh (an agent's message, or a
+    reply of the exchange, which may be larger).
+    """
+    if len(data) > size_max:
+        raise SignatureRejected(ErrorCode.PAYLOAD_TOO_LARGE, f"over {size_max} B")
+    check_json_depth(data)
     try:
         envelope = envelope_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise SignatureRejected(ErrorCode.MALFORMED, f"not an envelope: {exc}") from exc
+    except RecursionError as exc:
+        raise SignatureRejected(ErrorCode.MALFORMED, "nested too deeply") from exc
     return open_envelope_struct(envelope)
 
 
 def open_envelope_struct(envelope: Envelope, /) -> VerifiedDocument:
+    """Decode the document inside an already decoded envelope, without trusting it yet."""
     try:
         document_bytes = b64decode(envelope.doc)
         signature = b64decode(envelope.sig)
     except ValueError as exc:
         raise SignatureRejected(ErrorCode.MALFORMED, "envelope fields are not base64url") from exc
+    check_json_depth(document_bytes)
     try:
         document = document_decoder.decode(document_bytes)
     except msgspec.DecodeError as exc:
         raise SignatureRejected(_classify_decode_failure(document_bytes), str(exc)) from exc
+    except RecursionError as exc:
+        raise SignatureRejected(ErrorCode.MALFORMED, "nested too deeply") from exc
     return VerifiedDocument(document, document_bytes, signature, envelope)
 
 
 def _classify_decode_failure(document_bytes: bytes) -> ErrorCode:
     try:
         kind = kind_probe_decoder.decode(document_bytes).kind
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return ErrorCode.MALFORMED
     return ErrorCode.MALFORMED if kind in DOCUMENT_KINDS else ErrorCode.UNKNOWN_KIND
 
@@ -163,37 +228,70 @@ def _classify_decode_failure(document_bytes: bytes) -> ErrorCode:
 class ReplayGuard:
     """Remembers (issuer, nonce) pairs until their document expires.
 
-    Bounded: when full it first forgets expired entries, and if still full it
-    refuses the document (``unavailable``) rather than forget a live nonce,
-    which would reopen the replay window.
+    Each pair is kept as a keyed digest of REPLAY_CACHE_DIGEST_BYTES, a small
+    int, in one set for lookups, and in the list of the second after which it
+    may be forgotten, so that forgetting takes one heap pop per expired
+    second. The key is random per guard, so nobody can make two pairs collide
+    on purpose. A collision by chance (probability about entries / 2**56 per
+    new pair) only makes an honest request look ``replayed``: a pair that was
+    seen always digests to a remembered value, so a replay is never accepted.
+
+    Bounded: expired seconds are forgotten on every ``remember``; if the
+    guard is still full it refuses the document (``unavailable``) rather than
+    forget a live nonce, which would reopen the replay window. A flood should
+    never get there: only requests that passed every check, signature
+    included, are remembered, and for at most 120 s (a 60 s lifetime, issued
+    up to 30 s ahead, kept 30 s after expiry), so filling the default cache
+    takes over 8,000 accepted requests per second. The exchange's connection
+    auth lets each agent publish only on its own request subjects, and its
+    per-agent rate limits keep any one agent, or a crowd of throwaway keys
+    that must each connect, far below that.
     """
 
     def __init__(self, *, entries_max: int = limits.REPLAY_CACHE_ENTRIES_MAX) -> None:
         assert entries_max > 0
         self._entries_max = entries_max
-        # Insertion order is close to expiry order because lifetimes are
-        # bounded, so purging from the front finds expired entries first.
-        self._expiry_by_key: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._digest_key = secrets.token_bytes(16)
+        self._digests: set[int] = set()
+        self._digests_by_second: dict[int, list[int]] = {}
+        # The keys of _digests_by_second, earliest first.
+        self._seconds: list[int] = []
 
     def __len__(self) -> int:
-        return len(self._expiry_by_key)
+        return len(self._digests)
 
     def seen(self, issuer: str, nonce: str, /) -> bool:
-        return (issuer, nonce) in self._expiry_by_key
+        return self._digest(issuer, nonce) in self._digests
 
     def remember(self, issuer: str, nonce: str, expires_at_ms: int, *, now_ms: int) -> None:
-        if len(self._expiry_by_key) >= self._entries_max:
-            self._purge(now_ms)
-        if len(self._expiry_by_key) >= self._entries_max:
+        digest = self._digest(issuer, nonce)
+        # Remembering a pair twice would file it under two seconds, and the
+        # earlier would forget it too soon: callers check seen() first.
+        assert digest not in self._digests, "remember() a pair only once, after seen()"
+        self._forget_expired(now_ms)
+        if len(self._digests) >= self._entries_max:
             raise SignatureRejected(ErrorCode.UNAVAILABLE, "replay cache is full, retry later")
-        self._expiry_by_key[(issuer, nonce)] = expires_at_ms + limits.CLOCK_SKEW_MAX_S * 1000
+        # Rounded up, so a pair is never forgotten before it may be.
+        forget_after_s = -(-(expires_at_ms + limits.CLOCK_SKEW_MAX_S * 1000) // 1000)
+        bucket = self._digests_by_second.get(forget_after_s)
+        if bucket is None:
+            bucket = self._digests_by_second[forget_after_s] = []
+            heapq.heappush(self._seconds, forget_after_s)
+        bucket.append(digest)
+        self._digests.add(digest)
 
-    def _purge(self, now_ms: int) -> None:
-        while self._expiry_by_key:
-            key, expiry_ms = next(iter(self._expiry_by_key.items()))
-            if expiry_ms > now_ms:
-                return
-            del self._expiry_by_key[key]
+    def _digest(self, issuer: str, nonce: str) -> int:
+        # The length prefix keeps ("ab", "c") and ("a", "bc") apart.
+        pair = f"{len(issuer)}:{issuer}{nonce}".encode()
+        digest = hashlib.blake2b(
+            pair, digest_size=limits.REPLAY_CACHE_DIGEST_BYTES, key=self._digest_key
+        )
+        return int.from_bytes(digest.digest(), "little")
+
+    def _forget_expired(self, now_ms: int) -> None:
+        while self._seconds and self._seconds[0] * 1000 <= now_ms:
+            for digest in self._digests_by_second.pop(heapq.heappop(self._seconds)):
+                self._digests.remove(digest)
 
 
 def verify_request(

@@ -17,19 +17,26 @@ __all__ = [
     "PORTAL_AUDIENCE",
     "PORTAL_CASH_OUT_SUBJECT_FORMAT",
     "PORTAL_LINK_SUBJECT_FORMAT",
+    "RESULT_CHUNKS",
     "ROOT",
     "agent_id_in_request_subject",
     "exchange_request",
     "exchange_request_wildcard",
+    "exchange_requests_of",
     "inbox_prefix",
     "negotiation",
+    "notice_deliver_subject",
     "notifications",
+    "portal_requests_of",
+    "result_chunk",
     "rfq",
 ]
 
 ROOT: Final = "agentx.v1"
 EXCHANGE_QUEUE_GROUP: Final = "agentx-exchange"
 EXCHANGE_INFO: Final = f"{ROOT}.exchange.info"
+# Every stored result chunk (see result_chunk).
+RESULT_CHUNKS: Final = f"{ROOT}.results.*.*"
 
 EXCHANGE_ENDPOINTS: Final = (
     "catalog.advertise",
@@ -39,6 +46,8 @@ EXCHANGE_ENDPOINTS: Final = (
     "catalog.reputation",
     "contract.open",
     "contract.deliver",
+    "contract.upload",
+    "contract.result",
     "contract.accept",
     "contract.get",
     "contract.reject",
@@ -50,6 +59,7 @@ EXCHANGE_ENDPOINTS: Final = (
     "wallet.transactions",
     "wallet.transfer",
     "operator.mint",
+    "notices.subscribe",
 )
 
 _REQUEST_PREFIX: Final = f"{ROOT}.x."
@@ -67,8 +77,19 @@ def exchange_request(agent_id: str, endpoint: str, /) -> str:
 
 
 def exchange_request_wildcard(endpoint: str, /) -> str:
-    assert endpoint in EXCHANGE_ENDPOINTS, endpoint
+    """Every agent's requests to ``endpoint`` (``>``: to every endpoint)."""
+    assert endpoint in EXCHANGE_ENDPOINTS or endpoint == ">", endpoint
     return f"{_REQUEST_PREFIX}*.{endpoint}"
+
+
+def exchange_requests_of(agent_id: str, /) -> str:
+    """Every request subject of one agent: what its connection may publish."""
+    return f"{_REQUEST_PREFIX}{agent_id}.>"
+
+
+def portal_requests_of(agent_id: str, /) -> str:
+    """Every portal request subject of one agent (``*``: of every agent)."""
+    return f"{ROOT}.portal.{agent_id}.>"
 
 
 def agent_id_in_request_subject(subject: str, /) -> str | None:
@@ -95,3 +116,15 @@ def negotiation(agent_id: str, /) -> str:
 def inbox_prefix(agent_id: str, /) -> str:
     """Each agent's reply inboxes live under its own prefix."""
     return f"_INBOX.{agent_id}"
+
+
+def notice_deliver_subject(agent_id: str, /) -> str:
+    """Where JetStream pushes an agent's notices: inside its own inbox prefix,
+    so that only its own connections can receive them."""
+    return f"{inbox_prefix(agent_id)}.notices"
+
+
+def result_chunk(contract_id: str, index: int, /) -> str:
+    """Where chunk ``index`` of a contract's large result is stored (only the exchange
+    publishes or reads there)."""
+    return f"{ROOT}.results.{contract_id}.{index}"

@@ -20,21 +20,28 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import ConsumerConfig
 
+from agent_client import subjects
 from agent_client.errors import AgentClientError, ExchangeError, RequestTimeout
+from agent_client.keys import AgentKeys
 from agent_client.protocol import ErrorCode
 
-__all__ = ["BoundedDispatcher", "IncomingMessage", "NatsConnection", "flush_subscriptions"]
+__all__ = [
+    "BoundedDispatcher",
+    "IncomingMessage",
+    "NatsConnection",
+    "connect_nats",
+    "flush_subscriptions",
+]
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_DEFAULT_S = 5.0
-DURABLE_ACK_WAIT_S = 30.0
-OBJECT_TIMEOUT_S = 30.0
-# A durable consumer nobody used for this long is removed by the server.
-DURABLE_INACTIVE_THRESHOLD_S = 8 * 24 * 3600.0
 DRAIN_TIMEOUT_S = 5.0
+# The server refuses a client that has not authenticated within its own auth
+# timeout; a first connection that has not succeeded by then is reported.
+RECONNECT_WAIT_S = 2.0
+_AUTHORIZATION_VIOLATION = "Authorization Violation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,72 @@ async def flush_subscriptions(client: Client, /, *, timeout_s: int = 5) -> None:
         raise AgentClientError(f"the NATS server did not confirm a subscription: {exc!r}") from exc
 
 
+async def connect_nats(
+    url: str,
+    keys: AgentKeys,
+    /,
+    *,
+    name: str,
+    connect_timeout_s: float = CONNECT_TIMEOUT_DEFAULT_S,
+) -> Client:
+    """Connect as ``keys``: the server's nonce is signed with the agent key (nkey).
+
+    Exchange workers and portal processes connect this way too, each with its
+    own key; the server's auth callout grants each key its permissions, and
+    every reply inbox lives under the key's own prefix (``_INBOX.<id>``), the
+    only one it may receive on. ``url`` may list several servers, separated
+    by commas. The first connection must succeed within
+    ``connect_timeout_s``, or this raises AgentClientError saying why (the
+    server refused the key, nothing listens, ...); after that the client
+    reconnects for as long as it lives. Connection errors are logged one
+    line each, never as tracebacks.
+    """
+    servers = [server.strip() for server in url.split(",") if server.strip()]
+    errors: list[BaseException] = []
+    refused = asyncio.Event()
+
+    async def on_error(error: Exception) -> None:
+        errors.append(error)
+        del errors[:-1]
+        if _AUTHORIZATION_VIOLATION in str(error):
+            refused.set()
+        log.warning("NATS connection of %s: %s", keys.agent_id, error or type(error).__name__)
+
+    connecting = asyncio.ensure_future(
+        nats.connect(
+            servers,
+            name=name,
+            nkeys_seed_str=keys.seed_text().decode(),
+            inbox_prefix=subjects.inbox_prefix(keys.agent_id),
+            connect_timeout=connect_timeout_s,
+            reconnect_time_wait=RECONNECT_WAIT_S,
+            max_reconnect_attempts=-1,
+            allow_reconnect=True,
+            error_cb=on_error,
+        )
+    )
+    refusal = asyncio.ensure_future(refused.wait())
+    try:
+        await asyncio.wait(
+            {connecting, refusal}, timeout=connect_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        refusal.cancel()
+    if connecting.done() and connecting.exception() is None:
+        return connecting.result()
+    # A refusal of this key is final: asking again gets the same answer.
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        await connecting
+    if refused.is_set():
+        raise AgentClientError(
+            f"NATS at {url} refused key {keys.agent_id}: Authorization Violation"
+        )
+    failure = errors[-1] if errors else connecting.exception() if connecting.done() else None
+    reason = repr(failure) if failure else f"no connection within {connect_timeout_s} s"
+    raise AgentClientError(f"cannot connect to NATS at {url}: {reason}")
+
+
 class NatsConnection:
     """One NATS connection with typed errors and explicit timeouts."""
 
@@ -117,24 +190,13 @@ class NatsConnection:
     async def connect(
         cls,
         url: str,
+        keys: AgentKeys,
         /,
         *,
         name: str,
-        inbox_prefix: str,
         connect_timeout_s: float = CONNECT_TIMEOUT_DEFAULT_S,
     ) -> NatsConnection:
-        try:
-            client = await nats.connect(
-                url,
-                name=name,
-                inbox_prefix=inbox_prefix,
-                connect_timeout=connect_timeout_s,
-                max_reconnect_attempts=-1,
-                allow_reconnect=True,
-            )
-        except (OSError, nats.errors.Error, TimeoutError) as exc:
-            raise AgentClientError(f"cannot connect to NATS at {url}: {exc!r}") from exc
-        return cls(client)
+        return cls(await connect_nats(url, keys, name=name, connect_timeout_s=connect_timeout_s))
 
     @property
     def max_payload_bytes(self) -> int:
@@ -168,65 +230,25 @@ class NatsConnection:
         *,
         concurrency_max: int,
         queue: str = "",
+        acknowledge: bool = False,
     ) -> Subscription:
-        dispatcher = BoundedDispatcher(handler, concurrency_max=concurrency_max)
+        """Run ``handler`` for each message, at most ``concurrency_max`` at once.
+
+        ``acknowledge``: the messages come from a JetStream consumer and each
+        is acknowledged once handled.
+        """
+        dispatcher = BoundedDispatcher(
+            handler, concurrency_max=concurrency_max, acknowledge=acknowledge
+        )
         self._dispatchers.append(dispatcher)
-        subscription = await self._client.subscribe(subject, queue=queue, cb=dispatcher.dispatch)
+        try:
+            subscription = await self._client.subscribe(
+                subject, queue=queue, cb=dispatcher.dispatch
+            )
+        except nats.errors.Error as exc:
+            raise AgentClientError(f"cannot subscribe to {subject}: {exc!r}") from exc
         await flush_subscriptions(self._client)
         return subscription
-
-    async def consume_durable(
-        self,
-        subject: str,
-        handler: MessageHandler,
-        /,
-        *,
-        durable_name: str,
-        concurrency_max: int,
-    ) -> None:
-        """Receive a JetStream subject through a durable consumer, acking each message.
-
-        What arrived while this agent was offline is delivered on connect. The
-        durable name doubles as the deliver group, so two processes with the
-        same identity share the messages instead of one failing to bind.
-        """
-        dispatcher = BoundedDispatcher(handler, concurrency_max=concurrency_max, acknowledge=True)
-        self._dispatchers.append(dispatcher)
-        js = self._client.jetstream(timeout=CONNECT_TIMEOUT_DEFAULT_S)
-        try:
-            await js.subscribe(
-                subject,
-                queue=durable_name,
-                durable=durable_name,
-                cb=dispatcher.dispatch,
-                manual_ack=True,
-                config=ConsumerConfig(
-                    ack_wait=DURABLE_ACK_WAIT_S,
-                    max_ack_pending=concurrency_max * 4,
-                    inactive_threshold=DURABLE_INACTIVE_THRESHOLD_S,
-                ),
-            )
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise AgentClientError(f"cannot consume {subject}: {exc!r}") from exc
-        await flush_subscriptions(self._client)
-
-    async def put_object(self, bucket: str, name: str, data: bytes, /) -> None:
-        try:
-            store = await self._client.jetstream(timeout=OBJECT_TIMEOUT_S).object_store(bucket)
-            await store.put(name, data)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise AgentClientError(f"cannot store object {bucket}/{name}: {exc!r}") from exc
-
-    async def get_object(self, bucket: str, name: str, /, *, size_max: int) -> bytes:
-        try:
-            store = await self._client.jetstream(timeout=OBJECT_TIMEOUT_S).object_store(bucket)
-            info = await store.get_info(name)
-            if info.size is None or info.size > size_max:
-                raise AgentClientError(f"object {bucket}/{name} is over {size_max} B")
-            result = await store.get(name)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise AgentClientError(f"cannot read object {bucket}/{name}: {exc!r}") from exc
-        return bytes(result.data or b"")
 
     async def subscribe_inbox(self, subject: str, /) -> Subscription:
         """A plain subscription read with ``next_msg`` (for collecting replies)."""

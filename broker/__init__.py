@@ -1,13 +1,18 @@
-"""The broker: running and configuring nats-server for Agent Exchange.
+"""The broker: running, securing and configuring nats-server for Agent Exchange.
 
-Today this is the embedded server an operator runs on a laptop and the test
-suite runs per session. Subjects, JetStream streams and the auth callout
-will live here too; they are not built yet.
+The embedded server an operator runs on a laptop and the test suite runs per
+session (``server``); connection authentication through the auth callout,
+bound to each agent's key, and the permissions of each role
+(``auth_callout``, ``permissions``, ``nats_jwt``); the JetStream streams the
+exchange relies on (``streams``).
 """
 
 from broker._binary import BINARY_ENVIRONMENT_VARIABLE, locate_nats_server_binary
+from broker.auth_callout import AuthCalloutService, CalloutKeys
 from broker.errors import (
+    AuthCalloutUnavailable,
     BrokerError,
+    JwtInvalid,
     NatsServerConfigInvalid,
     NatsServerDataDirInUse,
     NatsServerExited,
@@ -17,12 +22,18 @@ from broker.errors import (
     NatsServerStateError,
     NatsServerStopTimeout,
 )
+from broker.permissions import AccessPolicy, Role
 from broker.server import EmbeddedNatsServer, NatsServerConfig, ServerState
 
 __all__ = [
     "BINARY_ENVIRONMENT_VARIABLE",
+    "AccessPolicy",
+    "AuthCalloutService",
+    "AuthCalloutUnavailable",
     "BrokerError",
+    "CalloutKeys",
     "EmbeddedNatsServer",
+    "JwtInvalid",
     "NatsServerConfig",
     "NatsServerConfigInvalid",
     "NatsServerDataDirInUse",
@@ -32,6 +43,7 @@ __all__ = [
     "NatsServerStartTimeout",
     "NatsServerStateError",
     "NatsServerStopTimeout",
+    "Role",
     "ServerState",
     "locate_nats_server_binary",
 ]

@@ -11,7 +11,9 @@ can catch ``BrokerError`` at a boundary, or one leaf where it can act::
     ├── NatsServerStartError        nats-server did not become ready
     │   ├── NatsServerExited        ... because the process exited (bad config, port taken)
     │   └── NatsServerStartTimeout  ... within startup_timeout_s
-    └── NatsServerStopTimeout       the process outlived SIGTERM and SIGKILL
+    ├── NatsServerStopTimeout       the process outlived SIGTERM and SIGKILL
+    ├── JwtInvalid                  a NATS JWT that is malformed, oversize or wrongly signed
+    └── AuthCalloutUnavailable      the auth callout service could not connect
 
 Errors carry the facts as fields (paths, exit codes, the log tail) so that a
 caller can act on them or show them without parsing the message.
@@ -22,7 +24,9 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "AuthCalloutUnavailable",
     "BrokerError",
+    "JwtInvalid",
     "NatsServerConfigInvalid",
     "NatsServerDataDirInUse",
     "NatsServerExited",
@@ -129,3 +133,20 @@ class NatsServerStopTimeout(BrokerError):
         super().__init__(
             f"nats-server process {process_id} did not exit within {timeout_s} s of SIGKILL"
         )
+
+
+class JwtInvalid(BrokerError):
+    """A NATS JWT that is oversize, malformed, of another algorithm or wrongly signed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid NATS JWT: {reason}")
+
+
+class AuthCalloutUnavailable(BrokerError):
+    """The auth callout service could not reach the server; nobody could connect."""
+
+    def __init__(self, *, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"the auth callout service cannot connect to {url}: {reason}")

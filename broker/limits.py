@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from agent_client import limits as protocol_limits
+
 KIBIBYTE: Final = 1024
 MEBIBYTE: Final = 1024 * KIBIBYTE
 GIBIBYTE: Final = 1024 * MEBIBYTE
@@ -25,6 +27,23 @@ LIFECYCLE_TIMEOUT_S_MAX: Final = 600.0
 # SIGKILL cannot be ignored, so this only covers a process stuck in the
 # kernel (an unresponsive disk); we give up and report rather than hang.
 KILL_WAIT_TIMEOUT_S: Final = 5.0
+
+# A nats-server left running by an earlier run (see server.py,
+# _stop_orphaned_server) is not our child, so we cannot wait() for it; we
+# poll its pidfd for its exit, within the same SIGTERM and SIGKILL waits as
+# our own server.
+ORPHAN_EXIT_POLL_INTERVAL_S: Final = 0.02
+# Linux never hands out a pid above 2**22 (PID_MAX_LIMIT); a pid file naming
+# a larger number is not one nats-server wrote.
+PROCESS_ID_MAX: Final = 4_194_304
+# nats-server writes the decimal pid and nothing else.
+PID_FILE_BYTES_MAX: Final = 64
+# The longest path Linux accepts (PATH_MAX, its terminating NUL included).
+PATH_BYTES_MAX: Final = 4 * KIBIBYTE
+# /proc/<pid>/cmdline of our nats-server is its binary path, "--config" and
+# the config path, each ended by a NUL. A longer one is not ours, so reading
+# this much is enough to tell.
+COMMAND_LINE_BYTES_MAX: Final = 3 * PATH_BYTES_MAX
 
 # Readiness is polled: the ports file, then GET /healthz on the monitor port.
 READINESS_POLL_INTERVAL_S: Final = 0.02
@@ -50,12 +69,33 @@ LOG_TAIL_BYTES_MAX: Final = 16 * KIBIBYTE
 
 PORT_MAX: Final = 65_535
 
+# The auth callout. A server's authorization request or a user JWT is a few
+# hundred bytes; anything near this bound is not one.
+JWT_BYTES_MAX: Final = 16 * KIBIBYTE
+# Requests waiting for the callout service at once; nats-server itself gives
+# up on one after its auth timeout (the client is then refused), so a longer
+# queue would only hold answers nobody waits for.
+AUTH_REQUEST_PENDING_MAX: Final = 4_096
+AUTH_CALLOUT_CONNECT_TIMEOUT_S: Final = 5.0
+AUTH_CALLOUT_DRAIN_TIMEOUT_S: Final = 5
+# Subscriptions one agent's connection may hold: its reply inboxes, one per
+# capability it serves, its negotiation and notice subjects, with room.
+NATS_SUBSCRIPTIONS_PER_AGENT_MAX: Final = 1_000
+
 assert 0 < READINESS_POLL_INTERVAL_S < HEALTH_PROBE_TIMEOUT_S < STARTUP_TIMEOUT_S_DEFAULT
 assert STARTUP_TIMEOUT_S_DEFAULT <= LIFECYCLE_TIMEOUT_S_MAX
 assert 0 < SHUTDOWN_TIMEOUT_S_DEFAULT <= LIFECYCLE_TIMEOUT_S_MAX
 assert 0 < MAX_PAYLOAD_BYTES_DEFAULT <= MAX_PAYLOAD_BYTES_CEILING
+# The exchange's largest signed reply must fit what the server carries.
+assert protocol_limits.REPLY_BYTES_MAX <= MAX_PAYLOAD_BYTES_DEFAULT
 # A stream must be able to hold at least one maximal message in memory.
 assert MAX_PAYLOAD_BYTES_CEILING <= JETSTREAM_MEMORY_STORE_BYTES_DEFAULT
 assert JETSTREAM_MEMORY_STORE_BYTES_DEFAULT <= JETSTREAM_FILE_STORE_BYTES_DEFAULT
 assert LOG_TAIL_LINES_MAX > 0
+# An orphan gets the same two waits as our own server, polled several times each.
+assert 0 < ORPHAN_EXIT_POLL_INTERVAL_S < KILL_WAIT_TIMEOUT_S <= SHUTDOWN_TIMEOUT_S_DEFAULT
+assert len(str(PROCESS_ID_MAX)) < PID_FILE_BYTES_MAX
+assert 2 * PATH_BYTES_MAX + len("--config") + 1 <= COMMAND_LINE_BYTES_MAX
 assert LOG_TAIL_BYTES_MAX > 0
+assert 0 < JWT_BYTES_MAX <= MAX_PAYLOAD_BYTES_DEFAULT
+assert AUTH_REQUEST_PENDING_MAX > 0 and NATS_SUBSCRIPTIONS_PER_AGENT_MAX > 0

@@ -5,6 +5,13 @@ JetStream, on loopback, keeping its state in a directory they own.
 ``EmbeddedNatsServer`` starts one, waits until ``/healthz`` says it is ready,
 and stops it with SIGTERM (SIGKILL only if that is ignored).
 
+The server must never outlive us: left running, it would hold its port and
+keep writing a JetStream store that the next start takes over, two servers on
+one store. On Linux the kernel kills it when we die, however we die (see
+``_die_with_parent_hook``). Where that cannot work, or did not, the next
+start stops the leftover server before it spawns its own (see
+``EmbeddedNatsServer._stop_orphaned_server``).
+
 Everything the server uses or writes lives in its data directory, so that an
 operator can look in one place::
 
@@ -12,8 +19,16 @@ operator can look in one place::
     nats-server.log            stdout and stderr of the current run
     nats-server.previous.log   the run before, kept for a post-mortem
     nats-server.lock           held while an EmbeddedNatsServer uses the directory
+    nats-server.pid            written by nats-server: its pid, read by the next start
     nats-server_<pid>.ports    written by nats-server: the ports it actually bound
     jetstream/                 the JetStream store
+
+Authentication is on when the server is given an access policy: then only
+clients that prove an agent key connect, each with the permissions of its
+role (broker/auth_callout.py, broker/permissions.py), and the server runs
+its auth callout service beside it, started right after the server and
+stopped right before it. Its two keys are made fresh at every start; the
+config file holds only their public halves.
 
 Port 0 means "any free port". Rather than probe for a free port and hand it
 over (another process can take it in between), we tell nats-server to bind
@@ -25,11 +40,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import enum
 import fcntl
+import functools
 import json
 import logging
+import os
+import select
+import signal
 import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +62,7 @@ import msgspec
 
 from broker._binary import locate_nats_server_binary
 from broker._health import is_healthy
+from broker.auth_callout import AuthCalloutService, CalloutKeys, render_auth_callout_config
 from broker.errors import (
     NatsServerConfigInvalid,
     NatsServerDataDirInUse,
@@ -50,6 +73,7 @@ from broker.errors import (
     NatsServerStopTimeout,
 )
 from broker.limits import (
+    COMMAND_LINE_BYTES_MAX,
     HEALTH_PROBE_TIMEOUT_S,
     JETSTREAM_FILE_STORE_BYTES_DEFAULT,
     JETSTREAM_MEMORY_STORE_BYTES_DEFAULT,
@@ -59,12 +83,16 @@ from broker.limits import (
     LOG_TAIL_LINES_MAX,
     MAX_PAYLOAD_BYTES_CEILING,
     MAX_PAYLOAD_BYTES_DEFAULT,
+    ORPHAN_EXIT_POLL_INTERVAL_S,
+    PID_FILE_BYTES_MAX,
     PORT_MAX,
     PORTS_FILE_BYTES_MAX,
+    PROCESS_ID_MAX,
     READINESS_POLL_INTERVAL_S,
     SHUTDOWN_TIMEOUT_S_DEFAULT,
     STARTUP_TIMEOUT_S_DEFAULT,
 )
+from broker.permissions import AccessPolicy
 
 __all__ = ["EmbeddedNatsServer", "NatsServerConfig", "ServerState"]
 
@@ -74,10 +102,13 @@ CONFIG_FILE_NAME = "nats-server.conf"
 LOG_FILE_NAME = "nats-server.log"
 PREVIOUS_LOG_FILE_NAME = "nats-server.previous.log"
 LOCK_FILE_NAME = "nats-server.lock"
+PID_FILE_NAME = "nats-server.pid"
 
 # nats-server reads -1 as "bind port 0 and let the kernel choose".
 _NATS_RANDOM_PORT = -1
 _WILDCARD_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+# prctl(2) option: the signal the kernel sends a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -162,8 +193,12 @@ class EmbeddedNatsServer:
     ``start()`` and ``stop()``. ``stop()`` is idempotent.
     """
 
-    def __init__(self, config: NatsServerConfig, /) -> None:
+    def __init__(self, config: NatsServerConfig, /, *, access: AccessPolicy | None = None) -> None:
         self._config = config
+        # None: no authentication at all (only for tests of the process itself).
+        self._access = access
+        self._callout_keys = CalloutKeys.generate() if access is not None else None
+        self._callout: AuthCalloutService | None = None
         self._data_dir = config.data_dir.resolve()
         self._state = ServerState.NEW
         self._process: asyncio.subprocess.Process | None = None
@@ -174,6 +209,11 @@ class EmbeddedNatsServer:
     @property
     def config(self) -> NatsServerConfig:
         return self._config
+
+    @property
+    def callout(self) -> AuthCalloutService | None:
+        """The auth callout service while running with an access policy."""
+        return self._callout
 
     @property
     def data_dir(self) -> Path:
@@ -187,6 +227,10 @@ class EmbeddedNatsServer:
     @property
     def config_path(self) -> Path:
         return self._data_dir / CONFIG_FILE_NAME
+
+    @property
+    def pid_path(self) -> Path:
+        return self._data_dir / PID_FILE_NAME
 
     @property
     def state(self) -> ServerState:
@@ -224,9 +268,14 @@ class EmbeddedNatsServer:
     async def start(self) -> None:
         """Spawn nats-server and return once ``/healthz`` answers OK.
 
+        A nats-server an earlier run left on the data directory is stopped
+        first, which can take up to ``shutdown_timeout_s`` plus
+        KILL_WAIT_TIMEOUT_S before ``startup_timeout_s`` begins.
+
         Raises NatsServerNotFound, NatsServerDataDirInUse, NatsServerExited
-        (with the log tail) or NatsServerStartTimeout; on any failure the
-        process is gone and the data directory unlocked before it returns.
+        (with the log tail), NatsServerStartTimeout, or NatsServerStopTimeout
+        (a leftover server survived SIGKILL); on any failure the process is
+        gone and the data directory unlocked before it returns.
         """
         if self._state is not ServerState.NEW:
             raise NatsServerStateError(operation="start", state=self._state.value)
@@ -236,11 +285,13 @@ class EmbeddedNatsServer:
             # These are a few small local file operations, once per start;
             # they take microseconds, less than a hop to a worker thread.
             self._lock_file = _lock_data_dir(self._data_dir)
+            await self._stop_orphaned_server()
             log_file = self._write_config_and_open_log()
             with log_file:
                 process = await self._spawn(binary, log_file)
             self._process = process
             self._bound_ports = await self._wait_until_ready(process)
+            await self._start_callout(self._bound_ports)
         except BaseException:
             # Cancellation included: a half-started server must not outlive us.
             await self._shut_down()
@@ -272,8 +323,7 @@ class EmbeddedNatsServer:
         try:
             return await asyncio.create_subprocess_exec(
                 str(binary),
-                "--config",
-                str(self.config_path),
+                *_server_arguments(self.config_path),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -282,15 +332,53 @@ class EmbeddedNatsServer:
                 # only our process, which then stops the server in order
                 # (workers drain first) instead of both dying at once.
                 start_new_session=True,
+                # Nor does it die with us unless the kernel is asked to.
+                preexec_fn=_die_with_parent_hook(os.getpid()),
             )
-        except OSError as error:
+        except (OSError, subprocess.SubprocessError) as error:
             # An executable file that is not a program (no shebang, wrong
-            # architecture) fails here, before there is any log to show.
+            # architecture) fails here, before there is any log to show; so
+            # does a failed prctl in _die_with_parent_hook (SubprocessError).
             raise NatsServerStartError(
                 f"could not run {binary}: {error}",
                 log_path=self.log_path,
                 log_tail=_read_log_tail(self.log_path),
             ) from error
+
+    async def _stop_orphaned_server(self) -> None:
+        """Stop a nats-server that an earlier run left running on this data dir.
+
+        Called with the data-dir lock held, so no live EmbeddedNatsServer
+        owns the directory: a nats-server still running with its config file
+        outlived the process that started it (a version of this code without
+        the parent-death signal, say) and still writes the JetStream store
+        we are about to take over. We signal only a
+        process that is provably that server: the pid file names it and its
+        command line is nats-server with this directory's config file.
+        Outside Linux there is neither /proc nor pidfd to prove it, so
+        nothing is signalled there.
+        """
+        if sys.platform != "linux":
+            return
+        process_id = _read_pid_file(self.pid_path)
+        if process_id is None:
+            return
+        process_fd = _open_our_server(process_id, self.config_path)
+        if process_fd is None:
+            return
+        try:
+            ended_by = await _stop_process(
+                process_fd, process_id, shutdown_timeout_s=self._config.shutdown_timeout_s
+            )
+        finally:
+            os.close(process_fd)
+        _remove_run_files(self._data_dir, process_id)
+        logger.warning(
+            "stopped nats-server (pid %d) that an earlier run left running on %s (with %s)",
+            process_id,
+            self._data_dir,
+            ended_by,
+        )
 
     def _require_running(self, operation: str) -> _BoundPorts:
         if self._state is not ServerState.RUNNING or self._bound_ports is None:
@@ -299,7 +387,10 @@ class EmbeddedNatsServer:
 
     def _write_config_and_open_log(self) -> BinaryIO:
         self.config_path.write_text(
-            _render_config_file(self._config, data_dir=self._data_dir), encoding="utf-8"
+            _render_config_file(
+                self._config, data_dir=self._data_dir, callout_keys=self._callout_keys
+            ),
+            encoding="utf-8",
         )
         # A fresh log per run, keeping the one before: restarts do not grow
         # the disk use, and a failed start's log survives one retry for a
@@ -336,13 +427,23 @@ class EmbeddedNatsServer:
                 return ports
             await asyncio.sleep(min(READINESS_POLL_INTERVAL_S, remaining_s))
 
+    async def _start_callout(self, ports: _BoundPorts) -> None:
+        if self._access is None or self._callout_keys is None:
+            return
+        url = f"nats://{_client_host(self._config.host)}:{ports.client_port}"
+        self._callout = AuthCalloutService(url, self._callout_keys, self._access)
+        await self._callout.start()
+
     async def _shut_down(self) -> None:
-        """End the process if any, then release the data directory; ends STOPPED."""
+        """End the callout and the process if any, then release the data directory;
+        ends STOPPED."""
         try:
+            if self._callout is not None:
+                await self._callout.stop()
+                self._callout = None
             if self._process is not None:
                 await _terminate(self._process, shutdown_timeout_s=self._config.shutdown_timeout_s)
-                # After SIGKILL nats-server cannot remove its ports file itself.
-                _remove_ports_file(self._data_dir, self._process.pid)
+                _remove_run_files(self._data_dir, self._process.pid)
         finally:
             if self._lock_file is not None:
                 # Closing the file releases the flock.
@@ -395,7 +496,142 @@ def _lock_data_dir(data_dir: Path) -> BinaryIO:
     return lock_file
 
 
-def _render_config_file(config: NatsServerConfig, *, data_dir: Path) -> str:
+def _server_arguments(config_path: Path) -> list[str]:
+    """The arguments we run nats-server with; also how we recognise it later."""
+    return ["--config", str(config_path)]
+
+
+def _die_with_parent_hook(parent_process_id: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` after which the kernel SIGKILLs the child if we die.
+
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere None, and the pid file
+    is the only defence. We assume the thread that forks the child lives as
+    long as the server is wanted, because the kernel sends the signal when
+    that *thread* exits, not the process: the fork happens in the thread
+    running the event loop (the main thread under ``asyncio.run``, as in
+    ``agentx up`` and the tests). A loop run in a worker thread takes its
+    server down when that thread ends.
+    """
+    if sys.platform != "linux":
+        return None
+    prctl = _prctl()
+    kill_signal = int(signal.SIGKILL)
+
+    def die_with_parent() -> None:
+        # Runs in the child between fork and exec: system calls only.
+        if prctl(_PR_SET_PDEATHSIG, kill_signal, 0, 0, 0) != 0:
+            error_number = ctypes.get_errno()
+            raise OSError(error_number, f"prctl(PR_SET_PDEATHSIG): {os.strerror(error_number)}")
+        # A parent that died between fork and prctl was never watched; the
+        # child has been handed to init (or a subreaper), so its parent id
+        # changed. End the way the signal would have ended it.
+        if os.getppid() != parent_process_id:
+            os.kill(os.getpid(), kill_signal)
+
+    return die_with_parent
+
+
+@functools.cache
+def _prctl() -> Callable[..., int]:
+    """libc's prctl, looked up once in the parent.
+
+    Loading a library in the child after fork could block forever on a lock
+    another thread of ours held at the moment of the fork.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+    prctl.restype = ctypes.c_int
+    result: Callable[..., int] = prctl
+    return result
+
+
+def _read_pid_file(pid_path: Path) -> int | None:
+    """The pid in nats-server's pid file, or None if there is none that makes sense."""
+    try:
+        with pid_path.open("rb") as pid_file:
+            content = pid_file.read(PID_FILE_BYTES_MAX).strip()
+    except OSError:
+        return None
+    if not content.isdigit():
+        return None
+    process_id = int(content)
+    return process_id if 0 < process_id <= PROCESS_ID_MAX else None
+
+
+def _open_our_server(process_id: int, config_path: Path) -> int | None:
+    """A pidfd for ``process_id`` if it is nats-server run with ``config_path``.
+
+    The pidfd is opened first and refers to that one process: if it exits
+    and its pid goes to another program, signals sent through the pidfd
+    still cannot reach that program. The command line is then read from
+    /proc, and counts only if the process is still running after the read
+    (so the pid could not have been reused in between).
+    """
+    try:
+        process_fd = os.pidfd_open(process_id)
+    except OSError:
+        return None  # gone, or not ours to open
+    if _is_our_server_command_line(process_id, config_path) and not _has_exited(process_fd):
+        return process_fd
+    os.close(process_fd)
+    return None
+
+
+def _is_our_server_command_line(process_id: int, config_path: Path) -> bool:
+    try:
+        with open(f"/proc/{process_id}/cmdline", "rb") as command_line_file:
+            command_line = command_line_file.read(COMMAND_LINE_BYTES_MAX)
+    except OSError:
+        return False
+    if len(command_line) >= COMMAND_LINE_BYTES_MAX:
+        return False  # cut short, so not provably ours
+    # Each argument ends with a NUL; a zombie's command line is empty.
+    *arguments, after_last = command_line.split(b"\0")
+    if after_last or len(arguments) < 1:
+        return False
+    program, *options = arguments
+    expected_options = [os.fsencode(argument) for argument in _server_arguments(config_path)]
+    return os.path.basename(program).startswith(b"nats-server") and options == expected_options
+
+
+def _has_exited(process_fd: int) -> bool:
+    """A pidfd turns readable once its process has exited (zombies included)."""
+    poller = select.poll()
+    poller.register(process_fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+async def _stop_process(process_fd: int, process_id: int, *, shutdown_timeout_s: float) -> str:
+    """SIGTERM, then SIGKILL, through a pidfd; the name of the signal that ended it.
+
+    The process is not our child, so its exit is polled rather than awaited.
+    """
+    for signal_number, timeout_s in (
+        (signal.SIGTERM, shutdown_timeout_s),
+        (signal.SIGKILL, KILL_WAIT_TIMEOUT_S),
+    ):
+        # The process may have exited, and been reaped, since the last look.
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(process_fd, signal_number)
+        if await _wait_for_exit(process_fd, timeout_s=timeout_s):
+            return signal_number.name
+    raise NatsServerStopTimeout(process_id=process_id, timeout_s=KILL_WAIT_TIMEOUT_S)
+
+
+async def _wait_for_exit(process_fd: int, *, timeout_s: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not _has_exited(process_fd):
+        remaining_s = deadline - loop.time()
+        if remaining_s <= 0:
+            return False
+        await asyncio.sleep(min(ORPHAN_EXIT_POLL_INTERVAL_S, remaining_s))
+    return True
+
+
+def _render_config_file(
+    config: NatsServerConfig, *, data_dir: Path, callout_keys: CalloutKeys | None = None
+) -> str:
     """The nats-server config file text for ``config``.
 
     A generated file rather than a long command line: an operator can open
@@ -412,6 +648,7 @@ def _render_config_file(config: NatsServerConfig, *, data_dir: Path) -> str:
         f"http: {_quote(f'{_bracketed(config.host)}:{monitor_port}')}",
         f"max_payload: {config.max_payload_bytes}",
         f"ports_file_dir: {_quote(str(data_dir))}",
+        f"pid_file: {_quote(str(data_dir / PID_FILE_NAME))}",
     ]
     if config.jetstream:
         lines += [
@@ -421,6 +658,8 @@ def _render_config_file(config: NatsServerConfig, *, data_dir: Path) -> str:
             f"  max_file_store: {config.jetstream_file_store_bytes}",
             "}",
         ]
+    if callout_keys is not None:
+        lines += render_auth_callout_config(callout_keys, jetstream=config.jetstream)
     return "\n".join(lines) + "\n"
 
 
@@ -474,9 +713,16 @@ def _port_of(url: str) -> int:
     return port
 
 
-def _remove_ports_file(data_dir: Path, process_id: int) -> None:
+def _remove_run_files(data_dir: Path, process_id: int) -> None:
+    """Remove what a run of nats-server leaves once it has exited.
+
+    After SIGKILL it cannot remove its ports file itself, and it never
+    removes its pid file; a stale pid file would send the next start looking
+    for a process that is gone, or whose pid now belongs to another program.
+    """
     for path in _ports_file_paths(data_dir, process_id):
         path.unlink(missing_ok=True)
+    (data_dir / PID_FILE_NAME).unlink(missing_ok=True)
 
 
 def _read_log_tail(log_path: Path) -> str:

@@ -3,34 +3,46 @@
 ``AGENTX_NOTICES`` keeps every notice the exchange sends to an agent
 (``agentx.v1.agent.<id>.notify``) until the agent acknowledges it through its
 durable consumer, so an agent that was offline receives what it missed when
-it reconnects. The ``agentx-results`` object store holds results too large
-to deliver inline. Publishes carry the notice id as ``Nats-Msg-Id``, so the
+it reconnects. Publishes carry the notice id as ``Nats-Msg-Id``, so the
 outbox relay re-publishing a notice never stores it twice.
+
+``AGENTX_RESULTS`` holds results too large to deliver inline, one message per
+chunk on ``agentx.v1.results.<contract id>.<index>``. Only the exchange
+publishes or reads there (agents have no JetStream permission at all); the
+stream keeps the last message of each subject, so an upload before delivery
+replaces a chunk, and it refuses deletes and purges, so nobody can remove a
+delivered result before it ages out with its contract record.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Final
 
 from nats.js import JetStreamContext
 from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
     DiscardPolicy,
-    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from agent_client import limits as protocol_limits
 from agent_client import subjects
 
 __all__ = [
     "NOTICE_CONSUMERS_MAX",
+    "NOTICE_QUEUE_GROUP_PREFIX",
     "NOTICE_STREAM",
+    "RESULT_STREAM",
+    "ensure_notice_consumer",
     "ensure_notice_stream",
-    "ensure_result_store",
+    "ensure_result_stream",
+    "notice_consumer_config",
+    "notice_consumer_name",
 ]
 
 NOTICE_STREAM: Final = "AGENTX_NOTICES"
@@ -44,7 +56,23 @@ NOTICES_PER_AGENT_MAX: Final = 100_000
 NOTICE_CONSUMERS_MAX: Final = 100_000
 # Duplicate publishes of one notice within this window are stored once.
 NOTICE_DEDUPLICATION_WINDOW_S: Final = 120
-RESULT_STORE_BYTES_MAX: Final = 4 * 1024**3
+RESULT_STREAM: Final = "AGENTX_RESULTS"
+# All stored results together. A full stream refuses new uploads (discard
+# new) rather than drop results already delivered.
+RESULT_STREAM_BYTES_MAX: Final = 4 * 1024**3
+# One stored chunk: its raw bytes and its headers (the message id).
+RESULT_CHUNK_MESSAGE_BYTES_MAX: Final = protocol_limits.RESULT_CHUNK_BYTES_MAX + 1024
+# Retries of one chunk's upload within this window are stored once.
+RESULT_DEDUPLICATION_WINDOW_S: Final = 120
+# An agent's notice consumer: unacknowledged notices come again after this.
+NOTICE_ACK_WAIT_S: Final = 30.0
+# Notices in flight to one agent, unacknowledged, at most.
+NOTICES_UNACKNOWLEDGED_MAX: Final = 256
+# A consumer nobody listened to for this long is removed by the server (the
+# stream keeps notices as long, so nothing is lost that it still holds).
+NOTICE_CONSUMER_INACTIVE_S: Final = float(protocol_limits.NOTICE_LIFETIME_MAX_S)
+# Processes of one agent share its notices as one queue group.
+NOTICE_QUEUE_GROUP_PREFIX: Final = "notices_"
 
 
 def notice_stream_config() -> StreamConfig:
@@ -77,19 +105,81 @@ async def ensure_notice_stream(js: JetStreamContext, /) -> None:
     await js.update_stream(config)
 
 
-async def ensure_result_store(js: JetStreamContext, /) -> None:
-    """Create the object store bucket for large results (idempotent)."""
+def result_stream_config() -> StreamConfig:
+    return StreamConfig(
+        name=RESULT_STREAM,
+        description="Agent Exchange results too large to send inline, one message per chunk",
+        subjects=[subjects.RESULT_CHUNKS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        # As long as the contract record that names the result is evidence.
+        max_age=protocol_limits.CONTRACT_RECORD_LIFETIME_S,
+        max_bytes=RESULT_STREAM_BYTES_MAX,
+        max_msgs_per_subject=1,
+        max_msg_size=RESULT_CHUNK_MESSAGE_BYTES_MAX,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=RESULT_DEDUPLICATION_WINDOW_S,
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
+async def ensure_result_stream(js: JetStreamContext, /) -> None:
+    """Create the result stream, or bring an existing one to this config (idempotent).
+
+    The server refuses to turn ``deny_delete`` or ``deny_purge`` off again,
+    which this config never asks.
+    """
+    config = result_stream_config()
     try:
-        await js.object_store(protocol_limits.RESULT_BUCKET)
-    except (NotFoundError, BucketNotFoundError):
-        with contextlib.suppress(BadRequestError):
-            await js.create_object_store(
-                protocol_limits.RESULT_BUCKET,
-                config=ObjectStoreConfig(
-                    description="Agent Exchange results too large to send inline",
-                    # As long as the contract that points to the object is evidence.
-                    ttl=protocol_limits.CONTRACT_RECORD_LIFETIME_S,
-                    max_bytes=RESULT_STORE_BYTES_MAX,
-                    storage=StorageType.FILE,
-                ),
-            )
+        await js.stream_info(RESULT_STREAM)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError:
+            pass  # another worker created it in between; update below
+    await js.update_stream(config)
+
+
+def notice_consumer_name(agent_id: str, /) -> str:
+    """The durable consumer through which ``agent_id`` receives its notices."""
+    return f"{NOTICE_QUEUE_GROUP_PREFIX}{agent_id}"
+
+
+def notice_consumer_config(agent_id: str, /) -> ConsumerConfig:
+    """A push consumer delivering into the agent's own inbox prefix.
+
+    Only the exchange creates it (agents have no JetStream API permission);
+    the agent queue-subscribes to the deliver subject with the deliver group
+    and acknowledges each notice, which is all its permissions allow.
+    """
+    name = notice_consumer_name(agent_id)
+    return ConsumerConfig(
+        durable_name=name,
+        filter_subject=subjects.notifications(agent_id),
+        deliver_subject=subjects.notice_deliver_subject(agent_id),
+        deliver_group=name,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=NOTICE_ACK_WAIT_S,
+        max_ack_pending=NOTICES_UNACKNOWLEDGED_MAX,
+        inactive_threshold=NOTICE_CONSUMER_INACTIVE_S,
+    )
+
+
+async def ensure_notice_consumer(js: JetStreamContext, agent_id: str, /) -> None:
+    """Create the agent's notice consumer, or bring it to this config (idempotent).
+
+    The server updates a consumer in place (keeping its position in the
+    stream) when only updatable fields differ. One it cannot update, made
+    by an older client, is replaced: its unacknowledged notices are then
+    delivered again, which receivers already tolerate (they deduplicate by
+    nonce, and a repeated delivery is refused or answered idempotently).
+    """
+    config = notice_consumer_config(agent_id)
+    try:
+        await js.add_consumer(NOTICE_STREAM, config)
+    except BadRequestError:
+        await js.delete_consumer(NOTICE_STREAM, notice_consumer_name(agent_id))
+        await js.add_consumer(NOTICE_STREAM, config)

@@ -15,16 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
 import nats.errors
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_client.keys import AgentKeys
 from agent_client.signing import Clock, SystemClock
-from broker.streams import ensure_notice_stream, ensure_result_store
+from agent_client.transport import connect_nats
+from broker.streams import ensure_notice_stream, ensure_result_stream
 from escrow import Escrow
+from exchange.admission import AdmissionLimits
 from exchange.endpoints import (
+    DEFAULT_ADMISSION,
     ExchangeEndpoints,
     JetStreamNoticePublisher,
     JetStreamResultStore,
@@ -32,6 +35,7 @@ from exchange.endpoints import (
 from exchange.ledger_accounts import ensure_platform_accounts
 from exchange.limits import (
     REQUEST_CONCURRENCY_MAX,
+    STREAMS_CHECK_INTERVAL_S,
     SWEEP_INTERVAL_S,
 )
 from exchange.use_cases import ContractUseCases, ExchangeContext
@@ -73,6 +77,14 @@ class ExchangeConfig:
     sweep_interval_s: float = SWEEP_INTERVAL_S
     # Many contract steps per transaction (exchange/use_cases/group_commit.py).
     group_commit: bool = True
+    # The human portal's key, announced in ``info`` so agents can check its
+    # signed replies; None: no portal.
+    portal_id: str | None = None
+    # Keys this exchange signed with before (a rotation): ``info`` names them
+    # so agents still accept the records and notices they signed.
+    previous_exchange_ids: frozenset[str] = frozenset()
+    # How much one agent may ask of a worker (exchange/admission.py).
+    admission: AdmissionLimits = DEFAULT_ADMISSION
 
 
 class ExchangeWorker:
@@ -99,15 +111,15 @@ class ExchangeWorker:
         self._engine = open_database(self.config.database_url)
         ledger = SqlLedger(self._engine)
         await ensure_platform_accounts(ledger)
-        self._client = await nats.connect(
+        # The exchange key: the auth callout grants it the exchange's subjects.
+        self._client = await connect_nats(
             self.config.nats_url,
+            self.config.keys,
             name="agentx-exchange",
-            connect_timeout=NATS_CONNECT_TIMEOUT_S,
-            max_reconnect_attempts=-1,
+            connect_timeout_s=NATS_CONNECT_TIMEOUT_S,
         )
         js = self._client.jetstream(timeout=NATS_CONNECT_TIMEOUT_S)
-        await ensure_notice_stream(js)
-        await ensure_result_store(js)
+        await self._ensure_streams(js)
         context = ExchangeContext(
             self._engine,
             ledger,
@@ -125,15 +137,34 @@ class ExchangeWorker:
         self._endpoints = ExchangeEndpoints(
             self._client,
             context,
+            js,
             clock=self._clock,
             escrow_fee_bps=self.config.fees.escrow_bps,
+            portal_id=self.config.portal_id,
+            previous_exchange_ids=self.config.previous_exchange_ids,
+            admission=self.config.admission,
             concurrency_max=self.config.request_concurrency_max,
         )
         await self._endpoints.start()
         self._background = [
             asyncio.create_task(self._every(self.config.sweep_interval_s, self.contracts.sweep)),
             asyncio.create_task(self._every(self.config.sweep_interval_s, self.relay_outbox)),
+            asyncio.create_task(self._every(STREAMS_CHECK_INTERVAL_S, self.ensure_streams)),
         ]
+
+    async def ensure_streams(self) -> int:
+        assert self._client is not None, "the worker is not started"
+        await self._ensure_streams(self._client.jetstream(timeout=NATS_CONNECT_TIMEOUT_S))
+        return 0
+
+    async def _ensure_streams(self, js: JetStreamContext) -> None:
+        """Create the notice and result streams, or bring them back if they vanished.
+
+        Nobody connected may delete them (broker/permissions.py); this covers
+        an operator with server access, and a store lost with its disk.
+        """
+        await ensure_notice_stream(js)
+        await ensure_result_stream(js)
 
     @property
     def context(self) -> ExchangeContext:
@@ -156,8 +187,10 @@ class ExchangeWorker:
             await asyncio.sleep(interval_s)
             try:
                 await job()
-            except Exception:
-                log.exception("background job %s failed; it runs again", job.__name__)
+            except Exception as exc:
+                # One line: a job failing every second (JetStream down) must
+                # not fill the log with tracebacks.
+                log.warning("background job %s failed; it runs again: %r", job.__name__, exc)
 
     async def stop(self) -> None:
         """Stop taking requests, finish those in flight, then disconnect."""

@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from agent_client.protocol import json_encoder
+from exchange.delivery_checks import schema_refusal
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.limits import SCHEMA_BYTES_MAX
 
@@ -50,7 +51,9 @@ def checked_schema(schema: dict[str, Any], name: str, /) -> str:
 
     Buyers validate their tasks and the exchange validates deliveries against
     these, so a schema that cannot be used is refused when it is published
-    rather than when the first contract needs it.
+    rather than when the first contract needs it: that includes a schema the
+    exchange could not check in bounded work (a pattern RE2 cannot match,
+    nesting deeper than SCHEMA_DEPTH_MAX; see exchange.delivery_checks).
     """
     encoded = json_encoder.encode(schema)
     if len(encoded) > SCHEMA_BYTES_MAX:
@@ -64,6 +67,9 @@ def checked_schema(schema: dict[str, Any], name: str, /) -> str:
         ) from exc
     except RecursionError as exc:
         raise ExchangeError(ErrorCode.INVALID_SCHEMA, f"{name} is nested too deeply") from exc
+    refusal = schema_refusal(schema)
+    if refusal is not None:
+        raise ExchangeError(ErrorCode.INVALID_SCHEMA, f"{name} cannot be used: {refusal}")
     return encoded.decode()
 
 

@@ -3,7 +3,8 @@
 ::
 
     agentx keys new [--out FILE]           write a new agent seed (0600), print its id
-    agentx up [--data-dir DIR] [--port N]  run NATS + ledger + exchange until Ctrl-C
+    agentx keys rotate-exchange [--data-dir DIR]  operator: a new exchange key (exchange stopped)
+    agentx up [--data-dir DIR] [--port N]  run NATS (auth on) + ledger + exchange until Ctrl-C
               [--portal-port N] [--no-portal] [--operator-email EMAIL]
                                            ... and the human portal (http://127.0.0.1:8000)
     agentx demo [--agents N] [--deals N]   agents trade; exit 0 only if all settle
@@ -12,8 +13,13 @@
     agentx evidence CONTRACT [--url URL] [--key FILE]          operator: a contract's evidence
     agentx resolve CONTRACT --provider-share-percent N [--note TEXT] [--url URL] [--key FILE]
                                            operator: end a dispute (100 all, 0 none, else split)
-    agentx worker --nats-url URL --database-url URL --key FILE --operator ID
+    agentx worker --nats-url URL --database-url URL --key FILE --operator ID [--portal-id ID]
                                            one exchange worker on external NATS + database
+
+The client commands (mint, link, evidence, resolve) find the exchange in
+``var/agentx/exchange.json`` (written by ``agentx up``: its NATS URL and the
+exchange's id, which they pin), unless ``--url`` (and ``--exchange-id``)
+say otherwise.
 """
 
 from __future__ import annotations
@@ -26,15 +32,25 @@ import signal
 import sys
 from pathlib import Path
 
-from agent_client import Agent, AgentClientError, AgentKeys, KeyFileError
+from agent_client import (
+    Agent,
+    AgentClientError,
+    AgentKeys,
+    AgentOptions,
+    read_exchange_address,
+)
 from exchange.app import ExchangeConfig, ExchangeWorker, migrate_database
 from exchange.demo import DemoOptions, run_demo
-from exchange.stack import EmbeddedStack, StackConfig
+from exchange.stack import ADDRESS_FILE_NAME, EmbeddedStack, StackConfig, rotate_exchange_key
 from wallet import MILLICREDITS_PER_CREDIT
 
 __all__ = ["freeze_startup_objects", "main"]
 
 DEFAULT_DATA_DIR = Path("var/agentx")
+DEFAULT_NATS_PORT = 4222
+# Where the client commands look for the exchange when no --url is given.
+DEFAULT_ADDRESS_FILE = DEFAULT_DATA_DIR / ADDRESS_FILE_NAME
+FALLBACK_NATS_URL = f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -48,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     command = arguments.command
     try:
+        if command == "keys" and arguments.keys_command == "rotate-exchange":
+            return _rotate_exchange_key(arguments.data_dir)
         if command == "keys":
             return _keys_new(arguments.out)
         if command == "up":
@@ -66,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_worker(arguments))
     except KeyboardInterrupt:
         return EXIT_OK
-    except (KeyFileError, AgentClientError) as exc:
+    except AgentClientError as exc:
         print(f"agentx: {exc}", file=sys.stderr)
         return EXIT_FAILED
     raise AssertionError(f"unhandled command {command}")
@@ -81,10 +99,19 @@ def _parser() -> argparse.ArgumentParser:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     keys_new = keys_commands.add_parser("new", help="write a new seed file and print the id")
     keys_new.add_argument("--out", type=Path, default=Path("agent.seed"), help="seed file")
+    rotate = keys_commands.add_parser(
+        "rotate-exchange", help="operator: replace the exchange key (run it stopped)"
+    )
+    rotate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
 
     up = commands.add_parser("up", help="run the exchange on embedded NATS + SQLite")
     up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    up.add_argument("--port", type=int, default=4222, help="NATS port (0: any free port)")
+    up.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"NATS port (0: any free port; default {DEFAULT_NATS_PORT}, or a free one if taken)",
+    )
     up.add_argument(
         "--portal-port", type=int, default=8000, help="the human portal's port (0: any free port)"
     )
@@ -93,6 +120,14 @@ def _parser() -> argparse.ArgumentParser:
         "--no-group-commit",
         action="store_true",
         help="one transaction per contract step (slower; for comparisons)",
+    )
+    up.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help=(
+            "for benchmarks only: NATS authenticates nobody, so anyone who reaches"
+            " the port owns the exchange (can answer as it and read every message)"
+        ),
     )
     up.add_argument(
         "--operator-email",
@@ -121,8 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     mint.add_argument(
         "--mint-id", default=None, help="idempotency key: rerun with the same id after a timeout"
     )
-    mint.add_argument("--url", default="nats://127.0.0.1:4222")
-    mint.add_argument("--key", type=Path, default=DEFAULT_DATA_DIR / "operator.seed")
+    _add_operator_connection(mint)
     evidence = commands.add_parser("evidence", help="operator: a contract's evidence bundle")
     evidence.add_argument("contract_id")
     _add_operator_connection(evidence)
@@ -139,12 +173,13 @@ def _parser() -> argparse.ArgumentParser:
     link = commands.add_parser("link", help="link an agent to a portal account (sign a code)")
     link.add_argument("code", help="the one-time code the portal shows")
     link.add_argument("--key", type=Path, required=True, help="the agent's seed file")
-    link.add_argument("--url", default="nats://127.0.0.1:4222")
+    _add_exchange_location(link)
     worker = commands.add_parser("worker", help="run one exchange worker (production set-up)")
     worker.add_argument("--nats-url", required=True)
     worker.add_argument("--database-url", required=True, help="postgresql://... or sqlite:///...")
     worker.add_argument("--key", type=Path, required=True, help="the exchange's seed file")
     worker.add_argument("--operator", action="append", default=[], help="operator agent id")
+    worker.add_argument("--portal-id", default=None, help="the human portal's key id, if any")
     worker.add_argument("--migrate", action="store_true", help="upgrade the schema first")
     return parser
 
@@ -154,6 +189,14 @@ def _keys_new(out: Path) -> int:
     keys.save(out)
     print(keys.agent_id)
     print(f"seed written to {out} (mode 0600); keep it secret", file=sys.stderr)
+    return EXIT_OK
+
+
+def _rotate_exchange_key(data_dir: Path) -> int:
+    old_id, new_id = rotate_exchange_key(data_dir)
+    print(f"exchange key rotated: {old_id} -> {new_id}")
+    print("records and notices of the old key stay valid; agents that pin the id need the new")
+    print(f"one, which {data_dir / ADDRESS_FILE_NAME} names once the exchange runs again")
     return EXIT_OK
 
 
@@ -170,13 +213,22 @@ async def _up(arguments: argparse.Namespace) -> int:
     data_dir = arguments.data_dir.absolute()
     config = StackConfig(
         data_dir=data_dir,
-        nats_port=arguments.port,
+        nats_port=DEFAULT_NATS_PORT if arguments.port is None else arguments.port,
+        nats_port_fallback=arguments.port is None,
         portal_port=None if arguments.no_portal else arguments.portal_port,
         operator_emails=frozenset(arguments.operator_email),
         group_commit=not arguments.no_group_commit,
+        auth=not arguments.insecure_no_auth,
     )
     async with EmbeddedStack(config) as stack:
         print(f"NATS:        {stack.nats_url}")
+        if stack.nats_port_taken is not None:
+            print(f"note:        port {stack.nats_port_taken} was taken, so NATS took a free one")
+        if config.auth:
+            print("auth:        on: every client connects with its own key (nkey)")
+        else:
+            print("auth:        OFF (insecure; benchmarks only)")
+        print(f"address:     {stack.address_path} (the URL and the exchange id to pin)")
         print(f"data dir:    {data_dir}")
         print(f"database:    {stack.database_url}")
         print(f"exchange id: {stack.exchange_keys.agent_id}")
@@ -223,8 +275,7 @@ async def _mint(arguments: argparse.Namespace) -> int:
     if not 1 <= arguments.credits <= 1_000_000_000:
         print("agentx mint: credits must be between 1 and 1,000,000,000", file=sys.stderr)
         return EXIT_USAGE
-    operator = await Agent.connect(arguments.url, AgentKeys.load(arguments.key))
-    async with operator:
+    async with await _connect(arguments) as operator:
         reply = await operator.mint(
             arguments.agent_id,
             arguments.credits * MILLICREDITS_PER_CREDIT,
@@ -236,12 +287,34 @@ async def _mint(arguments: argparse.Namespace) -> int:
 
 
 def _add_operator_connection(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--url", default="nats://127.0.0.1:4222")
+    _add_exchange_location(command)
     command.add_argument("--key", type=Path, default=DEFAULT_DATA_DIR / "operator.seed")
 
 
+def _add_exchange_location(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--url", default=None, help=f"NATS URL (default: from {DEFAULT_ADDRESS_FILE})"
+    )
+    command.add_argument(
+        "--exchange-id", default=None, help="pin the exchange's key id (default: from the file)"
+    )
+    command.add_argument("--address-file", type=Path, default=DEFAULT_ADDRESS_FILE)
+
+
+async def _connect(arguments: argparse.Namespace) -> Agent:
+    """Connect with ``--key`` to the exchange the arguments (or the address file) name."""
+    url, exchange_id = arguments.url, arguments.exchange_id
+    if url is None and arguments.address_file.exists():
+        address = read_exchange_address(arguments.address_file)
+        url, exchange_id = address.nats_url, exchange_id or address.exchange_id
+    options = AgentOptions(exchange_id=exchange_id, name="agentx-cli")
+    return await Agent.connect(
+        url or FALLBACK_NATS_URL, AgentKeys.load(arguments.key), options=options
+    )
+
+
 async def _evidence(arguments: argparse.Namespace) -> int:
-    async with await Agent.connect(arguments.url, AgentKeys.load(arguments.key)) as operator:
+    async with await _connect(arguments) as operator:
         bundle = await operator.evidence(arguments.contract_id)
     contract = bundle.contract
     print(f"contract {contract.contract_id}: {contract.state}")
@@ -261,7 +334,7 @@ async def _resolve(arguments: argparse.Namespace) -> int:
     if not 0 <= arguments.provider_share_percent <= 100:
         print("agentx resolve: --provider-share-percent is 0 to 100", file=sys.stderr)
         return EXIT_USAGE
-    async with await Agent.connect(arguments.url, AgentKeys.load(arguments.key)) as operator:
+    async with await _connect(arguments) as operator:
         view = await operator.resolve(
             arguments.contract_id,
             provider_share_bps=arguments.provider_share_percent * 100,
@@ -275,8 +348,7 @@ async def _resolve(arguments: argparse.Namespace) -> int:
 
 
 async def _link(arguments: argparse.Namespace) -> int:
-    agent = await Agent.connect(arguments.url, AgentKeys.load(arguments.key))
-    async with agent:
+    async with await _connect(arguments) as agent:
         linked = await agent.link_human(arguments.code)
     print(f"linked {linked.agent_id} to the portal account as {linked.label!r}")
     return EXIT_OK
@@ -304,6 +376,7 @@ async def _worker(arguments: argparse.Namespace) -> int:
         database_url=arguments.database_url,
         keys=AgentKeys.load(arguments.key),
         operator_ids=frozenset(arguments.operator),
+        portal_id=arguments.portal_id,
     )
     async with ExchangeWorker(config) as worker:
         print(f"exchange worker {worker.exchange_id} serving {arguments.nats_url}", flush=True)

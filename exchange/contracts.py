@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from exchange.errors import ErrorCode, ExchangeError
 
 __all__ = [
+    "DELIVERED_STATES",
     "HOLDING_STATES",
     "SETTLED_STATES",
     "ContractEvent",
@@ -53,6 +54,15 @@ class ContractState(enum.StrEnum):
 
 HOLDING_STATES = frozenset({ContractState.OPEN, ContractState.DELIVERED, ContractState.DISPUTED})
 SETTLED_STATES = frozenset({ContractState.RELEASED, ContractState.REFUNDED, ContractState.RESOLVED})
+# The states a contract can be in once it was delivered: it holds its result.
+DELIVERED_STATES = frozenset(
+    {
+        ContractState.DELIVERED,
+        ContractState.DISPUTED,
+        ContractState.RELEASED,
+        ContractState.RESOLVED,
+    }
+)
 
 
 class ContractEvent(enum.StrEnum):

@@ -1,28 +1,22 @@
-"""The exchange's NATS endpoints: decode, verify, call the service, map errors.
+"""The exchange's NATS endpoints: each document type bound to its use case.
 
-Every worker serves every endpoint in one queue group, as a NATS micro
-service (so ``$SRV.PING``, ``$SRV.INFO`` and ``$SRV.STATS`` work for free).
-A handler never lets an exception escape: each request gets either a result
-or an :class:`~agent_client.protocol.ErrorReply` with a stable code.
+The signed-request service (exchange/signed_service.py) does the rest:
+admission, verification, error mapping and signed answers. Every worker
+serves every endpoint in one queue group, as a NATS micro service (so
+``$SRV.PING``, ``$SRV.INFO`` and ``$SRV.STATS`` work for free).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import nats.errors
-import nats.micro
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.micro.request import Request
-from nats.micro.service import Service
+from nats.js.api import PubAck, RawStreamMsg
+from nats.js.errors import NotFoundError
 
-from agent_client import limits as protocol_limits
 from agent_client import subjects
-from agent_client.errors import SignatureRejected
 from agent_client.limits import PROTOCOL_VERSION
 from agent_client.protocol import (
     AcceptDelivery,
@@ -30,6 +24,7 @@ from agent_client.protocol import (
     CancelContract,
     ContractReply,
     Deliver,
+    Document,
     ErrorCode,
     ErrorReply,
     GetBalance,
@@ -37,11 +32,12 @@ from agent_client.protocol import (
     GetEvidence,
     GetListingHistory,
     GetReputation,
+    GetResult,
     InfoReply,
     ListingReply,
     ListTransactions,
     Mint,
-    ObjectRef,
+    NoticesReply,
     OpenContract,
     RateContract,
     RejectDelivery,
@@ -49,14 +45,34 @@ from agent_client.protocol import (
     Resolve,
     SearchCatalog,
     SetListingStatus,
+    SubscribeNotices,
     TransactionsReply,
     Transfer,
-    json_encoder,
+    UploadResult,
 )
-from agent_client.signing import Clock, ReplayGuard, VerifiedDocument, open_envelope, verify_request
-from agent_client.transport import flush_subscriptions
+from agent_client.signing import Clock, VerifiedDocument, sha256_hex
+from broker.streams import RESULT_STREAM, ensure_notice_consumer, notice_consumer_name
+from exchange.admission import AdmissionLimits, AgentAdmission
 from exchange.errors import ExchangeError
-from exchange.limits import REQUEST_CONCURRENCY_MAX
+from exchange.limits import (
+    AGENT_PROTOCOL_ERROR_BURST,
+    AGENT_PROTOCOL_ERRORS_PER_S,
+    AGENT_REFUSAL_ANSWER_BURST,
+    AGENT_REFUSAL_ANSWERS_PER_S,
+    AGENT_REQUEST_BURST,
+    AGENT_REQUESTS_IN_FLIGHT_MAX,
+    AGENT_REQUESTS_PER_S,
+    AGENTS_TRACKED_MAX,
+    INFO_REQUEST_BYTES_MAX,
+    REQUEST_CONCURRENCY_MAX,
+)
+from exchange.signed_service import (
+    Answer,
+    OpenRoute,
+    Route,
+    ServiceIdentity,
+    SignedRequestService,
+)
 from exchange.use_cases import (
     AccountUseCases,
     CatalogUseCases,
@@ -65,18 +81,39 @@ from exchange.use_cases import (
     ReputationUseCases,
     TransferUseCases,
 )
+from exchange.use_cases.results import ResultUseCases
 from wallet import LedgerUnavailable, UnsupportedDatabase, ValueOutOfRange
 
-__all__ = ["ExchangeEndpoints", "JetStreamNoticePublisher", "JetStreamResultStore"]
+__all__ = [
+    "DEFAULT_ADMISSION",
+    "ExchangeEndpoints",
+    "JetStreamNoticePublisher",
+    "JetStreamResultStore",
+    "map_exchange_error",
+]
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "agentx-exchange"
-SERVICE_VERSION = "0.1.0"
-EXCHANGE_AUDIENCE = "exchange"
+SERVICE = ServiceIdentity(
+    name="agentx-exchange",
+    version="0.2.0",
+    description="Agent Exchange: catalog, contracts, escrow, wallets",
+    queue_group=subjects.EXCHANGE_QUEUE_GROUP,
+    audience="exchange",
+)
 NOTICE_PUBLISH_TIMEOUT_S = 5.0
-
-UseCase = Callable[[str, VerifiedDocument], Awaitable[Reply]]
+# One chunk stored (JetStream's acknowledgement) or read back.
+RESULT_STORE_TIMEOUT_S = 5.0
+DEFAULT_ADMISSION = AdmissionLimits(
+    requests_per_s=AGENT_REQUESTS_PER_S,
+    request_burst=AGENT_REQUEST_BURST,
+    in_flight_max=AGENT_REQUESTS_IN_FLIGHT_MAX,
+    protocol_errors_per_s=AGENT_PROTOCOL_ERRORS_PER_S,
+    protocol_error_burst=AGENT_PROTOCOL_ERROR_BURST,
+    refusal_answers_per_s=AGENT_REFUSAL_ANSWERS_PER_S,
+    refusal_answer_burst=AGENT_REFUSAL_ANSWER_BURST,
+    agents_tracked_max=AGENTS_TRACKED_MAX,
+)
 
 
 class JetStreamNoticePublisher:
@@ -95,166 +132,146 @@ class JetStreamNoticePublisher:
 
 
 class JetStreamResultStore:
-    """Reads result objects from the exchange's object store bucket, within limits."""
+    """Keeps result chunks in the ``AGENTX_RESULTS`` stream, one subject per chunk.
 
-    def __init__(self, js: JetStreamContext, /) -> None:
+    A chunk is published with a message id naming the chunk and its bytes, and
+    only counts once JetStream acknowledged it; a retried upload within the
+    stream's duplicate window is stored once. The window would also take the
+    same bytes stored, replaced and stored again for a duplicate and drop
+    them, so a duplicate is checked against what the stream holds, and sent
+    again under an id of its own if it is not what the stream holds.
+    """
+
+    def __init__(
+        self, js: JetStreamContext, /, *, timeout_s: float = RESULT_STORE_TIMEOUT_S
+    ) -> None:
         self._js = js
+        self._timeout_s = timeout_s
 
-    async def fetch(self, reference: ObjectRef, /) -> bytes:
-        if reference.bucket != protocol_limits.RESULT_BUCKET:
-            raise ExchangeError(
-                ErrorCode.INVALID_REQUEST, "results live in the agentx-results bucket"
-            )
+    async def put_chunk(self, contract_id: str, index: int, chunk: bytes, /) -> None:
+        subject = subjects.result_chunk(contract_id, index)
+        message_id = f"{contract_id}.{index}.{sha256_hex(chunk)}"
         try:
-            store = await self._js.object_store(reference.bucket)
-            info = await store.get_info(reference.name)
-            if info.size != reference.size_bytes:
-                raise ExchangeError(
-                    ErrorCode.HASH_MISMATCH, "the object's size is not the one sent"
-                )
-            result = await store.get(reference.name)
-        except nats.errors.Error as exc:
+            acknowledgement = await self._publish(subject, chunk, message_id)
+            if acknowledgement.duplicate:
+                stored = await self._last(subject)
+                if stored is None or stored.data != chunk:
+                    replaced_sequence = acknowledgement.seq if stored is None else stored.seq
+                    await self._publish(subject, chunk, f"{message_id}.{replaced_sequence}")
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("could not store chunk %d of %s: %s", index, contract_id, exc)
             raise ExchangeError(
-                ErrorCode.NOT_FOUND, f"the result object is missing: {exc}"
+                ErrorCode.UNAVAILABLE, "the result store did not take the chunk, retry later"
             ) from exc
-        return bytes(result.data or b"")
+
+    async def get_chunk(self, contract_id: str, index: int, /) -> bytes | None:
+        try:
+            stored = await self._last(subjects.result_chunk(contract_id, index))
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("could not read chunk %d of %s: %s", index, contract_id, exc)
+            raise ExchangeError(
+                ErrorCode.UNAVAILABLE, "the result store is unavailable, retry later"
+            ) from exc
+        return None if stored is None else bytes(stored.data or b"")
+
+    async def _publish(self, subject: str, chunk: bytes, message_id: str) -> PubAck:
+        return await self._js.publish(
+            subject,
+            chunk,
+            timeout=self._timeout_s,
+            stream=RESULT_STREAM,
+            headers={"Nats-Msg-Id": message_id},
+        )
+
+    async def _last(self, subject: str) -> RawStreamMsg | None:
+        try:
+            return await self._js.get_last_msg(RESULT_STREAM, subject)
+        except NotFoundError:
+            return None
 
 
 class ExchangeEndpoints:
-    """Binds the service's use cases to NATS subjects."""
+    """Binds the use cases to their document types, served by one signed-request service."""
 
     def __init__(
         self,
         client: Client,
         context: ExchangeContext,
+        js: JetStreamContext,
         /,
         *,
         clock: Clock,
         escrow_fee_bps: int,
+        portal_id: str | None = None,
+        previous_exchange_ids: frozenset[str] = frozenset(),
+        admission: AdmissionLimits = DEFAULT_ADMISSION,
         concurrency_max: int = REQUEST_CONCURRENCY_MAX,
     ) -> None:
-        self._client = client
+        self._js = js
         self._catalog = CatalogUseCases(context)
         self._contracts = ContractUseCases(context)
         self._accounts = AccountUseCases(context)
         self._reputation = ReputationUseCases(context, self._contracts)
         # The product plan's escrow fee is also the fee of a direct transfer.
         self._transfers = TransferUseCases(context, fee_rate_bps=escrow_fee_bps)
-        self._clock = clock
-        self._replay_guard = ReplayGuard()
-        self._slots = asyncio.Semaphore(concurrency_max)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._micro: Service | None = None
-        self._info = json_encoder.encode(
-            InfoReply(
-                exchange_id=context.exchange_id,
-                protocol_version=PROTOCOL_VERSION,
-                escrow_fee_bps=escrow_fee_bps,
-                endpoints=list(subjects.EXCHANGE_ENDPOINTS),
-            )
+        self._results = ResultUseCases(context)
+        routes = [
+            _route(document_type, answer) for document_type, answer in self._answers().items()
+        ]
+        assert {route.name for route in routes} == set(subjects.EXCHANGE_ENDPOINTS)
+        info = InfoReply(
+            exchange_id=context.exchange_id,
+            protocol_version=PROTOCOL_VERSION,
+            escrow_fee_bps=escrow_fee_bps,
+            endpoints=list(subjects.EXCHANGE_ENDPOINTS),
+            portal_id=portal_id,
+            previous_exchange_ids=sorted(previous_exchange_ids),
         )
-        self._routes: dict[str, tuple[type[Any], UseCase]] = {
-            "catalog.advertise": (Advertise, self._advertise),
-            "catalog.search": (SearchCatalog, self._search),
-            "catalog.status": (SetListingStatus, self._set_listing_status),
-            "catalog.history": (GetListingHistory, self._listing_history),
-            "catalog.reputation": (GetReputation, self._reputation_of),
-            "contract.open": (OpenContract, self._open_contract),
-            "contract.deliver": (Deliver, self._deliver),
-            "contract.accept": (AcceptDelivery, self._accept_delivery),
-            "contract.get": (GetContract, self._get_contract),
-            "contract.reject": (RejectDelivery, self._reject_delivery),
-            "contract.cancel": (CancelContract, self._cancel),
-            "contract.evidence": (GetEvidence, self._evidence),
-            "operator.resolve": (Resolve, self._resolve),
-            "contract.rate": (RateContract, self._rate),
-            "wallet.balance": (GetBalance, self._balance),
-            "wallet.transactions": (ListTransactions, self._transactions),
-            "wallet.transfer": (Transfer, self._transfer),
-            "operator.mint": (Mint, self._mint),
-        }
-        assert set(self._routes) == set(subjects.EXCHANGE_ENDPOINTS)
+        self._service = SignedRequestService(
+            client,
+            context.keys,
+            identity=SERVICE,
+            routes=routes,
+            open_routes=[OpenRoute("info", subjects.EXCHANGE_INFO, info, INFO_REQUEST_BYTES_MAX)],
+            map_error=map_exchange_error,
+            admission=AgentAdmission(admission),
+            clock=clock,
+            concurrency_max=concurrency_max,
+        )
 
     async def start(self) -> None:
-        self._micro = await nats.micro.add_service(
-            self._client,
-            name=SERVICE_NAME,
-            version=SERVICE_VERSION,
-            description="Agent Exchange: catalog, contracts, escrow, wallets",
-            queue_group=subjects.EXCHANGE_QUEUE_GROUP,
-        )
-        await self._micro.add_endpoint(
-            name="info", subject=subjects.EXCHANGE_INFO, handler=self._answer_info
-        )
-        for endpoint in self._routes:
-            await self._micro.add_endpoint(
-                name=endpoint.replace(".", "-"),
-                subject=subjects.exchange_request_wildcard(endpoint),
-                handler=self._dispatcher(endpoint),
-            )
-        await flush_subscriptions(self._client)
+        await self._service.start()
 
     async def stop(self) -> None:
-        if self._micro is not None:
-            await self._micro.stop()
-            self._micro = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._service.stop()
 
-    async def _answer_info(self, request: Request) -> None:
-        await request.respond(self._info)
+    def _answers(self) -> dict[type[Document], Answer]:
+        """Each request document and the use case that answers it."""
+        return {
+            Advertise: self._advertise,
+            SearchCatalog: self._search,
+            SetListingStatus: self._set_listing_status,
+            GetListingHistory: self._listing_history,
+            GetReputation: self._reputation_of,
+            OpenContract: self._open_contract,
+            Deliver: self._deliver,
+            UploadResult: self._upload_result,
+            GetResult: self._read_result,
+            AcceptDelivery: self._accept_delivery,
+            GetContract: self._get_contract,
+            RejectDelivery: self._reject_delivery,
+            CancelContract: self._cancel,
+            GetEvidence: self._evidence,
+            Resolve: self._resolve,
+            RateContract: self._rate,
+            GetBalance: self._balance,
+            ListTransactions: self._transactions,
+            Transfer: self._transfer,
+            Mint: self._mint,
+            SubscribeNotices: self._subscribe_notices,
+        }
 
-    def _dispatcher(self, endpoint: str) -> Callable[[Request], Awaitable[None]]:
-        # nats-py runs one subscription's callbacks one at a time; handing each
-        # request to a task (bounded by the semaphore) lets slow database work
-        # overlap instead of queueing behind one another.
-        async def dispatch(request: Request) -> None:
-            await self._slots.acquire()
-            task = asyncio.create_task(self._handle(endpoint, request))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        return dispatch
-
-    async def _handle(self, endpoint: str, request: Request) -> None:
-        try:
-            reply = await self._reply_for(endpoint, request.subject, request.data)
-            await request.respond(json_encoder.encode(reply))
-        except Exception:
-            log.exception("could not answer a request on %s", request.subject)
-        finally:
-            self._slots.release()
-
-    async def _reply_for(self, endpoint: str, subject: str, data: bytes) -> Reply:
-        expected_type, use_case = self._routes[endpoint]
-        try:
-            verified = verify_request(
-                open_envelope(data),
-                subject=subject,
-                subject_agent_id=subjects.agent_id_in_request_subject(subject),
-                clock=self._clock,
-                replay_guard=self._replay_guard,
-            )
-            document = verified.document
-            if not isinstance(document, expected_type):
-                return _error(ErrorCode.WRONG_KIND, f"{endpoint} takes {expected_type.__name__}")
-            if document.header.audience != EXCHANGE_AUDIENCE:
-                return _error(ErrorCode.WRONG_AUDIENCE, "requests are addressed to 'exchange'")
-            return await use_case(document.header.issuer, verified)
-        except SignatureRejected as exc:
-            return _error(ErrorCode(exc.code), exc.message)
-        except ExchangeError as exc:
-            return ErrorReply(code=exc.code.value, message=exc.message, contract_id=exc.contract_id)
-        except (LedgerUnavailable, UnsupportedDatabase) as exc:
-            log.warning("ledger unavailable on %s: %s", subject, exc)
-            return _error(ErrorCode.UNAVAILABLE, "the ledger is unavailable, retry later")
-        except ValueOutOfRange as exc:
-            return _error(ErrorCode.INVALID_REQUEST, str(exc))
-        except Exception:
-            log.exception("internal error on %s", subject)
-            return _error(ErrorCode.INTERNAL, "internal error")
-
-    # Each route below only unpacks the verified document for its use case.
+    # Each answer below only unpacks the verified document for its use case.
 
     async def _advertise(self, signer: str, verified: VerifiedDocument) -> Reply:
         assert isinstance(verified.document, Advertise)
@@ -290,6 +307,14 @@ class ExchangeEndpoints:
     async def _deliver(self, signer: str, verified: VerifiedDocument) -> Reply:
         assert isinstance(verified.document, Deliver)
         return ContractReply(contract=await self._contracts.deliver(signer, verified.document))
+
+    async def _upload_result(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, UploadResult)
+        return await self._results.upload(signer, verified.document)
+
+    async def _read_result(self, signer: str, verified: VerifiedDocument) -> Reply:
+        assert isinstance(verified.document, GetResult)
+        return await self._results.read(signer, verified.document)
 
     async def _accept_delivery(self, signer: str, verified: VerifiedDocument) -> Reply:
         assert isinstance(verified.document, AcceptDelivery)
@@ -330,6 +355,35 @@ class ExchangeEndpoints:
         assert isinstance(verified.document, Mint)
         return await self._accounts.mint(signer, verified.document)
 
+    async def _subscribe_notices(self, signer: str, verified: VerifiedDocument) -> Reply:
+        """Create (or keep) the agent's notice consumer; agents cannot touch JetStream."""
+        try:
+            await ensure_notice_consumer(self._js, signer)
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("could not set up the notice consumer of %s: %s", signer, exc)
+            raise ExchangeError(ErrorCode.UNAVAILABLE, "notices are unavailable, retry") from exc
+        return NoticesReply(
+            deliver_subject=subjects.notice_deliver_subject(signer),
+            queue_group=notice_consumer_name(signer),
+        )
 
-def _error(code: ErrorCode, message: str) -> ErrorReply:
-    return ErrorReply(code=code.value, message=message)
+
+def _route(document_type: type[Document], answer: Answer) -> Route:
+    """The endpoint of a document type: its name is the document's tag."""
+    tag = document_type.__struct_config__.tag
+    assert isinstance(tag, str)
+    return Route(tag, subjects.exchange_request_wildcard(tag), document_type, answer)
+
+
+def map_exchange_error(exc: Exception, /) -> ErrorReply | None:
+    """The wire error for a refusal of the use cases; None for a bug."""
+    if isinstance(exc, ExchangeError):
+        return ErrorReply(code=exc.code.value, message=exc.message, contract_id=exc.contract_id)
+    if isinstance(exc, LedgerUnavailable | UnsupportedDatabase):
+        log.warning("ledger unavailable: %s", exc)
+        return ErrorReply(
+            code=ErrorCode.UNAVAILABLE.value, message="the ledger is unavailable, retry later"
+        )
+    if isinstance(exc, ValueOutOfRange):
+        return ErrorReply(code=ErrorCode.INVALID_REQUEST.value, message=str(exc))
+    return None

@@ -7,6 +7,30 @@ from agent_client import limits as protocol_limits
 # Requests one worker handles at once; beyond this, NATS holds them in the
 # subscription's bounded pending queue.
 REQUEST_CONCURRENCY_MAX: Final = 256
+# Per-agent admission (exchange/admission.py). One agent may send this many
+# requests a second, with a burst: far more than a busy provider delivering
+# a thousand contracts a second needs, far less than a worker can answer.
+AGENT_REQUESTS_PER_S: Final = 1_000.0
+AGENT_REQUEST_BURST: Final = 2_000
+# Requests of one agent being answered at once: a quarter of the worker.
+AGENT_REQUESTS_IN_FLIGHT_MAX: Final = REQUEST_CONCURRENCY_MAX // 4
+# Requests that fail the receiver's checks (malformed, forged, replayed): an
+# honest client sends almost none, so a small budget; spent, every request
+# of that agent is refused before decoding until it recovers.
+AGENT_PROTOCOL_ERRORS_PER_S: Final = 5.0
+AGENT_PROTOCOL_ERROR_BURST: Final = 20
+# rate_limited answers per agent (each costs a signature); past them a
+# refused request is dropped unanswered.
+AGENT_REFUSAL_ANSWERS_PER_S: Final = 5.0
+AGENT_REFUSAL_ANSWER_BURST: Final = 5
+# Agents whose admission state a worker remembers (about 300 B each).
+AGENTS_TRACKED_MAX: Final = 100_000
+# The info request's body is the requester's nonce, nothing more.
+INFO_REQUEST_BYTES_MAX: Final = 128
+
+assert AGENT_REQUESTS_IN_FLIGHT_MAX < REQUEST_CONCURRENCY_MAX
+assert AGENT_PROTOCOL_ERROR_BURST <= AGENT_REQUEST_BURST
+
 # Notices wait in JetStream for agents that are offline, so they must stay
 # verifiable as long as the stream keeps them.
 NOTICE_LIFETIME_S: Final = protocol_limits.NOTICE_LIFETIME_MAX_S
@@ -42,6 +66,8 @@ DISPUTE_DEFAULT_PROVIDER_SHARE_BPS: Final = 5_000
 SWEEP_INTERVAL_S: Final = 1.0
 SWEEP_BATCH_MAX: Final = 200
 OUTBOX_RELAY_DELAY_MS: Final = 2_000
+# How often each worker checks that its streams exist (two JetStream look-ups).
+STREAMS_CHECK_INTERVAL_S: Final = 10.0
 OUTBOX_BATCH_MAX: Final = 500
 # Notices being published after their step's reply went out (bounded, so a
 # slow JetStream slows the repliers instead of piling up tasks).
@@ -57,3 +83,33 @@ assert 0 <= DISPUTE_DEFAULT_PROVIDER_SHARE_BPS <= 10_000
 # transfers per step) stays far below the wallet's BATCH_SIZE_MAX.
 GROUP_JOBS_MAX: Final = 256
 GROUP_QUEUE_MAX: Final = 8_192
+
+# Checking a result against the provider's output schema (exchange/delivery_checks.py).
+# Regular expressions run on RE2 in linear time, but jsonschema's own work can
+# still be exponential (a recursive $ref under anyOf), so one check stops at
+# this deadline. An honest check of an inline result (RESULT_BYTES_MAX) takes
+# about a tenth of a second, so the budget leaves room for stored results of a
+# few MiB while a pathological schema holds a thread for two seconds at most.
+SCHEMA_CHECK_TIME_BUDGET_S: Final = 2.0
+# Checks run in threads off the event loop, at most this many at once, so a
+# flood of deliveries waits here instead of taking every thread of the
+# default executor (min(32, cores + 4) threads) that other work needs.
+SCHEMA_CHECKS_RUNNING_MAX: Final = 2
+# A schema document nests at most this deep (objects and arrays), checked when
+# advertised: jsonschema recurses once per level.
+SCHEMA_DEPTH_MAX: Final = 32
+# Compiled validators and RE2 patterns kept for reuse, and the memory RE2 may
+# use for one pattern (its compiled program and its lazy DFA, which falls back
+# to slower linear-time matching when full), so the caches stay bounded.
+SCHEMA_VALIDATORS_CACHED_MAX: Final = 256
+SCHEMA_PATTERNS_CACHED_MAX: Final = 256
+SCHEMA_PATTERN_MEMORY_BYTES_MAX: Final = 1024 * 1024
+# A schema_mismatch names this many failing paths, each reason cut to this
+# length, so its message about a large result stays short; a pattern, or a
+# string that does not match one, is quoted up to this many characters.
+SCHEMA_ERRORS_REPORTED_MAX: Final = 3
+SCHEMA_ERROR_REASON_CHARS_MAX: Final = 200
+SCHEMA_PATTERN_QUOTED_CHARS_MAX: Final = 64
+
+assert SCHEMA_CHECKS_RUNNING_MAX <= REQUEST_CONCURRENCY_MAX
+assert SCHEMA_ERRORS_REPORTED_MAX * SCHEMA_ERROR_REASON_CHARS_MAX < protocol_limits.TEXT_LENGTH_MAX

@@ -7,25 +7,77 @@ tests and benchmarks start. Everything lives under one data directory::
     ledger.sqlite3      the ledger, the exchange's and the portal's tables (WAL mode)
     exchange.seed       the exchange's signing key (0600)
     operator.seed       the operator's key, allowed to mint credits (0600)
+    portal.seed         the human portal's key: its NATS identity and reply signer (0600)
+    exchange.previous-ids   ids of exchange keys rotated out (``rotate_exchange_key``)
+    exchange.json       the NATS URL and the exchange id, for clients (no secret)
+
+NATS authentication is on here: the embedded server runs the auth
+callout, which admits the exchange key as the exchange, the portal key as
+the portal, and every other key as an agent (broker/permissions.py). Only
+benchmarks turn it off (``StackConfig(auth=False)``), to compare.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent_client.keys import AgentKeys
-from broker import EmbeddedNatsServer, NatsServerConfig
+from agent_client.errors import AddressFileError
+from agent_client.exchange_address import ExchangeAddress, write_exchange_address
+from agent_client.keys import AgentKeys, is_agent_id
+from broker import AccessPolicy, EmbeddedNatsServer, NatsServerConfig, NatsServerExited
 from exchange.app import ExchangeConfig, ExchangeWorker, migrate_database
 from exchange.limits import SWEEP_INTERVAL_S
 
 if TYPE_CHECKING:
     from human_portal.embedded import EmbeddedPortal
 
-__all__ = ["EmbeddedStack", "StackConfig", "load_or_create_keys"]
+__all__ = [
+    "ADDRESS_FILE_NAME",
+    "EmbeddedStack",
+    "StackConfig",
+    "load_or_create_keys",
+    "rotate_exchange_key",
+]
+
+log = logging.getLogger(__name__)
 
 DATABASE_FILE_NAME = "ledger.sqlite3"
+# Where the stack says which URL it serves and which key is the exchange's.
+ADDRESS_FILE_NAME = "exchange.json"
+EXCHANGE_SEED_FILE_NAME = "exchange.seed"
+PREVIOUS_IDS_FILE_NAME = "exchange.previous-ids"
+# Rotations remembered: each id stays trusted for the evidence it signed.
+PREVIOUS_IDS_MAX = 16
+
+
+def rotate_exchange_key(data_dir: Path, /) -> tuple[str, str]:
+    """A new exchange key in ``data_dir``; the old id joins the previous ids.
+
+    Run with the exchange stopped. The old seed is removed: it never signs
+    again, while what it signed stays verifiable by its id (docs/SECURITY.md).
+    Returns the old and the new id.
+    """
+    seed_path = data_dir / EXCHANGE_SEED_FILE_NAME
+    old = AgentKeys.load(seed_path)
+    previous = [*read_previous_exchange_ids(data_dir), old.agent_id][-PREVIOUS_IDS_MAX:]
+    (data_dir / PREVIOUS_IDS_FILE_NAME).write_text("".join(f"{id_}\n" for id_ in previous))
+    seed_path.unlink()
+    new = load_or_create_keys(seed_path)
+    return old.agent_id, new.agent_id
+
+
+def read_previous_exchange_ids(data_dir: Path, /) -> list[str]:
+    path = data_dir / PREVIOUS_IDS_FILE_NAME
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="ascii").split()
+    ids = [line for line in lines if is_agent_id(line)]
+    if len(ids) != len(lines) or len(ids) > PREVIOUS_IDS_MAX:
+        raise AddressFileError(f"{path} holds something other than agent ids", path=str(path))
+    return ids
 
 
 def load_or_create_keys(path: Path, /) -> AgentKeys:
@@ -52,6 +104,13 @@ class StackConfig:
     sweep_interval_s: float = SWEEP_INTERVAL_S
     # False: one transaction per contract step (for before/after comparisons).
     group_commit: bool = True
+    # When ``nats_port`` is taken (a system NATS on 4222, say), take any free
+    # port instead of failing; clients find it in the address file.
+    nats_port_fallback: bool = False
+    # False: nats-server authenticates nobody and anyone reaching its port may
+    # publish and subscribe anything, the exchange's subjects included. Only
+    # for benchmarks that compare with and without auth (``--insecure-no-auth``).
+    auth: bool = True
 
     def __post_init__(self) -> None:
         assert 1 <= self.workers <= 16
@@ -66,11 +125,13 @@ class EmbeddedStack:
         self.database_url = config.database_url or (
             f"sqlite+aiosqlite:///{self.data_dir / DATABASE_FILE_NAME}"
         )
-        self.exchange_keys = load_or_create_keys(self.data_dir / "exchange.seed")
+        self.exchange_keys = load_or_create_keys(self.data_dir / EXCHANGE_SEED_FILE_NAME)
+        self.previous_exchange_ids = frozenset(read_previous_exchange_ids(self.data_dir))
         self.operator_keys = load_or_create_keys(self.data_dir / "operator.seed")
-        self.nats = EmbeddedNatsServer(
-            NatsServerConfig(data_dir=self.data_dir / "nats", port=config.nats_port)
-        )
+        self.portal_keys = load_or_create_keys(self.data_dir / "portal.seed")
+        self.nats = self._nats_server(config.nats_port)
+        # Set when the configured port was taken and another one serves.
+        self.nats_port_taken: int | None = None
         self.workers: list[ExchangeWorker] = []
         self.portal: EmbeddedPortal | None = None
 
@@ -82,8 +143,39 @@ class EmbeddedStack:
     def worker(self) -> ExchangeWorker:
         return self.workers[0]
 
+    @property
+    def _portal_id(self) -> str | None:
+        return None if self.config.portal_port is None else self.portal_keys.agent_id
+
+    @property
+    def address_path(self) -> Path:
+        return self.data_dir / ADDRESS_FILE_NAME
+
+    def _nats_server(self, port: int) -> EmbeddedNatsServer:
+        access = AccessPolicy(
+            exchange_ids=frozenset({self.exchange_keys.agent_id}),
+            portal_ids=frozenset({self.portal_keys.agent_id}),
+        )
+        return EmbeddedNatsServer(
+            NatsServerConfig(data_dir=self.data_dir / "nats", port=port),
+            access=access if self.config.auth else None,
+        )
+
+    async def _start_nats(self) -> None:
+        try:
+            await self.nats.start()
+        except NatsServerExited as exc:
+            port = self.config.nats_port
+            taken = "address already in use" in exc.log_tail
+            if not (taken and port != 0 and self.config.nats_port_fallback):
+                raise
+            log.warning("NATS port %d is taken; serving on a free port instead", port)
+            self.nats_port_taken = port
+            self.nats = self._nats_server(0)
+            await self.nats.start()
+
     async def start(self) -> None:
-        await self.nats.start()
+        await self._start_nats()
         try:
             await migrate_database(self.database_url)
             for _ in range(self.config.workers):
@@ -95,12 +187,22 @@ class EmbeddedStack:
                         operator_ids=frozenset({self.operator_keys.agent_id}),
                         sweep_interval_s=self.config.sweep_interval_s,
                         group_commit=self.config.group_commit,
+                        portal_id=self._portal_id,
+                        previous_exchange_ids=self.previous_exchange_ids,
                     )
                 )
                 await worker.start()
                 self.workers.append(worker)
             if self.config.portal_port is not None:
                 await self._start_portal(self.config.portal_port)
+            write_exchange_address(
+                self.address_path,
+                ExchangeAddress(
+                    nats_url=self.nats.url,
+                    exchange_id=self.exchange_keys.agent_id,
+                    portal_id=self._portal_id,
+                ),
+            )
         except BaseException:
             await self.stop()
             raise
@@ -113,6 +215,7 @@ class EmbeddedStack:
             database_url=self.database_url,
             nats_url=self.nats.url,
             operator_keys=self.operator_keys,
+            portal_keys=self.portal_keys,
             port=port,
             operator_emails=self.config.operator_emails,
         )

@@ -8,7 +8,7 @@ from agent_client.protocol import (
     JSON_NULL,
     ContractView,
     Envelope,
-    ObjectRef,
+    ResultRef,
     json_encoder,
 )
 from exchange.contracts import ContractRow
@@ -62,5 +62,6 @@ def raw_json(json_text: str) -> msgspec.Raw:
     return msgspec.Raw(json_text.encode())
 
 
-def object_ref_from_text(text: str | None, /) -> ObjectRef | None:
-    return None if text is None else msgspec.json.decode(text, type=ObjectRef)
+def object_ref_from_text(text: str | None, /) -> ResultRef | None:
+    """The stored result a contract row names (its ``result_ref`` column), if any."""
+    return None if text is None else msgspec.json.decode(text, type=ResultRef)

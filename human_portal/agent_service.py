@@ -17,35 +17,30 @@ or an ``error`` reply with a stable code.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
 
-import nats.micro
 from nats.aio.client import Client
-from nats.micro.request import Request
-from nats.micro.service import Service
 
-from agent_client.errors import SignatureRejected
+from agent_client.keys import AgentKeys
 from agent_client.protocol import (
     CashOut,
     CashOutReply,
-    Document,
     ErrorCode,
     ErrorReply,
     LinkedReply,
     LinkHuman,
     Reply,
-    json_encoder,
 )
-from agent_client.signing import ReplayGuard, open_envelope, verify_request
+from agent_client.signing import VerifiedDocument
 from agent_client.subjects import (
     PORTAL_AUDIENCE,
     PORTAL_CASH_OUT_SUBJECT_FORMAT,
     PORTAL_LINK_SUBJECT_FORMAT,
 )
-from agent_client.transport import flush_subscriptions
+from exchange.admission import AgentAdmission
+from exchange.endpoints import DEFAULT_ADMISSION
+from exchange.signed_service import Route, ServiceIdentity, SignedRequestService
 from human_portal.accounts import user_by_id
 from human_portal.context import PortalContext
 from human_portal.errors import PortalError
@@ -53,16 +48,19 @@ from human_portal.linking import link_agent, link_of
 from human_portal.payouts import request_cash_out
 from wallet import LedgerUnavailable
 
-__all__ = ["AGENT_SERVICE_QUEUE_GROUP", "AgentService"]
+__all__ = ["AGENT_SERVICE_QUEUE_GROUP", "AgentService", "map_portal_error"]
 
 log = logging.getLogger(__name__)
 
 AGENT_SERVICE_QUEUE_GROUP = "agentx-portal"
-SERVICE_NAME = "agentx-portal"
-SERVICE_VERSION = "0.1.0"
+SERVICE = ServiceIdentity(
+    name="agentx-portal",
+    version="0.2.0",
+    description="Agent Exchange human portal: agents link to their humans, cash out",
+    queue_group=AGENT_SERVICE_QUEUE_GROUP,
+    audience=PORTAL_AUDIENCE,
+)
 REQUEST_CONCURRENCY_MAX = 64
-
-_Handler = Callable[[Document], Awaitable[Reply]]
 
 # Portal errors map onto the wire's stable codes.
 _CODES = {
@@ -76,97 +74,69 @@ _CODES = {
 }
 
 
-def _agent_id_in_subject(subject: str, subject_format: str) -> str | None:
-    prefix, _, suffix = subject_format.partition("{agent_id}")
-    if not (subject.startswith(prefix) and subject.endswith(suffix)):
-        return None
-    token = subject[len(prefix) : len(subject) - len(suffix)]
-    return token if token and "." not in token else None
+def map_portal_error(exc: Exception, /) -> ErrorReply | None:
+    """The wire error for a refusal of the portal; None for a bug."""
+    if isinstance(exc, PortalError):
+        code = _CODES.get(exc.code, ErrorCode.INVALID_REQUEST)
+        return ErrorReply(code=code.value, message=exc.message)
+    if isinstance(exc, LedgerUnavailable):
+        log.warning("database unavailable: %s", exc)
+        return ErrorReply(
+            code=ErrorCode.UNAVAILABLE.value, message="the portal is unavailable, retry later"
+        )
+    return None
 
 
 class AgentService:
-    """Serves agents' portal requests on a NATS connection the caller owns."""
+    """Serves agents' portal requests on a NATS connection the caller owns, signed
+    with the portal's key (agents learn its id from the exchange's ``info``)."""
 
-    def __init__(self, client: Client, context: PortalContext, /) -> None:
-        self._client = client
+    def __init__(self, client: Client, keys: AgentKeys, context: PortalContext, /) -> None:
         self._context = context
-        self._replay_guard = ReplayGuard()
-        self._slots = asyncio.Semaphore(REQUEST_CONCURRENCY_MAX)
-        self._micro: Service | None = None
-        self._routes: dict[str, tuple[type[Document], _Handler]] = {
-            PORTAL_LINK_SUBJECT_FORMAT: (LinkHuman, self._link),
-            PORTAL_CASH_OUT_SUBJECT_FORMAT: (CashOut, self._cash_out),
-        }
+        self._service = SignedRequestService(
+            client,
+            keys,
+            identity=SERVICE,
+            routes=[
+                Route(
+                    "link",
+                    PORTAL_LINK_SUBJECT_FORMAT.format(agent_id="*"),
+                    LinkHuman,
+                    self._link,
+                ),
+                Route(
+                    "cash-out",
+                    PORTAL_CASH_OUT_SUBJECT_FORMAT.format(agent_id="*"),
+                    CashOut,
+                    self._cash_out,
+                ),
+            ],
+            map_error=map_portal_error,
+            admission=AgentAdmission(DEFAULT_ADMISSION),
+            clock=context.clock,
+            concurrency_max=REQUEST_CONCURRENCY_MAX,
+        )
 
     async def start(self) -> None:
-        self._micro = await nats.micro.add_service(
-            self._client,
-            name=SERVICE_NAME,
-            version=SERVICE_VERSION,
-            description="Agent Exchange human portal: agents link to their humans, cash out",
-            queue_group=AGENT_SERVICE_QUEUE_GROUP,
-        )
-        for subject_format in self._routes:
-            name = subject_format.rsplit(".", 1)[-1].replace("_", "-")
-            await self._micro.add_endpoint(
-                name=name,
-                subject=subject_format.format(agent_id="*"),
-                handler=self._handler(subject_format),
-            )
-        await flush_subscriptions(self._client)
+        await self._service.start()
 
     async def stop(self) -> None:
-        if self._micro is not None:
-            await self._micro.stop()
-            self._micro = None
+        await self._service.stop()
 
-    def _handler(self, subject_format: str) -> Callable[[Request], Awaitable[None]]:
-        async def handle(request: Request) -> None:
-            async with self._slots:
-                reply = await self.reply_for(subject_format, request.subject, request.data)
-                await request.respond(json_encoder.encode(reply))
-
-        return handle
-
-    async def reply_for(self, subject_format: str, subject: str, data: bytes) -> Reply:
-        """Verify one request and answer it, or say why not."""
-        expected_type, handler = self._routes[subject_format]
-        try:
-            verified = verify_request(
-                open_envelope(data),
-                subject=subject,
-                subject_agent_id=_agent_id_in_subject(subject, subject_format),
-                clock=self._context.clock,
-                replay_guard=self._replay_guard,
-            )
-            document = verified.document
-            if not isinstance(document, expected_type):
-                return _error(ErrorCode.WRONG_KIND, f"this endpoint takes {expected_type.__name__}")
-            if document.header.audience != PORTAL_AUDIENCE:
-                return _error(ErrorCode.WRONG_AUDIENCE, "portal requests are addressed to 'portal'")
-            return await handler(document)
-        except SignatureRejected as exc:
-            return _error(ErrorCode(exc.code), exc.message)
-        except PortalError as exc:
-            return _error(_CODES.get(exc.code, ErrorCode.INVALID_REQUEST), exc.message)
-        except LedgerUnavailable as exc:
-            log.warning("database unavailable for %s: %s", subject, exc)
-            return _error(ErrorCode.UNAVAILABLE, "the portal is unavailable, retry later")
-        except Exception:
-            log.exception("internal error on %s", subject)
-            return _error(ErrorCode.INTERNAL, "internal error")
-
-    async def _link(self, document: Document) -> Reply:
+    async def _link(self, agent_id: str, verified: VerifiedDocument) -> Reply:
+        document = verified.document
         assert isinstance(document, LinkHuman)
-        link = await link_agent(self._context, document.header.issuer, document.code)
+        link = await link_agent(self._context, agent_id, document.code)
         return LinkedReply(agent_id=link.agent_id, label=link.label)
 
-    async def _cash_out(self, document: Document) -> Reply:
+    async def _cash_out(self, agent_id: str, verified: VerifiedDocument) -> Reply:
+        document = verified.document
         assert isinstance(document, CashOut)
-        agent_id = document.header.issuer
         link = await self._context.read(lambda connection: link_of(connection, agent_id))
         if link is None:
-            return _error(ErrorCode.NOT_FOUND, "this agent is not linked to a human")
+            return ErrorReply(
+                code=ErrorCode.NOT_FOUND.value, message="this agent is not linked to a human"
+            )
         owner = await self._context.read(lambda connection: user_by_id(connection, link.user_id))
         assert owner is not None
         # The agent's request id names the payout: a retry finds the first one.
@@ -188,7 +158,3 @@ class AgentService:
             net_cents=payout.net_cents,
             failure_reason=payout.failure_reason,
         )
-
-
-def _error(code: ErrorCode, message: str) -> ErrorReply:
-    return ErrorReply(code=code.value, message=message)

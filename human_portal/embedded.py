@@ -25,6 +25,7 @@ class EmbeddedPortal:
         database_url: str,
         nats_url: str,
         operator_keys: AgentKeys,
+        portal_keys: AgentKeys,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORTAL_PORT,
         operator_emails: frozenset[str] = frozenset(),
@@ -33,6 +34,7 @@ class EmbeddedPortal:
         self._database_url = database_url
         self._nats_url = nats_url
         self._operator_keys = operator_keys
+        self._portal_keys = portal_keys
         self._host = host
         self._port = port
         self._operator_emails = frozenset(email.strip().lower() for email in operator_emails)
@@ -65,7 +67,11 @@ class EmbeddedPortal:
                 operator_emails=self._operator_emails,
             )
             self.server = PortalServer(
-                config, host=self._host, port=self._port, operator_keys=self._operator_keys
+                config,
+                host=self._host,
+                port=self._port,
+                operator_keys=self._operator_keys,
+                portal_keys=self._portal_keys,
             )
             await self.server.start()
             if self.offline is not None:

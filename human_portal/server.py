@@ -18,17 +18,18 @@ import contextlib
 import dataclasses
 import logging
 
-import nats
 import nats.errors
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_client.keys import AgentKeys
 from agent_client.signing import Clock, SystemClock
+from agent_client.transport import connect_nats
 from exchange.ledger_accounts import ensure_platform_accounts
 from human_portal.agent_service import AgentService
 from human_portal.config import PortalConfig, StripeSettings
 from human_portal.context import PortalContext
+from human_portal.exchange_relay import ExchangeRelay
 from human_portal.http_server import EmbeddedHttpServer
 from human_portal.ledger_accounts import ensure_portal_accounts
 from human_portal.localstripe_process import (
@@ -64,11 +65,15 @@ class PortalServer:
         port: int = 0,
         clock: Clock | None = None,
         operator_keys: AgentKeys | None = None,
+        portal_keys: AgentKeys | None = None,
     ) -> None:
         self.config = config
         self._http = EmbeddedHttpServer(host=host, port=port)
         self._clock = clock or SystemClock()
         self._operator_keys = operator_keys
+        # The portal's own key: it authenticates the NATS connection and
+        # signs the portal's answers to agents. Needed with a NATS URL.
+        self._portal_keys = portal_keys
         self._engine: AsyncEngine | None = None
         self._gateway: StripeSdkGateway | None = None
         self._nats: Client | None = None
@@ -110,18 +115,21 @@ class PortalServer:
             connect=self._gateway,
         )
         resolver = None
+        relay = None
         if self.config.nats_url is not None:
-            self._nats = await nats.connect(
+            assert self._portal_keys is not None, "a portal on NATS needs its key"
+            self._nats = await connect_nats(
                 self.config.nats_url,
+                self._portal_keys,
                 name="agentx-portal",
-                connect_timeout=NATS_CONNECT_TIMEOUT_S,
-                max_reconnect_attempts=-1,
+                connect_timeout_s=NATS_CONNECT_TIMEOUT_S,
             )
-            self._agents = AgentService(self._nats, self._context)
+            self._agents = AgentService(self._nats, self._portal_keys, self._context)
             await self._agents.start()
+            relay = await ExchangeRelay.connect(self._nats, clock=self._clock)
             if self._operator_keys is not None:
                 resolver = ExchangeDisputeResolver(self.config.nats_url, self._operator_keys)
-        app = create_app(self._context, nats_client=self._nats, resolver=resolver)
+        app = create_app(self._context, relay=relay, resolver=resolver)
         await self._http.start(app)
         self._recovery = asyncio.create_task(self._recover_payouts())
 

@@ -37,7 +37,7 @@ __all__ = ["CatalogUseCases"]
 # A search page must fit in one NATS message with room for the reply's own
 # fields; listings carry their schemas (up to 16 KiB each), so a page of
 # large listings is cut short and says so with ``has_more``.
-SEARCH_REPLY_BYTES_MAX = protocol_limits.MESSAGE_BYTES_MAX - 16 * 1024
+SEARCH_REPLY_BYTES_MAX = protocol_limits.REPLY_BODY_BYTES_MAX - 16 * 1024
 _LISTING_BYTES_MAX = 2 * protocol_limits.SCHEMA_BYTES_MAX + 8 * protocol_limits.TEXT_LENGTH_MAX
 assert _LISTING_BYTES_MAX < SEARCH_REPLY_BYTES_MAX  # one listing always fits
 

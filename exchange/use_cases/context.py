@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_client import subjects
 from agent_client.keys import AgentKeys
-from agent_client.protocol import Document, Header, ObjectRef, json_encoder
+from agent_client.protocol import Document, Header, json_encoder
 from agent_client.signing import Clock, make_header, seal
 from escrow import Escrow, EscrowError
 from exchange import repository
@@ -63,9 +63,19 @@ class NoticePublisher(Protocol):
 
 
 class ResultStore(Protocol):
-    """Where results too large to send inline are kept (JetStream object store)."""
+    """Where the exchange keeps results too large to send inline, chunk by chunk
+    (a JetStream stream only the exchange can reach, in production).
 
-    async def fetch(self, reference: ObjectRef, /) -> bytes: ...
+    Storing a chunk again replaces it, and storing the same bytes twice stores
+    them once (a retried upload); nothing is ever deleted. Unavailability is
+    raised as ``ExchangeError(UNAVAILABLE)``.
+    """
+
+    async def put_chunk(self, contract_id: str, index: int, chunk: bytes, /) -> None: ...
+
+    async def get_chunk(self, contract_id: str, index: int, /) -> bytes | None:
+        """The chunk's bytes, or None when it is not stored."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from escrow import EscrowError, HoldOrder, InsufficientFunds, Settlement, Settle
 from exchange import catalog_repository, repository
 from exchange.catalog import listing_id_for
 from exchange.contracts import (
+    DELIVERED_STATES,
     SETTLED_STATES,
     ContractEvent,
     ContractRow,
@@ -137,13 +138,17 @@ def insufficient_funds_error() -> ExchangeError:
 
 def decide_transition(
     contract: ContractRow, job: TransitionJob
-) -> tuple[ContractRow, Step, ContractEvent]:
+) -> tuple[ContractRow, Step, ContractEvent] | None:
     """The contract after ``job``'s event, what changes, and the event applied (pure).
 
-    A party's event on a contract whose timer is already due is refused:
-    the expiry counts even if the sweeper has not run yet.
+    None: ``job`` repeats the delivery the contract already holds, so
+    nothing changes and the answer is the contract as it is. A party's event
+    on a contract whose timer is already due is refused: the expiry counts
+    even if the sweeper has not run yet.
     """
     acting_role = job.role or check_party(contract, job.actor_id)
+    if _repeats_delivery(contract, job, acting_role):
+        return None
     timer = due_event(contract, now_ms=job.now_ms)
     applied_event = timer if job.event is None else job.event
     if applied_event is None or (job.event is not None and timer is not None):
@@ -158,6 +163,30 @@ def decide_transition(
         contract, state=to_state, updated_at_ms=job.now_ms, **step.changes
     )
     return dataclasses.replace(updated, due_at_ms=_due_at(updated)), step, applied_event
+
+
+def _repeats_delivery(contract: ContractRow, job: TransitionJob, role: Role) -> bool:
+    """Whether ``job`` is a retry of the deliver whose result ``contract`` holds.
+
+    Clients retry ``contract.deliver`` after a timeout or ``unavailable``
+    until the deadline, so a delivery that was applied may come again (also
+    after the contract moved on: disputed, released, resolved). The
+    deliver's own step says which result it brings (the ``result_sha256`` it
+    would write) and checks it as the first time did (the sealed flag must be
+    the contract's). A step that refuses, or another result, is no retry:
+    the deliver is then refused as any deliver after the first one.
+    """
+    if (
+        job.event is not ContractEvent.DELIVER
+        or role is not Role.PROVIDER
+        or contract.state not in DELIVERED_STATES
+    ):
+        return False
+    try:
+        step = job.decide(contract, job.now_ms)
+    except ExchangeError:
+        return False
+    return bool(step.changes.get("result_sha256") == contract.result_sha256)
 
 
 def move_for(before: ContractRow, after: ContractRow, step: Step) -> ContractMove:
@@ -410,10 +439,14 @@ async def _decided_transitions(
         try:
             if contract is None:
                 raise ExchangeError(ErrorCode.NOT_FOUND, "no such contract")
-            updated, step, applied_event = decide_transition(contract, job)
+            transition = decide_transition(contract, job)
         except ExchangeError as refusal:
             outcomes[index] = refusal
             continue
+        if transition is None:
+            outcomes[index] = Applied(contract, [])  # a repeated delivery: nothing to write
+            continue
+        updated, step, applied_event = transition
         decided.append(_Decided(index, job, contract, updated, step, applied_event))
     return decided
 

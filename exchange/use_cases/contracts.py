@@ -5,7 +5,9 @@ Every transition goes through :meth:`ContractUseCases._transition`: one
 transaction that loads the contract, checks who may cause the event, settles
 the escrow if the new state is a settled one, compare-and-sets the state,
 records the event in the contract's history and stages a notice to each
-party in the outbox. Notices are published after commit.
+party in the outbox. Notices are published after commit. A provider's
+deliver that repeats the delivery a contract holds (a client's retry) is
+answered with the contract and changes nothing (``decide_transition``).
 
 Opens and transitions go through the worker's group commit first
 (:mod:`exchange.use_cases.group_commit`): many contracts' steps in one
@@ -90,6 +92,7 @@ from exchange.use_cases.contract_groups import (
     updated_notice,
 )
 from exchange.use_cases.group_commit import ALONE, Alone, GroupCommitter
+from exchange.use_cases.results import read_stored_result
 from exchange.views import (
     contract_view,
     envelope_from_text,
@@ -325,9 +328,25 @@ class ContractUseCases:
 
     async def deliver(self, provider_id: str, request: Deliver, /) -> ContractView:
         """Check the result (size, hash, schema or sealing) and mark the contract delivered."""
-        result_bytes = await self._result_bytes(request)
+        result_bytes = await self._result_bytes(request, provider_id)
         if sha256_hex(result_bytes) != request.result_sha256:
             raise ExchangeError(ErrorCode.HASH_MISMATCH, "the result does not match its hash")
+
+        async def read(connection: AsyncConnection) -> ContractRow:
+            return await self._load(connection, request.contract_id, provider_id)
+
+        # The schema check takes a thread for up to its time budget, so it runs
+        # here rather than in the step (which may run inside a transaction, and
+        # twice), against the schema kept when the contract opened: it never
+        # changes, and neither does seal_result. A sealed result is ciphertext.
+        if not request.sealed:
+            contract = await self._context.run(read)
+            if not contract.seal_result:
+                await check_result_against_schema(
+                    msgspec.json.decode(result_bytes),
+                    contract.output_schema,
+                    contract_id=contract.contract_id,
+                )
 
         def step(contract: ContractRow, now_ms: int) -> Step:
             if request.sealed != contract.seal_result:
@@ -335,12 +354,6 @@ class ContractUseCases:
                 raise ExchangeError(
                     ErrorCode.INVALID_REQUEST,
                     f"the buyer asked for a result {wanted}",
-                    contract_id=contract.contract_id,
-                )
-            if not request.sealed:
-                check_result_against_schema(
-                    msgspec.json.decode(result_bytes),
-                    contract.output_schema,
                     contract_id=contract.contract_id,
                 )
             review_deadline_ms = now_ms + self._context.lifecycle.review_window_s * 1000
@@ -356,9 +369,9 @@ class ContractUseCases:
 
         return await self._transition(request.contract_id, provider_id, ContractEvent.DELIVER, step)
 
-    async def _result_bytes(self, request: Deliver) -> bytes:
-        """The exact result bytes (inline, or read from the object store), checked to be
-        JSON, and a JSON string when sealed."""
+    async def _result_bytes(self, request: Deliver, signer_id: str) -> bytes:
+        """The exact result bytes (inline, or the chunks the provider uploaded), checked
+        to be JSON, and a JSON string when sealed."""
         if request.result_ref is None:
             result_bytes = bytes(request.result)
             if len(result_bytes) > protocol_limits.RESULT_BYTES_MAX:
@@ -366,7 +379,22 @@ class ContractUseCases:
         elif self._context.results is None:
             raise ExchangeError(ErrorCode.INVALID_REQUEST, "this worker takes inline results only")
         else:
-            result_bytes = await self._context.results.fetch(request.result_ref)
+            # A stored result is read back for the contract's provider only:
+            # nobody else may learn its size or hash by trying, nor make the
+            # exchange read up to 16 MiB for nothing.
+            async def read(connection: AsyncConnection) -> ContractRow:
+                return await self._load(connection, request.contract_id, signer_id)
+
+            contract = await self._context.run(read)
+            if check_party(contract, signer_id) is not Role.PROVIDER:
+                raise ExchangeError(
+                    ErrorCode.FORBIDDEN,
+                    "only the provider delivers",
+                    contract_id=contract.contract_id,
+                )
+            result_bytes = await read_stored_result(
+                self._context.results, contract.contract_id, request.result_ref
+            )
         try:
             msgspec.json.decode(result_bytes, type=str if request.sealed else Any)
         except msgspec.DecodeError as exc:
@@ -584,11 +612,14 @@ class ContractUseCases:
         if isinstance(applied, Applied):
             await self._context.publish_soon(applied.notices)
             return contract_view(applied.contract)
-        staged: list[OutboxNotice] = []
 
-        async def work(connection: AsyncConnection) -> ContractRow:
+        # May run more than once: it returns its outcome and sets nothing outside.
+        async def work(connection: AsyncConnection) -> tuple[ContractRow, list[OutboxNotice]]:
             contract = await self._load(connection, contract_id, actor_id, role=role)
-            updated, step, applied_event = decide_transition(contract, job)
+            transition = decide_transition(contract, job)
+            if transition is None:
+                return contract, []  # a repeated delivery: nothing changes
+            updated, step, applied_event = transition
             if step.settlement is not None:
                 order = settle_order(contract, step.settlement)
                 await self._context.escrow.settle(order, connection=connection)
@@ -603,12 +634,12 @@ class ContractUseCases:
             await self._record_event(
                 connection, updated, applied_event.value, actor_id, step.detail
             )
-            staged.extend(transition_notices(self._context, updated, applied_event, step.detail))
-            await self._context.stage(connection, staged)
-            return updated
+            notices = transition_notices(self._context, updated, applied_event, step.detail)
+            await self._context.stage(connection, notices)
+            return updated, notices
 
-        contract = await self._context.run(work)
-        await self._context.publish_soon(staged)
+        contract, notices = await self._context.run(work)
+        await self._context.publish_soon(notices)
         return contract_view(contract)
 
     async def _load(

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import msgspec
-import nats.errors
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Query, Request
-from nats.aio.client import Client
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent_client import subjects
 from agent_client.errors import SignatureRejected
-from agent_client.protocol import Envelope, OpenContract, json_encoder
+from agent_client.protocol import Envelope, OpenContract
 from agent_client.signing import open_envelope_struct
 from exchange.schema import listings
 from human_portal import limits
@@ -28,6 +24,7 @@ from human_portal.accounts import User
 from human_portal.api_tokens import user_for_api_token
 from human_portal.context import PortalContext
 from human_portal.errors import AuthenticationFailed, InvalidInput, ServiceUnavailable
+from human_portal.exchange_relay import ExchangeRelay
 from human_portal.linking import linked_agents, owner_of
 from human_portal.money import top_up_quote
 from human_portal.payouts import request_cash_out
@@ -38,7 +35,6 @@ from human_portal.web.common import Web
 
 __all__ = ["api_routes"]
 
-RELAY_TIMEOUT_S = 10.0
 SERVICES_PAGE_SIZE_MAX = 100
 
 
@@ -158,7 +154,7 @@ async def api_user(request: Request, authorization: Annotated[str, Header()] = "
 ApiUser = Annotated[User, Depends(api_user)]
 
 
-def api_routes(web: Web, nats_client: Client | None) -> APIRouter:
+def api_routes(web: Web, relay: ExchangeRelay | None) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["api"])
     context = web.context
 
@@ -304,7 +300,7 @@ def api_routes(web: Web, nats_client: Client | None) -> APIRouter:
         The portal holds no agent keys: the agent signs ``contract.open`` and
         the exchange checks that signature, the quote, the budgets and funds.
         """
-        if nats_client is None:
+        if relay is None:
             raise ServiceUnavailable("this portal is not connected to the exchange")
         envelope = Envelope(doc=body.acceptance.doc, sig=body.acceptance.sig)
         try:
@@ -316,16 +312,6 @@ def api_routes(web: Web, nats_client: Client | None) -> APIRouter:
             raise InvalidInput("acceptance", "must be a contract.open document")
         agent_id = document.header.issuer
         await context.read(lambda connection: owner_of(connection, user, agent_id))
-        subject = subjects.exchange_request(agent_id, "contract.open")
-        try:
-            reply = await nats_client.request(
-                subject, json_encoder.encode(envelope), timeout=RELAY_TIMEOUT_S
-            )
-            decoded = msgspec.json.decode(reply.data)
-        except (nats.errors.Error, TimeoutError, msgspec.DecodeError) as exc:
-            raise ServiceUnavailable("the exchange did not answer") from exc
-        if not isinstance(decoded, dict):
-            raise ServiceUnavailable("the exchange's answer was not understood")
-        return decoded
+        return await relay.open_contract(envelope, agent_id)
 
     return router

@@ -19,11 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from nats.aio.client import Client
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from human_portal.context import PortalContext
 from human_portal.errors import PortalError, RateLimited
+from human_portal.exchange_relay import ExchangeRelay
 from human_portal.web.api import api_routes
 from human_portal.web.common import SignInRequired, Web, template_filters
 from human_portal.web.pages_account import account_routes
@@ -44,7 +44,7 @@ def create_app(
     context: PortalContext,
     /,
     *,
-    nats_client: Client | None = None,
+    relay: ExchangeRelay | None = None,
     resolver: DisputeResolver | None = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -69,7 +69,7 @@ def create_app(
     app.include_router(agent_routes(web))
     app.include_router(money_routes(web))
     app.include_router(operator_routes(web, resolver))
-    app.include_router(api_routes(web, nats_client))
+    app.include_router(api_routes(web, relay))
     _add_error_handlers(app, web)
 
     @app.get("/api/v1/docs", include_in_schema=False)

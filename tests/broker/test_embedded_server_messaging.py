@@ -1,21 +1,25 @@
-"""The session's embedded nats-server carries real traffic.
+"""The embedded nats-server carries real traffic.
 
-These tests talk to the shared `nats_server` fixture with nats-py, as agents
-and exchange workers will: publish/subscribe, request/reply, JetStream, and
-the payload limit the server advertises. Names are unique per test so that
-other packages' tests on the same server cannot collide with them.
+The traffic tests talk with nats-py to a server of this module started
+without an access policy (no authentication), to test the process itself:
+publish/subscribe, request/reply, JetStream, and the payload limit the
+server advertises. What authenticated clients may do is tested in
+test_auth_callout.py and tests/test_threat_model.py; the monitor tests look
+at the session's server, which runs as the product does.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
+import pytest_asyncio
 from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 
-from broker import EmbeddedNatsServer
+from broker import EmbeddedNatsServer, NatsServerConfig
 from broker.limits import (
     JETSTREAM_FILE_STORE_BYTES_DEFAULT,
     JETSTREAM_MEMORY_STORE_BYTES_DEFAULT,
@@ -32,6 +36,20 @@ from tests.broker.nats_clients import (
 SYSTEM_NATS_PORT = 4222
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def open_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[EmbeddedNatsServer]:
+    config = NatsServerConfig(data_dir=tmp_path_factory.mktemp("open-nats-server"))
+    async with EmbeddedNatsServer(config) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def open_url(open_server: EmbeddedNatsServer) -> str:
+    return open_server.url
+
+
 def unique_token() -> str:
     return uuid.uuid4().hex
 
@@ -46,9 +64,9 @@ def test_server_listens_on_a_free_loopback_port_not_the_system_default(
     assert nats_url == nats_server.url
 
 
-async def test_a_published_message_reaches_a_subscriber(nats_url: str) -> None:
+async def test_a_published_message_reaches_a_subscriber(open_url: str) -> None:
     subject = f"broker-test.publish.{unique_token()}"
-    async with connected_client(nats_url) as subscriber, connected_client(nats_url) as publisher:
+    async with connected_client(open_url) as subscriber, connected_client(open_url) as publisher:
         subscription = await subscriber.subscribe(subject)
         await flush_subscriptions(subscriber)
         await publisher.publish(subject, b"hello")
@@ -57,9 +75,9 @@ async def test_a_published_message_reaches_a_subscriber(nats_url: str) -> None:
     assert message.data == b"hello"
 
 
-async def test_a_request_gets_the_reply_of_a_responder(nats_url: str) -> None:
+async def test_a_request_gets_the_reply_of_a_responder(open_url: str) -> None:
     subject = f"broker-test.request.{unique_token()}"
-    async with connected_client(nats_url) as responder, connected_client(nats_url) as requester:
+    async with connected_client(open_url) as responder, connected_client(open_url) as requester:
 
         async def answer(message: Msg) -> None:
             await message.respond(b"echo: " + message.data)
@@ -70,11 +88,11 @@ async def test_a_request_gets_the_reply_of_a_responder(nats_url: str) -> None:
     assert reply.data == b"echo: ping"
 
 
-async def test_jetstream_is_enabled_and_stores_a_published_message(nats_url: str) -> None:
+async def test_jetstream_is_enabled_and_stores_a_published_message(open_url: str) -> None:
     token = unique_token()
     stream_name = f"BROKER_TEST_{token}"
     subject = f"broker-test.jetstream.{token}"
-    async with connected_client(nats_url) as client:
+    async with connected_client(open_url) as client:
         jetstream = client.jetstream(timeout=REQUEST_TIMEOUT_S)
         # Without JetStream this raises: nobody answers the $JS.API subjects.
         await jetstream.account_info()
@@ -88,8 +106,8 @@ async def test_jetstream_is_enabled_and_stores_a_published_message(nats_url: str
     assert stored.data == b"kept"
 
 
-async def test_a_payload_above_the_configured_maximum_is_refused(nats_url: str) -> None:
-    async with connected_client(nats_url) as client:
+async def test_a_payload_above_the_configured_maximum_is_refused(open_url: str) -> None:
+    async with connected_client(open_url) as client:
         assert client.max_payload == MAX_PAYLOAD_BYTES_DEFAULT
         with pytest.raises(MaxPayloadError):
             await client.publish(

@@ -10,11 +10,14 @@ import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import nats
 import pytest_asyncio
 from nats.aio.client import Client
 
-from agent_client import Agent, AgentKeys, AgentOptions
+from agent_client import Agent, AgentKeys, AgentOptions, subjects
+from agent_client.protocol import Reply
+from agent_client.replies import open_reply
+from agent_client.signing import SystemClock
+from agent_client.transport import connect_nats
 from exchange import ExchangeConfig, ExchangeWorker, check_exchange_invariants, migrate_database
 
 
@@ -25,6 +28,7 @@ class RunningExchange:
     nats_url: str
     agents: list[Agent] = field(default_factory=list)
     keys_by_agent_id: dict[str, AgentKeys] = field(default_factory=dict)
+    raw_connections: dict[str, Client] = field(default_factory=dict)
 
     async def agent(self, keys: AgentKeys | None = None) -> Agent:
         keys = keys or AgentKeys.generate()
@@ -54,16 +58,41 @@ class RunningExchange:
     async def check_invariants(self) -> None:
         await check_exchange_invariants(self.worker.engine)
 
+    async def raw_connection(self, keys: AgentKeys) -> Client:
+        """A plain NATS connection authenticated as ``keys``, for hand-made messages."""
+        client = self.raw_connections.get(keys.agent_id)
+        if client is None:
+            client = await connect_nats(self.nats_url, keys, name="raw-test-agent")
+            self.raw_connections[keys.agent_id] = client
+        return client
+
+    async def raw_request(self, keys: AgentKeys, subject: str, payload: bytes) -> Reply:
+        """A hand-made request to the exchange from ``keys``' connection: the exchange's
+        signed answer, verified as any client must (agent_client/replies.py)."""
+        client = await self.raw_connection(keys)
+        message = await client.request(subject, payload, timeout=5)
+        _, reply = open_reply(
+            message.data,
+            signer_id=self.worker.exchange_id,
+            audience=subjects.agent_id_in_request_subject(subject) or "",
+            request_subject=subject,
+            request_payload=payload,
+            clock=SystemClock(),
+        )
+        return reply
+
 
 @pytest_asyncio.fixture
-async def exchange(nats_url: str, database_url: str) -> AsyncIterator[RunningExchange]:
+async def exchange(
+    nats_url: str, database_url: str, exchange_keys: AgentKeys
+) -> AsyncIterator[RunningExchange]:
     await migrate_database(database_url)
     operator_keys = AgentKeys.generate()
     worker = ExchangeWorker(
         ExchangeConfig(
             nats_url=nats_url,
             database_url=database_url,
-            keys=AgentKeys.generate(),
+            keys=exchange_keys,
             operator_ids=frozenset({operator_keys.agent_id}),
         )
     )
@@ -76,13 +105,27 @@ async def exchange(nats_url: str, database_url: str) -> AsyncIterator[RunningExc
     finally:
         for agent in running.agents:
             await agent.close()
+        for client in running.raw_connections.values():
+            await client.close()
         # A test may have replaced the worker (to restart it); stop the current one.
         await running.worker.stop()
 
 
+@dataclass
+class RawAgent:
+    """A plain NATS connection authenticated as an agent, for hand-made (broken) messages."""
+
+    keys: AgentKeys
+    client: Client
+
+    @property
+    def agent_id(self) -> str:
+        return self.keys.agent_id
+
+
 @pytest_asyncio.fixture
-async def raw_client(nats_url: str) -> AsyncIterator[Client]:
-    """A plain NATS connection for sending hand-made (broken) messages."""
-    client = await nats.connect(nats_url)
-    yield client
+async def raw_agent(nats_url: str) -> AsyncIterator[RawAgent]:
+    keys = AgentKeys.generate()
+    client = await connect_nats(nats_url, keys, name="raw-test-agent")
+    yield RawAgent(keys, client)
     await client.drain()

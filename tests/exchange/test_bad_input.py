@@ -24,7 +24,6 @@ from agent_client.protocol import (
     Mint,
     Quote,
     json_encoder,
-    reply_decoder,
 )
 from agent_client.signing import SystemClock, b64encode, make_header, seal, sha256_hex
 
@@ -52,13 +51,13 @@ def signed_request(keys, endpoint, build, *, subject=None, lifetime_s=10.0, cloc
     return subject, json_encoder.encode(seal(build(header), keys))
 
 
-async def send(raw_client, subject, payload):
-    message = await raw_client.request(subject, payload, timeout=5)
-    return reply_decoder.decode(message.data)
+async def send(exchange, keys, subject, payload):
+    """Send from ``keys``' own connection (only it may publish on its subjects)."""
+    return await exchange.raw_request(keys, subject, payload)
 
 
-async def error_code(raw_client, subject, payload):
-    reply = await send(raw_client, subject, payload)
+async def error_code(exchange, keys, subject, payload):
+    reply = await send(exchange, keys, subject, payload)
     assert isinstance(reply, ErrorReply), reply
     return reply.code
 
@@ -100,53 +99,59 @@ async def first_quote(buyer):
     ],
     ids=["not-json", "unknown-kind", "missing-fields", "no-doc", "oversize"],
 )
-async def test_broken_messages_get_their_error_code(exchange, raw_client, payload, code):
+async def test_broken_messages_get_their_error_code(exchange, payload, code):
     _, buyer = await shop_and_buyer(exchange)
     subject = subjects.exchange_request(buyer.agent_id, "contract.open")
-    assert await error_code(raw_client, subject, payload) == code
+    assert await error_code(exchange, exchange.keys_of(buyer), subject, payload) == code
     assert (await buyer.balance()).available_millicredits == GRANT
     await exchange.check_invariants()
 
 
-async def test_a_wrong_signature_is_refused(exchange, raw_client):
+async def test_a_wrong_signature_is_refused(exchange):
     _, _buyer = await shop_and_buyer(exchange)
     forger = AgentKeys.generate()
     subject, payload = signed_request(forger, "wallet.balance", lambda h: GetBalance(header=h))
     envelope = msgspec.json.decode(payload, type=Envelope)
     bad_signature = b64encode(bytes(64))
     forged = json_encoder.encode(Envelope(doc=envelope.doc, sig=bad_signature))
-    assert await error_code(raw_client, subject, forged) == "bad_signature"
+    assert await error_code(exchange, forger, subject, forged) == "bad_signature"
     await exchange.check_invariants()
 
 
-async def test_nobody_can_read_another_agents_balance(exchange, raw_client):
+async def test_a_request_signed_by_another_agent_is_refused_even_on_the_right_connection(
+    exchange,
+):
+    # The connection cannot publish on another agent's subjects at all (see
+    # test_threat_model.py); here the victim's own connection carries a
+    # snoop's signed request, as a relay might, and the exchange refuses it.
     _, buyer = await shop_and_buyer(exchange)
     snoop = AgentKeys.generate()
     victim_subject = subjects.exchange_request(buyer.agent_id, "wallet.balance")
     subject, payload = signed_request(
         snoop, "wallet.balance", lambda h: GetBalance(header=h), subject=victim_subject
     )
-    assert await error_code(raw_client, subject, payload) == "signer_mismatch"
+    victim = exchange.keys_of(buyer)
+    assert await error_code(exchange, victim, subject, payload) == "signer_mismatch"
 
 
-async def test_a_request_signed_for_one_endpoint_is_refused_on_another(exchange, raw_client):
+async def test_a_request_signed_for_one_endpoint_is_refused_on_another(exchange):
     _, _buyer = await shop_and_buyer(exchange)
     keys = AgentKeys.generate()
     _, payload = signed_request(keys, "wallet.balance", lambda h: GetBalance(header=h))
     other_subject = subjects.exchange_request(keys.agent_id, "wallet.transactions")
-    assert await error_code(raw_client, other_subject, payload) == "subject_mismatch"
+    assert await error_code(exchange, keys, other_subject, payload) == "subject_mismatch"
 
 
-async def test_the_wrong_document_kind_for_an_endpoint_is_refused(exchange, raw_client):
+async def test_the_wrong_document_kind_for_an_endpoint_is_refused(exchange):
     keys = AgentKeys.generate()
     subject = subjects.exchange_request(keys.agent_id, "contract.open")
     _, payload = signed_request(
         keys, "contract.open", lambda h: GetBalance(header=h), subject=subject
     )
-    assert await error_code(raw_client, subject, payload) == "wrong_kind"
+    assert await error_code(exchange, keys, subject, payload) == "wrong_kind"
 
 
-async def test_a_replayed_mint_is_refused_and_mints_once(exchange, raw_client):
+async def test_a_replayed_mint_is_refused_and_mints_once(exchange):
     recipient = await exchange.agent()
     subject, payload = signed_request(
         exchange.operator_keys,
@@ -159,14 +164,15 @@ async def test_a_replayed_mint_is_refused_and_mints_once(exchange, raw_client):
             reason="r",
         ),
     )
-    first = await send(raw_client, subject, payload)
+    operator = exchange.operator_keys
+    first = await send(exchange, operator, subject, payload)
     assert not isinstance(first, ErrorReply)
-    assert await error_code(raw_client, subject, payload) == "replayed"
+    assert await error_code(exchange, operator, subject, payload) == "replayed"
     assert (await recipient.balance()).available_millicredits == 7_000
     await exchange.check_invariants()
 
 
-async def test_an_expired_request_is_refused(exchange, raw_client):
+async def test_an_expired_request_is_refused(exchange):
     keys = AgentKeys.generate()
     subject, payload = signed_request(
         keys,
@@ -175,11 +181,11 @@ async def test_an_expired_request_is_refused(exchange, raw_client):
         lifetime_s=5,
         clock=ShiftedClock(-6_000),
     )
-    assert await error_code(raw_client, subject, payload) == "expired"
+    assert await error_code(exchange, keys, subject, payload) == "expired"
 
 
 @pytest.mark.parametrize("amount", [0, -1, limits.MINT_MILLICREDITS_MAX + 1])
-async def test_mints_outside_the_amount_limits_are_refused(exchange, raw_client, amount):
+async def test_mints_outside_the_amount_limits_are_refused(exchange, amount):
     recipient = await exchange.agent()
     subject, payload = signed_request(
         exchange.operator_keys,
@@ -192,20 +198,20 @@ async def test_mints_outside_the_amount_limits_are_refused(exchange, raw_client,
             reason="r",
         ),
     )
-    assert await error_code(raw_client, subject, payload) == "malformed"
+    assert await error_code(exchange, exchange.operator_keys, subject, payload) == "malformed"
     assert (await recipient.balance()).available_millicredits == 0
     await exchange.check_invariants()
 
 
 @pytest.mark.parametrize("price", [0, -5, limits.PRICE_MILLICREDITS_MAX + 1])
-async def test_listings_outside_the_price_limits_are_refused(exchange, raw_client, price):
+async def test_listings_outside_the_price_limits_are_refused(exchange, price):
     keys = AgentKeys.generate()
     subject, payload = signed_request(
         keys,
         "catalog.advertise",
         lambda h: Advertise(header=h, capability="x.y", description="d", price_millicredits=price),
     )
-    assert await error_code(raw_client, subject, payload) == "malformed"
+    assert await error_code(exchange, keys, subject, payload) == "malformed"
     seeker = await exchange.agent()
     assert (await seeker.search(capability="x.y")).listings == []
 
@@ -320,7 +326,7 @@ async def test_an_agent_cannot_hire_itself(exchange):
     await exchange.check_invariants()
 
 
-async def test_delivering_twice_and_delivering_for_others_are_refused(exchange, raw_client):
+async def test_delivering_another_result_and_delivering_for_others_are_refused(exchange):
     provider, buyer = await shop_and_buyer(exchange)
     contract = await buyer.hire(await first_quote(buyer), {"text": "a"})
     await contract.wait_delivery(timeout_s=10)  # the provider delivered once already
@@ -335,15 +341,19 @@ async def test_delivering_twice_and_delivering_for_others_are_refused(exchange, 
             result_sha256=sha256_hex(result),
         )
 
+    # A different result on a delivered contract (the same one again is
+    # idempotent: test_retry_safety.py).
     subject, payload = signed_request(exchange.keys_of(provider), "contract.deliver", deliver)
-    assert await error_code(raw_client, subject, payload) == "invalid_state"
+    assert await error_code(exchange, exchange.keys_of(provider), subject, payload) == (
+        "invalid_state"
+    )
     stranger = AgentKeys.generate()
     subject, payload = signed_request(stranger, "contract.deliver", deliver)
-    assert await error_code(raw_client, subject, payload) == "not_found"
+    assert await error_code(exchange, stranger, subject, payload) == "not_found"
     await exchange.check_invariants()
 
 
-async def test_a_delivery_whose_hash_does_not_match_is_refused(exchange, raw_client):
+async def test_a_delivery_whose_hash_does_not_match_is_refused(exchange):
     provider, _ = await shop_and_buyer(exchange)
     subject, payload = signed_request(
         exchange.keys_of(provider),
@@ -355,7 +365,9 @@ async def test_a_delivery_whose_hash_does_not_match_is_refused(exchange, raw_cli
             result_sha256=sha256_hex(b'"y"'),
         ),
     )
-    assert await error_code(raw_client, subject, payload) == "hash_mismatch"
+    assert await error_code(exchange, exchange.keys_of(provider), subject, payload) == (
+        "hash_mismatch"
+    )
 
 
 async def test_accepting_with_the_wrong_hash_or_as_the_provider_is_refused(exchange):

@@ -3,8 +3,8 @@
 Over real NATS on SQLite and PostgreSQL: a result that does not match the
 output JSON Schema the provider advertised is refused (``schema_mismatch``)
 and the provider can deliver a correct one before the deadline; a result
-larger than the inline limit travels through the JetStream object store
-with its hash checked at both ends; a sealed result reaches the buyer
+larger than the inline limit is uploaded to the exchange in chunks and read
+back by the buyer, with its hash checked at both ends; a sealed result reaches the buyer
 readable while the exchange stores only ciphertext; a delivery that is not
 sealed when the buyer asked for sealing is refused. Money tests end with the
 ledger invariants.
@@ -68,18 +68,21 @@ async def test_a_result_off_the_advertised_schema_is_refused_and_can_be_redone(e
     await exchange.check_invariants()
 
 
-async def test_a_large_result_travels_through_the_object_store(exchange):
+async def test_a_large_result_is_stored_by_the_exchange_in_chunks(exchange):
     big_text = "x" * (limits.RESULT_BYTES_MAX + 1000)
 
     async def big(task):
         return {"text": big_text}
 
-    _, buyer, contract = await hired(exchange, big)
+    _, buyer, contract = await hired(exchange, big, output_schema=OUTPUT_SCHEMA)
     delivery = await contract.wait_delivery(timeout_s=15)
     assert delivery.result == {"text": big_text}
     view = await buyer.contract(contract.contract_id)
-    assert view.result_ref is not None and view.result_ref.bucket == limits.RESULT_BUCKET
-    assert view.result_ref.size_bytes > limits.RESULT_BYTES_MAX
+    assert view.result_ref is not None
+    assert view.result_ref.size_bytes == len(b'{"text":""}') + len(big_text)
+    assert view.result_ref.chunk_count == -(
+        -view.result_ref.size_bytes // limits.RESULT_CHUNK_BYTES_MAX
+    )
     await contract.accept_delivery(delivery)
     await exchange.check_invariants()
 
@@ -117,11 +120,11 @@ async def _upper(task):
     return {"text": task["text"].upper()}
 
 
-async def test_a_sealed_delivery_that_is_not_a_json_string_is_refused(exchange, raw_client):
+async def test_a_sealed_delivery_that_is_not_a_json_string_is_refused(exchange):
     import msgspec
 
     from agent_client import subjects
-    from agent_client.protocol import Deliver, ErrorReply, json_encoder, reply_decoder
+    from agent_client.protocol import Deliver, ErrorReply, json_encoder
     from agent_client.signing import SystemClock, make_header, seal, sha256_hex
 
     gate = asyncio.Event()
@@ -143,8 +146,7 @@ async def test_a_sealed_delivery_that_is_not_a_json_string_is_refused(exchange, 
         result_sha256=sha256_hex(not_a_string),
         sealed=True,
     )
-    reply = await raw_client.request(subject, json_encoder.encode(seal(request, keys)), timeout=5)
-    answer = reply_decoder.decode(reply.data)
+    answer = await exchange.raw_request(keys, subject, json_encoder.encode(seal(request, keys)))
     assert isinstance(answer, ErrorReply) and answer.code == "invalid_request"
     assert (await buyer.contract(contract.contract_id)).state == "open"
     gate.set()

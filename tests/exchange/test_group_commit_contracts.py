@@ -145,10 +145,9 @@ async def test_a_group_that_fails_whole_applies_each_step_alone(exchange, monkey
 
 
 async def test_a_worker_that_dies_between_a_groups_commit_and_its_replies_loses_nothing(
-    nats_url, database_url, tmp_path
+    nats_url, database_url, tmp_path, exchange_keys
 ):
     await migrate_database(database_url)
-    exchange_keys = AgentKeys.generate()
     operator_keys = AgentKeys.generate()
     seed_path = tmp_path / "exchange.seed"
     exchange_keys.save(seed_path)

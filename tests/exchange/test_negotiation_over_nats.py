@@ -35,7 +35,6 @@ from agent_client.protocol import (
     ErrorReply,
     OpenContract,
     json_encoder,
-    reply_decoder,
 )
 from agent_client.signing import SystemClock, make_header, open_envelope, seal
 from agent_client.strategies import WalkAway
@@ -72,7 +71,7 @@ async def first_quote(buyer, *, budget=5_000):
     return quotes[0]
 
 
-async def send_acceptance(exchange, raw_client, buyer, quote_envelope, history):
+async def send_acceptance(exchange, buyer, quote_envelope, history):
     """Sends contract.open by hand, to present a history the Python client never would."""
     keys = exchange.keys_of(buyer)
     subject = subjects.exchange_request(buyer.agent_id, "contract.open")
@@ -85,8 +84,7 @@ async def send_acceptance(exchange, raw_client, buyer, quote_envelope, history):
         task=msgspec.Raw(b'{"text": "a"}'),
         history=tuple(history),
     )
-    message = await raw_client.request(subject, json_encoder.encode(seal(request, keys)), timeout=5)
-    return reply_decoder.decode(message.data)
+    return await exchange.raw_request(keys, subject, json_encoder.encode(seal(request, keys)))
 
 
 async def test_a_negotiation_with_counter_offers_ends_in_a_deal_that_settles(exchange):
@@ -164,7 +162,7 @@ async def test_a_counter_offer_to_an_expired_quote_is_declined(exchange):
     assert caught.value.decline.decline.rfq_id == quote.quote.rfq_id
 
 
-async def test_a_counter_offer_that_expired_itself_is_declined(exchange, raw_client):
+async def test_a_counter_offer_that_expired_itself_is_declined(exchange):
     provider = await haggling_shop(exchange)
     buyer = await exchange.agent()
     quote = await first_quote(buyer)
@@ -185,7 +183,8 @@ async def test_a_counter_offer_that_expired_itself_is_declined(exchange, raw_cli
         quote_sha256=quote.quote_sha256,
         price_millicredits=1_000,
     )
-    message = await raw_client.request(subject, json_encoder.encode(seal(counter, keys)), timeout=5)
+    connection = await exchange.raw_connection(keys)
+    message = await connection.request(subject, json_encoder.encode(seal(counter, keys)), timeout=5)
     answer = open_envelope(message.data).document
     assert isinstance(answer, Decline)
     assert (answer.code, answer.header.audience) == ("expired", buyer.agent_id)
@@ -253,14 +252,14 @@ async def test_a_counter_offer_to_a_provider_that_does_not_negotiate_fails_typed
     assert caught.value.code == "unavailable"
 
 
-async def test_accepting_a_quote_the_buyer_countered_is_refused(exchange, raw_client):
+async def test_accepting_a_quote_the_buyer_countered_is_refused(exchange):
     await haggling_shop(exchange)
     buyer = await exchange.funded_agent(GRANT)
     opening = await first_quote(buyer)
     answer = await buyer.counter(opening, 1_000)
 
     # The opening quote, presented with the counter-offer that rejected it.
-    reply = await send_acceptance(exchange, raw_client, buyer, opening.envelope, answer.history)
+    reply = await send_acceptance(exchange, buyer, opening.envelope, answer.history)
     assert isinstance(reply, ErrorReply)
     assert reply.code == "offer_superseded"
     assert (await buyer.balance()).held_millicredits == 0
@@ -306,7 +305,7 @@ async def test_parallel_acceptances_of_one_negotiation_open_one_contract(exchang
     await exchange.check_invariants()
 
 
-async def test_a_history_that_does_not_hold_together_is_refused(exchange, raw_client):
+async def test_a_history_that_does_not_hold_together_is_refused(exchange):
     await haggling_shop(exchange)
     buyer = await exchange.funded_agent(GRANT)
     opening = await first_quote(buyer)
@@ -315,11 +314,11 @@ async def test_a_history_that_does_not_hold_together_is_refused(exchange, raw_cl
 
     # The counter-offer names the first opening quote, not this one.
     spliced = (other_opening.envelope, answer.history[1])
-    reply = await send_acceptance(exchange, raw_client, buyer, answer.envelope, spliced)
+    reply = await send_acceptance(exchange, buyer, answer.envelope, spliced)
     assert isinstance(reply, ErrorReply)
     assert reply.code == "invalid_negotiation"
     # A round-1 quote without its history is refused too.
-    reply = await send_acceptance(exchange, raw_client, buyer, answer.envelope, ())
+    reply = await send_acceptance(exchange, buyer, answer.envelope, ())
     assert isinstance(reply, ErrorReply)
     assert reply.code == "invalid_negotiation"
     assert (await buyer.balance()).held_millicredits == 0

@@ -187,18 +187,19 @@ async def test_an_upside_down_price_range_is_an_invalid_request(exchange):
 
 
 async def test_a_page_of_large_listings_is_cut_to_fit_one_message_and_says_so(exchange):
-    # About 15 KiB of schema per listing: forty of them cannot share one message.
+    # About 15 KiB of schema per listing: sixty of them cannot share one reply
+    # (a signed reply's body stays under REPLY_BODY_BYTES_MAX, about 750 KiB).
     schema = {"type": "object", "description": "x" * 15_000}
-    for index in range(40):
+    for index in range(60):
         provider = await exchange.agent()
         await provider.advertise(
             "big.schema", description="big", price_millicredits=1_000 + index, input_schema=schema
         )
     searcher = await exchange.agent()
     first = await searcher.search(capability="big.schema", limit=100)
-    assert 0 < len(first.listings) < 40 and first.has_more
+    assert 0 < len(first.listings) < 60 and first.has_more
     rest = await searcher.search(capability="big.schema", limit=100, offset=len(first.listings))
-    assert len(first.listings) + len(rest.listings) == 40 and not rest.has_more
+    assert len(first.listings) + len(rest.listings) == 60 and not rest.has_more
 
 
 async def test_editing_records_revisions_and_the_same_fields_again_change_nothing(exchange):

@@ -143,7 +143,11 @@ def stripe_client(offline: OfflineStripe) -> stripe.StripeClient:
 
 @pytest_asyncio.fixture
 async def harness(
-    nats_url: str, database_url: str, offline_stripe: OfflineStripe
+    nats_url: str,
+    database_url: str,
+    offline_stripe: OfflineStripe,
+    exchange_keys: AgentKeys,
+    portal_keys: AgentKeys,
 ) -> AsyncIterator[Harness]:
     await migrate_database(database_url)
     operator_keys = AgentKeys.generate()
@@ -151,8 +155,9 @@ async def harness(
         ExchangeConfig(
             nats_url=nats_url,
             database_url=database_url,
-            keys=AgentKeys.generate(),
+            keys=exchange_keys,
             operator_ids=frozenset({operator_keys.agent_id}),
+            portal_id=portal_keys.agent_id,
         )
     )
     await worker.start()
@@ -163,7 +168,7 @@ async def harness(
         operator_emails=frozenset({OPERATOR_EMAIL}),
         password_profile=CHEAP_PASSWORDS,
     )
-    portal = PortalServer(config, operator_keys=operator_keys)
+    portal = PortalServer(config, operator_keys=operator_keys, portal_keys=portal_keys)
     await portal.start()
     await offline_stripe.register_webhook(portal.url)
     running = Harness(portal, worker, operator_keys, nats_url, offline_stripe)

@@ -17,7 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from agent_client import AgentKeys, ExchangeError
-from agent_client.protocol import Envelope, LinkHuman, json_encoder, reply_decoder
+from agent_client.protocol import Envelope, LinkHuman, json_encoder
+from agent_client.replies import open_reply
 from agent_client.signing import SystemClock, b64encode, make_header
 from agent_client.subjects import PORTAL_LINK_SUBJECT_FORMAT
 from exchange.cli import main as agentx
@@ -77,8 +78,10 @@ async def test_an_expired_or_unknown_or_malformed_code_links_nothing(harness):
     assert await links_of(harness, user) == []
 
 
-async def send_link(harness, *, issuer_keys, signing_keys, subject_agent_id, code):
-    """A hand-made link request: ``signing_keys`` sign a document naming ``issuer_keys``."""
+async def send_link(harness, *, issuer_keys, signing_keys, subject_agent_id, connection_keys, code):
+    """A hand-made link request: ``signing_keys`` sign a document naming ``issuer_keys``,
+    sent from ``connection_keys``' connection (only an agent may publish on its subjects;
+    that refusal is tested in tests/threats)."""
     subject = PORTAL_LINK_SUBJECT_FORMAT.format(agent_id=subject_agent_id)
     header = make_header(
         issuer_keys, audience="portal", subject=subject, lifetime_s=30, clock=SystemClock()
@@ -88,9 +91,19 @@ async def send_link(harness, *, issuer_keys, signing_keys, subject_agent_id, cod
     envelope = Envelope(
         doc=b64encode(document_bytes), sig=b64encode(signing_keys.sign(document_bytes))
     )
-    agent = await harness.agent()
-    reply = await agent._connection.request(subject, json_encoder.encode(envelope), timeout_s=5)
-    return reply_decoder.decode(reply)
+    agent = await harness.agent(connection_keys)
+    payload = json_encoder.encode(envelope)
+    reply = await agent._connection.request(subject, payload, timeout_s=5)
+    assert agent.portal_id is not None
+    _, answer = open_reply(
+        reply,
+        signer_id=agent.portal_id,
+        audience=subject_agent_id,
+        request_subject=subject,
+        request_payload=payload,
+        clock=SystemClock(),
+    )
+    return answer
 
 
 async def test_nobody_links_an_agent_whose_key_they_do_not_hold(harness):
@@ -103,6 +116,7 @@ async def test_nobody_links_an_agent_whose_key_they_do_not_hold(harness):
         issuer_keys=victim,
         signing_keys=attacker,
         subject_agent_id=victim.agent_id,
+        connection_keys=victim,
         code=issued.code,
     )
     assert forged.code == "bad_signature"
@@ -112,6 +126,7 @@ async def test_nobody_links_an_agent_whose_key_they_do_not_hold(harness):
         issuer_keys=attacker,
         signing_keys=attacker,
         subject_agent_id=victim.agent_id,
+        connection_keys=victim,
         code=issued.code,
     )
     assert hijack.code == "signer_mismatch"

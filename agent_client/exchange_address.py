@@ -1,0 +1,52 @@
+"""Where an exchange is and which key is its own: the file ``agentx up`` writes.
+
+``agentx up`` writes ``<data dir>/exchange.json`` once it serves: the NATS
+URL (the port may not be 4222 when that one was taken) and the exchange's
+id, which clients pin so that no other key's replies, records or notices
+are ever believed (``AgentOptions.exchange_id``). It holds no secret; hand
+it to the agents that should trade on this exchange.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from agent_client.errors import AddressFileError
+from agent_client.protocol import AgentId
+
+__all__ = ["ExchangeAddress", "read_exchange_address", "write_exchange_address"]
+
+ADDRESS_FILE_BYTES_MAX = 4096
+
+
+class ExchangeAddress(msgspec.Struct, frozen=True, kw_only=True):
+    nats_url: Annotated[str, Meta(min_length=1, max_length=1024)]
+    exchange_id: AgentId
+    # The human portal's key, when the exchange runs one.
+    portal_id: AgentId | None = None
+
+
+def write_exchange_address(path: Path, address: ExchangeAddress, /) -> None:
+    """Replace the file atomically, so a reader never sees half of it."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(msgspec.json.format(msgspec.json.encode(address)) + b"\n")
+    os.replace(temporary, path)
+
+
+def read_exchange_address(path: Path, /) -> ExchangeAddress:
+    try:
+        with path.open("rb") as address_file:
+            content = address_file.read(ADDRESS_FILE_BYTES_MAX + 1)
+    except OSError as exc:
+        raise AddressFileError(f"cannot read {path}: {exc}", path=str(path)) from exc
+    if len(content) > ADDRESS_FILE_BYTES_MAX:
+        raise AddressFileError(f"{path} is over {ADDRESS_FILE_BYTES_MAX} B", path=str(path))
+    try:
+        return msgspec.json.decode(content, type=ExchangeAddress)
+    except msgspec.DecodeError as exc:
+        raise AddressFileError(f"{path} is not an exchange address: {exc}", path=str(path)) from exc

@@ -1,0 +1,254 @@
+"""The signed-request service: how the exchange (and the portal) answer agents on NATS.
+
+One adapter for every endpoint of both services. For each request, in order:
+
+1. **Admission** (exchange/admission.py), before any decoding: the subject's
+   fourth token is the agent (only it may publish there), and an agent over
+   its rate, its in-flight share or its protocol-error budget is refused
+   with ``rate_limited`` (or, past a few answers a second, not answered).
+2. **Verification** (agent_client/signing.py): size, depth, envelope,
+   subject, clock window, replay, signature, signer = subject's agent, the
+   route's document kind and audience. A failure is answered with its code
+   and charged to the agent's protocol-error budget; nothing is logged.
+3. **The use case**, whose domain errors the caller's ``map_error`` turns
+   into typed error replies; anything it does not map is ``internal``,
+   logged in one line.
+4. **The answer**, always signed by the service's key and bound to the
+   request's exact bytes (agent_client/replies.py).
+
+Every worker runs the endpoints in one queue group as a NATS micro service
+(``$SRV.PING/INFO/STATS``). Handlers run as tasks, at most
+``concurrency_max`` at once, since nats-py runs one subscription's
+callbacks one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import nats.errors
+import nats.micro
+from nats.aio.client import Client
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from agent_client import limits as protocol_limits
+from agent_client.errors import SignatureRejected
+from agent_client.keys import AgentKeys
+from agent_client.protocol import Document, ErrorCode, ErrorReply, Reply
+from agent_client.replies import ANY_AUDIENCE, sign_reply
+from agent_client.signing import Clock, ReplayGuard, VerifiedDocument, open_envelope, verify_request
+from agent_client.transport import flush_subscriptions
+from exchange.admission import AgentAdmission, Verdict
+
+__all__ = ["OpenRoute", "Route", "ServiceIdentity", "SignedRequestService"]
+
+log = logging.getLogger(__name__)
+
+# The request subjects of both services name the agent in this token:
+# agentx.v1.x.<agent id>.<endpoint>, agentx.v1.portal.<agent id>.<name>.
+_AGENT_TOKEN_INDEX = 3
+# How much of an unexpected error's text one log line carries.
+_LOGGED_ERROR_CHARS_MAX = 300
+
+Answer = Callable[[str, VerifiedDocument], Awaitable[Reply]]
+ErrorMap = Callable[[Exception], ErrorReply | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint: where it listens, the document it takes, the use case answering."""
+
+    name: str
+    subject: str
+    document_type: type[Document]
+    answer: Answer
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRoute:
+    """An endpoint anyone connected may ask without signing (``info``): its answer is
+    fixed, signed per request, to audience ``*``."""
+
+    name: str
+    subject: str
+    reply: Reply
+    request_bytes_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceIdentity:
+    name: str
+    version: str
+    description: str
+    queue_group: str
+    # The audience a request to this service names.
+    audience: str
+
+
+class SignedRequestService:
+    """Serves ``routes`` on ``client``, answering as ``keys``."""
+
+    def __init__(
+        self,
+        client: Client,
+        keys: AgentKeys,
+        /,
+        *,
+        identity: ServiceIdentity,
+        routes: Sequence[Route],
+        open_routes: Sequence[OpenRoute] = (),
+        map_error: ErrorMap,
+        admission: AgentAdmission,
+        clock: Clock,
+        concurrency_max: int,
+    ) -> None:
+        assert concurrency_max > 0
+        self._client = client
+        self._keys = keys
+        self._identity = identity
+        self._routes = tuple(routes)
+        self._open_routes = tuple(open_routes)
+        self._map_error = map_error
+        self._admission = admission
+        self._clock = clock
+        self._replay_guard = ReplayGuard()
+        self._slots = asyncio.Semaphore(concurrency_max)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._micro: Service | None = None
+
+    async def start(self) -> None:
+        identity = self._identity
+        self._micro = await nats.micro.add_service(
+            self._client,
+            name=identity.name,
+            version=identity.version,
+            description=identity.description,
+            queue_group=identity.queue_group,
+        )
+        for open_route in self._open_routes:
+            await self._micro.add_endpoint(
+                name=open_route.name, subject=open_route.subject, handler=self._opener(open_route)
+            )
+        for route in self._routes:
+            await self._micro.add_endpoint(
+                # Micro endpoint names take no dots: contract.open is contract-open.
+                name=route.name.replace(".", "-"),
+                subject=route.subject,
+                handler=self._receiver(route),
+            )
+        await flush_subscriptions(self._client)
+
+    async def stop(self) -> None:
+        """Stop taking requests and finish those being answered."""
+        if self._micro is not None:
+            await self._micro.stop()
+            self._micro = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _opener(self, route: OpenRoute) -> Callable[[Request], Awaitable[None]]:
+        async def answer(request: Request) -> None:
+            if len(request.data) > route.request_bytes_max:
+                return
+            await self._respond(request, route.reply, audience=ANY_AUDIENCE)
+
+        return answer
+
+    def _receiver(self, route: Route) -> Callable[[Request], Awaitable[None]]:
+        async def receive(request: Request) -> None:
+            tokens = request.subject.split(".")
+            agent_id = tokens[_AGENT_TOKEN_INDEX] if len(tokens) > _AGENT_TOKEN_INDEX else ""
+            verdict = self._admission.admit(agent_id, now_s=time.monotonic())
+            if verdict is Verdict.REFUSE:
+                refusal = _error(ErrorCode.RATE_LIMITED, "too many requests; retry in a while")
+                await self._respond(request, refusal, audience=agent_id)
+            if verdict is not Verdict.ADMIT:
+                return
+            await self._slots.acquire()
+            task = asyncio.create_task(self._answer(route, agent_id, request))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return receive
+
+    async def _answer(self, route: Route, agent_id: str, request: Request) -> None:
+        try:
+            reply = await self._reply_for(route, agent_id, request.subject, request.data)
+            await self._respond(request, reply, audience=agent_id)
+        except Exception as exc:
+            log.error("could not answer on %s: %s", request.subject, _one_line(exc))
+        finally:
+            self._slots.release()
+            self._admission.finished(agent_id)
+
+    async def _reply_for(self, route: Route, agent_id: str, subject: str, data: bytes) -> Reply:
+        try:
+            verified = self._verified(route, agent_id, subject, data)
+        except SignatureRejected as exc:
+            self._admission.protocol_error(agent_id, now_s=time.monotonic())
+            return _error(ErrorCode(exc.code), exc.message)
+        try:
+            return await route.answer(agent_id, verified)
+        except Exception as exc:
+            mapped = self._map_error(exc)
+            if mapped is not None:
+                return mapped
+            log.error("internal error on %s: %s", subject, _one_line(exc))
+            return _error(ErrorCode.INTERNAL, "internal error")
+
+    def _verified(self, route: Route, agent_id: str, subject: str, data: bytes) -> VerifiedDocument:
+        verified = verify_request(
+            open_envelope(data),
+            subject=subject,
+            subject_agent_id=agent_id,
+            clock=self._clock,
+            replay_guard=self._replay_guard,
+        )
+        document = verified.document
+        if not isinstance(document, route.document_type):
+            raise SignatureRejected(
+                ErrorCode.WRONG_KIND, f"{route.name} takes {route.document_type.__name__}"
+            )
+        if document.header.audience != self._identity.audience:
+            raise SignatureRejected(
+                ErrorCode.WRONG_AUDIENCE,
+                f"requests here are addressed to {self._identity.audience!r}",
+            )
+        return verified
+
+    async def _respond(self, request: Request, reply: Reply, *, audience: str) -> None:
+        payload = self._signed(request, reply, audience=audience)
+        if len(payload) > protocol_limits.REPLY_BYTES_MAX:
+            # A bug (every reply is bounded to fit); the client gets a typed error.
+            log.error("an answer on %s is %d B, over the limit", request.subject, len(payload))
+            too_large = _error(ErrorCode.INTERNAL, "the answer was too large to send")
+            payload = self._signed(request, too_large, audience=audience)
+        try:
+            await request.respond(payload)
+        except ValueError:
+            return  # a request without a reply subject asked for no answer
+        except nats.errors.Error as exc:
+            log.warning("could not send the answer on %s: %s", request.subject, exc)
+
+    def _signed(self, request: Request, reply: Reply, *, audience: str) -> bytes:
+        return sign_reply(
+            reply,
+            keys=self._keys,
+            audience=audience,
+            request_subject=request.subject,
+            request_payload=request.data,
+            clock=self._clock,
+        )
+
+
+def _error(code: ErrorCode, message: str) -> ErrorReply:
+    return ErrorReply(code=code.value, message=message)
+
+
+def _one_line(exc: BaseException) -> str:
+    return repr(exc).replace("\n", " ")[:_LOGGED_ERROR_CHARS_MAX]
