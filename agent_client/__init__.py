@@ -19,7 +19,9 @@ from agent_client.errors import (
     SignatureRejected,
 )
 from agent_client.exchange_address import (
+    DEFAULT_ADDRESS_FILE,
     ExchangeAddress,
+    locate_exchange,
     read_exchange_address,
     write_exchange_address,
 )
@@ -36,6 +38,7 @@ from agent_client.strategies import (
 )
 
 __all__ = [
+    "DEFAULT_ADDRESS_FILE",
     "AddressFileError",
     "Agent",
     "AgentClientError",
@@ -66,6 +69,7 @@ __all__ = [
     "TargetPriceBuyer",
     "WeightedRanking",
     "is_agent_id",
+    "locate_exchange",
     "read_exchange_address",
     "write_exchange_address",
 ]

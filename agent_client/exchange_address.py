@@ -19,9 +19,19 @@ from msgspec import Meta
 from agent_client.errors import AddressFileError
 from agent_client.protocol import AgentId
 
-__all__ = ["ExchangeAddress", "read_exchange_address", "write_exchange_address"]
+__all__ = [
+    "DEFAULT_ADDRESS_FILE",
+    "DEFAULT_NATS_URL",
+    "ExchangeAddress",
+    "locate_exchange",
+    "read_exchange_address",
+    "write_exchange_address",
+]
 
 ADDRESS_FILE_BYTES_MAX = 4096
+# Where `agentx up` writes it with its default data directory.
+DEFAULT_ADDRESS_FILE = Path("var/agentx/exchange.json")
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 class ExchangeAddress(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,3 +60,18 @@ def read_exchange_address(path: Path, /) -> ExchangeAddress:
         return msgspec.json.decode(content, type=ExchangeAddress)
     except msgspec.DecodeError as exc:
         raise AddressFileError(f"{path} is not an exchange address: {exc}", path=str(path)) from exc
+
+
+def locate_exchange(
+    url: str | None, exchange_id: str | None, address_file: Path, /
+) -> tuple[str, str | None]:
+    """The NATS URL to use and the exchange id to pin.
+
+    What the caller names wins; what it leaves out comes from the address
+    file if there is one; without either, the default URL and no pin (the
+    id is then learned from the exchange's signed ``info``).
+    """
+    if url is None and address_file.exists():
+        address = read_exchange_address(address_file)
+        return address.nats_url, exchange_id or address.exchange_id
+    return url or DEFAULT_NATS_URL, exchange_id

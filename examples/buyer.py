@@ -1,6 +1,7 @@
 """A buyer agent: hires the cheapest text.upper provider once and settles.
 
 agentx keys new --out buyer.seed          # prints the buyer's id
+(the exchange's URL and id come from var/agentx/exchange.json, written by agentx up)
 agentx mint <buyer id> 100 --reason "try it"
 python examples/buyer.py --key buyer.seed --text "hello agents"
 """
@@ -11,13 +12,16 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from agent_client import Agent, AgentKeys
+from agent_client import DEFAULT_ADDRESS_FILE, Agent, AgentKeys, AgentOptions, locate_exchange
 
 CAPABILITY = "text.upper"
 
 
-async def main(url: str, key: Path, text: str, budget_millicredits: int) -> int:
-    async with await Agent.connect(url, AgentKeys.load(key)) as agent:
+async def main(
+    url: str, exchange_id: str | None, key: Path, text: str, budget_millicredits: int
+) -> int:
+    options = AgentOptions(exchange_id=exchange_id)
+    async with await Agent.connect(url, AgentKeys.load(key), options=options) as agent:
         quotes = await agent.request_quotes(
             CAPABILITY, "upper-case a short text", budget_millicredits=budget_millicredits
         )
@@ -39,11 +43,19 @@ async def main(url: str, key: Path, text: str, budget_millicredits: int) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Buy one text.upper job")
-    parser.add_argument("--url", default="nats://127.0.0.1:4222")
+    parser.add_argument("--url", default=None, help=f"default: from {DEFAULT_ADDRESS_FILE}")
+    parser.add_argument("--address-file", type=Path, default=DEFAULT_ADDRESS_FILE)
     parser.add_argument("--key", type=Path, required=True)
     parser.add_argument("--text", default="hello agents")
     parser.add_argument("--budget", type=int, default=10_000, help="millicredits")
     arguments = parser.parse_args()
     raise SystemExit(
-        asyncio.run(main(arguments.url, arguments.key, arguments.text, arguments.budget))
+        asyncio.run(
+            main(
+                *locate_exchange(arguments.url, None, arguments.address_file),
+                arguments.key,
+                arguments.text,
+                arguments.budget,
+            )
+        )
     )

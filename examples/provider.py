@@ -1,7 +1,7 @@
 """A provider agent: sells upper-casing of text until Ctrl-C.
 
 agentx keys new --out provider.seed
-python examples/provider.py --key provider.seed --url nats://127.0.0.1:4222
+python examples/provider.py --key provider.seed   # finds the exchange in var/agentx/exchange.json
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from agent_client import Agent, AgentKeys
+from agent_client import DEFAULT_ADDRESS_FILE, Agent, AgentKeys, AgentOptions, locate_exchange
 
 CAPABILITY = "text.upper"
 
@@ -21,12 +21,13 @@ async def upper(task: Any) -> Any:
     return {"text": str(task.get("text", "")).upper()}
 
 
-async def main(url: str, key: Path, price_millicredits: int) -> None:
+async def main(url: str, exchange_id: str | None, key: Path, price_millicredits: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
-    async with await Agent.connect(url, AgentKeys.load(key)) as agent:
+    options = AgentOptions(exchange_id=exchange_id)
+    async with await Agent.connect(url, AgentKeys.load(key), options=options) as agent:
         await agent.advertise(
             CAPABILITY,
             description="Upper-cases text",
@@ -44,8 +45,10 @@ async def main(url: str, key: Path, price_millicredits: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Run a text.upper provider")
-    parser.add_argument("--url", default="nats://127.0.0.1:4222")
+    parser.add_argument("--url", default=None, help=f"default: from {DEFAULT_ADDRESS_FILE}")
+    parser.add_argument("--address-file", type=Path, default=DEFAULT_ADDRESS_FILE)
     parser.add_argument("--key", type=Path, required=True)
     parser.add_argument("--price", type=int, default=2_000, help="millicredits")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.url, arguments.key, arguments.price))
+    url, exchange_id = locate_exchange(arguments.url, None, arguments.address_file)
+    asyncio.run(main(url, exchange_id, arguments.key, arguments.price))

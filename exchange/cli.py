@@ -32,13 +32,7 @@ import signal
 import sys
 from pathlib import Path
 
-from agent_client import (
-    Agent,
-    AgentClientError,
-    AgentKeys,
-    AgentOptions,
-    read_exchange_address,
-)
+from agent_client import Agent, AgentClientError, AgentKeys, AgentOptions, locate_exchange
 from exchange.app import ExchangeConfig, ExchangeWorker, migrate_database
 from exchange.demo import DemoOptions, run_demo
 from exchange.stack import ADDRESS_FILE_NAME, EmbeddedStack, StackConfig, rotate_exchange_key
@@ -50,7 +44,6 @@ DEFAULT_DATA_DIR = Path("var/agentx")
 DEFAULT_NATS_PORT = 4222
 # Where the client commands look for the exchange when no --url is given.
 DEFAULT_ADDRESS_FILE = DEFAULT_DATA_DIR / ADDRESS_FILE_NAME
-FALLBACK_NATS_URL = f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -303,14 +296,9 @@ def _add_exchange_location(command: argparse.ArgumentParser) -> None:
 
 async def _connect(arguments: argparse.Namespace) -> Agent:
     """Connect with ``--key`` to the exchange the arguments (or the address file) name."""
-    url, exchange_id = arguments.url, arguments.exchange_id
-    if url is None and arguments.address_file.exists():
-        address = read_exchange_address(arguments.address_file)
-        url, exchange_id = address.nats_url, exchange_id or address.exchange_id
+    url, exchange_id = locate_exchange(arguments.url, arguments.exchange_id, arguments.address_file)
     options = AgentOptions(exchange_id=exchange_id, name="agentx-cli")
-    return await Agent.connect(
-        url or FALLBACK_NATS_URL, AgentKeys.load(arguments.key), options=options
-    )
+    return await Agent.connect(url, AgentKeys.load(arguments.key), options=options)
 
 
 async def _evidence(arguments: argparse.Namespace) -> int:
