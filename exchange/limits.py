@@ -84,6 +84,10 @@ assert 0 <= DISPUTE_DEFAULT_PROVIDER_SHARE_BPS <= 10_000
 GROUP_JOBS_MAX: Final = 256
 GROUP_QUEUE_MAX: Final = 8_192
 
+# Deliveries of stored results (up to 16 MiB each, read into memory to be
+# checked) one worker checks at once: at most 64 MiB of results in memory.
+STORED_RESULT_DELIVERIES_MAX: Final = 4
+
 # Checking a result against the provider's output schema (exchange/delivery_checks.py).
 # Regular expressions run on RE2 in linear time, but jsonschema's own work can
 # still be exponential (a recursive $ref under anyOf), so one check stops at

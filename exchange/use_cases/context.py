@@ -38,6 +38,7 @@ from exchange.limits import (
     OUTBOX_BATCH_MAX,
     OUTBOX_RELAY_DELAY_MS,
     REVIEW_WINDOW_DEFAULT_S,
+    STORED_RESULT_DELIVERIES_MAX,
 )
 from exchange.use_cases.group_commit import GroupCommitter
 from wallet import SqlLedger, run_transaction
@@ -149,6 +150,8 @@ class ExchangeContext:
         # Background publishes (publish_soon) and how many notices they carry.
         self._publishing: set[asyncio.Task[None]] = set()
         self._notices_publishing = 0
+        # Deliveries of stored results being checked at once (each in memory).
+        self.stored_result_deliveries = asyncio.Semaphore(STORED_RESULT_DELIVERIES_MAX)
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
         try:

@@ -327,7 +327,17 @@ class ContractUseCases:
     # --- transitions caused by the parties ------------------------------------------
 
     async def deliver(self, provider_id: str, request: Deliver, /) -> ContractView:
-        """Check the result (size, hash, schema or sealing) and mark the contract delivered."""
+        """Check the result (size, hash, schema or sealing) and mark the contract delivered.
+
+        A stored result (up to 16 MiB) is held in memory while it is checked,
+        so only a few such deliveries run at once; the others wait.
+        """
+        if request.result_ref is None:
+            return await self._deliver(provider_id, request)
+        async with self._context.stored_result_deliveries:
+            return await self._deliver(provider_id, request)
+
+    async def _deliver(self, provider_id: str, request: Deliver) -> ContractView:
         result_bytes = await self._result_bytes(request, provider_id)
         if sha256_hex(result_bytes) != request.result_sha256:
             raise ExchangeError(ErrorCode.HASH_MISMATCH, "the result does not match its hash")

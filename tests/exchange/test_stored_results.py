@@ -357,3 +357,46 @@ async def test_the_result_stream_keeps_one_message_per_chunk_and_refuses_deletes
     assert config.deny_delete and config.deny_purge
     assert config.max_age == limits.CONTRACT_RECORD_LIFETIME_S
     assert limits.RESULT_CHUNK_BYTES_MAX < (config.max_msg_size or 0) < limits.MESSAGE_BYTES_MAX
+
+
+async def test_only_a_few_stored_results_are_checked_in_memory_at_once(exchange, monkeypatch):
+    from exchange.limits import STORED_RESULT_DELIVERIES_MAX
+    from exchange.use_cases import contracts as contract_use_cases
+
+    running = 0
+    most_at_once = 0
+    read = contract_use_cases.read_stored_result
+
+    async def counting_read(*arguments):
+        nonlocal running, most_at_once
+        running += 1
+        most_at_once = max(most_at_once, running)
+        try:
+            await asyncio.sleep(0.05)  # hold the slot a while, as a large read does
+            return await read(*arguments)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(contract_use_cases, "read_stored_result", counting_read)
+    deliveries = 3 * STORED_RESULT_DELIVERIES_MAX
+    text = numbered_text(limits.RESULT_BYTES_MAX + 1_000)
+
+    async def large(task):
+        return {"text": text}
+
+    provider = await exchange.agent()
+    await provider.advertise("text.long", description="l", price_millicredits=PRICE)
+    await provider.serve("text.long", large, pricing=PRICE)
+    buyers = [await exchange.funded_agent(PRICE) for _ in range(deliveries)]
+
+    async def deal(buyer):
+        [quote] = await buyer.request_quotes(
+            "text.long", "x", budget_millicredits=PRICE, quotes_max=1
+        )
+        contract = await buyer.hire(quote, {"text": "hi"})
+        delivery = await contract.wait_delivery(timeout_s=30)
+        assert delivery.result == {"text": text}
+
+    await asyncio.gather(*(deal(buyer) for buyer in buyers))
+    assert 1 < most_at_once <= STORED_RESULT_DELIVERIES_MAX
+    await exchange.check_invariants()
