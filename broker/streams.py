@@ -88,21 +88,15 @@ def notice_stream_config() -> StreamConfig:
         discard=DiscardPolicy.OLD,
         duplicate_window=NOTICE_DEDUPLICATION_WINDOW_S,
         max_consumers=NOTICE_CONSUMERS_MAX,
+        # Nobody removes a notice by hand; old ones age out (max_age).
+        deny_delete=True,
+        deny_purge=True,
     )
 
 
 async def ensure_notice_stream(js: JetStreamContext, /) -> None:
     """Create the notice stream, or bring an existing one to this config (idempotent)."""
-    config = notice_stream_config()
-    try:
-        await js.stream_info(NOTICE_STREAM)
-    except NotFoundError:
-        try:
-            await js.add_stream(config)
-            return
-        except BadRequestError:
-            pass  # another worker created it in between; update below
-    await js.update_stream(config)
+    await _ensure_stream(js, notice_stream_config())
 
 
 def result_stream_config() -> StreamConfig:
@@ -130,9 +124,13 @@ async def ensure_result_stream(js: JetStreamContext, /) -> None:
     The server refuses to turn ``deny_delete`` or ``deny_purge`` off again,
     which this config never asks.
     """
-    config = result_stream_config()
+    await _ensure_stream(js, result_stream_config())
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig, /) -> None:
+    assert config.name is not None
     try:
-        await js.stream_info(RESULT_STREAM)
+        await js.stream_info(config.name)
     except NotFoundError:
         try:
             await js.add_stream(config)
