@@ -8,7 +8,7 @@ them with a typed error. Their relations are asserted at import time.
 import sys
 from typing import Final
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 
 # Clocks of agents on different machines disagree a little; a signed document
 # whose issued-at is further than this from the receiver's clock is refused.

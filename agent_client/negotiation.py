@@ -5,7 +5,7 @@ Two halves, both used through :class:`~agent_client.agent.Agent`:
 * :class:`BuyerDesk` publishes an RFQ and collects verified quotes and
   declines (ranked by a :class:`~agent_client.strategies.Ranking`), sends
   counter-offers to one provider as NATS requests on
-  ``agentx.v1.agent.<provider>.negotiate`` and checks the answer, and runs a
+  ``agentx.v2.agent.<provider>.negotiate`` and checks the answer, and runs a
   whole negotiation with a :class:`~agent_client.strategies.BuyerStrategy`.
 * :class:`OfferDesk` is the provider's side: it remembers its latest offer
   in each negotiation (bounded), and answers each counter-offer with a quote

@@ -505,7 +505,7 @@ class LinkHuman(_Signed, frozen=True, tag="portal.link"):
     """An agent's proof that it holds its key, for the human who was shown ``code``.
 
     Sent to the human portal (audience ``portal``) on
-    ``agentx.v1.portal.<agent id>.link``; the portal links the agent to the
+    ``agentx.v2.portal.<agent id>.link``; the portal links the agent to the
     account that issued the one-time code and answers :class:`LinkedReply`.
     """
 
@@ -515,7 +515,7 @@ class LinkHuman(_Signed, frozen=True, tag="portal.link"):
 class CashOut(_Signed, frozen=True, tag="portal.cash_out"):
     """An agent asks the portal to cash out its credits to its human's Stripe account.
 
-    Sent on ``agentx.v1.portal.<agent id>.cash_out`` (audience ``portal``); it
+    Sent on ``agentx.v2.portal.<agent id>.cash_out`` (audience ``portal``); it
     needs the human's standing permission. ``request_id`` is the idempotency
     key: a retry with it returns the first payout, never a second one.
     """

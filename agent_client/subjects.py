@@ -32,7 +32,7 @@ __all__ = [
     "rfq",
 ]
 
-ROOT: Final = "agentx.v1"
+ROOT: Final = "agentx.v2"
 EXCHANGE_QUEUE_GROUP: Final = "agentx-exchange"
 EXCHANGE_INFO: Final = f"{ROOT}.exchange.info"
 # Every stored result chunk (see result_chunk).

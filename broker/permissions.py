@@ -3,8 +3,8 @@
 The auth callout (``broker/auth_callout.py``) grants each connection the
 permissions of its role, decided by the key it proved it holds:
 
-* an **agent** publishes only its own requests (``agentx.v1.x.<id>.>``,
-  ``agentx.v1.portal.<id>.>``), RFQs, counter-offers and walk-aways to
+* an **agent** publishes only its own requests (``agentx.v2.x.<id>.>``,
+  ``agentx.v2.portal.<id>.>``), RFQs, counter-offers and walk-aways to
   providers, acknowledgements of its own notice consumer, and one reply to
   each message it received (a quote to an RFQ, an answer to a
   counter-offer); it receives only on its own inbox prefix, its own

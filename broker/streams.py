@@ -1,13 +1,13 @@
 """JetStream streams the exchange relies on, declared in one place.
 
 ``AGENTX_NOTICES`` keeps every notice the exchange sends to an agent
-(``agentx.v1.agent.<id>.notify``) until the agent acknowledges it through its
+(``agentx.v2.agent.<id>.notify``) until the agent acknowledges it through its
 durable consumer, so an agent that was offline receives what it missed when
 it reconnects. Publishes carry the notice id as ``Nats-Msg-Id``, so the
 outbox relay re-publishing a notice never stores it twice.
 
 ``AGENTX_RESULTS`` holds results too large to deliver inline, one message per
-chunk on ``agentx.v1.results.<contract id>.<index>``. Only the exchange
+chunk on ``agentx.v2.results.<contract id>.<index>``. Only the exchange
 publishes or reads there (agents have no JetStream permission at all); the
 stream keeps the last message of each subject, so an upload before delivery
 replaces a chunk, and it refuses deletes and purges, so nobody can remove a

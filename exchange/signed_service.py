@@ -50,7 +50,7 @@ __all__ = ["OpenRoute", "Route", "ServiceIdentity", "SignedRequestService"]
 log = logging.getLogger(__name__)
 
 # The request subjects of both services name the agent in this token:
-# agentx.v1.x.<agent id>.<endpoint>, agentx.v1.portal.<agent id>.<name>.
+# agentx.v2.x.<agent id>.<endpoint>, agentx.v2.portal.<agent id>.<name>.
 _AGENT_TOKEN_INDEX = 3
 # How much of an unexpected error's text one log line carries.
 _LOGGED_ERROR_CHARS_MAX = 300

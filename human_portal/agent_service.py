@@ -1,9 +1,9 @@
 """The portal's NATS endpoints for agents: linking to a human, and cash-out.
 
-* ``agentx.v1.portal.<agent id>.link`` takes a signed ``portal.link``
+* ``agentx.v2.portal.<agent id>.link`` takes a signed ``portal.link``
   (``Agent.link_human(code)``, ``agentx link CODE --key FILE``) and links the
   agent to the account that issued the one-time code;
-* ``agentx.v1.portal.<agent id>.cash_out`` takes a signed ``portal.cash_out``
+* ``agentx.v2.portal.<agent id>.cash_out`` takes a signed ``portal.cash_out``
   (``Agent.cash_out(credits)``): with its human's standing permission, the
   agent's credits are paid out to the human's Stripe account. Its
   ``request_id`` names the payout, so a retry returns the first one.

@@ -29,7 +29,7 @@ from agent_client.signing import (
     verify_request,
 )
 
-SUBJECT = "agentx.v1.contract.open"
+SUBJECT = "agentx.v2.contract.open"
 NOW_MS = 1_800_000_000_000
 DEEP_LEVELS = 100_000
 

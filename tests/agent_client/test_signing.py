@@ -22,7 +22,7 @@ from agent_client.signing import (
     verify_request,
 )
 
-SUBJECT = "agentx.v1.x.SOMEONE.wallet.balance"
+SUBJECT = "agentx.v2.x.SOMEONE.wallet.balance"
 NOW_MS = 1_800_000_000_000
 
 
@@ -69,7 +69,7 @@ def test_a_good_request_verifies_and_keeps_its_exact_bytes():
 
 def test_a_request_signed_for_another_subject_is_refused():
     keys, clock = AgentKeys.generate(), FixedClock()
-    data = balance_request(keys, clock, subject="agentx.v1.x.OTHER.wallet.balance")
+    data = balance_request(keys, clock, subject="agentx.v2.x.OTHER.wallet.balance")
     assert rejected_code(lambda: verify(data, clock=clock)) == "subject_mismatch"
 
 
@@ -170,7 +170,7 @@ def quote_for(provider, buyer_id, clock, *, lifetime_s=60.0):
     header = make_header(
         provider,
         audience=buyer_id,
-        subject="agentx.v1.rfq.text.upper",
+        subject="agentx.v2.rfq.text.upper",
         lifetime_s=lifetime_s,
         clock=clock,
     )

@@ -227,7 +227,7 @@ def rfq(*, budget=10_000, within_s=60):
         header=Header(
             issuer="U" + "B" * 55,
             audience="providers",
-            subject="agentx.v1.rfq.text.upper",
+            subject="agentx.v2.rfq.text.upper",
             issued_at_ms=NOW_MS,
             expires_at_ms=NOW_MS + 1_000,
             nonce="n" * 22,
@@ -245,7 +245,7 @@ def received(provider_letter, price, *, delivery_s=60):
         header=Header(
             issuer="U" + provider_letter * 55,
             audience="U" + "B" * 55,
-            subject="agentx.v1.rfq.text.upper",
+            subject="agentx.v2.rfq.text.upper",
             issued_at_ms=NOW_MS,
             expires_at_ms=NOW_MS + 60_000,
             nonce="n" * 22,

@@ -146,12 +146,12 @@ def test_the_exchange_and_portal_keys_get_their_roles():
 def test_roles_grant_least_privilege():
     agent_id = AgentKeys.generate().agent_id
     agent = permissions_for(Role.AGENT, agent_id)
-    assert f"agentx.v1.x.{agent_id}.>" in agent.pub.allow
+    assert f"agentx.v2.x.{agent_id}.>" in agent.pub.allow
     assert not any(s.startswith("$JS.API") for s in agent.pub.allow)
     assert agent.sub.allow == (
         f"_INBOX.{agent_id}.>",
         subjects.negotiation(agent_id),
-        "agentx.v1.rfq.>",
+        "agentx.v2.rfq.>",
     )
     assert agent.resp is not None and agent.resp.max == 1
     exchange = permissions_for(Role.EXCHANGE, agent_id)
@@ -159,7 +159,7 @@ def test_roles_grant_least_privilege():
     assert "$JS.API.STREAM.PURGE.>" in exchange.pub.deny
     assert subjects.exchange_request_wildcard(">") in exchange.sub.allow
     portal = permissions_for(Role.PORTAL, agent_id)
-    assert portal.pub.allow[0] == "agentx.v1.x.*.contract.open"
+    assert portal.pub.allow[0] == "agentx.v2.x.*.contract.open"
 
 
 def test_the_answer_binds_the_user_jwt_to_this_connection_and_server(keys):

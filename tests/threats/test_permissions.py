@@ -51,7 +51,7 @@ async def test_an_agent_cannot_listen_to_everything(exchange, nats_url):
     async def overhear(message) -> None:
         heard.append(message.subject)
 
-    wide = [">", "agentx.>", "_INBOX.>", subjects.notifications("*"), "agentx.v1.results.>"]
+    wide = [">", "agentx.>", "_INBOX.>", subjects.notifications("*"), "agentx.v2.results.>"]
     for subject in wide:
         await attacker.client.subscribe(subject, cb=overhear)
     for subject in wide:
@@ -73,7 +73,7 @@ async def test_an_agent_cannot_read_the_notice_history_or_the_stored_results(exc
         "an ephemeral consumer": js.add_consumer(NOTICE_STREAM, ConsumerConfig()),
         "the stream's info": js.stream_info(NOTICE_STREAM),
         "a stored message": js.get_msg(NOTICE_STREAM, seq=1),
-        "a stored result": js.get_last_msg(RESULT_STREAM, "agentx.v1.results.>"),
+        "a stored result": js.get_last_msg(RESULT_STREAM, "agentx.v2.results.>"),
     }
     for what, attempt in attempts.items():
         with pytest.raises((nats.errors.TimeoutError, TimeoutError)):
