@@ -120,6 +120,12 @@ TRANSFER_MEMO_LENGTH_MAX: Final = 256
 # object ("properties", then the property's schema), so 32 allows objects
 # nested 15 deep, far more than real tasks and schemas use.
 JSON_DEPTH_MAX: Final = 32
+# A reply carries agents' values (a task, a result, a listing's schema) at
+# most three levels deeper than the request that brought them (the reply
+# document, its body, the contract or the page of listings): replies may
+# nest that much more, or a deep but valid task would make its own
+# contract unreadable.
+REPLY_JSON_DEPTH_MAX: Final = JSON_DEPTH_MAX + 4
 
 # Replay protection remembers each (issuer, nonce) until the document
 # expires, as a keyed digest of the pair. Seven bytes make the digest an int
@@ -169,6 +175,6 @@ assert NOTICE_LIFETIME_MAX_S < CONTRACT_RECORD_LIFETIME_S
 assert 1 <= NEGOTIATION_ROUNDS_MAX <= 20
 assert COUNTER_REPLY_TIMEOUT_DEFAULT_S < COUNTER_VALIDITY_DEFAULT_S <= REQUEST_LIFETIME_MAX_S
 assert DECLINE_LIFETIME_S <= REQUEST_LIFETIME_MAX_S
-assert sys.getrecursionlimit() >= JSON_DEPTH_MAX * 10
+assert sys.getrecursionlimit() >= REPLY_JSON_DEPTH_MAX * 10
 assert 1 <= REPLAY_CACHE_DIGEST_BYTES * 8 <= 60  # two 30-bit digits
 assert REPLAY_CACHE_ENTRIES_MAX * REPLAY_CACHE_BYTES_PER_ENTRY_MAX <= REPLAY_CACHE_BYTES_MAX

@@ -75,7 +75,7 @@ def open_reply(
     id from ``info``; the caller then checks what the body claims).
     """
     verified = verify_evidence(
-        open_envelope(data, size_max=limits.REPLY_BYTES_MAX),
+        open_envelope(data, size_max=limits.REPLY_BYTES_MAX, depth_max=limits.REPLY_JSON_DEPTH_MAX),
         expected_type=SignedReply,
         audience=audience,
         issuer=signer_id,

@@ -22,6 +22,7 @@ forged message can never burn a genuine sender's nonce.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import heapq
 import re
@@ -149,7 +150,9 @@ def _nesting_pattern(depth_max: int) -> bytes:
     return pattern
 
 
-_NESTING_WITHIN_LIMIT = re.compile(_nesting_pattern(limits.JSON_DEPTH_MAX))
+@functools.lru_cache(maxsize=4)
+def _nesting_within(depth_max: int) -> re.Pattern[bytes]:
+    return re.compile(_nesting_pattern(depth_max))
 
 
 def _structural_brackets(data: bytes) -> bytes:
@@ -164,29 +167,35 @@ def _structural_brackets(data: bytes) -> bytes:
     return b"".join(quotes_and_brackets.replace(b'""', b"").split(b'"')[::2])
 
 
-def check_json_depth(data: bytes, /) -> None:
-    """Refuse JSON nested deeper than ``limits.JSON_DEPTH_MAX``, before decoding it.
+def check_json_depth(data: bytes, /, *, depth_max: int = limits.JSON_DEPTH_MAX) -> None:
+    """Refuse JSON nested deeper than ``depth_max``, before decoding it.
 
     Decoders recurse once per level, so untrusted JSON must pass this before
     any of them sees it. Every step runs at C speed, in time linear in the
-    input. For valid JSON the check is exact: depth ``JSON_DEPTH_MAX``
-    passes, one more level is refused. Invalid JSON is either refused here
+    input. For valid JSON the check is exact: depth ``depth_max`` passes,
+    one more level is refused. Invalid JSON is either refused here
     (as ``malformed``, which it is) or left to the decoder, which stops at
     its first error: the part before it lexes as here, so the decoder never
     nests deeper than the limit.
     """
-    if _NESTING_WITHIN_LIMIT.fullmatch(_structural_brackets(data)) is None:
+    if _nesting_within(depth_max).fullmatch(_structural_brackets(data)) is None:
         raise SignatureRejected(
-            ErrorCode.MALFORMED,
-            f"JSON nested deeper than {limits.JSON_DEPTH_MAX} levels, or unbalanced",
+            ErrorCode.MALFORMED, f"JSON nested deeper than {depth_max} levels, or unbalanced"
         )
 
 
-def open_envelope(data: bytes, /, *, size_max: int = limits.MESSAGE_BYTES_MAX) -> VerifiedDocument:
+def open_envelope(
+    data: bytes,
+    /,
+    *,
+    size_max: int = limits.MESSAGE_BYTES_MAX,
+    depth_max: int = limits.JSON_DEPTH_MAX,
+) -> VerifiedDocument:
     """Decode an envelope's bytes into a document, without trusting it yet.
 
-    ``size_max``: what this message may weigh (an agent's message, or a
-    reply of the exchange, which may be larger).
+    ``size_max`` and ``depth_max``: what this message may weigh and how deep
+    its document may nest (an agent's message, or a reply of the exchange,
+    which may be larger and carries agents' values a little deeper).
     """
     if len(data) > size_max:
         raise SignatureRejected(ErrorCode.PAYLOAD_TOO_LARGE, f"over {size_max} B")
@@ -197,17 +206,19 @@ def open_envelope(data: bytes, /, *, size_max: int = limits.MESSAGE_BYTES_MAX) -
         raise SignatureRejected(ErrorCode.MALFORMED, f"not an envelope: {exc}") from exc
     except RecursionError as exc:
         raise SignatureRejected(ErrorCode.MALFORMED, "nested too deeply") from exc
-    return open_envelope_struct(envelope)
+    return open_envelope_struct(envelope, depth_max=depth_max)
 
 
-def open_envelope_struct(envelope: Envelope, /) -> VerifiedDocument:
+def open_envelope_struct(
+    envelope: Envelope, /, *, depth_max: int = limits.JSON_DEPTH_MAX
+) -> VerifiedDocument:
     """Decode the document inside an already decoded envelope, without trusting it yet."""
     try:
         document_bytes = b64decode(envelope.doc)
         signature = b64decode(envelope.sig)
     except ValueError as exc:
         raise SignatureRejected(ErrorCode.MALFORMED, "envelope fields are not base64url") from exc
-    check_json_depth(document_bytes)
+    check_json_depth(document_bytes, depth_max=depth_max)
     try:
         document = document_decoder.decode(document_bytes)
     except msgspec.DecodeError as exc:

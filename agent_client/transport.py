@@ -165,7 +165,9 @@ async def connect_nats(
     finally:
         refusal.cancel()
     if connecting.done() and connecting.exception() is None:
-        return connecting.result()
+        client = connecting.result()
+        _yield_between_reads(client)
+        return client
     # A refusal of this key is final: asking again gets the same answer.
     connecting.cancel()
     with contextlib.suppress(BaseException):
@@ -177,6 +179,27 @@ async def connect_nats(
     failure = errors[-1] if errors else connecting.exception() if connecting.done() else None
     reason = repr(failure) if failure else f"no connection within {connect_timeout_s} s"
     raise AgentClientError(f"cannot connect to NATS at {url}: {reason}")
+
+
+def _yield_between_reads(client: Client, /) -> None:
+    """Return to the event loop after each chunk nats-py reads from the socket.
+
+    nats-py's read loop parses whatever the socket holds, chunk after chunk,
+    without suspending while data keeps coming: a flood of small messages is
+    all parsed before one callback runs, so the worker cannot see (and
+    refuse, and have disconnected) the agent sending it until it has read
+    the whole flood, while every other request waits. Yielding after each
+    32 KiB chunk lets the callbacks keep pace. This wraps a private part of
+    nats-py (its parser's ``parse``), hence the pinned version range.
+    """
+    parser = client._ps
+    parse = parser.parse
+
+    async def parse_then_yield(data: bytes = b"") -> None:
+        await parse(data)
+        await asyncio.sleep(0)
+
+    parser.parse = parse_then_yield  # type: ignore[method-assign]
 
 
 class NatsConnection:
@@ -258,9 +281,12 @@ class NatsConnection:
         """Drain: stop taking messages, finish the handlers running, close."""
         if self._client.is_closed:
             return
-        with contextlib.suppress(nats.errors.Error, TimeoutError):
+        # A connection the server already cut (an eviction, a lost server)
+        # fails to drain or flush on the way out; closing is still done.
+        with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
             await asyncio.wait_for(self._client.drain(), timeout=DRAIN_TIMEOUT_S)
         for dispatcher in self._dispatchers:
             await dispatcher.wait_idle()
         if not self._client.is_closed:
-            await self._client.close()
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self._client.close()

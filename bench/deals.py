@@ -19,15 +19,19 @@ Two modes:
   that began more than LATE_START_TOLERANCE_MS after their time. Target
   (issue 5): p99 at most 25 ms at 200 deals/s.
 
-In the same run, on the same nats-server, it measures the limits the deals
-stand on: plain request/reply (64 B echoed, unsigned), one at a time and 64
-in flight; the signed round trip (a client seals an RFQ with the project's
-signing, a responder in another process runs the receiver's checks,
-``verify_request``, and answers with a sealed quote that the client checks
-with ``verify_evidence``), one at a time and 64 in flight; and ed25519 sign
-and verify rates in this process. ``ratio`` is deals/s (in the open loop the
-achieved rate) × 4 round trips per deal / signed round trips per second (64
-in flight); ``ratio_vs_unsigned_request_reply`` is the same against plain
+NATS auth is on, as ``agentx up`` runs: every client connects with its own
+key and has least-privilege permissions. In the same run, on the same
+nats-server, it measures the limits the deals stand on: plain request/reply
+(64 B echoed, unsigned) between two agents' connections, the responder
+serving its own negotiation subject (which any agent may request), one at a
+time and 64 in flight; the signed round trip on that subject (a client
+seals an RFQ with the project's signing, a responder in another process
+runs the receiver's checks, ``verify_request``, and answers with a sealed
+quote that the client checks with ``verify_evidence``), one at a time and 64
+in flight; and ed25519 sign and verify rates in this process. ``ratio`` is
+deals/s (in the open loop the achieved rate) × 4 round trips per deal /
+signed round trips per second (64 in flight);
+``ratio_vs_unsigned_request_reply`` is the same against plain
 request/reply. ``cpu_ms_per_deal_*`` is the CPU time (from ``/proc``) the
 agents (this process), the exchange process and nats-server spent over the
 timed part (in the open loop including buyers joining the pool), divided by
@@ -36,9 +40,28 @@ the deals settled: on a small machine it shows which process runs out first.
 Last in each run comes the protocol's floor (``bench/protocol_floor.py``):
 the same deals' signed messages and notices, at the same concurrency or
 offered rate, against a stand-in that verifies, answers and publishes
-notices but keeps no state. ``floor_*`` are its figures and
+notices but keeps no state (and signs its replies, as the exchange must).
+``floor_*`` are its figures and
 ``ratio_vs_floor`` is deals/s (achieved rate) over the floor's: how much of
 what the protocol itself allows on this machine the exchange delivers.
+
+``--compare-auth`` runs the same load, limits and floor in each run twice,
+on fresh data directories: against ``agentx up`` with auth on and with
+``--insecure-no-auth`` (which order goes first alternates between runs),
+and prints deals/s, p50/p99, the CPU per deal of each process and the
+limits for both, with their ratio (on / off).
+
+Signed replies cannot be switched off: the protocol requires them. What
+they cost is measured instead, in every run: the agents' requests to the
+exchange during the timed part are counted (``exchange_requests_per_deal``;
+each is answered with a signed reply), and the CPU time of ``sign_reply``
+(the exchange's side) and of ``open_reply`` (the client's side) on a typical
+reply (the ``ContractReply`` a buyer got back from ``contract.accept`` in
+this run), less encoding and decoding the bare reply, is measured in this
+process. Their product, in µs per deal, is printed beside the CPU per deal,
+and ``cpu_ms_per_deal_*_without_signed_replies`` is the measured CPU per
+deal less it: that is how the "without signed replies" figures are
+obtained; they are estimates, not runs without signed replies.
 
 After each run, with the exchange stopped, the exchange invariants are
 checked on its SQLite file; ``ledger_balanced`` is that check, and the
@@ -49,12 +72,14 @@ or one JSON object with --json.
 
     python bench/deals.py --deals 500 --concurrency 32
     python bench/deals.py --rate 200 --duration 10
+    python bench/deals.py --deals 300 --concurrency 16 --compare-auth
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import math
@@ -66,11 +91,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
+import msgspec
 from exchange_process import (
     RunningExchange,
     child_process,
@@ -84,16 +109,22 @@ from exchange_process import (
 from protocol_floor import floor_closed_loop, floor_open_loop
 from signed_rfq import CAPABILITY, PRICE_MILLICREDITS, check_quote, quote_for, sealed_rfq
 
-from agent_client import Agent, AgentClientError, AgentKeys, limits
+from agent_client import Agent, AgentClientError, AgentKeys, limits, subjects
 from agent_client.keys import verify_key_for
+from agent_client.protocol import ContractReply, ContractView, Reply, json_encoder
+from agent_client.replies import open_reply, sign_reply
 from agent_client.signing import ReplayGuard, SystemClock
-from agent_client.transport import flush_subscriptions
+from agent_client.transport import NatsConnection, connect_nats, flush_subscriptions
 
 ROUND_TRIPS_PER_DEAL = 4  # RFQ/quote, open, deliver, accept
 PROBE_S = 1.5
 IN_FLIGHT = 64
 DELIVERY_TIMEOUT_S = 30.0
-SIGNED_SUBJECT_PREFIX = "bench.signed"
+# Timing one call of sign_reply, open_reply and the bare encode and decode.
+REPLY_COST_PROBE_S = 0.3
+REPLY_COST_CALLS_MAX = 100_000
+# The request a signed reply answers: only its SHA-256 enters the reply.
+REQUEST_BYTES_TYPICAL = 600
 # Open loop: the first deal is due this long after the schedule is made.
 SCHEDULE_LEAD_S = 0.1
 LATE_START_TOLERANCE_MS = 5.0
@@ -119,6 +150,30 @@ KEY_FIGURES = (
     "floor_p99_ms",
     "ratio_vs_floor",
 )
+# Figures printed for auth on and off with --compare-auth, with their ratio.
+AUTH_COMPARED_FIGURES = (
+    "deals_per_s",
+    "achieved_rate_per_s",
+    "p50_ms",
+    "p99_ms",
+    "cpu_ms_per_deal_exchange",
+    "cpu_ms_per_deal_agents",
+    "cpu_ms_per_deal_agents_and_exchange",
+    "cpu_ms_per_deal_nats_server",
+    "raw_request_reply_per_s_sequential",
+    "raw_request_reply_per_s_64_in_flight",
+    "signed_roundtrips_per_s_sequential",
+    "signed_roundtrips_per_s",
+    "floor_deals_per_s",
+    "floor_achieved_rate_per_s",
+    "floor_p99_ms",
+)
+SIGNED_REPLIES_NOTE = (
+    "signed replies cannot be switched off; *_without_signed_replies = the CPU per deal"
+    " measured less exchange_requests_per_deal x the measured cost of sign_reply (exchange)"
+    " or open_reply (agents) on this run's contract.accept reply, net of the bare encode"
+    " and decode: an estimate, not a run"
+)
 
 assert POOL_SIZE_MIN <= BUYERS_MAX_DEFAULT <= BUYERS_MAX_LIMIT
 assert IN_FLIGHT * PROBE_S * 10_000 < limits.REPLAY_CACHE_ENTRIES_MAX
@@ -138,17 +193,21 @@ class Phases:
     quote: RFQ until the quote arrives; open: ``contract.open`` until its
     reply; delivery: that reply until the delivery notice arrives (the
     provider's notice, its ``contract.deliver``, the buyer's notice);
-    accept: ``contract.accept`` until its reply.
+    accept: ``contract.accept`` until its reply. It also keeps the last
+    contract ``contract.accept`` answered with: a typical signed reply's
+    body, whose signing is timed afterwards (``signed_reply_costs``).
     """
 
     NAMES = ("quote", "open", "delivery", "accept")
 
     def __init__(self) -> None:
         self.seconds: dict[str, list[float]] = {name: [] for name in self.NAMES}
+        self.last_contract: ContractView | None = None
 
-    def add(self, durations_s: tuple[float, ...], /) -> None:
+    def add(self, durations_s: tuple[float, ...], contract: ContractView, /) -> None:
         for name, duration_s in zip(self.NAMES, durations_s, strict=True):
             self.seconds[name].append(duration_s)
+        self.last_contract = contract
 
     def figures(self) -> dict[str, float]:
         figures: dict[str, float] = {}
@@ -171,9 +230,11 @@ async def settle_one_deal(buyer: Agent, phases: Phases) -> None:
     opened = time.perf_counter()
     delivery = await contract.wait_delivery(timeout_s=DELIVERY_TIMEOUT_S)
     delivered = time.perf_counter()
-    await contract.accept_delivery(delivery)
+    settled = await contract.accept_delivery(delivery)
     accepted = time.perf_counter()
-    phases.add((quoted - started, opened - quoted, delivered - opened, accepted - delivered))
+    phases.add(
+        (quoted - started, opened - quoted, delivered - opened, accepted - delivered), settled
+    )
 
 
 @contextlib.asynccontextmanager
@@ -224,6 +285,126 @@ class CpuMeter:
         }
 
 
+class ExchangeRequestCounter:
+    """The agents' requests to the exchange, each answered with a signed reply, by endpoint.
+
+    Every Agent request goes through ``NatsConnection.request``; while
+    ``counting``, that method is wrapped (in this process only) to count the
+    requests on the exchange's subjects: ``agentx.v2.x.<id>.<endpoint>`` and
+    ``info``.
+    """
+
+    def __init__(self) -> None:
+        self.by_endpoint: collections.Counter[str] = collections.Counter()
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        original = NatsConnection.request
+        by_endpoint = self.by_endpoint
+
+        async def request(
+            connection: NatsConnection, subject: str, payload: bytes, /, *, timeout_s: float
+        ) -> bytes:
+            if subjects.agent_id_in_request_subject(subject) is not None:
+                by_endpoint[subject.split(".", 4)[4]] += 1
+            elif subject == subjects.EXCHANGE_INFO:
+                by_endpoint["info"] += 1
+            return await original(connection, subject, payload, timeout_s=timeout_s)
+
+        NatsConnection.request = request  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            NatsConnection.request = original  # type: ignore[method-assign]
+
+    def per_deal(self, deals: int, /) -> dict[str, float]:
+        figures = {"exchange_requests_per_deal": sum(self.by_endpoint.values()) / max(1, deals)}
+        for endpoint, count in sorted(self.by_endpoint.items()):
+            figures[f"exchange_requests_per_deal_{endpoint}"] = count / max(1, deals)
+        return figures
+
+
+def call_cpu_us(call: Callable[[], object], /) -> float:
+    """The CPU time (this thread's) one ``call()`` takes, in µs, over REPLY_COST_PROBE_S."""
+    calls, started = 0, time.thread_time()
+    while calls < REPLY_COST_CALLS_MAX and time.thread_time() - started < REPLY_COST_PROBE_S:
+        call()
+        calls += 1
+    return (time.thread_time() - started) * 1e6 / calls
+
+
+def signed_reply_costs(contract: ContractView, /) -> dict[str, float]:
+    """What signing a reply adds, per reply, in µs of CPU: both sides, net of the bare body.
+
+    The reply is the ContractReply of ``contract.accept`` (``contract``,
+    from this run). The exchange's side is ``sign_reply`` less encoding the
+    bare reply; the client's is ``open_reply`` (every check, the signature
+    included) less decoding the bare reply.
+    """
+    exchange_keys = AgentKeys.generate()
+    audience = contract.buyer_id
+    reply = ContractReply(contract=contract)
+    subject = subjects.exchange_request(audience, "contract.accept")
+    request_payload = b"x" * REQUEST_BYTES_TYPICAL
+    clock = SystemClock()
+    bare = json_encoder.encode(reply)
+    reply_decoder = msgspec.json.Decoder(Reply)
+
+    def signed() -> bytes:
+        return sign_reply(
+            reply,
+            keys=exchange_keys,
+            audience=audience,
+            request_subject=subject,
+            request_payload=request_payload,
+            clock=clock,
+        )
+
+    payload = signed()
+
+    def opened() -> object:
+        return open_reply(
+            payload,
+            signer_id=exchange_keys.agent_id,
+            audience=audience,
+            request_subject=subject,
+            request_payload=request_payload,
+            clock=clock,
+        )
+
+    encode_us = call_cpu_us(lambda: json_encoder.encode(reply))
+    decode_us = call_cpu_us(lambda: reply_decoder.decode(bare))
+    return {
+        "signed_reply_bytes": len(payload),
+        "bare_reply_bytes": len(bare),
+        "signed_reply_sign_us": max(0.0, call_cpu_us(signed) - encode_us),
+        "signed_reply_open_us": max(0.0, call_cpu_us(opened) - decode_us),
+    }
+
+
+def signed_reply_figures(figures: dict[str, Any], /) -> dict[str, float]:
+    """Signed replies' CPU per deal, and the CPU per deal without them (an estimate)."""
+    replies = figures["exchange_requests_per_deal"]
+    exchange_us = replies * figures["signed_reply_sign_us"]
+    agents_us = replies * figures["signed_reply_open_us"]
+    derived = {
+        "signed_replies_us_per_deal_exchange": exchange_us,
+        "signed_replies_us_per_deal_agents": agents_us,
+    }
+    if "cpu_ms_per_deal_exchange" in figures:
+        derived["cpu_ms_per_deal_exchange_without_signed_replies"] = (
+            figures["cpu_ms_per_deal_exchange"] - exchange_us / 1000
+        )
+        derived["cpu_ms_per_deal_agents_without_signed_replies"] = (
+            figures["cpu_ms_per_deal_agents"] - agents_us / 1000
+        )
+    else:
+        derived["cpu_ms_per_deal_agents_and_exchange_without_signed_replies"] = (
+            figures["cpu_ms_per_deal_agents_and_exchange"] - (exchange_us + agents_us) / 1000
+        )
+    return derived
+
+
 async def closed_loop(
     exchange: RunningExchange, meter: CpuMeter, /, *, deals: int, concurrency: int
 ) -> dict[str, Any]:
@@ -233,6 +414,7 @@ async def closed_loop(
     ]
     latencies_s: list[float] = []
     phases = Phases()
+    requests = ExchangeRequestCounter()
 
     async def trade(buyer: Agent, count: int) -> None:
         for _ in range(count):
@@ -253,14 +435,16 @@ async def closed_loop(
                 )
             meter.start()
             started = time.perf_counter()
-            await asyncio.gather(
-                *(trade(buyer, count) for buyer, count in zip(buyers, counts, strict=True))
-            )
+            with requests.counting():
+                await asyncio.gather(
+                    *(trade(buyer, count) for buyer, count in zip(buyers, counts, strict=True))
+                )
             elapsed_s = time.perf_counter() - started
             cpu = meter.per_deal_ms(len(latencies_s))
         finally:
             for buyer in buyers:
                 await buyer.close()
+    assert phases.last_contract is not None
     return {
         "deals": len(latencies_s),
         "concurrency": concurrency,
@@ -268,6 +452,8 @@ async def closed_loop(
         **percentiles(latencies_s),
         **phases.figures(),
         **cpu,
+        **requests.per_deal(len(latencies_s)),
+        **signed_reply_costs(phases.last_contract),
     }
 
 
@@ -343,22 +529,32 @@ async def open_loop(
             initial = min(buyers_max, max(POOL_SIZE_MIN, math.ceil(rate_per_s * POOL_COVERS_S)))
             await pool.grow(initial)
             meter.start()
-            figures = await offer_deals(pool, rate_per_s=rate_per_s, deals_total=deals_total)
+            figures, contract = await offer_deals(
+                pool, rate_per_s=rate_per_s, deals_total=deals_total
+            )
             figures.update(meter.per_deal_ms(figures["deals"]))
             figures["buyers_initial"] = initial
             figures["buyers_used"] = pool.size
         finally:
             await pool.close()
+    # After the CPU meter's reading: timing the reply's signing costs CPU here.
+    figures.update(signed_reply_costs(contract))
     return figures
 
 
-async def offer_deals(pool: BuyerPool, *, rate_per_s: float, deals_total: int) -> dict[str, Any]:
-    """Start deal i at t0 + i/R whatever the others are doing; latency from that time."""
+async def offer_deals(
+    pool: BuyerPool, *, rate_per_s: float, deals_total: int
+) -> tuple[dict[str, Any], ContractView]:
+    """Start deal i at t0 + i/R whatever the others are doing; latency from that time.
+
+    Also the last contract ``contract.accept`` answered with (see Phases).
+    """
     loop = asyncio.get_running_loop()
     latencies_s: list[float] = []
     start_lags_s: list[float] = []
     failures: dict[str, int] = {}
     phases = Phases()
+    requests = ExchangeRequestCounter()
 
     async def deal(scheduled_at: float) -> None:
         buyer = await pool.take()
@@ -373,15 +569,18 @@ async def offer_deals(pool: BuyerPool, *, rate_per_s: float, deals_total: int) -
 
     started_at = loop.time() + SCHEDULE_LEAD_S
     tasks = []
-    for index in range(deals_total):
-        scheduled_at = started_at + index / rate_per_s
-        await asyncio.sleep(max(0.0, scheduled_at - loop.time()))
-        tasks.append(asyncio.create_task(deal(scheduled_at)))
-    await asyncio.gather(*tasks)
+    with requests.counting():
+        for index in range(deals_total):
+            scheduled_at = started_at + index / rate_per_s
+            await asyncio.sleep(max(0.0, scheduled_at - loop.time()))
+            tasks.append(asyncio.create_task(deal(scheduled_at)))
+        await asyncio.gather(*tasks)
     elapsed_s = loop.time() - started_at
     for name, count in failures.items():
         print(f"open loop: {count} deal(s) failed with {name}", file=sys.stderr)
-    return {
+    assert phases.last_contract is not None, "no deal settled"
+    figures = {
+        **requests.per_deal(len(latencies_s)),
         "deals": len(latencies_s),
         "deals_failed": sum(failures.values()),
         "offered_rate_per_s": rate_per_s,
@@ -391,6 +590,7 @@ async def offer_deals(pool: BuyerPool, *, rate_per_s: float, deals_total: int) -
         "late_starts": sum(lag_s * 1000 > LATE_START_TOLERANCE_MS for lag_s in start_lags_s),
         "start_lag_max_ms": max(start_lags_s) * 1000,
     }
+    return figures, phases.last_contract
 
 
 async def round_trips_per_s(round_trip: Callable[[], Awaitable[None]], *, in_flight: int) -> float:
@@ -410,19 +610,25 @@ async def round_trips_per_s(round_trip: Callable[[], Awaitable[None]], *, in_fli
 
 
 async def raw_request_reply(nats_url: str, *, in_flight: int) -> float:
-    """Plain request/reply (64 B echoed, nothing signed) round trips per second."""
-    server = await nats.connect(nats_url)
-    client = await nats.connect(nats_url)
+    """Plain request/reply (64 B echoed, nothing signed) round trips per second.
+
+    Two agents, each connected with its own key: the responder serves its
+    own negotiation subject, which any agent may request.
+    """
+    responder_keys, client_keys = AgentKeys.generate(), AgentKeys.generate()
+    subject = subjects.negotiation(responder_keys.agent_id)
+    server = await connect_nats(nats_url, responder_keys, name="bench-raw-responder")
+    client = await connect_nats(nats_url, client_keys, name="bench-raw-client")
     try:
 
         async def answer(message: Any) -> None:
             await message.respond(message.data)
 
-        await server.subscribe("bench.raw", cb=answer)
+        await server.subscribe(subject, cb=answer)
         await flush_subscriptions(server)
 
         async def round_trip() -> None:
-            await client.request("bench.raw", b"x" * 64, timeout=5)
+            await client.request(subject, b"x" * 64, timeout=5)
 
         return await round_trips_per_s(round_trip, in_flight=in_flight)
     finally:
@@ -433,7 +639,10 @@ async def raw_request_reply(nats_url: str, *, in_flight: int) -> float:
 def run_signed_responder(
     nats_url: str, seed: bytes, ready: multiprocessing.synchronize.Event
 ) -> None:
-    """The responder process: answer each signed RFQ with a signed quote until SIGTERM."""
+    """The responder process: answer each signed RFQ with a signed quote until SIGTERM.
+
+    It serves its own negotiation subject, connected with its key.
+    """
     asyncio.run(serve_signed_requests(nats_url, AgentKeys.from_seed(seed), ready))
 
 
@@ -444,7 +653,7 @@ async def serve_signed_requests(
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     clock = SystemClock()
     replay_guard = ReplayGuard()
-    connection = await nats.connect(nats_url)
+    connection = await connect_nats(nats_url, keys, name="bench-signed-responder")
 
     async def answer(message: Any) -> None:
         # The checks a receiver runs on a request (the exchange's endpoints
@@ -452,7 +661,7 @@ async def serve_signed_requests(
         await message.respond(quote_for(message.data, message.subject, keys, clock, replay_guard))
 
     try:
-        await connection.subscribe(f"{SIGNED_SUBJECT_PREFIX}.*", cb=answer)
+        await connection.subscribe(subjects.negotiation(keys.agent_id), cb=answer)
         await flush_subscriptions(connection)
         ready.set()
         await stop.wait()
@@ -473,8 +682,8 @@ async def signed_round_trips(nats_url: str, responder_id: str, *, in_flight: int
     """Signed RFQ out, signed quote back, both verified: round trips per second."""
     keys = AgentKeys.generate()
     clock = SystemClock()
-    subject = f"{SIGNED_SUBJECT_PREFIX}.{keys.agent_id}"
-    client = await nats.connect(nats_url)
+    subject = subjects.negotiation(responder_id)
+    client = await connect_nats(nats_url, keys, name="bench-signed-client")
     try:
 
         async def round_trip() -> None:
@@ -530,12 +739,13 @@ def sign_and_verify_rates() -> tuple[float, float]:
     return sign_rate, count / (time.perf_counter() - started)
 
 
-async def measure_once(arguments: argparse.Namespace) -> dict[str, Any]:
-    """One whole run on a fresh exchange and data directory."""
+async def measure_once(arguments: argparse.Namespace, *, auth: bool) -> dict[str, Any]:
+    """One whole run on a fresh exchange and data directory, NATS auth on or off."""
     start_exchange = embedded_exchange if arguments.in_process else running_exchange
     with tempfile.TemporaryDirectory(prefix="agentx-bench-deals-") as data_dir:
         group_commit = not arguments.no_group_commit
-        async with start_exchange(Path(data_dir), group_commit=group_commit) as exchange:
+        async with start_exchange(Path(data_dir), group_commit=group_commit, auth=auth) as exchange:
+            assert exchange.auth == auth
             if arguments.rate is None:
                 figures = await closed_loop(
                     exchange,
@@ -558,6 +768,8 @@ async def measure_once(arguments: argparse.Namespace) -> dict[str, Any]:
     for problem in problems:
         print(f"ledger invariant violated: {problem}", file=sys.stderr)
     figures["ledger_balanced"] = not problems
+    figures["auth"] = auth
+    figures.update(signed_reply_figures(figures))
     figures["ed25519_sign_per_s"], figures["ed25519_verify_per_s"] = sign_and_verify_rates()
     deals_per_s = figures["deals_per_s" if arguments.rate is None else "achieved_rate_per_s"]
     round_trips_per_s = deals_per_s * ROUND_TRIPS_PER_DEAL
@@ -578,10 +790,14 @@ async def protocol_floor(
         return await floor_closed_loop(
             exchange.nats_url,
             nats_server_pid(exchange.pid or os.getpid()),
+            exchange.exchange_keys,
             in_flight=arguments.concurrency,
         )
     return await floor_open_loop(
-        exchange.nats_url, rate_per_s=arguments.rate, seconds=arguments.duration
+        exchange.nats_url,
+        exchange.exchange_keys,
+        rate_per_s=arguments.rate,
+        seconds=arguments.duration,
     )
 
 
@@ -606,18 +822,43 @@ def summarize(arguments: argparse.Namespace, runs: list[dict[str, Any]]) -> dict
             and summary["p99_ms"] <= TARGET_P99_MS
             and summary["deals_failed"] == 0
         )
+    summary["signed_replies_note"] = SIGNED_REPLIES_NOTE
     summary["runs"] = [{name: run[name] for name in KEY_FIGURES if name in run} for run in runs]
     return summary
 
 
+def compare_auth(auth_on: dict[str, Any], auth_off: dict[str, Any]) -> dict[str, Any]:
+    """The compared figures' medians with auth on and off, and on / off."""
+    return {
+        name: {
+            "auth_on": auth_on[name],
+            "auth_off": auth_off[name],
+            "ratio_on_over_off": auth_on[name] / auth_off[name] if auth_off[name] else math.nan,
+        }
+        for name in AUTH_COMPARED_FIGURES
+        if name in auth_on and name in auth_off
+    }
+
+
 def print_text(summary: dict[str, Any]) -> None:
     for name, value in summary.items():
-        if name == "runs":
+        if name in ("runs", "auth_comparison", "auth_off_runs"):
             continue
         shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
-        print(f"{name:<40} {shown}")
+        print(f"{name:<48} {shown}")
+    print_runs(summary["runs"])
+    if "auth_comparison" in summary:
+        print(f"\n{'auth on vs off (medians)':<48} {'on':>12} {'off':>12} {'on/off':>8}")
+        for name, compared in summary["auth_comparison"].items():
+            on, off, ratio = compared.values()
+            print(f"{name:<48} {on:>12,.3f} {off:>12,.3f} {ratio:>8.3f}")
+        print("auth off:")
+        print_runs(summary["auth_off_runs"])
+
+
+def print_runs(runs: list[dict[str, Any]]) -> None:
     print("per run:")
-    for index, run in enumerate(summary["runs"], start=1):
+    for index, run in enumerate(runs, start=1):
         shown = "  ".join(
             f"{name} {value:,.3f}" if isinstance(value, float) else f"{name} {value}"
             for name, value in run.items()
@@ -626,8 +867,21 @@ def print_text(summary: dict[str, Any]) -> None:
 
 
 async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
-    runs = [await measure_once(arguments) for _ in range(arguments.runs)]
-    return summarize(arguments, runs)
+    runs: list[dict[str, Any]] = []
+    runs_without_auth: list[dict[str, Any]] = []
+    for index in range(arguments.runs):
+        # Which goes first alternates, so that neither always meets a warmer machine.
+        order = (True, False) if index % 2 == 0 else (False, True)
+        for auth in order if arguments.compare_auth else (True,):
+            figures = await measure_once(arguments, auth=auth)
+            (runs if auth else runs_without_auth).append(figures)
+    summary = summarize(arguments, runs)
+    if runs_without_auth:
+        without_auth = summarize(arguments, runs_without_auth)
+        summary["ledger_balanced"] = summary["ledger_balanced"] and without_auth["ledger_balanced"]
+        summary["auth_comparison"] = compare_auth(summary, without_auth)
+        summary["auth_off_runs"] = without_auth["runs"]
+    return summary
 
 
 def parse_arguments() -> argparse.Namespace | str:
@@ -644,6 +898,11 @@ def parse_arguments() -> argparse.Namespace | str:
         "--no-group-commit",
         action="store_true",
         help="the exchange applies each contract step alone (the before figure)",
+    )
+    parser.add_argument(
+        "--compare-auth",
+        action="store_true",
+        help="each run also against an exchange with NATS auth off; figures side by side",
     )
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()

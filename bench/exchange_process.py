@@ -2,7 +2,9 @@
 
 ``running_exchange(data_dir)`` starts ``agentx up --port 0 --no-portal`` as a
 child process, reads the NATS and database URLs it prints, loads the operator
-key it wrote, and on exit stops it with SIGTERM and waits. nats-server is a
+and exchange keys it wrote, and on exit stops it with SIGTERM and waits.
+``auth=False`` adds ``--insecure-no-auth`` (nats-server then authenticates
+nobody), only to compare with auth on. nats-server is a
 child of that process. ``ledger_problems`` opens the database file afterwards
 and runs the exchange invariants on it; ``memory_kib`` and ``cpu_s`` read a
 process's resident memory and CPU time from ``/proc``; ``percentiles`` gives a
@@ -55,18 +57,23 @@ class RunningExchange:
     nats_url: str
     database_url: str
     operator_keys: AgentKeys
+    # A stand-in for the exchange (bench/protocol_floor.py) connects with it.
+    exchange_keys: AgentKeys
+    auth: bool
     # The `agentx up` process; None when the exchange runs in this process.
     pid: int | None
 
 
 @contextlib.asynccontextmanager
 async def running_exchange(
-    data_dir: Path, /, *, group_commit: bool = True
+    data_dir: Path, /, *, group_commit: bool = True, auth: bool = True
 ) -> AsyncIterator[RunningExchange]:
     """`agentx up` in ``data_dir`` as a child process, stopped with SIGTERM on exit."""
     command = [sys.executable, "-m", "exchange.cli", "up", "--port", "0", "--no-portal"]
     if not group_commit:
         command.append("--no-group-commit")
+    if not auth:
+        command.append("--insecure-no-auth")
     process = await asyncio.create_subprocess_exec(
         *command, "--data-dir", str(data_dir), stdout=asyncio.subprocess.PIPE
     )
@@ -76,6 +83,8 @@ async def running_exchange(
             nats_url=printed["NATS"],
             database_url=printed["database"],
             operator_keys=AgentKeys.load(data_dir / "operator.seed"),
+            exchange_keys=AgentKeys.load(data_dir / "exchange.seed"),
+            auth=printed["auth"].startswith("on"),
             pid=process.pid,
         )
     finally:
@@ -91,7 +100,7 @@ async def _read_startup(process: asyncio.subprocess.Process) -> dict[str, str]:
         if not line:
             raise RuntimeError(f"agentx up exited while starting ({await process.wait()})")
         if line.startswith("running"):
-            assert "NATS" in printed and "database" in printed, printed
+            assert {"NATS", "database", "auth"} <= printed.keys(), printed
             return printed
         label, _, value = line.partition(":")
         printed[label.strip()] = value.strip()
@@ -117,14 +126,17 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 @contextlib.asynccontextmanager
 async def embedded_exchange(
-    data_dir: Path, /, *, group_commit: bool = True
+    data_dir: Path, /, *, group_commit: bool = True, auth: bool = True
 ) -> AsyncIterator[RunningExchange]:
     """The exchange worker and nats-server started from this process (the old set-up)."""
-    async with EmbeddedStack(StackConfig(data_dir=data_dir, group_commit=group_commit)) as stack:
+    config = StackConfig(data_dir=data_dir, group_commit=group_commit, auth=auth)
+    async with EmbeddedStack(config) as stack:
         yield RunningExchange(
             nats_url=stack.nats_url,
             database_url=stack.database_url,
             operator_keys=stack.operator_keys,
+            exchange_keys=stack.exchange_keys,
+            auth=auth,
             pid=None,
         )
 

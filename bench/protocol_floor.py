@@ -1,24 +1,40 @@
 """Benchmark: the protocol's floor, a deal's signed messages with nothing behind them.
 
 A settled deal is 4 signed round trips (RFQ/quote, ``contract.open``,
-``contract.deliver``, ``contract.accept``) and 7 exchange-signed notices
-that JetStream stores and delivers to the parties' durable consumers, which
-verify and acknowledge each (docs/PROTOCOL.md, sections 1.4 and 1.7). This
-runs exactly that message pattern with no contract, ledger or database:
+``contract.deliver``, ``contract.accept``), the last three answered by the
+exchange with signed replies bound to their requests, and 7 exchange-signed
+notices that JetStream stores and delivers to the parties' durable
+consumers, which verify and acknowledge each (docs/PROTOCOL.md, sections
+1.4 and 1.7). This runs exactly that message pattern, under NATS auth as
+the exchange runs, with no contract, ledger or database:
 
 * a stand-in for the exchange, in its own process as the exchange is,
-  verifies each request as the exchange's endpoints do (``verify_request``),
-  answers at once, then seals the step's notices with its key and publishes
-  them to the notice stream in the background, as the exchange does after
-  its commit (2 for an opening, 3 for a delivery, 2 for an acceptance);
-* in this process, a provider answers signed RFQs with signed quotes and
-  delivers when it is told a contract opened; buyers run the deal: quote,
-  open, wait for the delivery notice, accept.
+  connects with the exchange's key (only that key may serve the agents'
+  request subjects), verifies each request as the exchange's endpoints do
+  (``verify_request``), answers at once with a signed reply bound to the
+  request (``sign_reply``: every answer of the exchange is one), then seals
+  the step's notices with its key and publishes them to the notice stream
+  in the background, as the exchange does after its commit (2 for an
+  opening, 3 for a delivery, 2 for an acceptance). Agents have no
+  JetStream API, so it also creates each agent's notice consumer when
+  asked, as the exchange's ``notices.subscribe`` does;
+* in this process, a provider answers signed RFQs on the RFQ subject with
+  signed quotes and delivers when it is told a contract opened; buyers run
+  the deal: quote, open, wait for the delivery notice, accept. Each agent
+  connects with its own key and checks every reply (``open_reply``).
+
+The agents send their steps on their own request subjects
+(``agentx.v2.x.<id>.floor.<step>``), which only the exchange key may serve,
+but on endpoints the exchange does not have: an exchange running on the
+same server (``bench/deals.py`` runs this beside it) never sees them.
 
 Documents are the protocol's own types, but small (a contract id instead
-of a quote, a task and a result), so the floor is if anything optimistic.
+of a quote, a task and a result; every reply carries one contract record
+the stand-in sealed at start), so the floor is if anything optimistic.
 No real exchange can settle deals faster than this on the same machine;
 ``bench/deals.py`` measures it in each run and reports ``ratio_vs_floor``.
+Run alone, it starts its own nats-server with auth on (the auth callout in
+this process).
 
     python bench/protocol_floor.py                    # closed loop, 64 buyers
     python bench/protocol_floor.py --rate 200 --json  # open loop, p99 at 200/s
@@ -44,20 +60,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nats
 from exchange_process import child_process, cpu_s, percentiles
 from signed_rfq import PRICE_MILLICREDITS, check_quote, quote_for, sealed_rfq
 
 from agent_client import AgentKeys, limits, subjects
+from agent_client.agent import EXCHANGE_AUDIENCE
 from agent_client.protocol import (
+    ContractRecord,
+    ContractReply,
     ContractUpdatedNotice,
+    ContractView,
     DeliveredNotice,
     Document,
+    Envelope,
     GetContract,
     Header,
+    NoticesReply,
+    Reply,
+    SubscribeNotices,
     json_encoder,
 )
+from agent_client.replies import open_reply, sign_reply
 from agent_client.signing import (
+    Clock,
     ReplayGuard,
     SystemClock,
     make_header,
@@ -71,18 +96,24 @@ from agent_client.transport import (
     BoundedDispatcher,
     IncomingMessage,
     NatsConnection,
+    connect_nats,
     flush_subscriptions,
 )
+from broker import AccessPolicy
 from broker.server import EmbeddedNatsServer, NatsServerConfig
-from broker.streams import ensure_notice_stream
+from broker.streams import ensure_notice_consumer, ensure_notice_stream, notice_consumer_name
 
-STEP_SUBJECT_PREFIX = "bench.floor.exchange"
-RFQ_SUBJECT_PREFIX = "bench.floor.rfq"
+# The stand-in's endpoints: agentx.v2.x.<agent id>.floor.<step>.
+FLOOR_ENDPOINT = "floor"
+AGENT_TOKEN_INDEX = 3
+# The RFQs of the floor's deals go to this capability's RFQ subject.
+FLOOR_CAPABILITY = "bench.floor"
 REQUEST_TIMEOUT_S = 10.0
 DELIVERY_TIMEOUT_S = 30.0
 HANDLER_CONCURRENCY_MAX = 256
 RESULT_SHA256 = "0" * 64
 NOTICE_LIFETIME_S = 3600
+RECORD_LIFETIME_S = 3600
 # Who gets which notice, as the exchange sends them (PROTOCOL.md 1.7.1).
 NOTICES_PER_STEP: dict[str, tuple[str, ...]] = {
     "open": ("provider", "buyer"),
@@ -96,6 +127,7 @@ COUNTERPARTY_NOTICES_PER_STEP: dict[str, tuple[str, ...]] = {
     "deliver": ("buyer-delivered",),
     "accept": ("provider",),
 }
+SUBSCRIBE_STEP = "subscribe"
 IN_FLIGHT_DEFAULT = 64
 SECONDS_DEFAULT = 3.0
 # Open loop: the first deal is due this long after the schedule is made.
@@ -103,6 +135,8 @@ SCHEDULE_LEAD_S = 0.1
 # Open loop: enough buyers that each has this long for a deal before it is needed again.
 OPEN_LOOP_DEAL_COVERS_S = 1.0
 DEAL_NUMBER_MAX = 9_999_999  # a contract id is the buyer's id, a dot and this
+
+assert REQUEST_TIMEOUT_S <= limits.REQUEST_LIFETIME_MAX_S
 
 
 def notices_per_step(*, counterparty_only: bool) -> dict[str, tuple[str, ...]]:
@@ -115,6 +149,11 @@ def notices_per_deal(*, counterparty_only: bool) -> int:
 
 
 assert notices_per_deal(counterparty_only=False) == 7
+
+
+def step_subject(agent_id: str, step: str, /) -> str:
+    """One of the agent's own request subjects, on an endpoint the exchange does not serve."""
+    return f"{subjects.exchange_requests_of(agent_id)[:-1]}{FLOOR_ENDPOINT}.{step}"
 
 
 def contract_id_for(buyer_id: str, number: int, /) -> str:
@@ -132,7 +171,7 @@ def buyer_of(contract_id: str, /) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StandIn:
-    """What the stand-in process needs: the server, its key and the one provider."""
+    """What the stand-in process needs: the server, the exchange's key and the one provider."""
 
     nats_url: str
     seed: bytes
@@ -150,10 +189,11 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
     keys = AgentKeys.from_seed(stand_in.seed)
     clock = SystemClock()
     replay_guard = ReplayGuard()
-    client = await nats.connect(stand_in.nats_url, name="bench-floor-exchange")
+    client = await connect_nats(stand_in.nats_url, keys, name="bench-floor-exchange")
     js = client.jetstream()
     publishing: set[asyncio.Task[None]] = set()
     notices = notices_per_step(counterparty_only=stand_in.counterparty_notices_only)
+    record = sealed_record(keys, stand_in.provider_id, clock)
 
     def sealed_notice(recipient: str, contract_id: str, step: str, role: str) -> bytes:
         header = make_header(
@@ -174,8 +214,20 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
             headers={"Nats-Msg-Id": new_nonce()},
         )
 
+    async def reply_for(agent_id: str, step: str, request: Document) -> Reply:
+        if step == SUBSCRIBE_STEP:
+            assert isinstance(request, SubscribeNotices)
+            await ensure_notice_consumer(js, agent_id)
+            return NoticesReply(
+                deliver_subject=subjects.notice_deliver_subject(agent_id),
+                queue_group=notice_consumer_name(agent_id),
+            )
+        assert isinstance(request, GetContract)
+        return contract_reply(request.contract_id, step, stand_in.provider_id, record, clock)
+
     async def answer(message: IncomingMessage) -> None:
-        _, step, agent_id = message.subject.rsplit(".", 2)
+        tokens = message.subject.split(".")
+        agent_id, step = tokens[AGENT_TOKEN_INDEX], tokens[-1]
         request = verify_request(
             open_envelope(message.data),
             subject=message.subject,
@@ -183,12 +235,22 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
             clock=clock,
             replay_guard=replay_guard,
         ).document
+        assert request.header.audience == EXCHANGE_AUDIENCE
+        reply = await reply_for(agent_id, step, request)
+        signed = sign_reply(
+            reply,
+            keys=keys,
+            audience=agent_id,
+            request_subject=message.subject,
+            request_payload=message.data,
+            clock=clock,
+        )
+        await client.publish(message.reply, signed)
+        if step == SUBSCRIBE_STEP:
+            return
+        # After the answer, in the background, as the exchange publishes after commit.
         assert isinstance(request, GetContract)
         contract_id = request.contract_id
-        await client.publish(
-            message.reply, json_encoder.encode({"contract_id": contract_id, "state": step})
-        )
-        # After the answer, in the background, as the exchange publishes after commit.
         for role in notices[step]:
             recipient = stand_in.provider_id if role == "provider" else buyer_of(contract_id)
             task = asyncio.create_task(
@@ -199,12 +261,54 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
 
     dispatcher = BoundedDispatcher(answer, concurrency_max=HANDLER_CONCURRENCY_MAX)
     try:
-        await client.subscribe(f"{STEP_SUBJECT_PREFIX}.*.*", cb=dispatcher.dispatch)
+        await client.subscribe(step_subject("*", "*"), cb=dispatcher.dispatch)
         await flush_subscriptions(client)
         ready.set()
         await stop.wait()
     finally:
         await client.close()
+
+
+def sealed_record(keys: AgentKeys, provider_id: str, clock: Clock) -> Envelope:
+    """One contract record, sealed once: every reply carries it (a real one is per contract)."""
+    header = make_header(
+        keys, audience=provider_id, subject="floor", lifetime_s=RECORD_LIFETIME_S, clock=clock
+    )
+    record = ContractRecord(
+        header=header,
+        contract_id=contract_id_for(provider_id, 0),
+        buyer_id=provider_id,
+        provider_id=provider_id,
+        capability=FLOOR_CAPABILITY,
+        price_millicredits=PRICE_MILLICREDITS,
+        fee_millicredits=PRICE_MILLICREDITS // 20,
+        delivery_deadline_ms=header.expires_at_ms,
+        quote_sha256=RESULT_SHA256,
+        acceptance_sha256=RESULT_SHA256,
+    )
+    return seal(record, keys)
+
+
+def contract_reply(
+    contract_id: str, state: str, provider_id: str, record: Envelope, clock: Clock
+) -> ContractReply:
+    now_ms = clock.now_ms()
+    return ContractReply(
+        contract=ContractView(
+            contract_id=contract_id,
+            state=state,
+            buyer_id=buyer_of(contract_id),
+            provider_id=provider_id,
+            capability=FLOOR_CAPABILITY,
+            price_millicredits=PRICE_MILLICREDITS,
+            fee_millicredits=PRICE_MILLICREDITS // 20,
+            delivery_deadline_ms=now_ms + RECORD_LIFETIME_S * 1000,
+            result_sha256=RESULT_SHA256 if state != "open" else None,
+            record=record,
+            created_at_ms=now_ms,
+            updated_at_ms=now_ms,
+        )
+    )
 
 
 def notice_document(header: Header, contract_id: str, step: str, role: str) -> Document:
@@ -237,21 +341,24 @@ class FloorAgent:
     @classmethod
     async def connect(cls, nats_url: str, exchange_id: str) -> FloorAgent:
         keys = AgentKeys.generate()
-        connection = await NatsConnection.connect(
-            nats_url, name="bench-floor-agent", inbox_prefix=subjects.inbox_prefix(keys.agent_id)
-        )
+        connection = await NatsConnection.connect(nats_url, keys, name="bench-floor-agent")
         return cls(keys, connection, exchange_id)
 
     async def listen(self, on_notice: Callable[[Document], Awaitable[None]]) -> None:
+        """Ask the stand-in for a notice consumer, as an Agent asks the exchange, and listen."""
+
         async def handle(message: IncomingMessage) -> None:
             notice = self.verified_notice(message.data)
             if notice is not None:
                 await on_notice(notice)
 
-        await self.connection.consume_durable(
-            subjects.notifications(self.agent_id),
+        reply = await self.request(SUBSCRIBE_STEP, lambda header: SubscribeNotices(header=header))
+        assert isinstance(reply, NoticesReply), reply
+        await self.connection.subscribe(
+            reply.deliver_subject,
             handle,
-            durable_name=f"notices_{self.agent_id}",
+            queue=reply.queue_group,
+            acknowledge=True,
             concurrency_max=HANDLER_CONCURRENCY_MAX,
         )
 
@@ -275,31 +382,40 @@ class FloorAgent:
         )
         return document
 
-    async def step(self, step: str, contract_id: str) -> None:
-        """A signed request to the stand-in; its answer is decoded as the exchange's would be."""
-        subject = f"{STEP_SUBJECT_PREFIX}.{step}.{self.agent_id}"
+    async def request(self, step: str, build: Callable[[Header], Document]) -> Reply:
+        """A signed request to the stand-in; its signed reply checked as the Agent checks one."""
+        subject = step_subject(self.agent_id, step)
         header = make_header(
             self.keys,
-            audience=self.exchange_id,
+            audience=EXCHANGE_AUDIENCE,
             subject=subject,
             lifetime_s=REQUEST_TIMEOUT_S,
             clock=self.clock,
         )
-        request = json_encoder.encode(
-            seal(GetContract(header=header, contract_id=contract_id), self.keys)
+        payload = json_encoder.encode(seal(build(header), self.keys))
+        data = await self.connection.request(subject, payload, timeout_s=REQUEST_TIMEOUT_S)
+        _, reply = open_reply(
+            data,
+            signer_id=self.exchange_id,
+            audience=self.agent_id,
+            request_subject=subject,
+            request_payload=payload,
+            clock=self.clock,
         )
-        answer = json.loads(
-            await self.connection.request(subject, request, timeout_s=REQUEST_TIMEOUT_S)
+        return reply
+
+    async def step(self, step: str, contract_id: str) -> None:
+        reply = await self.request(
+            step, lambda header: GetContract(header=header, contract_id=contract_id)
         )
-        assert answer["contract_id"] == contract_id
+        assert isinstance(reply, ContractReply) and reply.contract.contract_id == contract_id
 
     async def close(self) -> None:
         await self.connection.close()
 
 
-async def start_provider(nats_url: str, exchange_id: str) -> FloorAgent:
-    """Quotes every RFQ and delivers every contract it is told opened."""
-    provider = await FloorAgent.connect(nats_url, exchange_id)
+async def serve_as_provider(provider: FloorAgent) -> None:
+    """Quote every RFQ and deliver every contract ``provider`` is told opened."""
     replay_guard = ReplayGuard()
     delivering: set[asyncio.Task[None]] = set()
 
@@ -317,10 +433,9 @@ async def start_provider(nats_url: str, exchange_id: str) -> FloorAgent:
             task.add_done_callback(delivering.discard)
 
     await provider.connection.subscribe(
-        f"{RFQ_SUBJECT_PREFIX}.*", quote, concurrency_max=HANDLER_CONCURRENCY_MAX
+        subjects.rfq(FLOOR_CAPABILITY), quote, concurrency_max=HANDLER_CONCURRENCY_MAX
     )
     await provider.listen(on_notice)
-    return provider
 
 
 class Buyer:
@@ -360,7 +475,7 @@ class Buyer:
 
     async def quote(self) -> None:
         agent = self.agent
-        subject = f"{RFQ_SUBJECT_PREFIX}.{agent.agent_id}"
+        subject = subjects.rfq(FLOOR_CAPABILITY)
         rfq, rfq_id = sealed_rfq(agent.keys, subject, agent.clock)
         reply = await agent.connection.request(subject, rfq, timeout_s=REQUEST_TIMEOUT_S)
         check_quote(
@@ -378,17 +493,25 @@ class Buyer:
 
 @contextlib.asynccontextmanager
 async def floor_market(
-    nats_url: str, buyers_count: int, *, counterparty_notices_only: bool
+    nats_url: str,
+    exchange_keys: AgentKeys,
+    buyers_count: int,
+    *,
+    counterparty_notices_only: bool,
 ) -> AsyncIterator[tuple[list[Buyer], int]]:
-    """The stand-in, a provider and ``buyers_count`` buyers; yields them and the stand-in's pid."""
-    exchange_keys = AgentKeys.generate()
-    provider = await start_provider(nats_url, exchange_keys.agent_id)
+    """The stand-in, a provider and ``buyers_count`` buyers; yields them and the stand-in's pid.
+
+    The stand-in connects with ``exchange_keys``: under NATS auth only the
+    exchange's key may serve the agents' request subjects.
+    """
+    provider = await FloorAgent.connect(nats_url, exchange_keys.agent_id)
     buyers: list[Buyer] = []
     try:
         stand_in = StandIn(
             nats_url, exchange_keys.seed_text(), provider.agent_id, counterparty_notices_only
         )
         async with child_process(run_stand_in, stand_in, name="exchange stand-in") as stand_in_pid:
+            await serve_as_provider(provider)
             for _ in range(buyers_count):
                 buyers.append(
                     await Buyer.start(nats_url, exchange_keys.agent_id, provider.agent_id)
@@ -403,6 +526,7 @@ async def floor_market(
 async def floor_closed_loop(
     nats_url: str,
     nats_server_pid: int,
+    exchange_keys: AgentKeys,
     *,
     in_flight: int = IN_FLIGHT_DEFAULT,
     seconds: float = SECONDS_DEFAULT,
@@ -415,7 +539,7 @@ async def floor_closed_loop(
     """
     latencies_s: list[float] = []
     async with floor_market(
-        nats_url, in_flight, counterparty_notices_only=counterparty_notices_only
+        nats_url, exchange_keys, in_flight, counterparty_notices_only=counterparty_notices_only
     ) as (buyers, stand_in_pid):
         deadline = time.perf_counter() + seconds
 
@@ -443,14 +567,19 @@ async def floor_closed_loop(
 
 
 async def floor_open_loop(
-    nats_url: str, *, rate_per_s: float, seconds: float, counterparty_notices_only: bool = False
+    nats_url: str,
+    exchange_keys: AgentKeys,
+    *,
+    rate_per_s: float,
+    seconds: float,
+    counterparty_notices_only: bool = False,
 ) -> dict[str, float]:
     """A deal due every 1/rate s on a free buyer; latency from its scheduled start."""
     deals_total = max(1, round(rate_per_s * seconds))
     buyers_count = max(8, math.ceil(rate_per_s * OPEN_LOOP_DEAL_COVERS_S))
     latencies_s: list[float] = []
     async with floor_market(
-        nats_url, buyers_count, counterparty_notices_only=counterparty_notices_only
+        nats_url, exchange_keys, buyers_count, counterparty_notices_only=counterparty_notices_only
     ) as (buyers, _):
         free = asyncio.Queue[Buyer]()
         for buyer in buyers:
@@ -484,9 +613,12 @@ def floor_percentiles(latencies_s: list[float]) -> dict[str, float]:
 
 
 async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
+    exchange_keys = AgentKeys.generate()
+    access = AccessPolicy(exchange_ids=frozenset({exchange_keys.agent_id}))
     with tempfile.TemporaryDirectory(prefix="agentx-bench-floor-") as data_dir:
-        async with EmbeddedNatsServer(NatsServerConfig(data_dir=Path(data_dir))) as server:
-            client = await nats.connect(server.url)
+        config = NatsServerConfig(data_dir=Path(data_dir))
+        async with EmbeddedNatsServer(config, access=access) as server:
+            client = await connect_nats(server.url, exchange_keys, name="bench-floor-setup")
             try:
                 await ensure_notice_stream(client.jetstream())
             finally:
@@ -500,11 +632,13 @@ async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
                     return await floor_closed_loop(
                         server.url,
                         nats_server_pid,
+                        exchange_keys,
                         in_flight=arguments.in_flight,
                         counterparty_notices_only=counterparty_only,
                     )
                 return await floor_open_loop(
                     server.url,
+                    exchange_keys,
                     rate_per_s=arguments.rate,
                     seconds=arguments.duration,
                     counterparty_notices_only=counterparty_only,

@@ -39,7 +39,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import nats
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -48,6 +47,7 @@ from sqlalchemy.pool import NullPool
 from agent_client import Agent, AgentKeys, subjects
 from agent_client.protocol import SearchCatalog
 from agent_client.signing import SystemClock, make_header
+from agent_client.transport import connect_nats, flush_subscriptions
 from escrow import Escrow
 from exchange import EmbeddedStack, StackConfig, migrate_database
 from exchange.schema import listing_revisions, listing_tags, listings
@@ -401,19 +401,25 @@ async def over_nats(
 
 
 async def raw_request_reply(url: str) -> dict[str, float]:
-    """A plain request/reply (64 B, echoed) on the same server, one at a time."""
-    server = await nats.connect(url)
-    client = await nats.connect(url)
+    """A plain request/reply (64 B, echoed) on the same server, one at a time.
+
+    Two agents connected with their keys (NATS auth is on): the responder
+    serves its own negotiation subject, which any agent may request.
+    """
+    responder_keys = AgentKeys.generate()
+    subject = subjects.negotiation(responder_keys.agent_id)
+    server = await connect_nats(url, responder_keys, name="bench-raw-responder")
+    client = await connect_nats(url, AgentKeys.generate(), name="bench-raw-client")
     try:
 
         async def answer(message: Any) -> None:
             await message.respond(message.data)
 
-        await server.subscribe("bench.raw", cb=answer)
-        await server.flush()
+        await server.subscribe(subject, cb=answer)
+        await flush_subscriptions(server)
         figures = await timed(
             [("raw", {})] * RAW_PROBES,
-            lambda _: client.request("bench.raw", b"x" * 64, timeout=5),
+            lambda _: client.request(subject, b"x" * 64, timeout=5),
             passes=1,
         )
         return {key: figures[key] for key in ("p50_ms", "p99_ms")}

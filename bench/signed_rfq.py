@@ -2,7 +2,10 @@
 
 ``deals.py`` (its signed round-trip limit) and ``protocol_floor.py`` (the
 RFQ of each deal) both put one signed RFQ out and one signed quote back,
-with the checks the protocol asks of each side.
+with the checks the protocol asks of each side. The subject is one an agent
+may request and its responder may serve under NATS auth: an RFQ subject or
+the responder's own negotiation subject; neither names the requester, so
+the responder checks the signer as a provider does, without the subject.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def quote_for(
     rfq = verify_request(
         open_envelope(data),
         subject=subject,
-        subject_agent_id=subject.rsplit(".", 1)[1],
+        subject_agent_id=None,
         clock=clock,
         replay_guard=replay_guard,
     ).document

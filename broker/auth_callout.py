@@ -15,14 +15,18 @@ connection is allowed only if we answer with a signed user JWT:
    the connection the server named (``user_nkey``), for this server only.
 
 :func:`authorize` and :func:`response_for` are pure; :class:`AuthCalloutService`
-is the NATS adapter, and :class:`CalloutKeys` the two keys the set-up needs:
-the issuer account key that signs answers (the server trusts its public
-half) and the service's own user key (the only user the server knows).
+is the NATS adapter, and :class:`CalloutKeys` the keys the set-up needs: the
+issuer account key that signs answers (the server trusts its public half),
+the service's own user key, and a system-account user key the service uses
+for one thing: disconnecting an agent a worker reports as flooding
+(:meth:`AuthCalloutService.evict`), whose key it then refuses for a while
+(broker/evictions.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -37,10 +41,16 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.errors import AuthCalloutUnavailable, JwtInvalid
+from broker.evictions import ConnectionBook, ServerConnection, Suspensions
 from broker.limits import (
+    AGENT_SUSPENSION_S,
     AUTH_CALLOUT_CONNECT_TIMEOUT_S,
     AUTH_CALLOUT_DRAIN_TIMEOUT_S,
     AUTH_REQUEST_PENDING_MAX,
+    CONNECTIONS_TRACKED_AGENTS_MAX,
+    CONNECTIONS_TRACKED_PER_AGENT_MAX,
+    KICK_TIMEOUT_S,
+    SUSPENDED_AGENTS_MAX,
 )
 from broker.nats_jwt import (
     AUTHORIZATION_REQUEST_AUDIENCE,
@@ -77,6 +87,9 @@ AUTH_CALLOUT_SUBJECT: Final = "$SYS.REQ.USER.AUTH"
 # and the one only the callout service's user lives in.
 AGENTS_ACCOUNT: Final = "AGENTX"
 CALLOUT_ACCOUNT: Final = "AUTH"
+SYSTEM_ACCOUNT: Final = "SYS"
+# nats-server's own service for disconnecting one client by id.
+KICK_SUBJECT_FORMAT: Final = "$SYS.REQ.SERVER.{server_id}.KICK"
 # Several callout services (one per node in a cluster) share the requests.
 CALLOUT_QUEUE_GROUP: Final = "agentx-auth"
 
@@ -91,27 +104,34 @@ class CalloutKeys:
 
     issuer: NkeyPair
     service_user: NkeyPair
+    # A user of the system account: it may disconnect clients (and nothing
+    # else is asked of it). Held by this service only.
+    system_user: NkeyPair
 
     @classmethod
     def generate(cls) -> CalloutKeys:
         return cls(
             issuer=NkeyPair.generate(prefix_byte=nkeys.PREFIX_BYTE_ACCOUNT),
             service_user=NkeyPair.generate(prefix_byte=nkeys.PREFIX_BYTE_USER),
+            system_user=NkeyPair.generate(prefix_byte=nkeys.PREFIX_BYTE_USER),
         )
 
 
 def render_auth_callout_config(keys: CalloutKeys, /, *, jetstream: bool) -> list[str]:
     """The nats-server config lines that turn the callout on (a restart applies them)."""
     user = keys.service_user.public_key
+    system_user = keys.system_user.public_key
     return [
         "accounts {",
         f"  {CALLOUT_ACCOUNT} {{ users: [ {{ nkey: {user} }} ] }}",
         f"  {AGENTS_ACCOUNT} {{ jetstream: {'enabled' if jetstream else 'disabled'} }}",
+        f"  {SYSTEM_ACCOUNT} {{ users: [ {{ nkey: {system_user} }} ] }}",
         "}",
+        f"system_account: {SYSTEM_ACCOUNT}",
         "authorization {",
         "  auth_callout {",
         f"    issuer: {keys.issuer.public_key}",
-        f"    auth_users: [ {user} ]",
+        f"    auth_users: [ {user}, {system_user} ]",
         f"    account: {CALLOUT_ACCOUNT}",
         "  }",
         "}",
@@ -198,24 +218,22 @@ class AuthCalloutService:
         self._policy = policy
         self._clock_s = clock_s
         self._client: Client | None = None
+        self._system_client: Client | None = None
         self._subscription: Subscription | None = None
+        self._connections = ConnectionBook(
+            agents_max=CONNECTIONS_TRACKED_AGENTS_MAX,
+            connections_per_agent_max=CONNECTIONS_TRACKED_PER_AGENT_MAX,
+        )
+        self._suspensions = Suspensions(agents_max=SUSPENDED_AGENTS_MAX)
         self.granted_count = 0
         self.refused_count = 0
+        self.evicted_count = 0
 
     async def start(self) -> None:
         assert self._client is None, "the callout service is already started"
-        seed = self._keys.service_user.seed_text(prefix_byte=nkeys.PREFIX_BYTE_USER)
         try:
-            self._client = await nats.connect(
-                self._url,
-                name="agentx-auth-callout",
-                nkeys_seed_str=seed,
-                connect_timeout=AUTH_CALLOUT_CONNECT_TIMEOUT_S,
-                drain_timeout=AUTH_CALLOUT_DRAIN_TIMEOUT_S,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                error_cb=_log_connection_error,
-            )
+            self._client = await self._connect(self._keys.service_user, "agentx-auth-callout")
+            self._system_client = await self._connect(self._keys.system_user, "agentx-evictions")
             self._subscription = await self._client.subscribe(
                 AUTH_CALLOUT_SUBJECT,
                 queue=CALLOUT_QUEUE_GROUP,
@@ -227,12 +245,49 @@ class AuthCalloutService:
             await self.stop()
             raise AuthCalloutUnavailable(url=self._url, reason=repr(exc)) from exc
 
+    async def _connect(self, user: NkeyPair, name: str) -> Client:
+        return await nats.connect(
+            self._url,
+            name=name,
+            nkeys_seed_str=user.seed_text(prefix_byte=nkeys.PREFIX_BYTE_USER),
+            connect_timeout=AUTH_CALLOUT_CONNECT_TIMEOUT_S,
+            drain_timeout=AUTH_CALLOUT_DRAIN_TIMEOUT_S,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            error_cb=_log_connection_error,
+        )
+
     async def stop(self) -> None:
-        client, self._client = self._client, None
-        if client is None or client.is_closed:
+        for client in (self._client, self._system_client):
+            if client is not None and not client.is_closed:
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await client.drain()
+        self._client = self._system_client = None
+
+    async def evict(self, agent_id: str, /) -> None:
+        """Disconnect every connection of ``agent_id`` and refuse its key for a while.
+
+        Called by a worker that saw the agent keep flooding past its
+        refusals. Only agents are evicted, never the exchange's or the
+        portal's keys.
+        """
+        if self._policy.role_of(agent_id) is not Role.AGENT or self._system_client is None:
             return
-        with contextlib.suppress(nats.errors.Error, TimeoutError):
-            await client.drain()
+        self._suspensions.suspend(agent_id, until_s=time.monotonic() + AGENT_SUSPENSION_S)
+        connections = self._connections.take(agent_id)
+        self.evicted_count += 1
+        log.warning(
+            "disconnected agent %s (%d connections) for flooding; refused for %d s",
+            agent_id,
+            len(connections),
+            AGENT_SUSPENSION_S,
+        )
+        for connection in connections:
+            subject = KICK_SUBJECT_FORMAT.format(server_id=connection.server_id)
+            payload = json.dumps({"cid": connection.client_id}).encode()
+            # Already gone, or the server slow to answer: nothing more to do.
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await self._system_client.request(subject, payload, timeout=KICK_TIMEOUT_S)
 
     async def _answer(self, message: Msg) -> None:
         # Each answer is a few signatures of CPU work, done inline: the
@@ -243,14 +298,24 @@ class AuthCalloutService:
         except JwtInvalid as exc:
             log.warning("ignored a message on %s: %s", AUTH_CALLOUT_SUBJECT, exc)
             return
-        decision = authorize(request, self._policy)
+        decision = self._decide(request)
         if isinstance(decision, Granted):
             self.granted_count += 1
+            connection = ServerConnection(request.server_id.id, request.client_info.id)
+            self._connections.admitted(decision.identity, connection)
         else:
             self.refused_count += 1
             log.info("refused a connection from %s: %s", request.client_info.host, decision.reason)
         with contextlib.suppress(nats.errors.Error):
             await message.respond(response_for(request, decision, self._keys.issuer, now_s=now_s))
+
+    def _decide(self, request: AuthorizationRequest) -> Granted | Refused:
+        decision = authorize(request, self._policy)
+        if isinstance(decision, Granted):
+            left_s = self._suspensions.seconds_left(decision.identity, now_s=time.monotonic())
+            if left_s > 0:
+                return Refused(f"this key is suspended for flooding, {left_s:.0f} s more")
+        return decision
 
 
 async def _log_connection_error(error: Exception) -> None:

@@ -78,9 +78,19 @@ JWT_BYTES_MAX: Final = 16 * KIBIBYTE
 AUTH_REQUEST_PENDING_MAX: Final = 4_096
 AUTH_CALLOUT_CONNECT_TIMEOUT_S: Final = 5.0
 AUTH_CALLOUT_DRAIN_TIMEOUT_S: Final = 5
-# Subscriptions one agent's connection may hold: its reply inboxes, one per
-# capability it serves, its negotiation and notice subjects, with room.
-NATS_SUBSCRIPTIONS_PER_AGENT_MAX: Final = 1_000
+# Subscriptions one connection may hold (server-wide: with the auth callout
+# in config mode, nats-server applies a user JWT's permissions but not its
+# limits): an agent's reply inboxes, one per capability it serves, its
+# negotiation and notice subjects; an exchange worker's endpoints.
+SUBSCRIPTIONS_PER_CONNECTION_MAX: Final = 1_000
+# Evicting a flooding agent (broker/evictions.py): its key is refused this
+# long; the connections it had are remembered to be kicked, per agent and
+# for this many agents; suspensions remembered; one kick's answer.
+AGENT_SUSPENSION_S: Final = 60
+CONNECTIONS_TRACKED_PER_AGENT_MAX: Final = 8
+CONNECTIONS_TRACKED_AGENTS_MAX: Final = 100_000
+SUSPENDED_AGENTS_MAX: Final = 100_000
+KICK_TIMEOUT_S: Final = 2.0
 
 assert 0 < READINESS_POLL_INTERVAL_S < HEALTH_PROBE_TIMEOUT_S < STARTUP_TIMEOUT_S_DEFAULT
 assert STARTUP_TIMEOUT_S_DEFAULT <= LIFECYCLE_TIMEOUT_S_MAX
@@ -98,4 +108,5 @@ assert len(str(PROCESS_ID_MAX)) < PID_FILE_BYTES_MAX
 assert 2 * PATH_BYTES_MAX + len("--config") + 1 <= COMMAND_LINE_BYTES_MAX
 assert LOG_TAIL_BYTES_MAX > 0
 assert 0 < JWT_BYTES_MAX <= MAX_PAYLOAD_BYTES_DEFAULT
-assert AUTH_REQUEST_PENDING_MAX > 0 and NATS_SUBSCRIPTIONS_PER_AGENT_MAX > 0
+assert AUTH_REQUEST_PENDING_MAX > 0 and SUBSCRIPTIONS_PER_CONNECTION_MAX > 0
+assert 0 < KICK_TIMEOUT_S < AGENT_SUSPENSION_S

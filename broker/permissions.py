@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 from agent_client import limits as protocol_limits
 from agent_client import subjects
-from broker.limits import NATS_SUBSCRIPTIONS_PER_AGENT_MAX
 from broker.nats_jwt import ResponsePermission, SubjectPermission, UserPermissions
 from broker.streams import NOTICE_STREAM, notice_consumer_name
 
@@ -109,8 +108,6 @@ def _agent_permissions(agent_id: str) -> UserPermissions:
             )
         ),
         resp=_ONE_REPLY,
-        subs=NATS_SUBSCRIPTIONS_PER_AGENT_MAX,
-        payload=protocol_limits.MESSAGE_BYTES_MAX,
     )
 
 

@@ -91,6 +91,7 @@ from broker.limits import (
     READINESS_POLL_INTERVAL_S,
     SHUTDOWN_TIMEOUT_S_DEFAULT,
     STARTUP_TIMEOUT_S_DEFAULT,
+    SUBSCRIPTIONS_PER_CONNECTION_MAX,
 )
 from broker.permissions import AccessPolicy
 
@@ -647,6 +648,7 @@ def _render_config_file(
         f"port: {config.port or _NATS_RANDOM_PORT}",
         f"http: {_quote(f'{_bracketed(config.host)}:{monitor_port}')}",
         f"max_payload: {config.max_payload_bytes}",
+        f"max_subscriptions: {SUBSCRIPTIONS_PER_CONNECTION_MAX}",
         f"ports_file_dir: {_quote(str(data_dir))}",
         f"pid_file: {_quote(str(data_dir / PID_FILE_NAME))}",
     ]

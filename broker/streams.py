@@ -171,9 +171,10 @@ async def ensure_notice_consumer(js: JetStreamContext, agent_id: str, /) -> None
 
     The server updates a consumer in place (keeping its position in the
     stream) when only updatable fields differ. One it cannot update, made
-    by an older client, is replaced: its unacknowledged notices are then
-    delivered again, which receivers already tolerate (they deduplicate by
-    nonce, and a repeated delivery is refused or answered idempotently).
+    by an older client, is replaced: the new one delivers every notice still
+    in the stream for the agent again (deliver policy ``all``), which
+    receivers tolerate (they deduplicate by nonce within a run, and a
+    repeated delivery is answered idempotently).
     """
     config = notice_consumer_config(agent_id)
     try:

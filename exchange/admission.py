@@ -15,7 +15,10 @@ a token bucket or a count per agent:
 
 A refused request is answered ``rate_limited``, but only a few times a
 second per agent (answers cost a signature); past that it is dropped
-without a word and the sender's request times out. Agents are remembered in
+without a word and the sender's request times out. An agent that keeps
+sending after that (``evict_after_drops`` requests dropped unanswered) is
+a flood: the worker reports it once to be disconnected (``EVICT``), since a
+flood still costs the worker every message it receives. Agents are remembered in
 least-recently-seen order up to a bound; forgetting one resets its buckets,
 which a flooder can only provoke with that many authenticated connections.
 """
@@ -35,6 +38,8 @@ class Verdict(enum.Enum):
     REFUSE = "refuse"
     # Refuse without answering (the refusal answers are spent too).
     DROP = "drop"
+    # Drop, and this agent has flooded past its refusals: disconnect it.
+    EVICT = "evict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,9 @@ class AdmissionLimits:
     refusal_answers_per_s: float
     refusal_answer_burst: int
     agents_tracked_max: int
+    # Dropped requests of one agent (since its last admitted one) that make
+    # it a flood to disconnect.
+    evict_after_drops: int
 
     def __post_init__(self) -> None:
         assert 0 < self.requests_per_s <= self.request_burst
@@ -79,6 +87,12 @@ class _AgentState:
     protocol_errors: _Bucket
     refusal_answers: _Bucket
     in_flight: int = 0
+    # Requests dropped unanswered since the last one admitted.
+    dropped: int = 0
+    # Until then the agent is refused (its protocol-error budget is spent)
+    # and no refusal answer is due: its requests are dropped with no more
+    # work than this comparison, however many a flood sends.
+    dropping_until_s: float = 0.0
 
 
 class AgentAdmission:
@@ -95,6 +109,8 @@ class AgentAdmission:
         """Take a request of ``agent_id``; the caller calls ``finished`` for each ADMIT."""
         limits = self._limits
         state = self._state_of(agent_id, now_s=now_s)
+        if now_s < state.dropping_until_s:
+            return self._dropped(state)
         state.protocol_errors.refill(
             rate_per_s=limits.protocol_errors_per_s,
             burst=limits.protocol_error_burst,
@@ -109,13 +125,25 @@ class AgentAdmission:
             and state.requests.take()
         ):
             state.in_flight += 1
+            state.dropped = 0
             return Verdict.ADMIT
         state.refusal_answers.refill(
             rate_per_s=limits.refusal_answers_per_s,
             burst=limits.refusal_answer_burst,
             now_s=now_s,
         )
-        return Verdict.REFUSE if state.refusal_answers.take() else Verdict.DROP
+        if state.refusal_answers.take():
+            return Verdict.REFUSE
+        if state.protocol_errors.tokens < 1.0:
+            state.dropping_until_s = now_s + min(
+                (1.0 - state.protocol_errors.tokens) / limits.protocol_errors_per_s,
+                (1.0 - state.refusal_answers.tokens) / limits.refusal_answers_per_s,
+            )
+        return self._dropped(state)
+
+    def _dropped(self, state: _AgentState) -> Verdict:
+        state.dropped += 1
+        return Verdict.EVICT if state.dropped == self._limits.evict_after_drops else Verdict.DROP
 
     def finished(self, agent_id: str, /) -> None:
         state = self._agents.get(agent_id)

@@ -38,6 +38,7 @@ from exchange.limits import (
     STREAMS_CHECK_INTERVAL_S,
     SWEEP_INTERVAL_S,
 )
+from exchange.signed_service import AgentEvictor
 from exchange.use_cases import ContractUseCases, ExchangeContext
 from exchange.use_cases.context import LifecycleSettings
 from exchange.use_cases.group_commit import GroupCommitter
@@ -88,9 +89,18 @@ class ExchangeConfig:
 
 
 class ExchangeWorker:
-    def __init__(self, config: ExchangeConfig, /, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: ExchangeConfig,
+        /,
+        *,
+        clock: Clock | None = None,
+        evictor: AgentEvictor | None = None,
+    ) -> None:
         self.config = config
         self._clock = clock or SystemClock()
+        # The broker's eviction of flooding agents, when it runs in this process.
+        self._evictor = evictor
         self._client: Client | None = None
         self._engine: AsyncEngine | None = None
         self._endpoints: ExchangeEndpoints | None = None
@@ -144,6 +154,7 @@ class ExchangeWorker:
             previous_exchange_ids=self.config.previous_exchange_ids,
             admission=self.config.admission,
             concurrency_max=self.config.request_concurrency_max,
+            evictor=self._evictor,
         )
         await self._endpoints.start()
         self._background = [

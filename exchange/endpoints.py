@@ -55,6 +55,7 @@ from broker.streams import RESULT_STREAM, ensure_notice_consumer, notice_consume
 from exchange.admission import AdmissionLimits, AgentAdmission
 from exchange.errors import ExchangeError
 from exchange.limits import (
+    AGENT_DROPS_BEFORE_EVICTION,
     AGENT_PROTOCOL_ERROR_BURST,
     AGENT_PROTOCOL_ERRORS_PER_S,
     AGENT_REFUSAL_ANSWER_BURST,
@@ -64,9 +65,11 @@ from exchange.limits import (
     AGENT_REQUESTS_PER_S,
     AGENTS_TRACKED_MAX,
     INFO_REQUEST_BYTES_MAX,
+    INFO_REQUEST_BYTES_MIN,
     REQUEST_CONCURRENCY_MAX,
 )
 from exchange.signed_service import (
+    AgentEvictor,
     Answer,
     OpenRoute,
     Route,
@@ -113,6 +116,7 @@ DEFAULT_ADMISSION = AdmissionLimits(
     refusal_answers_per_s=AGENT_REFUSAL_ANSWERS_PER_S,
     refusal_answer_burst=AGENT_REFUSAL_ANSWER_BURST,
     agents_tracked_max=AGENTS_TRACKED_MAX,
+    evict_after_drops=AGENT_DROPS_BEFORE_EVICTION,
 )
 
 
@@ -206,6 +210,7 @@ class ExchangeEndpoints:
         previous_exchange_ids: frozenset[str] = frozenset(),
         admission: AdmissionLimits = DEFAULT_ADMISSION,
         concurrency_max: int = REQUEST_CONCURRENCY_MAX,
+        evictor: AgentEvictor | None = None,
     ) -> None:
         self._js = js
         self._catalog = CatalogUseCases(context)
@@ -232,11 +237,20 @@ class ExchangeEndpoints:
             context.keys,
             identity=SERVICE,
             routes=routes,
-            open_routes=[OpenRoute("info", subjects.EXCHANGE_INFO, info, INFO_REQUEST_BYTES_MAX)],
+            open_routes=[
+                OpenRoute(
+                    "info",
+                    subjects.EXCHANGE_INFO,
+                    info,
+                    INFO_REQUEST_BYTES_MIN,
+                    INFO_REQUEST_BYTES_MAX,
+                )
+            ],
             map_error=map_exchange_error,
             admission=AgentAdmission(admission),
             clock=clock,
             concurrency_max=concurrency_max,
+            evictor=evictor,
         )
 
     async def start(self) -> None:

@@ -23,9 +23,15 @@ AGENT_PROTOCOL_ERROR_BURST: Final = 20
 # refused request is dropped unanswered.
 AGENT_REFUSAL_ANSWERS_PER_S: Final = 5.0
 AGENT_REFUSAL_ANSWER_BURST: Final = 5
+# Requests of one agent dropped unanswered (it went on past its refusals)
+# that make it a flood: the broker disconnects it and refuses its key for a
+# minute. An honest client that backs off on rate_limited never gets near.
+AGENT_DROPS_BEFORE_EVICTION: Final = 200
 # Agents whose admission state a worker remembers (about 300 B each).
 AGENTS_TRACKED_MAX: Final = 100_000
-# The info request's body is the requester's nonce, nothing more.
+# The info request's body is the requester's fresh nonce, nothing more: an
+# empty one would make a reply anyone could replay to anyone.
+INFO_REQUEST_BYTES_MIN: Final = 16
 INFO_REQUEST_BYTES_MAX: Final = 128
 
 assert AGENT_REQUESTS_IN_FLIGHT_MAX < REQUEST_CONCURRENCY_MAX

@@ -6,6 +6,8 @@ One adapter for every endpoint of both services. For each request, in order:
    fourth token is the agent (only it may publish there), and an agent over
    its rate, its in-flight share or its protocol-error budget is refused
    with ``rate_limited`` (or, past a few answers a second, not answered).
+   An agent that floods on regardless is reported to the ``evictor`` (the
+   broker, which disconnects it and refuses its key for a while).
 2. **Verification** (agent_client/signing.py): size, depth, envelope,
    subject, clock window, replay, signature, signer = subject's agent, the
    route's document kind and audience. A failure is answered with its code
@@ -17,9 +19,10 @@ One adapter for every endpoint of both services. For each request, in order:
    request's exact bytes (agent_client/replies.py).
 
 Every worker runs the endpoints in one queue group as a NATS micro service
-(``$SRV.PING/INFO/STATS``). Handlers run as tasks, at most
-``concurrency_max`` at once, since nats-py runs one subscription's
-callbacks one at a time.
+(``$SRV.PING/INFO/STATS``). Admission and verification (CPU only) run in
+the subscription's callback, message after message; the use cases (which
+wait on the database) run as tasks, at most ``concurrency_max`` at once,
+since nats-py runs one subscription's callbacks one at a time.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import nats.errors
 import nats.micro
@@ -45,18 +49,26 @@ from agent_client.signing import Clock, ReplayGuard, VerifiedDocument, open_enve
 from agent_client.transport import flush_subscriptions
 from exchange.admission import AgentAdmission, Verdict
 
-__all__ = ["OpenRoute", "Route", "ServiceIdentity", "SignedRequestService"]
+__all__ = ["AgentEvictor", "OpenRoute", "Route", "ServiceIdentity", "SignedRequestService"]
 
 log = logging.getLogger(__name__)
 
 # The request subjects of both services name the agent in this token:
 # agentx.v2.x.<agent id>.<endpoint>, agentx.v2.portal.<agent id>.<name>.
 _AGENT_TOKEN_INDEX = 3
+# Refused requests handled between two returns to the event loop.
+REFUSALS_BETWEEN_YIELDS = 16
 # How much of an unexpected error's text one log line carries.
 _LOGGED_ERROR_CHARS_MAX = 300
 
 Answer = Callable[[str, VerifiedDocument], Awaitable[Reply]]
 ErrorMap = Callable[[Exception], ErrorReply | None]
+
+
+class AgentEvictor(Protocol):
+    """Disconnects an agent's connections and refuses its key for a while (the broker)."""
+
+    async def evict(self, agent_id: str, /) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +89,8 @@ class OpenRoute:
     name: str
     subject: str
     reply: Reply
+    # The request is the asker's nonce: shorter is no nonce, longer is junk.
+    request_bytes_min: int
     request_bytes_max: int
 
 
@@ -106,6 +120,7 @@ class SignedRequestService:
         admission: AgentAdmission,
         clock: Clock,
         concurrency_max: int,
+        evictor: AgentEvictor | None = None,
     ) -> None:
         assert concurrency_max > 0
         self._client = client
@@ -120,6 +135,9 @@ class SignedRequestService:
         self._slots = asyncio.Semaphore(concurrency_max)
         self._tasks: set[asyncio.Task[None]] = set()
         self._micro: Service | None = None
+        # None: flooding agents are only refused (no broker in this process).
+        self._evictor = evictor
+        self._refused_in_a_row = 0
 
     async def start(self) -> None:
         identity = self._identity
@@ -153,9 +171,9 @@ class SignedRequestService:
 
     def _opener(self, route: OpenRoute) -> Callable[[Request], Awaitable[None]]:
         async def answer(request: Request) -> None:
-            if len(request.data) > route.request_bytes_max:
+            if not route.request_bytes_min <= len(request.data) <= route.request_bytes_max:
                 return
-            await self._respond(request, route.reply, audience=ANY_AUDIENCE)
+            await self._respond(request, route.reply, ANY_AUDIENCE)
 
         return answer
 
@@ -164,34 +182,65 @@ class SignedRequestService:
             tokens = request.subject.split(".")
             agent_id = tokens[_AGENT_TOKEN_INDEX] if len(tokens) > _AGENT_TOKEN_INDEX else ""
             verdict = self._admission.admit(agent_id, now_s=time.monotonic())
-            if verdict is Verdict.REFUSE:
-                refusal = _error(ErrorCode.RATE_LIMITED, "too many requests; retry in a while")
-                await self._respond(request, refusal, audience=agent_id)
             if verdict is not Verdict.ADMIT:
+                await self._refuse(request, agent_id, verdict)
+                return
+            try:
+                # Checked here, before the next message is taken: a flood of
+                # forgeries spends its agent's error budget at once, instead
+                # of after a batch of tasks each admitted on the old budget.
+                verified = self._verified(route, agent_id, request.subject, request.data)
+            except SignatureRejected as exc:
+                self._admission.protocol_error(agent_id, now_s=time.monotonic())
+                self._admission.finished(agent_id)
+                await self._respond(request, _error(ErrorCode(exc.code), exc.message), agent_id)
                 return
             await self._slots.acquire()
-            task = asyncio.create_task(self._answer(route, agent_id, request))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._run(self._answer(route, agent_id, request, verified))
 
         return receive
 
-    async def _answer(self, route: Route, agent_id: str, request: Request) -> None:
+    async def _refuse(self, request: Request, agent_id: str, verdict: Verdict) -> None:
+        if verdict is Verdict.REFUSE:
+            refusal = _error(ErrorCode.RATE_LIMITED, "too many requests; retry in a while")
+            await self._respond(request, refusal, agent_id)
+        elif verdict is Verdict.EVICT and self._evictor is not None:
+            self._run(self._evictor.evict(agent_id))
+        await self._yield_now_and_then()
+
+    async def _yield_now_and_then(self) -> None:
+        """Let the other subscriptions' messages run while a flood is being refused.
+
+        nats-py hands one subscription's messages to its callback one after
+        another without returning to the event loop while its queue is not
+        empty, and a refusal awaits nothing that suspends: a flood on one
+        endpoint would hold the loop until it is all refused.
+        """
+        self._refused_in_a_row += 1
+        if self._refused_in_a_row >= REFUSALS_BETWEEN_YIELDS:
+            self._refused_in_a_row = 0
+            await asyncio.sleep(0)
+
+    def _run(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(
+        self, route: Route, agent_id: str, request: Request, verified: VerifiedDocument
+    ) -> None:
         try:
-            reply = await self._reply_for(route, agent_id, request.subject, request.data)
-            await self._respond(request, reply, audience=agent_id)
+            reply = await self._use_case_reply(route, agent_id, request.subject, verified)
+            await self._respond(request, reply, agent_id)
         except Exception as exc:
             log.error("could not answer on %s: %s", request.subject, _one_line(exc))
         finally:
             self._slots.release()
             self._admission.finished(agent_id)
 
-    async def _reply_for(self, route: Route, agent_id: str, subject: str, data: bytes) -> Reply:
-        try:
-            verified = self._verified(route, agent_id, subject, data)
-        except SignatureRejected as exc:
-            self._admission.protocol_error(agent_id, now_s=time.monotonic())
-            return _error(ErrorCode(exc.code), exc.message)
+    async def _use_case_reply(
+        self, route: Route, agent_id: str, subject: str, verified: VerifiedDocument
+    ) -> Reply:
         try:
             return await route.answer(agent_id, verified)
         except Exception as exc:
@@ -221,7 +270,7 @@ class SignedRequestService:
             )
         return verified
 
-    async def _respond(self, request: Request, reply: Reply, *, audience: str) -> None:
+    async def _respond(self, request: Request, reply: Reply, audience: str) -> None:
         payload = self._signed(request, reply, audience=audience)
         if len(payload) > protocol_limits.REPLY_BYTES_MAX:
             # A bug (every reply is bounded to fit); the client gets a typed error.

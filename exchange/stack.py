@@ -189,7 +189,9 @@ class EmbeddedStack:
                         group_commit=self.config.group_commit,
                         portal_id=self._portal_id,
                         previous_exchange_ids=self.previous_exchange_ids,
-                    )
+                    ),
+                    # The broker's callout, here in this process, disconnects floods.
+                    evictor=self.nats.callout,
                 )
                 await worker.start()
                 self.workers.append(worker)
@@ -216,6 +218,7 @@ class EmbeddedStack:
             nats_url=self.nats.url,
             operator_keys=self.operator_keys,
             portal_keys=self.portal_keys,
+            evictor=self.nats.callout,
             port=port,
             operator_emails=self.config.operator_emails,
         )

@@ -40,7 +40,7 @@ from agent_client.subjects import (
 )
 from exchange.admission import AgentAdmission
 from exchange.endpoints import DEFAULT_ADMISSION
-from exchange.signed_service import Route, ServiceIdentity, SignedRequestService
+from exchange.signed_service import AgentEvictor, Route, ServiceIdentity, SignedRequestService
 from human_portal.accounts import user_by_id
 from human_portal.context import PortalContext
 from human_portal.errors import PortalError
@@ -91,7 +91,15 @@ class AgentService:
     """Serves agents' portal requests on a NATS connection the caller owns, signed
     with the portal's key (agents learn its id from the exchange's ``info``)."""
 
-    def __init__(self, client: Client, keys: AgentKeys, context: PortalContext, /) -> None:
+    def __init__(
+        self,
+        client: Client,
+        keys: AgentKeys,
+        context: PortalContext,
+        /,
+        *,
+        evictor: AgentEvictor | None = None,
+    ) -> None:
         self._context = context
         self._service = SignedRequestService(
             client,
@@ -115,6 +123,7 @@ class AgentService:
             admission=AgentAdmission(DEFAULT_ADMISSION),
             clock=context.clock,
             concurrency_max=REQUEST_CONCURRENCY_MAX,
+            evictor=evictor,
         )
 
     async def start(self) -> None:

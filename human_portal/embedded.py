@@ -10,6 +10,7 @@ stand-in on loopback ports, and registers its webhook with localstripe.
 from __future__ import annotations
 
 from agent_client.keys import AgentKeys
+from exchange.signed_service import AgentEvictor
 from human_portal.config import PortalConfig, StripeSettings, stripe_settings_from_environment
 from human_portal.server import OfflineStripe, PortalServer
 
@@ -26,6 +27,7 @@ class EmbeddedPortal:
         nats_url: str,
         operator_keys: AgentKeys,
         portal_keys: AgentKeys,
+        evictor: AgentEvictor | None = None,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORTAL_PORT,
         operator_emails: frozenset[str] = frozenset(),
@@ -35,6 +37,7 @@ class EmbeddedPortal:
         self._nats_url = nats_url
         self._operator_keys = operator_keys
         self._portal_keys = portal_keys
+        self._evictor = evictor
         self._host = host
         self._port = port
         self._operator_emails = frozenset(email.strip().lower() for email in operator_emails)
@@ -72,6 +75,7 @@ class EmbeddedPortal:
                 port=self._port,
                 operator_keys=self._operator_keys,
                 portal_keys=self._portal_keys,
+                evictor=self._evictor,
             )
             await self.server.start()
             if self.offline is not None:

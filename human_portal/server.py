@@ -26,6 +26,7 @@ from agent_client.keys import AgentKeys
 from agent_client.signing import Clock, SystemClock
 from agent_client.transport import connect_nats
 from exchange.ledger_accounts import ensure_platform_accounts
+from exchange.signed_service import AgentEvictor
 from human_portal.agent_service import AgentService
 from human_portal.config import PortalConfig, StripeSettings
 from human_portal.context import PortalContext
@@ -66,6 +67,7 @@ class PortalServer:
         clock: Clock | None = None,
         operator_keys: AgentKeys | None = None,
         portal_keys: AgentKeys | None = None,
+        evictor: AgentEvictor | None = None,
     ) -> None:
         self.config = config
         self._http = EmbeddedHttpServer(host=host, port=port)
@@ -74,6 +76,7 @@ class PortalServer:
         # The portal's own key: it authenticates the NATS connection and
         # signs the portal's answers to agents. Needed with a NATS URL.
         self._portal_keys = portal_keys
+        self._evictor = evictor
         self._engine: AsyncEngine | None = None
         self._gateway: StripeSdkGateway | None = None
         self._nats: Client | None = None
@@ -124,7 +127,9 @@ class PortalServer:
                 name="agentx-portal",
                 connect_timeout_s=NATS_CONNECT_TIMEOUT_S,
             )
-            self._agents = AgentService(self._nats, self._portal_keys, self._context)
+            self._agents = AgentService(
+                self._nats, self._portal_keys, self._context, evictor=self._evictor
+            )
             await self._agents.start()
             relay = await ExchangeRelay.connect(self._nats, clock=self._clock)
             if self._operator_keys is not None:

@@ -18,7 +18,9 @@ from agent_client.protocol import Reply
 from agent_client.replies import open_reply
 from agent_client.signing import SystemClock
 from agent_client.transport import connect_nats
+from broker import EmbeddedNatsServer
 from exchange import ExchangeConfig, ExchangeWorker, check_exchange_invariants, migrate_database
+from exchange.signed_service import AgentEvictor
 
 
 @dataclass
@@ -26,6 +28,8 @@ class RunningExchange:
     worker: ExchangeWorker
     operator_keys: AgentKeys
     nats_url: str
+    # The session server's auth callout, which evicts flooding agents.
+    evictor: AgentEvictor | None = None
     agents: list[Agent] = field(default_factory=list)
     keys_by_agent_id: dict[str, AgentKeys] = field(default_factory=dict)
     raw_connections: dict[str, Client] = field(default_factory=dict)
@@ -41,7 +45,9 @@ class RunningExchange:
     async def restart(self, **config_changes: object) -> ExchangeWorker:
         """Replace the worker by one with changed settings (same database and keys)."""
         await self.worker.stop()
-        self.worker = ExchangeWorker(dataclasses.replace(self.worker.config, **config_changes))
+        self.worker = ExchangeWorker(
+            dataclasses.replace(self.worker.config, **config_changes), evictor=self.evictor
+        )
         await self.worker.start()
         return self.worker
 
@@ -84,7 +90,7 @@ class RunningExchange:
 
 @pytest_asyncio.fixture
 async def exchange(
-    nats_url: str, database_url: str, exchange_keys: AgentKeys
+    nats_server: EmbeddedNatsServer, nats_url: str, database_url: str, exchange_keys: AgentKeys
 ) -> AsyncIterator[RunningExchange]:
     await migrate_database(database_url)
     operator_keys = AgentKeys.generate()
@@ -94,10 +100,11 @@ async def exchange(
             database_url=database_url,
             keys=exchange_keys,
             operator_ids=frozenset({operator_keys.agent_id}),
-        )
+        ),
+        evictor=nats_server.callout,
     )
     await worker.start()
-    running = RunningExchange(worker, operator_keys, nats_url)
+    running = RunningExchange(worker, operator_keys, nats_url, evictor=nats_server.callout)
     try:
         yield running
         # A safety net: each money test checks explicitly, this catches the rest.

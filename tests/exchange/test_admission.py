@@ -21,6 +21,7 @@ LIMITS = AdmissionLimits(
     refusal_answers_per_s=2.0,
     refusal_answer_burst=2,
     agents_tracked_max=100,
+    evict_after_drops=10,
 )
 
 
@@ -76,6 +77,16 @@ def test_agents_do_not_share_budgets():
     assert admit_and_finish(admission, "honest", now_s=0.0) is Verdict.ADMIT
 
 
+def test_an_agent_that_floods_past_its_refusals_is_reported_once_for_eviction():
+    admission = AgentAdmission(LIMITS)
+    verdicts = [admit_and_finish(admission, "flooder", now_s=0.0) for _ in range(100)]
+    # 20 admitted, 2 refusals answered, then drops: the 10th drop is a flood.
+    assert verdicts.count(Verdict.EVICT) == 1
+    assert verdicts.index(Verdict.EVICT) == 20 + 2 + 9
+    # An agent admitted again starts counting from zero.
+    assert admit_and_finish(admission, "flooder", now_s=10.0) is Verdict.ADMIT
+
+
 def test_the_agents_remembered_are_bounded():
     admission = AgentAdmission(LIMITS)
     for index in range(1_000):
@@ -97,6 +108,7 @@ def test_limits_that_make_no_sense_are_refused(changes):
         "refusal_answers_per_s": 1.0,
         "refusal_answer_burst": 1,
         "agents_tracked_max": 1,
+        "evict_after_drops": 1,
     }
     with pytest.raises(AssertionError):
         AdmissionLimits(**{**values, **changes})

@@ -190,3 +190,23 @@ def test_a_signed_reply_carries_the_hash_of_its_request(parties):
     import hashlib
 
     assert document.request_sha256 == hashlib.sha256(b"exactly these bytes").hexdigest()
+
+
+async def test_info_answers_only_a_fresh_nonce(exchange, exchange_keys):
+    import nats.errors
+
+    keys = AgentKeys.generate()
+    client = await exchange.raw_connection(keys)
+    for too_short_or_long in (b"", b"x" * 8, b"x" * 1_000):
+        with pytest.raises(nats.errors.TimeoutError):
+            await client.request(subjects.EXCHANGE_INFO, too_short_or_long, timeout=1)
+    answer = await client.request(subjects.EXCHANGE_INFO, b"a-fresh-nonce-1234567", timeout=5)
+    signer, info = open_reply(
+        answer.data,
+        signer_id=exchange_keys.agent_id,
+        audience=ANY_AUDIENCE,
+        request_subject=subjects.EXCHANGE_INFO,
+        request_payload=b"a-fresh-nonce-1234567",
+        clock=CLOCK,
+    )
+    assert isinstance(info, InfoReply) and info.exchange_id == signer
