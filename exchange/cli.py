@@ -31,6 +31,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TypeAlias
 
 from agent_client import Agent, AgentClientError, AgentKeys, AgentOptions, locate_exchange
 from exchange.app import ExchangeConfig, ExchangeWorker, migrate_database
@@ -87,7 +88,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentx", description="Agent Exchange")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_keys_commands(commands)
+    _add_up_command(commands)
+    _add_demo_command(commands)
+    _add_client_commands(commands)
+    _add_worker_command(commands)
+    return parser
 
+
+# What add_subparsers returns (argparse names the type privately).
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_keys_commands(commands: Commands) -> None:
     keys = commands.add_parser("keys", help="manage agent keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     keys_new = keys_commands.add_parser("new", help="write a new seed file and print the id")
@@ -97,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
 
+
+def _add_up_command(commands: Commands) -> None:
     up = commands.add_parser("up", help="run the exchange on embedded NATS + SQLite")
     up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     up.add_argument(
@@ -129,6 +144,8 @@ def _parser() -> argparse.ArgumentParser:
         help="this email becomes a portal operator when it signs up (repeatable)",
     )
 
+
+def _add_demo_command(commands: Commands) -> None:
     demo_defaults = DemoOptions()
     demo = commands.add_parser("demo", help="run demo agents that trade, then check the ledger")
     demo.add_argument("--agents", type=int, default=demo_defaults.agents)
@@ -142,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--portal-port", type=int, default=8000, help="with --keep-running")
 
+
+def _add_client_commands(commands: Commands) -> None:
     mint = commands.add_parser("mint", help="operator: grant credits to an agent")
     mint.add_argument("agent_id")
     mint.add_argument("credits", type=int)
@@ -167,6 +186,9 @@ def _parser() -> argparse.ArgumentParser:
     link.add_argument("code", help="the one-time code the portal shows")
     link.add_argument("--key", type=Path, required=True, help="the agent's seed file")
     _add_exchange_location(link)
+
+
+def _add_worker_command(commands: Commands) -> None:
     worker = commands.add_parser("worker", help="run one exchange worker (production set-up)")
     worker.add_argument("--nats-url", required=True)
     worker.add_argument("--database-url", required=True, help="postgresql://... or sqlite:///...")
@@ -174,7 +196,6 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--operator", action="append", default=[], help="operator agent id")
     worker.add_argument("--portal-id", default=None, help="the human portal's key id, if any")
     worker.add_argument("--migrate", action="store_true", help="upgrade the schema first")
-    return parser
 
 
 def _keys_new(out: Path) -> int:

@@ -26,7 +26,7 @@ AGENT_REFUSAL_ANSWER_BURST: Final = 5
 # Requests of one agent dropped unanswered (it went on past its refusals)
 # that make it a flood: the broker disconnects it and refuses its key for a
 # minute. An honest client that backs off on rate_limited never gets near.
-AGENT_DROPS_BEFORE_EVICTION: Final = 200
+AGENT_DROPS_BEFORE_EVICTION: Final = 50
 # Agents whose admission state a worker remembers (about 300 B each).
 AGENTS_TRACKED_MAX: Final = 100_000
 # The info request's body is the requester's fresh nonce, nothing more: an

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 # agentx.v2.x.<agent id>.<endpoint>, agentx.v2.portal.<agent id>.<name>.
 _AGENT_TOKEN_INDEX = 3
 # Refused requests handled between two returns to the event loop.
-REFUSALS_BETWEEN_YIELDS = 16
+REFUSALS_BETWEEN_YIELDS = 64
 # How much of an unexpected error's text one log line carries.
 _LOGGED_ERROR_CHARS_MAX = 300
 
