@@ -1,10 +1,14 @@
 """Agent Exchange client: keys, signed messages, the wire protocol and the ``Agent`` API.
 
 This package is all an agent needs (nats-py, msgspec, pynacl, nkeys); it
-never imports server code.
+never imports server code. An agent connects as an :class:`Agent`, asks
+for quotes with a :class:`QuoteRequest`, and holds each contract it hires
+as a :class:`Contract`; an operator's agent sends its requests through an
+:class:`OperatorClient`.
 """
 
-from agent_client.agent import Agent, AgentOptions, Contract, Delivery, Pricing, ReceivedQuote
+from agent_client.agent import Agent, AgentOptions, Pricing, ReceivedQuote
+from agent_client.contracts import Contract, Delivery
 from agent_client.errors import (
     AddressFileError,
     AgentClientError,
@@ -15,7 +19,10 @@ from agent_client.errors import (
     NoDeal,
     OfferDeclined,
     ProtocolError,
+    RefusedError,
+    RejectedError,
     RequestTimeout,
+    RetryableError,
     SignatureRejected,
 )
 from agent_client.exchange_address import (
@@ -26,8 +33,9 @@ from agent_client.exchange_address import (
     write_exchange_address,
 )
 from agent_client.keys import AgentKeys, is_agent_id
-from agent_client.offers import QuoteCollection, ReceivedDecline
-from agent_client.protocol import DeclineCode, ErrorCode
+from agent_client.offers import QuoteCollection, QuoteRequest, ReceivedDecline
+from agent_client.operator import OperatorClient
+from agent_client.protocol import ContractState, DeclineCode, ErrorCode
 from agent_client.strategies import (
     BuyerStrategy,
     ConcedingProvider,
@@ -48,6 +56,7 @@ __all__ = [
     "BuyerStrategy",
     "ConcedingProvider",
     "Contract",
+    "ContractState",
     "DeclineCode",
     "Delivery",
     "ErrorCode",
@@ -57,14 +66,19 @@ __all__ = [
     "NegotiationError",
     "NoDeal",
     "OfferDeclined",
+    "OperatorClient",
     "Pricing",
     "ProtocolError",
     "ProviderStrategy",
     "QuoteCollection",
+    "QuoteRequest",
     "Ranking",
     "ReceivedDecline",
     "ReceivedQuote",
+    "RefusedError",
+    "RejectedError",
     "RequestTimeout",
+    "RetryableError",
     "SignatureRejected",
     "TargetPriceBuyer",
     "WeightedRanking",

@@ -8,13 +8,19 @@ A provider advertises a capability and serves it::
 
 A buyer asks for quotes, hires the best one, checks and accepts the result::
 
-    quotes = await agent.request_quotes("text.upper", "shout this", budget_millicredits=1_000)
+    quotes = await agent.request_quotes(
+        QuoteRequest("text.upper", "shout this", budget_millicredits=1_000)
+    )
     contract = await agent.hire(quotes[0], {"text": "hello"})
     delivery = await contract.wait_delivery(timeout_s=10)
     await contract.accept_delivery(delivery)
 
 Negotiation (RFQ and quotes) travels peer to peer; contracts, escrow and
 settlement go through the exchange, which checks every signature again.
+The provider's side lives in :mod:`agent_client.providing`, the handle on
+one contract in :mod:`agent_client.contracts`, and the operator's requests
+in :mod:`agent_client.operator`; all of them send through this agent's one
+signed request path (:meth:`Agent._signed_request`).
 """
 
 from __future__ import annotations
@@ -23,42 +29,39 @@ import asyncio
 import enum
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import msgspec
-from nats.aio.subscription import Subscription
+from msgspec import Struct
 
 from agent_client import limits, subjects
+from agent_client.contracts import Contract, Delivery
 from agent_client.errors import (
-    AgentClientError,
     AgentClosed,
     ExchangeError,
     ProtocolError,
     RequestTimeout,
     SignatureRejected,
+    exchange_error,
 )
 from agent_client.keys import AgentKeys
-from agent_client.negotiation import RFQ_AUDIENCE, BuyerDesk, OfferDesk
-from agent_client.offers import QuoteCollection, ReceivedQuote
+from agent_client.negotiation import BuyerDesk
+from agent_client.offers import QuoteCollection, QuoteRequest, ReceivedQuote
 from agent_client.protocol import (
-    JSON_NULL,
+    SETTLED_STATES,
     AcceptDelivery,
     Advertise,
     BalanceReply,
     CancelContract,
     CashOut,
     CashOutReply,
-    ChunkStoredReply,
     ContractOpenedNotice,
     ContractRecord,
     ContractReply,
     ContractUpdatedNotice,
     ContractView,
-    Decline,
-    DeclineCode,
-    Deliver,
     DeliveredNotice,
     Document,
     Envelope,
@@ -70,7 +73,6 @@ from agent_client.protocol import (
     GetEvidence,
     GetListingHistory,
     GetReputation,
-    GetResult,
     Header,
     InfoReply,
     LinkedReply,
@@ -79,20 +81,13 @@ from agent_client.protocol import (
     ListingHistoryReply,
     ListingReply,
     ListTransactions,
-    Mint,
-    MintReply,
     NoticesReply,
     OpenContract,
-    Quote,
     RateContract,
     RatingReply,
     RejectDelivery,
     Reply,
     ReputationReply,
-    Resolve,
-    ResultChunkReply,
-    ResultRef,
-    Rfq,
     SearchCatalog,
     SearchReply,
     SearchSort,
@@ -102,17 +97,17 @@ from agent_client.protocol import (
     TransactionsReply,
     Transfer,
     TransferReply,
-    UploadResult,
+    endpoint_of,
     json_encoder,
 )
-from agent_client.replies import ANY_AUDIENCE, open_reply
-from agent_client.sealing import open_sealed, seal_to
+from agent_client.providing import Pricing, ProviderDesk, TaskHandler
+from agent_client.replies import ANY_AUDIENCE, expect_reply, open_reply
+from agent_client.sealing import open_sealed
 from agent_client.signing import (
     Clock,
     ReplayGuard,
     SystemClock,
     b64decode,
-    b64encode,
     make_header,
     new_nonce,
     open_envelope,
@@ -120,8 +115,8 @@ from agent_client.signing import (
     seal,
     sha256_hex,
     verify_evidence,
-    verify_request,
 )
+from agent_client.stored_results import fetch_result
 from agent_client.strategies import BuyerStrategy, ProviderStrategy, Ranking, rank_quotes
 from agent_client.transport import IncomingMessage, NatsConnection
 
@@ -137,23 +132,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TaskHandler = Callable[[Any], Awaitable[Any]]
-# A fixed price, or a function of the RFQ that returns a price or None to decline.
-Pricing = int | Callable[[Rfq], int | None]
-
-_D = TypeVar("_D", bound=Document)
-_R = TypeVar("_R", bound=Reply)
-
 EXCHANGE_AUDIENCE = "exchange"
 PENDING_NOTICES_MAX = 10_000
-UNSERVED_CONTRACTS_MAX = 1_000
 NOTICE_NONCES_MAX = 200_000
 DELIVERY_POLL_INTERVAL_S = 3.0
-# serve() retries a delivery that may pass later, waiting twice as long each
-# time between these bounds, until the deadline (or this many attempts).
-DELIVERY_RETRY_WAIT_MIN_S = 0.5
-DELIVERY_RETRY_WAIT_MAX_S = 15.0
-DELIVERY_ATTEMPTS_MAX = 1_000
 
 
 class AgentState(enum.Enum):
@@ -178,22 +160,6 @@ class AgentOptions:
     def __post_init__(self) -> None:
         assert 0 < self.request_timeout_s <= limits.REQUEST_TIMEOUT_MAX_S
         assert 0 < self.handler_concurrency_max <= 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    contract_id: str
-    result: Any
-    result_sha256: str
-
-
-@dataclass(slots=True)
-class _Service:
-    capability: str
-    handler: TaskHandler
-    pricing: Pricing
-    subscription: Subscription | None = None
-    quote_validity_s: float = limits.QUOTE_VALIDITY_DEFAULT_S
 
 
 @dataclass(slots=True)
@@ -227,25 +193,6 @@ def _evict_oldest(table: OrderedDict[str, asyncio.Future[Any]]) -> None:
     table.popitem(last=False)
 
 
-class Contract:
-    """The buyer's handle on an open contract."""
-
-    def __init__(self, agent: Agent, record: ContractRecord, /) -> None:
-        self._agent = agent
-        self.record = record
-        self.contract_id = record.contract_id
-        self.price_millicredits = record.price_millicredits
-
-    async def wait_delivery(self, *, timeout_s: float = 30.0) -> Delivery:
-        return await self._agent.wait_delivery(self.contract_id, timeout_s=timeout_s)
-
-    async def accept_delivery(self, delivery: Delivery, /) -> ContractView:
-        return await self._agent.accept_delivery(delivery)
-
-    async def rate(self, stars: int, /, comment: str = "") -> RatingReply:
-        return await self._agent.rate(self.contract_id, stars, comment)
-
-
 class Agent:
     """An agent connected to the exchange. Create it with :meth:`connect`."""
 
@@ -265,17 +212,21 @@ class Agent:
         self._keys = keys
         self._options = options
         self._clock = clock
-        self._replay_guard = ReplayGuard()
-        # Notices live days, RFQs seconds: separate caches, so that remembered
-        # notices never crowd out RFQ nonces (or the reverse).
+        # Notices live days, RFQs seconds: separate caches (the provider desk
+        # keeps the RFQ one), so that remembered notices never crowd out RFQ
+        # nonces (or the reverse).
         self._notice_guard = ReplayGuard(entries_max=NOTICE_NONCES_MAX)
-        self._services: dict[str, _Service] = {}
         self._notices = _Notices()
-        self._running: set[asyncio.Task[None]] = set()
-        self._hired_before_serving: dict[str, list[ContractOpenedNotice]] = {}
         self._state = AgentState.OPEN
         self._buyer_desk = BuyerDesk(connection, keys, clock=clock)
-        self._offer_desk = OfferDesk(connection, keys, clock=clock, replay_guard=self._replay_guard)
+        self._provider = ProviderDesk(
+            connection,
+            keys,
+            clock=clock,
+            request=self._request,
+            verify_record=self._verify_record,
+            handler_concurrency_max=options.handler_concurrency_max,
+        )
         self.agent_id = keys.agent_id
         self.exchange_id = exchange_id
         self.portal_id = portal_id
@@ -330,11 +281,8 @@ class Agent:
         if self._state is AgentState.CLOSED:
             return
         self._state = AgentState.CLOSED
-        if self._running:
-            # Hired tasks in flight get a short grace period to deliver.
-            _, pending = await asyncio.wait(self._running, timeout=self._options.close_grace_s)
-            for task in pending:
-                task.cancel()
+        # Hired tasks in flight get a short grace period to deliver.
+        await self._provider.close(grace_s=self._options.close_grace_s)
         await self._connection.close()
 
     # --- catalog ---------------------------------------------------------------
@@ -354,7 +302,7 @@ class Agent:
     ) -> Listing:
         """Publish a listing, or revise it: any changed field makes a new revision."""
         reply = await self._request(
-            "catalog.advertise",
+            Advertise,
             lambda header: Advertise(
                 header=header,
                 capability=capability,
@@ -367,7 +315,7 @@ class Agent:
                 tags=list(tags),
             ),
         )
-        return _expect(reply, ListingReply).listing
+        return expect_reply(reply, ListingReply).listing
 
     async def search(
         self,
@@ -391,7 +339,7 @@ class Agent:
         ``offset`` while ``has_more``.
         """
         reply = await self._request(
-            "catalog.search",
+            SearchCatalog,
             lambda header: SearchCatalog(
                 header=header,
                 capability=capability,
@@ -406,28 +354,30 @@ class Agent:
                 sort=sort,
             ),
         )
-        return _expect(reply, SearchReply)
+        return expect_reply(reply, SearchReply)
 
-    async def deactivate(self, capability: str, /, *, provider_id: str | None = None) -> Listing:
-        """Hide a listing from search and refuse new contracts for it (a new revision).
+    async def deactivate(self, capability: str, /) -> Listing:
+        """Hide this agent's listing from search and refuse new contracts for it (a new
+        revision). An operator hides another provider's listing through
+        :meth:`OperatorClient.deactivate_listing
+        <agent_client.operator.OperatorClient.deactivate_listing>`."""
+        return await self._set_listing_status(capability, "inactive", None)
 
-        ``provider_id``: an operator deactivating another provider's listing.
-        """
-        return await self._set_listing_status(capability, "inactive", provider_id)
-
-    async def reactivate(self, capability: str, /, *, provider_id: str | None = None) -> Listing:
-        return await self._set_listing_status(capability, "active", provider_id)
+    async def reactivate(self, capability: str, /) -> Listing:
+        return await self._set_listing_status(capability, "active", None)
 
     async def _set_listing_status(
         self, capability: str, status: Literal["active", "inactive"], provider_id: str | None
     ) -> Listing:
+        """The one path for (de)activating a listing, this agent's or (as an operator,
+        naming ``provider_id``) another provider's."""
         reply = await self._request(
-            "catalog.status",
+            SetListingStatus,
             lambda header: SetListingStatus(
                 header=header, capability=capability, status=status, provider_id=provider_id
             ),
         )
-        return _expect(reply, ListingReply).listing
+        return expect_reply(reply, ListingReply).listing
 
     async def listing_history(
         self,
@@ -440,7 +390,7 @@ class Agent:
     ) -> ListingHistoryReply:
         """A listing's revisions, newest first; page with ``before_revision``."""
         reply = await self._request(
-            "catalog.history",
+            GetListingHistory,
             lambda header: GetListingHistory(
                 header=header,
                 provider_id=provider_id,
@@ -449,14 +399,14 @@ class Agent:
                 before_revision=before_revision,
             ),
         )
-        return _expect(reply, ListingHistoryReply)
+        return expect_reply(reply, ListingHistoryReply)
 
     async def reputation(
         self, provider_id: str, /, *, capability: str | None = None, ratings_limit: int = 10
     ) -> ReputationReply:
         """A provider's reputation from settled contracts, with its latest ratings."""
         reply = await self._request(
-            "catalog.reputation",
+            GetReputation,
             lambda header: GetReputation(
                 header=header,
                 provider_id=provider_id,
@@ -464,9 +414,9 @@ class Agent:
                 ratings_limit=ratings_limit,
             ),
         )
-        return _expect(reply, ReputationReply)
+        return expect_reply(reply, ReputationReply)
 
-    # --- providing -------------------------------------------------------------
+    # --- providing (agent_client/providing.py) -----------------------------------
 
     async def serve(
         self,
@@ -481,140 +431,22 @@ class Agent:
         """Answer RFQs for ``capability`` and run ``handler`` for hired tasks.
 
         ``handler`` receives the task (decoded JSON) and returns the result
-        (any JSON value); it runs when the exchange says the price is held.
-        ``pricing`` sets the first quote; with a ``negotiation`` strategy
-        (for example :class:`~agent_client.strategies.ConcedingProvider`)
-        the agent also answers counter-offers, otherwise it declines them.
-        Every quote it signs binds it until ``quote_validity_s`` has passed.
+        (any JSON value); it runs when the exchange says the price is held,
+        and its result is delivered (retried until the deadline while the
+        failure may pass later). ``pricing`` sets the first quote; with a
+        ``negotiation`` strategy (for example
+        :class:`~agent_client.strategies.ConcedingProvider`) the agent also
+        answers counter-offers, otherwise it declines them. Every quote it
+        signs binds it until ``quote_validity_s`` has passed.
         """
         self._check_open()
-        if capability in self._services:
-            raise AgentClientError(f"already serving {capability}")
-        if not 0 < quote_validity_s <= limits.QUOTE_VALIDITY_MAX_S:
-            raise AgentClientError(
-                f"quote_validity_s must be within {limits.QUOTE_VALIDITY_MAX_S} s"
-            )
-        if negotiation is not None:
-            await self._listen_for_counter_offers()
-            self._offer_desk.add_strategy(
-                capability, negotiation, quote_validity_s=quote_validity_s
-            )
-        service = _Service(capability, handler, pricing, quote_validity_s=quote_validity_s)
-        self._services[capability] = service
-        service.subscription = await self._connection.subscribe(
-            subjects.rfq(capability),
-            self._answer_rfq,
-            concurrency_max=self._options.handler_concurrency_max,
+        await self._provider.serve(
+            capability,
+            handler,
+            pricing=pricing,
+            negotiation=negotiation,
+            quote_validity_s=quote_validity_s,
         )
-        for notice in self._hired_before_serving.pop(capability, []):
-            self._start_performing(notice)
-
-    async def _listen_for_counter_offers(self) -> None:
-        if self._offer_desk.listening:
-            return
-        await self._connection.subscribe(
-            self._offer_desk.subject,
-            self._offer_desk.on_message,
-            concurrency_max=self._options.handler_concurrency_max,
-        )
-
-    async def _answer_rfq(self, message: IncomingMessage) -> None:
-        if not message.reply:
-            return
-        try:
-            opened = verify_request(
-                open_envelope(message.data),
-                subject=message.subject,
-                subject_agent_id=None,
-                clock=self._clock,
-                replay_guard=self._replay_guard,
-            )
-        except SignatureRejected as exc:
-            log.info("ignored an RFQ on %s: %s", message.subject, exc)
-            return
-        rfq = opened.document
-        if not isinstance(rfq, Rfq) or rfq.capability not in self._services:
-            return
-        if rfq.header.audience != RFQ_AUDIENCE:
-            log.info("ignored an RFQ not addressed to providers")
-            return
-        if rfq.quote_deadline_ms is not None and rfq.quote_deadline_ms <= self._clock.now_ms():
-            log.info("ignored an RFQ past its quote deadline")
-            return
-        response = self._quote_or_decline(rfq, self._services[rfq.capability])
-        await self._connection.publish(message.reply, json_encoder.encode(response))
-
-    def _quote_or_decline(self, rfq: Rfq, service: _Service) -> Envelope:
-        pricing = service.pricing
-        price = pricing if isinstance(pricing, int) else pricing(rfq)
-        if price is not None:
-            price = self._offer_desk.opening_price(rfq, price)
-        subject = subjects.rfq(rfq.capability)
-        buyer_id = rfq.header.issuer
-        if price is None or price > rfq.budget_millicredits:
-            code = DeclineCode.DECLINED if price is None else DeclineCode.OVER_BUDGET
-            reason = "declined by pricing" if price is None else "over the budget"
-            header = self._header(
-                audience=buyer_id, subject=subject, lifetime_s=limits.DECLINE_LIFETIME_S
-            )
-            decline = Decline(header=header, rfq_id=rfq.rfq_id, reason=reason, code=code)
-            return seal(decline, self._keys)
-        header = self._header(
-            audience=buyer_id, subject=subject, lifetime_s=service.quote_validity_s
-        )
-        quote = Quote(
-            header=header,
-            rfq_id=rfq.rfq_id,
-            capability=rfq.capability,
-            price_millicredits=price,
-            delivery_deadline_ms=header.issued_at_ms + rfq.delivery_within_s * 1000,
-        )
-        envelope = seal(quote, self._keys)
-        if self._offer_desk.negotiates(rfq.capability):
-            self._offer_desk.remember(rfq, envelope, quote)
-        return envelope
-
-    async def _perform(self, notice: ContractOpenedNotice) -> None:
-        record = self._verify_exchange_document(notice.record, ContractRecord)
-        if record.provider_id != self.agent_id:
-            log.warning("ignored a contract not meant for this agent: %s", record.contract_id)
-            return
-        service = self._services.get(record.capability)
-        if service is None:
-            # Hired while offline: the notice arrived on connect, before
-            # serve(); it runs as soon as the capability is served again.
-            self._hired_before_serving.setdefault(record.capability, []).append(notice)
-            del self._hired_before_serving[record.capability][:-UNSERVED_CONTRACTS_MAX]
-            return
-        result = await service.handler(msgspec.json.decode(notice.task))
-        seal_for = record.buyer_id if notice.seal_result else None
-        await self._deliver_until_deadline(record, result, seal_for=seal_for)
-
-    async def _deliver_until_deadline(
-        self, record: ContractRecord, result: Any, *, seal_for: str | None
-    ) -> None:
-        """Deliver, retrying what may pass on a later try until the delivery deadline.
-
-        Finished work must not turn into a refund because one request was
-        lost: a timeout, a worker that was restarting (``unavailable``), a
-        burst over this agent's rate (``rate_limited``). Delivery is
-        idempotent at the exchange, so a retry of a delivery that did land
-        is answered with the contract as it stands.
-        """
-        wait_s = DELIVERY_RETRY_WAIT_MIN_S
-        for _ in range(DELIVERY_ATTEMPTS_MAX):
-            try:
-                await self.deliver(record.contract_id, result, seal_for=seal_for)
-                return
-            except (RequestTimeout, SignatureRejected, ExchangeError) as exc:
-                if isinstance(exc, ExchangeError) and exc.code not in _RETRYABLE_CODES:
-                    raise
-                left_s = (record.delivery_deadline_ms - self._clock.now_ms()) / 1000
-                if left_s <= wait_s or self._state is AgentState.CLOSED:
-                    raise
-                log.info("delivery of %s not confirmed (%s); retrying", record.contract_id, exc)
-            await asyncio.sleep(wait_s)
-            wait_s = min(wait_s * 2, DELIVERY_RETRY_WAIT_MAX_S)
 
     async def deliver(
         self, contract_id: str, result: Any, /, *, seal_for: str | None = None
@@ -626,150 +458,41 @@ class Agent:
         for it) seals the result so that only the buyer can read it. A result
         over the inline limit is uploaded to the exchange first, in chunks.
         """
-        result_bytes = json_encoder.encode(result)
-        if seal_for is not None:
-            ciphertext = seal_to(seal_for, result_bytes)
-            result_bytes = json_encoder.encode(b64encode(ciphertext))
-        reference = None
-        if len(result_bytes) > limits.RESULT_BYTES_MAX:
-            reference = await self._store_result(contract_id, result_bytes)
-        reply = await self._request(
-            "contract.deliver",
-            lambda header: Deliver(
-                header=header,
-                contract_id=contract_id,
-                result_sha256=sha256_hex(result_bytes),
-                result=JSON_NULL if reference else msgspec.Raw(result_bytes),
-                result_ref=reference,
-                sealed=seal_for is not None,
-            ),
-        )
-        return _expect(reply, ContractReply).contract
-
-    async def _store_result(self, contract_id: str, result_bytes: bytes) -> ResultRef:
-        """Upload a result too large to send inline, chunk by chunk, before delivering it.
-
-        Every chunk but the last holds ``RESULT_CHUNK_BYTES_MAX`` bytes. A chunk
-        the exchange refuses with ``invalid_state`` means the contract is no
-        longer open, perhaps delivered by an earlier try of this very delivery
-        whose answer was lost: the deliver request that follows then says
-        whether the contract holds this result.
-        """
-        if len(result_bytes) > limits.RESULT_OBJECT_BYTES_MAX:
-            raise ProtocolError(
-                "payload_too_large", f"result over {limits.RESULT_OBJECT_BYTES_MAX} B"
-            )
-        chunk_bytes_max = limits.RESULT_CHUNK_BYTES_MAX
-        chunks = [
-            result_bytes[start : start + chunk_bytes_max]
-            for start in range(0, len(result_bytes), chunk_bytes_max)
-        ]
-        reference = ResultRef(size_bytes=len(result_bytes), chunk_count=len(chunks))
-        for index, chunk in enumerate(chunks):
-            try:
-                await self._upload_chunk(contract_id, reference, index, chunk)
-            except ExchangeError as exc:
-                if exc.code != ErrorCode.INVALID_STATE:
-                    raise
-                break
-        return reference
-
-    async def _upload_chunk(
-        self, contract_id: str, reference: ResultRef, index: int, chunk: bytes
-    ) -> None:
-        reply = await self._chunk_request(
-            "contract.upload",
-            lambda header: UploadResult(
-                header=header,
-                contract_id=contract_id,
-                index=index,
-                chunk_count=reference.chunk_count,
-                size_bytes=reference.size_bytes,
-                chunk=b64encode(chunk),
-            ),
-        )
-        stored = _expect(reply, ChunkStoredReply)
-        if (stored.contract_id, stored.index) != (contract_id, index):
-            raise ProtocolError("malformed", f"the exchange confirmed another chunk than {index}")
-        if stored.chunk_sha256 != sha256_hex(chunk):
-            raise ProtocolError(
-                "hash_mismatch", f"the exchange stored other bytes as chunk {index}"
-            )
-
-    async def _chunk_request(self, endpoint: str, build: Callable[[Header], Document]) -> Reply:
-        """An upload or a read of one chunk, asked again (freshly signed) after a
-        timeout or ``unavailable``: storing a chunk twice stores it once, and
-        reading one changes nothing."""
-        attempts_left = limits.RESULT_CHUNK_REQUEST_ATTEMPTS_MAX
-        while True:
-            attempts_left -= 1
-            try:
-                return await self._request(endpoint, build)
-            except (RequestTimeout, ExchangeError) as exc:
-                retryable = isinstance(exc, RequestTimeout) or exc.code == ErrorCode.UNAVAILABLE
-                if not retryable or attempts_left == 0:
-                    raise
-                log.info("%s not answered (%s); asking again", endpoint, exc)
+        return await self._provider.deliver(contract_id, result, seal_for=seal_for)
 
     # --- buying ----------------------------------------------------------------
 
     async def request_quotes(
         self,
-        capability: str,
-        task_summary: str,
+        request: QuoteRequest,
         /,
         *,
-        budget_millicredits: int,
-        delivery_within_s: int = 60,
-        timeout_s: float = limits.QUOTE_COLLECTION_TIMEOUT_DEFAULT_S,
-        quotes_max: int = 10,
         ranking: Ranking = rank_quotes,
         reputation: Mapping[str, float] | None = None,
     ) -> list[ReceivedQuote]:
         """Publish an RFQ and collect valid quotes, best first (see :meth:`call_for_quotes`)."""
-        collection = await self.call_for_quotes(
-            capability,
-            task_summary,
-            budget_millicredits=budget_millicredits,
-            delivery_within_s=delivery_within_s,
-            timeout_s=timeout_s,
-            quotes_max=quotes_max,
-            ranking=ranking,
-            reputation=reputation,
-        )
+        collection = await self.call_for_quotes(request, ranking=ranking, reputation=reputation)
         return list(collection.quotes)
 
     async def call_for_quotes(
         self,
-        capability: str,
-        task_summary: str,
+        request: QuoteRequest,
         /,
         *,
-        budget_millicredits: int,
-        delivery_within_s: int = 60,
-        timeout_s: float = limits.QUOTE_COLLECTION_TIMEOUT_DEFAULT_S,
-        quotes_max: int = 10,
         ranking: Ranking = rank_quotes,
         reputation: Mapping[str, float] | None = None,
     ) -> QuoteCollection:
         """Publish an RFQ; return the valid quotes, ranked, and the providers' declines.
 
-        Collection stops at ``timeout_s`` (the RFQ's quote deadline) or after
-        ``quotes_max`` quotes. ``ranking`` orders the quotes (the default
-        weighs price, promised delivery time and, if ``reputation`` maps
-        provider ids to scores in 0..1, reputation). Answers that fail
-        verification are logged and left out.
+        Collection stops at the request's ``timeout_s`` (the RFQ's quote
+        deadline) or after its ``quotes_max`` quotes. ``ranking`` orders the
+        quotes (the default weighs price, promised delivery time and, if
+        ``reputation`` maps provider ids to scores in 0..1, reputation).
+        Answers that fail verification are logged and left out.
         """
         self._check_open()
         return await self._buyer_desk.call_for_quotes(
-            capability,
-            task_summary,
-            budget_millicredits=budget_millicredits,
-            delivery_within_s=delivery_within_s,
-            timeout_s=timeout_s,
-            quotes_max=quotes_max,
-            ranking=ranking,
-            reputation=reputation,
+            request, ranking=ranking, reputation=reputation
         )
 
     async def counter(
@@ -798,14 +521,10 @@ class Agent:
 
     async def negotiate(
         self,
-        capability: str,
-        task_summary: str,
+        request: QuoteRequest,
         /,
         *,
         strategy: BuyerStrategy,
-        delivery_within_s: int = 60,
-        timeout_s: float = limits.QUOTE_COLLECTION_TIMEOUT_DEFAULT_S,
-        quotes_max: int = 10,
         ranking: Ranking = rank_quotes,
         reputation: Mapping[str, float] | None = None,
         counter_timeout_s: float = limits.COUNTER_REPLY_TIMEOUT_DEFAULT_S,
@@ -813,18 +532,15 @@ class Agent:
         """Call for quotes and bargain, best ranked provider first, until one deal.
 
         ``strategy`` (for example :class:`~agent_client.strategies.TargetPriceBuyer`)
-        sets the budget and decides at each offer. Returns the agreed quote,
-        to pass to :meth:`hire`; raises :class:`~agent_client.errors.NoDeal`
-        (with every decline) if no provider agreed.
+        decides at each offer; no quote is accepted above its budget or the
+        request's. Returns the agreed quote, to pass to :meth:`hire`; raises
+        :class:`~agent_client.errors.NoDeal` (with every decline) if no
+        provider agreed.
         """
         self._check_open()
         return await self._buyer_desk.negotiate(
-            capability,
-            task_summary,
+            request,
             strategy=strategy,
-            delivery_within_s=delivery_within_s,
-            timeout_s=timeout_s,
-            quotes_max=quotes_max,
             ranking=ranking,
             reputation=reputation,
             counter_timeout_s=counter_timeout_s,
@@ -840,9 +556,9 @@ class Agent:
         """
         task_bytes = json_encoder.encode(task)
         if len(task_bytes) > limits.TASK_BYTES_MAX:
-            raise ProtocolError("payload_too_large", f"task over {limits.TASK_BYTES_MAX} B")
+            raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, f"task over {limits.TASK_BYTES_MAX} B")
         reply = await self._request(
-            "contract.open",
+            OpenContract,
             lambda header: OpenContract(
                 header=header,
                 quote=quote.envelope,
@@ -851,8 +567,8 @@ class Agent:
                 seal_result=seal_result,
             ),
         )
-        view = _expect(reply, ContractReply).contract
-        return Contract(self, self._verify_exchange_document(view.record, ContractRecord))
+        view = expect_reply(reply, ContractReply).contract
+        return Contract(self, self._verify_record(view.record))
 
     async def wait_delivery(self, contract_id: str, /, *, timeout_s: float = 30.0) -> Delivery:
         """Wait for the provider's result, checked against its hash.
@@ -886,9 +602,11 @@ class Agent:
         if reference is None:
             result_bytes = bytes(delivered.result)
         else:
-            result_bytes = await self._fetch_result(contract_id, reference)
+            result_bytes = await fetch_result(self._request, contract_id, reference)
         if sha256_hex(result_bytes) != delivered.result_sha256:
-            raise ProtocolError("hash_mismatch", "the delivered result does not match its hash")
+            raise ProtocolError(
+                ErrorCode.HASH_MISMATCH, "the delivered result does not match its hash"
+            )
         sealed = (
             delivered.sealed if isinstance(delivered, DeliveredNotice) else delivered.seal_result
         )
@@ -897,44 +615,6 @@ class Agent:
             result_bytes = open_sealed(self._keys, ciphertext)
         return Delivery(contract_id, msgspec.json.decode(result_bytes), delivered.result_sha256)
 
-    async def _fetch_result(self, contract_id: str, reference: ResultRef) -> bytes:
-        """A stored result, read back from the exchange chunk by chunk, within its size."""
-        # The reference was decoded within the ceilings (RESULT_CHUNKS_MAX chunks,
-        # RESULT_OBJECT_BYTES_MAX bytes), so this loop and what it keeps are bounded.
-        chunks: list[bytes] = []
-        received_bytes = 0
-        for index in range(reference.chunk_count):
-            chunk = await self._read_chunk(contract_id, reference, index)
-            received_bytes += len(chunk)
-            if received_bytes > reference.size_bytes:
-                break
-            chunks.append(chunk)
-        if received_bytes != reference.size_bytes:
-            raise ProtocolError(
-                "hash_mismatch", f"the stored result is not the {reference.size_bytes} B it claims"
-            )
-        return b"".join(chunks)
-
-    async def _read_chunk(self, contract_id: str, reference: ResultRef, index: int) -> bytes:
-        reply = await self._chunk_request(
-            "contract.result",
-            lambda header: GetResult(header=header, contract_id=contract_id, index=index),
-        )
-        answer = _expect(reply, ResultChunkReply)
-        if (answer.contract_id, answer.index, answer.size_bytes, answer.chunk_count) != (
-            contract_id,
-            index,
-            reference.size_bytes,
-            reference.chunk_count,
-        ):
-            raise ProtocolError("malformed", f"the exchange answered another chunk than {index}")
-        if len(answer.chunk) > limits.RESULT_CHUNK_TEXT_LENGTH_MAX:
-            raise ProtocolError("payload_too_large", f"chunk {index} is over the chunk limit")
-        try:
-            return b64decode(answer.chunk)
-        except ValueError as exc:
-            raise ProtocolError("malformed", f"chunk {index} is not base64url") from exc
-
     async def _poll_contract(self, contract_id: str) -> ContractView | None:
         """One look at a contract while waiting; a transient failure just waits on."""
         try:
@@ -942,37 +622,38 @@ class Agent:
         except RequestTimeout:
             return None
         except ExchangeError as exc:
-            if exc.code == "unavailable":
+            if exc.code == ErrorCode.UNAVAILABLE:
                 return None
             raise
 
     async def accept_delivery(self, delivery: Delivery, /) -> ContractView:
         """Accept a delivery: the exchange releases the price to the provider."""
         reply = await self._request(
-            "contract.accept",
+            AcceptDelivery,
             lambda header: AcceptDelivery(
                 header=header,
                 contract_id=delivery.contract_id,
                 result_sha256=delivery.result_sha256,
             ),
         )
-        return _expect(reply, ContractReply).contract
+        return expect_reply(reply, ContractReply).contract
 
     async def rate(self, contract_id: str, stars: int, /, comment: str = "") -> RatingReply:
         """Rate a released contract you bought, 1 to 5 stars, once."""
         reply = await self._request(
-            "contract.rate",
+            RateContract,
             lambda header: RateContract(
                 header=header, contract_id=contract_id, stars=stars, comment=comment
             ),
         )
-        return _expect(reply, RatingReply)
+        return expect_reply(reply, RatingReply)
 
     async def contract(self, contract_id: str, /) -> ContractView:
+        """The contract as the exchange holds it now, with its task and result."""
         reply = await self._request(
-            "contract.get", lambda header: GetContract(header=header, contract_id=contract_id)
+            GetContract, lambda header: GetContract(header=header, contract_id=contract_id)
         )
-        return _expect(reply, ContractReply).contract
+        return expect_reply(reply, ContractReply).contract
 
     async def wait_settled(
         self, contract_id: str, /, *, timeout_s: float = 30.0
@@ -991,58 +672,43 @@ class Agent:
     async def reject_delivery(self, contract_id: str, /, *, reason: str) -> ContractView:
         """Refuse a delivery: the contract goes to dispute and the price stays held."""
         reply = await self._request(
-            "contract.reject",
+            RejectDelivery,
             lambda header: RejectDelivery(header=header, contract_id=contract_id, reason=reason),
         )
-        return _expect(reply, ContractReply).contract
+        return expect_reply(reply, ContractReply).contract
 
     async def cancel(self, contract_id: str, /, *, reason: str = "") -> ContractView:
         """Before delivery. A provider's cancel refunds the buyer; a buyer's cancel is
         a request that refunds once the provider cancels too."""
         reply = await self._request(
-            "contract.cancel",
+            CancelContract,
             lambda header: CancelContract(header=header, contract_id=contract_id, reason=reason),
         )
-        return _expect(reply, ContractReply).contract
+        return expect_reply(reply, ContractReply).contract
 
     async def evidence(self, contract_id: str, /) -> EvidenceReply:
         """The contract's evidence bundle (parties and operators)."""
         reply = await self._request(
-            "contract.evidence",
+            GetEvidence,
             lambda header: GetEvidence(header=header, contract_id=contract_id),
         )
-        return _expect(reply, EvidenceReply)
-
-    async def resolve(
-        self, contract_id: str, /, *, provider_share_bps: int, note: str = ""
-    ) -> ContractView:
-        """Operator only: end a dispute (10,000 bps: all to the provider; 0: refund)."""
-        reply = await self._request(
-            "operator.resolve",
-            lambda header: Resolve(
-                header=header,
-                contract_id=contract_id,
-                provider_share_bps=provider_share_bps,
-                note=note,
-            ),
-        )
-        return _expect(reply, ContractReply).contract
+        return expect_reply(reply, EvidenceReply)
 
     # --- wallet ----------------------------------------------------------------
 
     async def balance(self) -> BalanceReply:
-        return _expect(await self._request("wallet.balance", _balance_request), BalanceReply)
+        return expect_reply(await self._request(GetBalance, _balance_request), BalanceReply)
 
     async def transactions(
         self, *, limit: int = 50, before_timestamp_us: int | None = None
     ) -> list[TransactionEntry]:
         reply = await self._request(
-            "wallet.transactions",
+            ListTransactions,
             lambda header: ListTransactions(
                 header=header, limit=limit, before_timestamp_us=before_timestamp_us
             ),
         )
-        return _expect(reply, TransactionsReply).entries
+        return expect_reply(reply, TransactionsReply).entries
 
     async def transfer(
         self,
@@ -1060,7 +726,7 @@ class Agent:
         """
         key = transfer_id or new_nonce()
         reply = await self._request(
-            "wallet.transfer",
+            Transfer,
             lambda header: Transfer(
                 header=header,
                 transfer_id=key,
@@ -1069,34 +735,7 @@ class Agent:
                 memo=memo,
             ),
         )
-        return _expect(reply, TransferReply)
-
-    async def mint(
-        self,
-        recipient_id: str,
-        amount_millicredits: int,
-        /,
-        *,
-        reason: str,
-        mint_id: str | None = None,
-    ) -> MintReply:
-        """Operator only: grant credits to an agent, with an audit record.
-
-        Pass the same ``mint_id`` when retrying after a timeout: the exchange
-        then returns the first outcome instead of minting again.
-        """
-        key = mint_id or new_nonce()
-        reply = await self._request(
-            "operator.mint",
-            lambda header: Mint(
-                header=header,
-                mint_id=key,
-                recipient_id=recipient_id,
-                amount_millicredits=amount_millicredits,
-                reason=reason,
-            ),
-        )
-        return _expect(reply, MintReply)
+        return expect_reply(reply, TransferReply)
 
     # --- the human portal -------------------------------------------------------
 
@@ -1109,7 +748,7 @@ class Agent:
         reply = await self._portal_request(
             subjects.PORTAL_LINK_SUBJECT_FORMAT, lambda header: LinkHuman(header=header, code=code)
         )
-        return _expect(reply, LinkedReply)
+        return expect_reply(reply, LinkedReply)
 
     async def cash_out(self, credits: int, /, *, request_id: str | None = None) -> CashOutReply:
         """Cash out whole credits to the linked human's Stripe account.
@@ -1123,7 +762,7 @@ class Agent:
             subjects.PORTAL_CASH_OUT_SUBJECT_FORMAT,
             lambda header: CashOut(header=header, request_id=key, credits=credits),
         )
-        return _expect(reply, CashOutReply)
+        return expect_reply(reply, CashOutReply)
 
     # --- plumbing --------------------------------------------------------------
 
@@ -1136,9 +775,12 @@ class Agent:
             self._keys, audience=audience, subject=subject, lifetime_s=lifetime_s, clock=self._clock
         )
 
-    async def _request(self, endpoint: str, build: Callable[[Header], Document]) -> Reply:
-        """A signed request to the exchange; its signed reply, verified."""
-        subject = subjects.exchange_request(self.agent_id, endpoint)
+    async def _request(
+        self, document_type: type[Struct], build: Callable[[Header], Document]
+    ) -> Reply:
+        """A signed request to the exchange (its endpoint is the document's tag);
+        its signed reply, verified."""
+        subject = subjects.exchange_request(self.agent_id, endpoint_of(document_type))
         return await self._signed_request(subject, EXCHANGE_AUDIENCE, self.exchange_id, build)
 
     async def _portal_request(
@@ -1146,7 +788,8 @@ class Agent:
     ) -> Reply:
         """A signed request to the human portal, whose id the exchange's info named."""
         if self.portal_id is None:
-            raise ExchangeError(ErrorCode.UNAVAILABLE, "this exchange runs no human portal")
+            # Not transient: this exchange was started without a portal.
+            raise exchange_error(ErrorCode.NOT_FOUND, "this exchange runs no human portal")
         subject = subject_format.format(agent_id=self.agent_id)
         return await self._signed_request(subject, subjects.PORTAL_AUDIENCE, self.portal_id, build)
 
@@ -1155,8 +798,10 @@ class Agent:
     ) -> Reply:
         """Sign, send, and believe the answer only once it verifies (agent_client/replies.py).
 
-        A typed error reply raises ExchangeError; a reply that does not verify
-        raises SignatureRejected, whatever it says.
+        This is the one path of every request to the exchange and the portal.
+        A typed error reply raises the :class:`ExchangeError` subclass its code
+        calls for (:func:`~agent_client.errors.exchange_error`); a reply that
+        does not verify raises SignatureRejected, whatever it says.
         """
         self._check_open()
         timeout_s = self._options.request_timeout_s
@@ -1175,21 +820,22 @@ class Agent:
             clock=self._clock,
         )
         if isinstance(reply, ErrorReply):
-            raise ExchangeError(reply.code, reply.message, contract_id=reply.contract_id)
+            raise exchange_error(reply.code, reply.message, contract_id=reply.contract_id)
         return reply
 
-    def _verify_exchange_document(self, envelope: Envelope, expected: type[_D]) -> _D:
+    def _verify_record(self, envelope: Envelope, /) -> ContractRecord:
+        """A contract record the exchange signed (with its current or a retired key)."""
         verified = verify_evidence(
             open_envelope_struct(envelope),
-            expected_type=expected,  # type: ignore[arg-type]
+            expected_type=ContractRecord,
             audience=None,
             clock=self._clock,
             lifetime_max_s=limits.CONTRACT_RECORD_LIFETIME_S,
         )
-        document = verified.document
-        assert isinstance(document, expected)
-        self._check_evidence_signer(document)
-        return document
+        record = verified.document
+        assert isinstance(record, ContractRecord)
+        self._check_evidence_signer(record)
+        return record
 
     def _check_evidence_signer(self, document: Document) -> None:
         """Records and notices come from the exchange's key, or from a key it retired
@@ -1201,11 +847,13 @@ class Agent:
         # The exchange keeps a durable consumer for this agent: notices sent
         # while it was offline wait in the stream and arrive now, pushed into
         # this agent's own inbox prefix (nobody else may receive there).
-        reply = _expect(
-            await self._request("notices.subscribe", _subscribe_notices_request), NoticesReply
+        reply = expect_reply(
+            await self._request(SubscribeNotices, _subscribe_notices_request), NoticesReply
         )
         if not reply.deliver_subject.startswith(subjects.inbox_prefix(self.agent_id) + "."):
-            raise ProtocolError("malformed", "notices must arrive inside this agent's inbox")
+            raise ProtocolError(
+                ErrorCode.MALFORMED, "notices must arrive inside this agent's inbox"
+            )
         await self._connection.subscribe(
             reply.deliver_subject,
             self._on_notice,
@@ -1221,10 +869,10 @@ class Agent:
         if isinstance(notice, ContractOpenedNotice):
             # The task may run long; the notice is acknowledged now and the
             # exchange refuses a second delivery if it ever came again.
-            self._start_performing(notice)
+            self._provider.start_performing(notice)
         elif isinstance(notice, DeliveredNotice):
             _resolve(self._notices.future_for(self._notices.deliveries, notice.contract_id), notice)
-        elif isinstance(notice, ContractUpdatedNotice) and notice.state in _SETTLED_STATES:
+        elif isinstance(notice, ContractUpdatedNotice) and notice.state in SETTLED_STATES:
             _resolve(
                 self._notices.future_for(self._notices.settlements, notice.contract_id), notice
             )
@@ -1234,7 +882,7 @@ class Agent:
         try:
             opened = open_envelope(message.data)
             if not isinstance(opened.document, _NOTICE_TYPES):
-                raise SignatureRejected("wrong_kind", "not a notice")
+                raise SignatureRejected(ErrorCode.WRONG_KIND, "not a notice")
             verified = verify_evidence(
                 opened,
                 expected_type=type(opened.document),
@@ -1256,22 +904,8 @@ class Agent:
         )
         return verified.document
 
-    def _start_performing(self, notice: ContractOpenedNotice) -> None:
-        task = asyncio.create_task(self._perform_logged(notice))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def _perform_logged(self, notice: ContractOpenedNotice) -> None:
-        try:
-            await self._perform(notice)
-        except Exception:
-            log.exception("could not perform a hired task")
-
 
 _NOTICE_TYPES = (ContractOpenedNotice, DeliveredNotice, ContractUpdatedNotice)
-_SETTLED_STATES = frozenset({"released", "refunded", "resolved"})
-# Refusals that may pass on a later try of the same request.
-_RETRYABLE_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL})
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
@@ -1285,12 +919,6 @@ def _balance_request(header: Header) -> Document:
 
 def _subscribe_notices_request(header: Header) -> Document:
     return SubscribeNotices(header=header)
-
-
-def _expect(reply: Reply, expected: type[_R]) -> _R:
-    if not isinstance(reply, expected):
-        raise ProtocolError("malformed", f"expected a {expected.__name__} reply")
-    return reply
 
 
 async def fetch_exchange_info(
@@ -1312,7 +940,7 @@ async def fetch_exchange_info(
         request_payload=payload,
         clock=clock,
     )
-    info = _expect(reply, InfoReply)
+    info = expect_reply(reply, InfoReply)
     if info.exchange_id != signer_id:
         raise SignatureRejected(ErrorCode.SIGNER_MISMATCH, "info names another exchange")
     return info

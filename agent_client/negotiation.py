@@ -36,7 +36,7 @@ from agent_client.errors import (
     SignatureRejected,
 )
 from agent_client.keys import AgentKeys
-from agent_client.offers import QuoteCollection, ReceivedDecline, ReceivedQuote
+from agent_client.offers import QuoteCollection, QuoteRequest, ReceivedDecline, ReceivedQuote
 from agent_client.protocol import (
     Counter,
     Decline,
@@ -94,35 +94,28 @@ class BuyerDesk:
 
     async def call_for_quotes(
         self,
-        capability: str,
-        task_summary: str,
+        request: QuoteRequest,
         /,
         *,
-        budget_millicredits: int,
-        delivery_within_s: int,
-        timeout_s: float,
-        quotes_max: int,
         ranking: Ranking = rank_quotes,
         reputation: Mapping[str, float] | None = None,
     ) -> QuoteCollection:
-        """Publish an RFQ; collect answers until ``timeout_s`` or ``quotes_max`` quotes."""
-        assert 0 < quotes_max <= limits.QUOTES_PER_RFQ_MAX
-        assert 0 < timeout_s <= limits.REQUEST_LIFETIME_MAX_S
-        subject = subjects.rfq(capability)
+        """Publish an RFQ; collect answers until the request's timeout or enough quotes."""
+        subject = subjects.rfq(request.capability)
         header = make_header(
             self._keys,
             audience=RFQ_AUDIENCE,
             subject=subject,
-            lifetime_s=timeout_s,
+            lifetime_s=request.timeout_s,
             clock=self._clock,
         )
         rfq = Rfq(
             header=header,
             rfq_id=new_nonce(),
-            capability=capability,
-            task_summary=task_summary,
-            budget_millicredits=budget_millicredits,
-            delivery_within_s=delivery_within_s,
+            capability=request.capability,
+            task_summary=request.task_summary,
+            budget_millicredits=request.budget_millicredits,
+            delivery_within_s=request.delivery_within_s,
             quote_deadline_ms=header.expires_at_ms,
         )
         inbox = self._connection.new_inbox()
@@ -131,7 +124,9 @@ class BuyerDesk:
             await self._connection.publish(
                 subject, json_encoder.encode(seal(rfq, self._keys)), reply=inbox
             )
-            quotes, declines = await self._collect(subscription, rfq, timeout_s, quotes_max)
+            quotes, declines = await self._collect(
+                subscription, rfq, request.timeout_s, request.quotes_max
+            )
         finally:
             await subscription.unsubscribe()
         ranked = ranking(list(quotes.values()), rfq=rfq, reputation=reputation)
@@ -320,14 +315,10 @@ class BuyerDesk:
 
     async def negotiate(
         self,
-        capability: str,
-        task_summary: str,
+        request: QuoteRequest,
         /,
         *,
         strategy: BuyerStrategy,
-        delivery_within_s: int,
-        timeout_s: float,
-        quotes_max: int,
         ranking: Ranking = rank_quotes,
         reputation: Mapping[str, float] | None = None,
         counter_timeout_s: float = limits.COUNTER_REPLY_TIMEOUT_DEFAULT_S,
@@ -335,23 +326,19 @@ class BuyerDesk:
         """Call for quotes, then bargain with each provider, best ranked first.
 
         Returns the first quote the strategy accepts; raises :class:`NoDeal`
-        if every negotiation ends without one.
+        if every negotiation ends without one. The RFQ announces the
+        request's budget; no quote is accepted above it or above the
+        strategy's own budget.
         """
-        collection = await self.call_for_quotes(
-            capability,
-            task_summary,
-            budget_millicredits=strategy.budget_millicredits,
-            delivery_within_s=delivery_within_s,
-            timeout_s=timeout_s,
-            quotes_max=quotes_max,
-            ranking=ranking,
-            reputation=reputation,
-        )
+        collection = await self.call_for_quotes(request, ranking=ranking, reputation=reputation)
+        budget_millicredits = min(request.budget_millicredits, strategy.budget_millicredits)
         declines = list(collection.declines)
         walked_away_from: list[str] = []
         for candidate in collection.quotes:
             try:
-                agreed = await self._bargain(candidate, strategy, counter_timeout_s)
+                agreed = await self._bargain(
+                    candidate, strategy, budget_millicredits, counter_timeout_s
+                )
             except OfferDeclined as exc:
                 log.info("%s declined a counter-offer: %s", exc.provider_id, exc)
                 declines.append(exc.decline)
@@ -363,14 +350,18 @@ class BuyerDesk:
                 return agreed
             walked_away_from.append(candidate.provider_id)
         raise NoDeal(
-            f"no agreement on {capability} with {len(collection.quotes)} quoting providers",
+            f"no agreement on {request.capability} with {len(collection.quotes)} quoting providers",
             declines=tuple(declines),
             walked_away_from=tuple(walked_away_from),
             quotes_received=len(collection.quotes),
         )
 
     async def _bargain(
-        self, quote: ReceivedQuote, strategy: BuyerStrategy, counter_timeout_s: float
+        self,
+        quote: ReceivedQuote,
+        strategy: BuyerStrategy,
+        budget_millicredits: int,
+        counter_timeout_s: float,
     ) -> ReceivedQuote | None:
         """One provider: the agreed quote, or None when the buyer walked away."""
         current = quote
@@ -386,7 +377,7 @@ class BuyerDesk:
                 )
             )
             if isinstance(move, Accept):
-                if current.price_millicredits > strategy.budget_millicredits:
+                if current.price_millicredits > budget_millicredits:
                     raise NegotiationError(
                         ErrorCode.INVALID_REQUEST,
                         "the strategy accepted a price over its budget",

@@ -1,6 +1,7 @@
-"""What a buyer holds during a negotiation: verified quotes, declines, a call's outcome.
+"""What a buyer asks and holds during a negotiation: the request, verified quotes, declines.
 
-These are plain values with no I/O. A :class:`ReceivedQuote` keeps the
+These are plain values with no I/O. A :class:`QuoteRequest` is what a call
+for quotes asks providers (and how long it listens). A :class:`ReceivedQuote` keeps the
 provider's signed envelope unchanged, and, for a quote of round n > 0, the
 2n signed documents of the negotiation before it, which the exchange checks
 when the quote is accepted (docs/PROTOCOL.md, "Negotiation").
@@ -8,12 +9,49 @@ when the quote is accepted (docs/PROTOCOL.md, "Negotiation").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
+from agent_client import limits
 from agent_client.protocol import Decline, Envelope, Quote, Rfq
 from agent_client.signing import b64decode, sha256_hex
 
-__all__ = ["QuoteCollection", "ReceivedDecline", "ReceivedQuote"]
+__all__ = ["QuoteCollection", "QuoteRequest", "ReceivedDecline", "ReceivedQuote"]
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteRequest:
+    """One call for quotes: what is asked of providers, and how long to listen.
+
+    * ``capability`` and ``task_summary``: the service wanted and a short
+      description of the task (the task itself goes to :meth:`Agent.hire`).
+    * ``budget_millicredits``: the most the buyer pays; providers see it, and
+      quotes above it are never collected.
+    * ``delivery_within_s``: the delivery deadline asked for, from the quote.
+    * ``timeout_s``: how long quotes are collected (the RFQ's quote deadline).
+    * ``quotes_max``: collection stops early after this many quotes.
+
+    The same request can be sent again: each call signs a new RFQ.
+    """
+
+    capability: str
+    task_summary: str
+    _: KW_ONLY
+    budget_millicredits: int
+    delivery_within_s: int = 60
+    timeout_s: float = limits.QUOTE_COLLECTION_TIMEOUT_DEFAULT_S
+    quotes_max: int = 10
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.budget_millicredits <= limits.PRICE_MILLICREDITS_MAX:
+            raise ValueError("budget_millicredits must be a valid price")
+        if not 1 <= self.delivery_within_s <= limits.DELIVERY_DEADLINE_MAX_S:
+            raise ValueError(f"delivery_within_s must be within {limits.DELIVERY_DEADLINE_MAX_S} s")
+        if not 0 < self.timeout_s <= limits.REQUEST_LIFETIME_MAX_S:
+            raise ValueError(f"timeout_s must be within {limits.REQUEST_LIFETIME_MAX_S} s")
+        if not 1 <= self.quotes_max <= limits.QUOTES_PER_RFQ_MAX:
+            raise ValueError(f"quotes_max must be between 1 and {limits.QUOTES_PER_RFQ_MAX}")
+        if len(self.task_summary) > limits.TEXT_LENGTH_MAX:
+            raise ValueError(f"task_summary must be at most {limits.TEXT_LENGTH_MAX} characters")
 
 
 @dataclass(frozen=True, slots=True)

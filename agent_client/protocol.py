@@ -1,4 +1,4 @@
-"""Wire protocol version 1: every message as a frozen msgspec Struct.
+"""Wire protocol version 2: every message as a frozen msgspec Struct.
 
 Two families travel on the wire, both as JSON:
 
@@ -24,6 +24,10 @@ from msgspec import Meta, Raw, Struct
 from agent_client import limits
 
 __all__ = [
+    "DELIVERED_STATES",
+    "EXCHANGE_REQUEST_TYPES",
+    "HOLDING_STATES",
+    "SETTLED_STATES",
     "AcceptDelivery",
     "Advertise",
     "BalanceReply",
@@ -35,6 +39,7 @@ __all__ = [
     "ContractOpenedNotice",
     "ContractRecord",
     "ContractReply",
+    "ContractState",
     "ContractUpdatedNotice",
     "ContractView",
     "Counter",
@@ -91,6 +96,7 @@ __all__ = [
     "Transfer",
     "TransferReply",
     "UploadResult",
+    "endpoint_of",
 ]
 
 JSON_NULL = Raw(b"null")
@@ -204,6 +210,44 @@ class DeclineCode(enum.StrEnum):
     INVALID_NEGOTIATION = "invalid_negotiation"
     ROUNDS_EXHAUSTED = "rounds_exhausted"
     WALKED_AWAY = "walked_away"
+
+
+class ContractState(enum.StrEnum):
+    """Where a contract is in its lifecycle (docs/PROTOCOL.md, "Contract lifecycle").
+
+    ::
+
+        open ──deliver──▶ delivered ──accept / review window passed──▶ released
+          │                  │
+          │                  └──reject──▶ disputed ──resolve / dispute window──▶ resolved
+          └─ deadline passed / provider cancels ──▶ refunded
+
+    The wire carries the values as plain strings; msgspec decodes them into
+    members and refuses any other string.
+    """
+
+    OPEN = "open"
+    DELIVERED = "delivered"
+    DISPUTED = "disputed"
+    RELEASED = "released"
+    REFUNDED = "refunded"
+    RESOLVED = "resolved"
+
+
+# The states that hold the price in escrow, and the states that settled it.
+HOLDING_STATES = frozenset({ContractState.OPEN, ContractState.DELIVERED, ContractState.DISPUTED})
+SETTLED_STATES = frozenset({ContractState.RELEASED, ContractState.REFUNDED, ContractState.RESOLVED})
+# The states a contract can be in once it was delivered: it holds its result.
+DELIVERED_STATES = frozenset(
+    {
+        ContractState.DELIVERED,
+        ContractState.DISPUTED,
+        ContractState.RELEASED,
+        ContractState.RESOLVED,
+    }
+)
+assert frozenset(ContractState) == HOLDING_STATES | SETTLED_STATES
+assert not HOLDING_STATES & SETTLED_STATES
 
 
 class Envelope(Struct, frozen=True):
@@ -536,6 +580,40 @@ class SubscribeNotices(_Signed, frozen=True, tag="notices.subscribe"):
 # --- Documents signed by the exchange ---------------------------------------------
 
 
+# The exchange's endpoints, in the protocol's order: each is one request
+# document type, and its name is the document's tag (docs/PROTOCOL.md, 5).
+EXCHANGE_REQUEST_TYPES: tuple[type[_Signed], ...] = (
+    Advertise,
+    SearchCatalog,
+    SetListingStatus,
+    GetListingHistory,
+    GetReputation,
+    OpenContract,
+    Deliver,
+    UploadResult,
+    GetResult,
+    AcceptDelivery,
+    GetContract,
+    RejectDelivery,
+    CancelContract,
+    GetEvidence,
+    Resolve,
+    RateContract,
+    GetBalance,
+    ListTransactions,
+    Transfer,
+    Mint,
+    SubscribeNotices,
+)
+
+
+def endpoint_of(document_type: type[Struct], /) -> str:
+    """The endpoint (and subject suffix) a request document goes to: its tag."""
+    tag = document_type.__struct_config__.tag
+    assert isinstance(tag, str), document_type
+    return tag
+
+
 class ContractRecord(_Signed, frozen=True, tag="contract.record"):
     """The exchange's statement that a contract is open and its price held.
 
@@ -573,7 +651,7 @@ class ContractUpdatedNotice(_Signed, frozen=True, tag="notice.contract_updated")
     """Sent to both parties on every transition of a contract."""
 
     contract_id: Identifier
-    state: str
+    state: ContractState
     event: str
     price_millicredits: PriceMillicredits
     fee_millicredits: Annotated[int, Meta(ge=0)]
@@ -642,7 +720,7 @@ class SearchReply(_Reply, frozen=True, tag="listings"):
 
 class ContractView(Struct, frozen=True, kw_only=True):
     contract_id: str
-    state: str
+    state: ContractState
     buyer_id: str
     provider_id: str
     capability: str
@@ -676,7 +754,7 @@ class ContractReply(_Reply, frozen=True, tag="contract"):
 class ContractEventEntry(Struct, frozen=True, kw_only=True):
     event: str
     actor_id: str
-    to_state: str
+    to_state: ContractState
     detail: str
     at_ms: int
 

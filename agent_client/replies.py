@@ -18,8 +18,10 @@ nonce).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from agent_client import limits
-from agent_client.errors import SignatureRejected
+from agent_client.errors import ProtocolError, SignatureRejected
 from agent_client.keys import AgentKeys
 from agent_client.protocol import ErrorCode, Reply, SignedReply, json_encoder
 from agent_client.signing import (
@@ -31,7 +33,9 @@ from agent_client.signing import (
     verify_evidence,
 )
 
-__all__ = ["ANY_AUDIENCE", "open_reply", "sign_reply"]
+__all__ = ["ANY_AUDIENCE", "expect_reply", "open_reply", "sign_reply"]
+
+_R = TypeVar("_R", bound=Reply)
 
 # The audience of a reply to a request that names nobody (``info``).
 ANY_AUDIENCE = "*"
@@ -88,3 +92,10 @@ def open_reply(
     if document.request_sha256 != sha256_hex(request_payload):
         raise SignatureRejected(ErrorCode.REPLY_MISMATCH, "the reply answers another request")
     return document.header.issuer, document.body
+
+
+def expect_reply(reply: Reply, expected: type[_R], /) -> _R:
+    """The verified reply as the kind the request calls for; any other kind is malformed."""
+    if not isinstance(reply, expected):
+        raise ProtocolError(ErrorCode.MALFORMED, f"expected a {expected.__name__} reply")
+    return reply

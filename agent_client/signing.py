@@ -29,7 +29,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 import nacl.exceptions
@@ -119,15 +119,19 @@ def seal(document: Document, keys: AgentKeys, /) -> Envelope:
     return Envelope(doc=b64encode(document_bytes), sig=b64encode(keys.sign(document_bytes)))
 
 
+_D = TypeVar("_D", bound=Document, covariant=True)
+
+
 @dataclass(frozen=True, slots=True)
-class VerifiedDocument:
+class VerifiedDocument(Generic[_D]):
     """A decoded document with the exact bytes it was signed as.
 
     ``verified`` is False until :func:`verify_request` or :func:`verify_evidence`
-    accepted it; code acting on a document must only take verified ones.
+    accepted it; code acting on a document must only take verified ones. The
+    type parameter is the document's type, once a caller has checked it.
     """
 
-    document: Document
+    document: _D
     document_bytes: bytes
     signature: bytes
     envelope: Envelope
@@ -190,7 +194,7 @@ def open_envelope(
     *,
     size_max: int = limits.MESSAGE_BYTES_MAX,
     depth_max: int = limits.JSON_DEPTH_MAX,
-) -> VerifiedDocument:
+) -> VerifiedDocument[Document]:
     """Decode an envelope's bytes into a document, without trusting it yet.
 
     ``size_max`` and ``depth_max``: what this message may weigh and how deep
@@ -211,7 +215,7 @@ def open_envelope(
 
 def open_envelope_struct(
     envelope: Envelope, /, *, depth_max: int = limits.JSON_DEPTH_MAX
-) -> VerifiedDocument:
+) -> VerifiedDocument[Document]:
     """Decode the document inside an already decoded envelope, without trusting it yet."""
     try:
         document_bytes = b64decode(envelope.doc)
@@ -306,14 +310,14 @@ class ReplayGuard:
 
 
 def verify_request(
-    opened: VerifiedDocument,
+    opened: VerifiedDocument[Document],
     /,
     *,
     subject: str,
     subject_agent_id: str | None,
     clock: Clock,
     replay_guard: ReplayGuard,
-) -> VerifiedDocument:
+) -> VerifiedDocument[Document]:
     """Run every receiver check on a request that arrived on ``subject``."""
     header = opened.document.header
     if header.subject != subject:
@@ -330,7 +334,7 @@ def verify_request(
 
 
 def verify_evidence(
-    opened: VerifiedDocument,
+    opened: VerifiedDocument[Document],
     /,
     *,
     expected_type: type[Document],
@@ -339,7 +343,7 @@ def verify_evidence(
     lifetime_max_s: int,
     expected_subject: str | None = None,
     issuer: str | None = None,
-) -> VerifiedDocument:
+) -> VerifiedDocument[Document]:
     """Check a forwarded document (a quote, a record): kind, audience, time, signature.
 
     Evidence is not nonce-checked here: the exchange makes each quote
@@ -374,7 +378,7 @@ def _check_times(header: Header, *, now_ms: int, lifetime_max_s: int) -> None:
         raise SignatureRejected(ErrorCode.LIFETIME_TOO_LONG, f"lifetime over {lifetime_max_s} s")
 
 
-def _check_signature(opened: VerifiedDocument) -> None:
+def _check_signature(opened: VerifiedDocument[Document]) -> None:
     verify_key = verify_key_for(opened.document.header.issuer)
     if verify_key is None:
         raise SignatureRejected(ErrorCode.BAD_SIGNATURE, "the issuer is not an agent id")
@@ -384,7 +388,7 @@ def _check_signature(opened: VerifiedDocument) -> None:
         raise SignatureRejected(ErrorCode.BAD_SIGNATURE, "the signature does not verify") from exc
 
 
-def _mark_verified(opened: VerifiedDocument) -> VerifiedDocument:
+def _mark_verified(opened: VerifiedDocument[_D]) -> VerifiedDocument[_D]:
     return VerifiedDocument(
         opened.document, opened.document_bytes, opened.signature, opened.envelope, verified=True
     )

@@ -121,8 +121,9 @@ class CounterSituation:
 class BuyerStrategy(Protocol):
     """Decides, offer by offer, whether to accept, counter or walk away.
 
-    ``budget_millicredits`` is the RFQ's budget ceiling: quotes above it are
-    never collected, and the Agent refuses to accept one above it.
+    ``budget_millicredits`` is the most this strategy pays: the Agent refuses
+    to accept a quote above it, or above the budget of the
+    :class:`~agent_client.offers.QuoteRequest` (which the RFQ announces).
     """
 
     @property
@@ -198,7 +199,8 @@ class TargetPriceBuyer:
     """Aim for a target price, settle within a budget.
 
     * ``target_millicredits``: an offer at or below it is accepted at once.
-    * ``budget_millicredits``: the most it will pay (the RFQ's ceiling).
+    * ``budget_millicredits``: the most it will pay (usually the
+      :class:`~agent_client.offers.QuoteRequest`'s budget too).
     * ``rounds_max``: counter-offers it sends to one provider at most.
 
     Above the target, it counters while rounds remain, starting at the

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from agent_client.protocol import EXCHANGE_REQUEST_TYPES, endpoint_of
+
 __all__ = [
     "EXCHANGE_ENDPOINTS",
     "EXCHANGE_INFO",
@@ -38,29 +40,8 @@ EXCHANGE_INFO: Final = f"{ROOT}.exchange.info"
 # Every stored result chunk (see result_chunk).
 RESULT_CHUNKS: Final = f"{ROOT}.results.*.*"
 
-EXCHANGE_ENDPOINTS: Final = (
-    "catalog.advertise",
-    "catalog.search",
-    "catalog.status",
-    "catalog.history",
-    "catalog.reputation",
-    "contract.open",
-    "contract.deliver",
-    "contract.upload",
-    "contract.result",
-    "contract.accept",
-    "contract.get",
-    "contract.reject",
-    "contract.cancel",
-    "contract.evidence",
-    "operator.resolve",
-    "contract.rate",
-    "wallet.balance",
-    "wallet.transactions",
-    "wallet.transfer",
-    "operator.mint",
-    "notices.subscribe",
-)
+# The exchange's endpoint names: the tags of its request documents.
+EXCHANGE_ENDPOINTS: Final = tuple(endpoint_of(document) for document in EXCHANGE_REQUEST_TYPES)
 
 _REQUEST_PREFIX: Final = f"{ROOT}.x."
 

@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from agent_client import subjects
-from agent_client.errors import AgentClientError, ExchangeError, RequestTimeout
+from agent_client.errors import AgentClientError, RequestTimeout, exchange_error
 from agent_client.keys import AgentKeys
 from agent_client.protocol import ErrorCode
 
@@ -232,7 +232,8 @@ class NatsConnection:
         try:
             msg = await self._client.request(subject, payload, timeout=timeout_s)
         except nats.errors.NoRespondersError as exc:
-            raise ExchangeError(ErrorCode.UNAVAILABLE, f"nobody serves {subject}") from exc
+            # Nobody listens now (no worker is up, or the peer left): transient.
+            raise exchange_error(ErrorCode.UNAVAILABLE, f"nobody serves {subject}") from exc
         except (nats.errors.TimeoutError, TimeoutError) as exc:
             raise RequestTimeout(subject, timeout_s) from exc
         except nats.errors.Error as exc:

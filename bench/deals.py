@@ -109,7 +109,15 @@ from exchange_process import (
 from protocol_floor import floor_closed_loop, floor_open_loop
 from signed_rfq import CAPABILITY, PRICE_MILLICREDITS, check_quote, quote_for, sealed_rfq
 
-from agent_client import Agent, AgentClientError, AgentKeys, limits, subjects
+from agent_client import (
+    Agent,
+    AgentClientError,
+    AgentKeys,
+    OperatorClient,
+    QuoteRequest,
+    limits,
+    subjects,
+)
 from agent_client.keys import verify_key_for
 from agent_client.protocol import ContractReply, ContractView, Reply, json_encoder
 from agent_client.replies import open_reply, sign_reply
@@ -221,7 +229,7 @@ class Phases:
 async def settle_one_deal(buyer: Agent, phases: Phases) -> None:
     started = time.perf_counter()
     quotes = await buyer.request_quotes(
-        CAPABILITY, "echo", budget_millicredits=PRICE_MILLICREDITS, quotes_max=1
+        QuoteRequest(CAPABILITY, "echo", budget_millicredits=PRICE_MILLICREDITS, quotes_max=1)
     )
     if not quotes:
         raise NoQuote()
@@ -255,7 +263,7 @@ async def market(exchange: RunningExchange) -> AsyncIterator[Agent]:
 
 async def new_buyer(nats_url: str, operator: Agent, *, credits_millicredits: int) -> Agent:
     buyer = await Agent.connect(nats_url, AgentKeys.generate())
-    await operator.mint(buyer.agent_id, credits_millicredits, reason="bench")
+    await OperatorClient(operator).mint(buyer.agent_id, credits_millicredits, reason="bench")
     return buyer
 
 

@@ -69,7 +69,7 @@ async def running_exchange(
     data_dir: Path, /, *, group_commit: bool = True, auth: bool = True
 ) -> AsyncIterator[RunningExchange]:
     """`agentx up` in ``data_dir`` as a child process, stopped with SIGTERM on exit."""
-    command = [sys.executable, "-m", "exchange.cli", "up", "--port", "0", "--no-portal"]
+    command = [sys.executable, "-m", "exchange.entrypoints.cli", "up", "--port", "0", "--no-portal"]
     if not group_commit:
         command.append("--no-group-commit")
     if not auth:

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agent_client import Agent, AgentKeys, AgentOptions
+from agent_client import Agent, AgentKeys, AgentOptions, OperatorClient, QuoteRequest
 from exchange import EmbeddedStack, StackConfig, check_exchange_invariants
 
 PRICE_MILLICREDITS = 1_000
@@ -60,7 +60,7 @@ async def steps_latency(stack: EmbeddedStack, *, contracts: int) -> dict[str, An
     quick = AgentOptions(close_grace_s=0.1)
     provider = await Agent.connect(stack.nats_url, AgentKeys.generate(), options=quick)
     buyer = await Agent.connect(stack.nats_url, AgentKeys.generate())
-    operator = await Agent.connect(stack.nats_url, stack.operator_keys)
+    operator = OperatorClient(await Agent.connect(stack.nats_url, stack.operator_keys))
     samples: dict[str, list[float]] = {
         name: [] for name in ("open", "deliver", "accept", "reject", "resolve")
     }
@@ -72,7 +72,9 @@ async def steps_latency(stack: EmbeddedStack, *, contracts: int) -> dict[str, An
         await operator.mint(buyer.agent_id, contracts * PRICE_MILLICREDITS, reason="bench")
         for number in range(contracts):
             quotes = await buyer.request_quotes(
-                "bench.echo", "e", budget_millicredits=PRICE_MILLICREDITS, quotes_max=1
+                QuoteRequest(
+                    "bench.echo", "e", budget_millicredits=PRICE_MILLICREDITS, quotes_max=1
+                )
             )
             contract = await timed(samples["open"], lambda q=quotes: buyer.hire(q[0], {"n": 1}))
             cid = contract.contract_id
@@ -87,7 +89,7 @@ async def steps_latency(stack: EmbeddedStack, *, contracts: int) -> dict[str, An
                     lambda c=cid: operator.resolve(c, provider_share_bps=5_000),
                 )
     finally:
-        for agent in (provider, buyer, operator):
+        for agent in (provider, buyer, operator.agent):
             await agent.close()
     return {name: percentiles(values) for name, values in samples.items() if values}
 
@@ -101,7 +103,7 @@ async def sweeper_throughput(stack: EmbeddedStack, *, contracts: int) -> dict[st
     quick = AgentOptions(close_grace_s=0.1)
     provider = await Agent.connect(stack.nats_url, AgentKeys.generate(), options=quick)
     buyer = await Agent.connect(stack.nats_url, AgentKeys.generate())
-    operator = await Agent.connect(stack.nats_url, stack.operator_keys)
+    operator = OperatorClient(await Agent.connect(stack.nats_url, stack.operator_keys))
     try:
         price = PRICE_MILLICREDITS
         await provider.advertise("bench.stall", description="s", price_millicredits=price)
@@ -109,7 +111,9 @@ async def sweeper_throughput(stack: EmbeddedStack, *, contracts: int) -> dict[st
         await operator.mint(buyer.agent_id, contracts * price, reason="bench")
         for _ in range(contracts):
             quotes = await buyer.request_quotes(
-                "bench.stall", "s", budget_millicredits=price, delivery_within_s=1, quotes_max=1
+                QuoteRequest(
+                    "bench.stall", "s", budget_millicredits=price, delivery_within_s=1, quotes_max=1
+                )
             )
             await buyer.hire(quotes[0], {"n": 1})
         await asyncio.sleep(1.1)
@@ -122,7 +126,7 @@ async def sweeper_throughput(stack: EmbeddedStack, *, contracts: int) -> dict[st
         balance = await buyer.balance()
         assert balance.available_millicredits == contracts * price, balance
     finally:
-        for agent in (provider, buyer, operator):
+        for agent in (provider, buyer, operator.agent):
             await agent.close()
     return {"refunded": refunded, "refunds_per_s": refunded / elapsed_s}
 

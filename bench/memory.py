@@ -50,8 +50,8 @@ from exchange_process import (
 )
 from search import SEED, Catalog, insert_catalog
 
-from agent_client import Agent, AgentKeys, AgentOptions, limits
-from exchange.schema import contracts
+from agent_client import Agent, AgentKeys, AgentOptions, OperatorClient, QuoteRequest, limits
+from exchange.adapters.exchange_tables import contracts
 from wallet import open_database
 
 CAPABILITY = "bench.hold"
@@ -118,17 +118,21 @@ async def open_contracts(
         for count in counts:
             buyer = await Agent.connect(exchange.nats_url, AgentKeys.generate())
             buyers.append(buyer)
-            await operator.mint(buyer.agent_id, max(1, count) * PRICE_MILLICREDITS, reason="bench")
+            await OperatorClient(operator).mint(
+                buyer.agent_id, max(1, count) * PRICE_MILLICREDITS, reason="bench"
+            )
 
         async def hire(buyer: Agent, count: int) -> None:
             nonlocal opened
             for _ in range(count):
                 quotes = await buyer.request_quotes(
-                    CAPABILITY,
-                    "hold",
-                    budget_millicredits=PRICE_MILLICREDITS,
-                    delivery_within_s=limits.DELIVERY_DEADLINE_MAX_S,
-                    quotes_max=1,
+                    QuoteRequest(
+                        CAPABILITY,
+                        "hold",
+                        budget_millicredits=PRICE_MILLICREDITS,
+                        delivery_within_s=limits.DELIVERY_DEADLINE_MAX_S,
+                        quotes_max=1,
+                    )
                 )
                 assert quotes, "the provider did not quote in time"
                 await buyer.hire(quotes[0], {"n": 1})

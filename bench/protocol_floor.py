@@ -68,6 +68,7 @@ from agent_client.agent import EXCHANGE_AUDIENCE
 from agent_client.protocol import (
     ContractRecord,
     ContractReply,
+    ContractState,
     ContractUpdatedNotice,
     ContractView,
     DeliveredNotice,
@@ -100,7 +101,7 @@ from agent_client.transport import (
     flush_subscriptions,
 )
 from broker import AccessPolicy
-from broker.server import EmbeddedNatsServer, NatsServerConfig
+from broker.nats_process import EmbeddedNatsServer, NatsServerConfig
 from broker.streams import ensure_notice_consumer, ensure_notice_stream, notice_consumer_name
 
 # The stand-in's endpoints: agentx.v2.x.<agent id>.floor.<step>.
@@ -128,6 +129,12 @@ COUNTERPARTY_NOTICES_PER_STEP: dict[str, tuple[str, ...]] = {
     "accept": ("provider",),
 }
 SUBSCRIBE_STEP = "subscribe"
+# The contract's state after each step, as the exchange's replies and notices say it.
+STATE_AFTER_STEP: dict[str, ContractState] = {
+    "open": ContractState.OPEN,
+    "deliver": ContractState.DELIVERED,
+    "accept": ContractState.RELEASED,
+}
 IN_FLIGHT_DEFAULT = 64
 SECONDS_DEFAULT = 3.0
 # Open loop: the first deal is due this long after the schedule is made.
@@ -223,7 +230,8 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
                 queue_group=notice_consumer_name(agent_id),
             )
         assert isinstance(request, GetContract)
-        return contract_reply(request.contract_id, step, stand_in.provider_id, record, clock)
+        state = STATE_AFTER_STEP[step]
+        return contract_reply(request.contract_id, state, stand_in.provider_id, record, clock)
 
     async def answer(message: IncomingMessage) -> None:
         tokens = message.subject.split(".")
@@ -290,7 +298,7 @@ def sealed_record(keys: AgentKeys, provider_id: str, clock: Clock) -> Envelope:
 
 
 def contract_reply(
-    contract_id: str, state: str, provider_id: str, record: Envelope, clock: Clock
+    contract_id: str, state: ContractState, provider_id: str, record: Envelope, clock: Clock
 ) -> ContractReply:
     now_ms = clock.now_ms()
     return ContractReply(
@@ -303,7 +311,7 @@ def contract_reply(
             price_millicredits=PRICE_MILLICREDITS,
             fee_millicredits=PRICE_MILLICREDITS // 20,
             delivery_deadline_ms=now_ms + RECORD_LIFETIME_S * 1000,
-            result_sha256=RESULT_SHA256 if state != "open" else None,
+            result_sha256=RESULT_SHA256 if state is not ContractState.OPEN else None,
             record=record,
             created_at_ms=now_ms,
             updated_at_ms=now_ms,
@@ -317,7 +325,7 @@ def notice_document(header: Header, contract_id: str, step: str, role: str) -> D
     return ContractUpdatedNotice(
         header=header,
         contract_id=contract_id,
-        state=step,
+        state=STATE_AFTER_STEP[step],
         event=step,
         price_millicredits=PRICE_MILLICREDITS,
         fee_millicredits=PRICE_MILLICREDITS // 20,
@@ -426,7 +434,7 @@ async def serve_as_provider(provider: FloorAgent) -> None:
         )
 
     async def on_notice(notice: Document) -> None:
-        if isinstance(notice, ContractUpdatedNotice) and notice.state == "open":
+        if isinstance(notice, ContractUpdatedNotice) and notice.state is ContractState.OPEN:
             # The Agent performs the task in a task of its own, then delivers.
             task = asyncio.create_task(provider.step("deliver", notice.contract_id))
             delivering.add(task)

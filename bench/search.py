@@ -50,7 +50,7 @@ from agent_client.signing import SystemClock, make_header
 from agent_client.transport import connect_nats, flush_subscriptions
 from escrow import Escrow
 from exchange import EmbeddedStack, StackConfig, migrate_database
-from exchange.schema import listing_revisions, listing_tags, listings
+from exchange.adapters.exchange_tables import listing_revisions, listing_tags, listings
 from exchange.use_cases import CatalogUseCases, ExchangeContext
 from wallet import SqlLedger, open_database
 from wallet.database import async_database_url, read_transaction

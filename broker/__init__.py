@@ -22,8 +22,8 @@ from broker.errors import (
     NatsServerStateError,
     NatsServerStopTimeout,
 )
+from broker.nats_process import EmbeddedNatsServer, NatsServerConfig, ServerState
 from broker.permissions import AccessPolicy, Role
-from broker.server import EmbeddedNatsServer, NatsServerConfig, ServerState
 
 __all__ = [
     "BINARY_ENVIRONMENT_VARIABLE",

@@ -69,6 +69,30 @@ LOG_TAIL_BYTES_MAX: Final = 16 * KIBIBYTE
 
 PORT_MAX: Final = 65_535
 
+# Per-agent admission (broker/admission.py), for every signed-request
+# service (the exchange's and the portal's). One agent may send this many
+# requests a second, with a burst: far more than a busy provider delivering
+# a thousand contracts a second needs, far less than a worker can answer.
+AGENT_REQUESTS_PER_S: Final = 1_000.0
+AGENT_REQUEST_BURST: Final = 2_000
+# Requests of one agent being answered at once: a quarter of an exchange
+# worker's 256 (exchange/limits.py REQUEST_CONCURRENCY_MAX).
+AGENT_REQUESTS_IN_FLIGHT_MAX: Final = 64
+# Requests that fail the receiver's checks (malformed, forged, replayed): an
+# honest client sends almost none, so a small budget; spent, every request
+# of that agent is refused before decoding until it recovers.
+AGENT_PROTOCOL_ERRORS_PER_S: Final = 5.0
+AGENT_PROTOCOL_ERROR_BURST: Final = 20
+# rate_limited answers per agent (each costs a signature); past them a
+# refused request is dropped unanswered.
+AGENT_REFUSAL_ANSWERS_PER_S: Final = 5.0
+AGENT_REFUSAL_ANSWER_BURST: Final = 5
+# Requests of one agent dropped unanswered (it went on past its refusals)
+# that make it a flood: the broker disconnects it and refuses its key for a
+# minute. An honest client that backs off on rate_limited never gets near.
+AGENT_DROPS_BEFORE_EVICTION: Final = 50
+# Agents whose admission state a worker remembers (about 300 B each).
+AGENTS_TRACKED_MAX: Final = 100_000
 # The auth callout. A server's authorization request or a user JWT is a few
 # hundred bytes; anything near this bound is not one.
 JWT_BYTES_MAX: Final = 16 * KIBIBYTE
@@ -110,3 +134,4 @@ assert LOG_TAIL_BYTES_MAX > 0
 assert 0 < JWT_BYTES_MAX <= MAX_PAYLOAD_BYTES_DEFAULT
 assert AUTH_REQUEST_PENDING_MAX > 0 and SUBSCRIPTIONS_PER_CONNECTION_MAX > 0
 assert 0 < KICK_TIMEOUT_S < AGENT_SUSPENSION_S
+assert AGENT_PROTOCOL_ERROR_BURST <= AGENT_REQUEST_BURST

@@ -8,8 +8,8 @@ from escrow.errors import EscrowError, InsufficientFunds
 from escrow.machine import (
     ESCROW_ACCOUNT_ID,
     REVENUE_ACCOUNT_ID,
-    EscrowState,
     Settlement,
+    SettlementKind,
     provider_share_for_bps,
     settlement_for,
 )
@@ -20,12 +20,12 @@ __all__ = [
     "REVENUE_ACCOUNT_ID",
     "Escrow",
     "EscrowError",
-    "EscrowState",
     "HoldOrder",
     "InsufficientFunds",
     "LedgerPort",
     "SettleOrder",
     "Settlement",
+    "SettlementKind",
     "provider_share_for_bps",
     "settlement_for",
 ]

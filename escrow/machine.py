@@ -15,16 +15,16 @@ ledger request and the ledger's idempotency makes it happen once.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
+from typing import Literal
 
 from wallet import LedgerId, NewTransfer, TransferCode, TransferFlags, fee_split
 
 __all__ = [
     "ESCROW_ACCOUNT_ID",
     "REVENUE_ACCOUNT_ID",
-    "EscrowState",
     "Settlement",
+    "SettlementKind",
     "hold_transfers",
     "provider_share_for_bps",
     "settle_transfers",
@@ -35,11 +35,10 @@ ESCROW_ACCOUNT_ID = "platform:escrow"
 REVENUE_ACCOUNT_ID = "platform:revenue"
 
 
-class EscrowState(enum.Enum):
-    HELD = "held"
-    RELEASED = "released"  # the provider got the whole price (minus the fee)
-    REFUNDED = "refunded"  # the buyer got the whole price back
-    SPLIT = "split"  # each got a part
+# How a settlement divides the price, in words for messages: the provider got
+# the whole price (minus the fee), the buyer got it all back, or each a part.
+# The contract's state after it is the wire's ContractState, not this.
+SettlementKind = Literal["released", "refunded", "split"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +60,12 @@ class Settlement:
         )
 
     @property
-    def outcome(self) -> EscrowState:
+    def kind(self) -> SettlementKind:
         if self.provider_share_millicredits == self.price_millicredits:
-            return EscrowState.RELEASED
+            return "released"
         if self.provider_share_millicredits == 0:
-            return EscrowState.REFUNDED
-        return EscrowState.SPLIT
+            return "refunded"
+        return "split"
 
 
 def settlement_for(

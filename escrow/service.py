@@ -106,18 +106,18 @@ def _hold_refusal(order: HoldOrder, outcomes: Sequence[TransferOutcome]) -> Escr
 
 
 def _settle_refusal(order: SettleOrder, outcomes: Sequence[TransferOutcome]) -> EscrowError | None:
-    step = order.settlement.outcome.value
+    step = order.settlement.kind
     return _refusal(outcomes, contract_id=order.contract_id, step=step)
 
 
 def _refusal(
     outcomes: Sequence[TransferOutcome], *, contract_id: str, step: str
 ) -> EscrowError | None:
-    for outcome in outcomes:
-        if outcome.result is not TransferResult.OK:
-            return EscrowError(
-                f"the ledger refused the {step}",
-                code=outcome.result.value,
-                contract_id=contract_id,
-            )
-    return None
+    refused = [outcome.result for outcome in outcomes if outcome.result is not TransferResult.OK]
+    if not refused:
+        return None
+    # In a refused chain the failing leg has the cause; the others only say
+    # that a linked leg failed.
+    causes = [result for result in refused if result is not TransferResult.LINKED_EVENT_FAILED]
+    cause = causes[0] if causes else refused[0]
+    return EscrowError(f"the ledger refused the {step}", code=cause.value, contract_id=contract_id)

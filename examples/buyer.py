@@ -12,7 +12,14 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from agent_client import DEFAULT_ADDRESS_FILE, Agent, AgentKeys, AgentOptions, locate_exchange
+from agent_client import (
+    DEFAULT_ADDRESS_FILE,
+    Agent,
+    AgentKeys,
+    AgentOptions,
+    QuoteRequest,
+    locate_exchange,
+)
 
 CAPABILITY = "text.upper"
 
@@ -23,7 +30,9 @@ async def main(
     options = AgentOptions(exchange_id=exchange_id)
     async with await Agent.connect(url, AgentKeys.load(key), options=options) as agent:
         quotes = await agent.request_quotes(
-            CAPABILITY, "upper-case a short text", budget_millicredits=budget_millicredits
+            QuoteRequest(
+                CAPABILITY, "upper-case a short text", budget_millicredits=budget_millicredits
+            )
         )
         if not quotes:
             print("no provider quoted within the budget")

@@ -7,10 +7,10 @@ map errors) → ``use_cases`` (one transaction each, notices after commit) →
 worker; ``stack`` runs the embedded set-up; ``cli`` is the ``agentx`` command.
 """
 
-from exchange.app import ExchangeConfig, ExchangeWorker, migrate_database
+from exchange.adapters.contract_invariants import check_exchange_invariants
+from exchange.bootstrap.stack import EmbeddedStack, StackConfig
+from exchange.bootstrap.worker import ExchangeConfig, ExchangeWorker, migrate_database
 from exchange.errors import ExchangeError
-from exchange.invariants import check_exchange_invariants
-from exchange.stack import EmbeddedStack, StackConfig
 
 __all__ = [
     "EmbeddedStack",

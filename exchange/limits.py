@@ -3,39 +3,16 @@
 from typing import Final
 
 from agent_client import limits as protocol_limits
+from broker import limits as broker_limits
 
 # Requests one worker handles at once; beyond this, NATS holds them in the
 # subscription's bounded pending queue.
 REQUEST_CONCURRENCY_MAX: Final = 256
-# Per-agent admission (exchange/admission.py). One agent may send this many
-# requests a second, with a burst: far more than a busy provider delivering
-# a thousand contracts a second needs, far less than a worker can answer.
-AGENT_REQUESTS_PER_S: Final = 1_000.0
-AGENT_REQUEST_BURST: Final = 2_000
-# Requests of one agent being answered at once: a quarter of the worker.
-AGENT_REQUESTS_IN_FLIGHT_MAX: Final = REQUEST_CONCURRENCY_MAX // 4
-# Requests that fail the receiver's checks (malformed, forged, replayed): an
-# honest client sends almost none, so a small budget; spent, every request
-# of that agent is refused before decoding until it recovers.
-AGENT_PROTOCOL_ERRORS_PER_S: Final = 5.0
-AGENT_PROTOCOL_ERROR_BURST: Final = 20
-# rate_limited answers per agent (each costs a signature); past them a
-# refused request is dropped unanswered.
-AGENT_REFUSAL_ANSWERS_PER_S: Final = 5.0
-AGENT_REFUSAL_ANSWER_BURST: Final = 5
-# Requests of one agent dropped unanswered (it went on past its refusals)
-# that make it a flood: the broker disconnects it and refuses its key for a
-# minute. An honest client that backs off on rate_limited never gets near.
-AGENT_DROPS_BEFORE_EVICTION: Final = 50
-# Agents whose admission state a worker remembers (about 300 B each).
-AGENTS_TRACKED_MAX: Final = 100_000
 # The info request's body is the requester's fresh nonce, nothing more: an
 # empty one would make a reply anyone could replay to anyone.
 INFO_REQUEST_BYTES_MIN: Final = 16
 INFO_REQUEST_BYTES_MAX: Final = 128
 
-assert AGENT_REQUESTS_IN_FLIGHT_MAX < REQUEST_CONCURRENCY_MAX
-assert AGENT_PROTOCOL_ERROR_BURST <= AGENT_REQUEST_BURST
 
 # Notices wait in JetStream for agents that are offline, so they must stay
 # verifiable as long as the stream keeps them.
@@ -48,7 +25,7 @@ SCHEMA_BYTES_MAX: Final = protocol_limits.SCHEMA_BYTES_MAX
 # one request cannot build an arbitrarily long match expression.
 SEARCH_TERMS_MAX: Final = 8
 # A search starts from a filter matching fewer listings than this (fetching
-# and sorting them all), or else walks its sort order; see exchange.search.
+# and sorting them all), or else walks its sort order; see exchange.domain.search_plans.
 SEARCH_CANDIDATES_MAX: Final = 2_000
 # Full-text matches are counted this far: enough to tell words most listings
 # contain (which a search tests listing by listing, on pages ending within
@@ -94,7 +71,7 @@ GROUP_QUEUE_MAX: Final = 8_192
 # checked) one worker checks at once: at most 64 MiB of results in memory.
 STORED_RESULT_DELIVERIES_MAX: Final = 4
 
-# Checking a result against the provider's output schema (exchange/delivery_checks.py).
+# Checking a result against the provider's output schema (exchange/domain/delivery_checks.py).
 # Regular expressions run on RE2 in linear time, but jsonschema's own work can
 # still be exponential (a recursive $ref under anyOf), so one check stops at
 # this deadline. An honest check of an inline result (RESULT_BYTES_MAX) takes
@@ -123,3 +100,13 @@ SCHEMA_PATTERN_QUOTED_CHARS_MAX: Final = 64
 
 assert SCHEMA_CHECKS_RUNNING_MAX <= REQUEST_CONCURRENCY_MAX
 assert SCHEMA_ERRORS_REPORTED_MAX * SCHEMA_ERROR_REASON_CHARS_MAX < protocol_limits.TEXT_LENGTH_MAX
+
+# One agent holds at most a quarter of a worker (broker/limits.py).
+assert broker_limits.AGENT_REQUESTS_IN_FLIGHT_MAX <= REQUEST_CONCURRENCY_MAX // 4
+
+# Spending controls (exchange/use_cases/spending.py): an approval is asked for
+# a day at most, and "spent today" is read from at most this many ledger
+# transfers of the buyer (a buyer past it is refused, never let through).
+APPROVAL_LIFETIME_MAX_S: Final = 24 * 3600
+SPENDING_SCAN_PAGE_SIZE: Final = 1000
+SPENDING_SCAN_PAGES_MAX: Final = 20

@@ -21,9 +21,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from human_portal import limits
-from human_portal.context import PortalContext
 from human_portal.errors import AuthenticationFailed, Conflict, InvalidInput, RateLimited
-from human_portal.schema import login_failures, sessions, users
+from human_portal.portal_context import PortalContext
+from human_portal.portal_tables import login_failures, sessions, users
 from human_portal.security import new_token, token_digest
 
 __all__ = [

@@ -38,14 +38,13 @@ from agent_client.subjects import (
     PORTAL_CASH_OUT_SUBJECT_FORMAT,
     PORTAL_LINK_SUBJECT_FORMAT,
 )
-from exchange.admission import AgentAdmission
-from exchange.endpoints import DEFAULT_ADMISSION
-from exchange.signed_service import AgentEvictor, Route, ServiceIdentity, SignedRequestService
+from broker.admission import DEFAULT_ADMISSION, AgentAdmission
+from broker.signed_service import AgentEvictor, Route, ServiceIdentity, SignedRequestService
 from human_portal.accounts import user_by_id
-from human_portal.context import PortalContext
 from human_portal.errors import PortalError
 from human_portal.linking import link_agent, link_of
 from human_portal.payouts import request_cash_out
+from human_portal.portal_context import PortalContext
 from wallet import LedgerUnavailable
 
 __all__ = ["AGENT_SERVICE_QUEUE_GROUP", "AgentService", "map_portal_error"]
@@ -106,18 +105,8 @@ class AgentService:
             keys,
             identity=SERVICE,
             routes=[
-                Route(
-                    "link",
-                    PORTAL_LINK_SUBJECT_FORMAT.format(agent_id="*"),
-                    LinkHuman,
-                    self._link,
-                ),
-                Route(
-                    "cash-out",
-                    PORTAL_CASH_OUT_SUBJECT_FORMAT.format(agent_id="*"),
-                    CashOut,
-                    self._cash_out,
-                ),
+                Route(LinkHuman, PORTAL_LINK_SUBJECT_FORMAT.format(agent_id="*"), self._link),
+                Route(CashOut, PORTAL_CASH_OUT_SUBJECT_FORMAT.format(agent_id="*"), self._cash_out),
             ],
             map_error=map_portal_error,
             admission=AgentAdmission(DEFAULT_ADMISSION),
@@ -132,15 +121,13 @@ class AgentService:
     async def stop(self) -> None:
         await self._service.stop()
 
-    async def _link(self, agent_id: str, verified: VerifiedDocument) -> Reply:
+    async def _link(self, agent_id: str, verified: VerifiedDocument[LinkHuman]) -> Reply:
         document = verified.document
-        assert isinstance(document, LinkHuman)
         link = await link_agent(self._context, agent_id, document.code)
         return LinkedReply(agent_id=link.agent_id, label=link.label)
 
-    async def _cash_out(self, agent_id: str, verified: VerifiedDocument) -> Reply:
+    async def _cash_out(self, agent_id: str, verified: VerifiedDocument[CashOut]) -> Reply:
         document = verified.document
-        assert isinstance(document, CashOut)
         link = await self._context.read(lambda connection: link_of(connection, agent_id))
         if link is None:
             return ErrorReply(

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from human_portal import limits
 from human_portal.accounts import User, user_by_id
-from human_portal.context import PortalContext
 from human_portal.errors import InvalidInput, LimitExceeded, NotFound
-from human_portal.schema import api_tokens
+from human_portal.portal_context import PortalContext
+from human_portal.portal_tables import api_tokens
 from human_portal.security import new_token, token_digest
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The owner's side of the spending controls: limits, the freeze switch, approvals.
 
-The exchange enforces them (``human_portal.budgets``); this module is how a
+The exchange enforces them (``exchange.use_cases.spending``); this module is how a
 human sets them and decides the contracts that wait for approval.
 """
 
@@ -12,13 +12,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from exchange.domain.spending_rules import ApprovalStatus, Controls
 from human_portal import limits
 from human_portal.accounts import User
-from human_portal.budgets import ApprovalStatus, Controls, locked_controls
-from human_portal.context import PortalContext
+from human_portal.budgets import locked_controls
 from human_portal.errors import Conflict, InvalidInput, NotFound
 from human_portal.linking import owner_of
-from human_portal.schema import agent_controls, agent_links, approvals
+from human_portal.portal_context import PortalContext
+from human_portal.portal_tables import agent_controls, agent_links, approvals
 
 __all__ = ["Approval", "approvals_for_user", "checked_limit", "decide_approval", "set_controls"]
 

@@ -10,9 +10,9 @@ stand-in on loopback ports, and registers its webhook with localstripe.
 from __future__ import annotations
 
 from agent_client.keys import AgentKeys
-from exchange.signed_service import AgentEvictor
+from broker.signed_service import AgentEvictor
 from human_portal.config import PortalConfig, StripeSettings, stripe_settings_from_environment
-from human_portal.server import OfflineStripe, PortalServer
+from human_portal.portal_server import OfflineStripe, PortalServer
 
 __all__ = ["DEFAULT_PORTAL_PORT", "EmbeddedPortal"]
 

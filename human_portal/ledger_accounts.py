@@ -17,7 +17,11 @@ same ledger request and happens once.
 
 from __future__ import annotations
 
-from exchange.ledger_accounts import ISSUANCE_ACCOUNT_ID, REVENUE_ACCOUNT_ID, agent_account_id
+from exchange.use_cases.exchange_accounts import (
+    ISSUANCE_ACCOUNT_ID,
+    REVENUE_ACCOUNT_ID,
+    agent_account_id,
+)
 from wallet import AccountCode, AccountFlags, AccountResult, LedgerId, NewAccount, SqlLedger
 
 __all__ = [

@@ -66,11 +66,8 @@ PAYOUT_RECOVERY_BATCH_MAX: Final = 100
 # --- budgets and approvals ------------------------------------------------------------
 
 BUDGET_MILLICREDITS_MAX: Final = 10**12
-APPROVAL_LIFETIME_MAX_S: Final = 24 * 3600
-# The daily spending sum walks the agent's transfers of the day, a page at a
-# time; a day with more than this many pages is refused rather than guessed.
-SPENDING_SCAN_PAGE_SIZE: Final = 1000
-SPENDING_SCAN_PAGES_MAX: Final = 20
+# How long an approval is asked for, and how far "spent today" is read: the
+# exchange enforces the controls, so these live in exchange/limits.py.
 
 # --- reading ------------------------------------------------------------------------
 

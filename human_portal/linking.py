@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from agent_client.keys import is_agent_id
 from human_portal import limits
 from human_portal.accounts import User
-from human_portal.context import PortalContext
 from human_portal.errors import Conflict, InvalidInput, LimitExceeded, LinkRejected, NotFound
-from human_portal.schema import agent_controls, agent_links, approvals, link_codes
+from human_portal.portal_context import PortalContext
+from human_portal.portal_tables import agent_controls, agent_links, approvals, link_codes
 from human_portal.security import new_link_code, normalized_link_code, token_digest
 
 __all__ = [

@@ -31,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from human_portal import limits
 from human_portal.accounts import User
 from human_portal.budgets import locked_controls
-from human_portal.context import PortalContext
 from human_portal.errors import (
     AgentFrozen,
     Conflict,
@@ -47,8 +46,9 @@ from human_portal.ledger_accounts import (
     agent_account_id,
 )
 from human_portal.linking import owner_of
-from human_portal.money import CashOutQuote, cash_out_quote
-from human_portal.schema import payouts, users
+from human_portal.money_rules import CashOutQuote, cash_out_quote
+from human_portal.portal_context import PortalContext
+from human_portal.portal_tables import payouts, users
 from wallet import (
     MILLICREDITS_PER_CREDIT,
     LedgerId,

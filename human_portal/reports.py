@@ -13,15 +13,13 @@ import io
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exchange.schema import contract_events, contracts
+from exchange.domain.spending_rules import Controls
+from exchange.use_cases.contract_reports import DisputeFile, contracts_of_agents, open_disputes
 from human_portal import limits
-from human_portal.budgets import Controls, controls_by_agent
-from human_portal.context import PortalContext
+from human_portal.budgets import controls_by_agent
 from human_portal.errors import InvalidInput
 from human_portal.ledger_accounts import (
     ISSUANCE_ACCOUNT_ID,
@@ -32,8 +30,9 @@ from human_portal.ledger_accounts import (
     agent_account_id,
 )
 from human_portal.linking import LinkedAgent, linked_agents
-from human_portal.money import format_millicredits
+from human_portal.money_rules import format_millicredits
 from human_portal.payouts import cash_out_room
+from human_portal.portal_context import PortalContext
 from wallet import TransferCode, TransferFlags, TransferRecord
 
 __all__ = [
@@ -46,7 +45,7 @@ __all__ = [
     "TransactionLine",
     "agent_summaries",
     "chart_days",
-    "open_disputes",
+    "disputes_to_resolve",
     "recent_contracts",
     "revenue",
     "spending_chart_svg",
@@ -321,24 +320,9 @@ def spending_chart_svg(days: Sequence[ChartDay], /) -> str:
 async def recent_contracts(
     connection: AsyncConnection, agent_ids: Sequence[str], /
 ) -> list[ContractLine]:
-    if not agent_ids:
-        return []
-    found = await connection.execute(
-        sa.select(
-            contracts.c.contract_id,
-            contracts.c.capability,
-            contracts.c.state,
-            contracts.c.buyer_id,
-            contracts.c.provider_id,
-            contracts.c.price_millicredits,
-            contracts.c.updated_at_ms,
-        )
-        .where(sa.or_(contracts.c.buyer_id.in_(agent_ids), contracts.c.provider_id.in_(agent_ids)))
-        .order_by(contracts.c.updated_at_ms.desc())
-        .limit(limits.RECENT_CONTRACTS_MAX)
-    )
+    rows = await contracts_of_agents(connection, agent_ids, limit=limits.RECENT_CONTRACTS_MAX)
     lines = []
-    for row in found:
+    for row in rows:
         buying = row.buyer_id in agent_ids
         lines.append(
             ContractLine(
@@ -348,49 +332,30 @@ async def recent_contracts(
                 role="buyer" if buying else "provider",
                 agent_id=row.buyer_id if buying else row.provider_id,
                 counterparty_id=row.provider_id if buying else row.buyer_id,
-                price_millicredits=int(row.price_millicredits),
-                updated_at_ms=int(row.updated_at_ms),
+                price_millicredits=row.price_millicredits,
+                updated_at_ms=row.updated_at_ms,
             )
         )
     return lines
 
 
-async def open_disputes(connection: AsyncConnection, /, *, limit: int) -> list[DisputeCase]:
+async def disputes_to_resolve(connection: AsyncConnection, /, *, limit: int) -> list[DisputeCase]:
     """Contracts in dispute, with what each side said and did (for operators)."""
-    found = await connection.execute(
-        sa.select(contracts)
-        .where(contracts.c.state == "disputed")
-        .order_by(contracts.c.updated_at_ms)
-        .limit(limit)
-    )
-    cases = []
-    for row in found.mappings():
-        history = await connection.execute(
-            sa.select(
-                contract_events.c.event,
-                contract_events.c.actor_id,
-                contract_events.c.detail,
-                contract_events.c.at_ms,
-            )
-            .where(contract_events.c.contract_id == row["contract_id"])
-            .order_by(contract_events.c.event_id)
-            .limit(100)
-        )
-        cases.append(_dispute_case(dict(row), [tuple(event) for event in history]))
-    return cases
+    return [_dispute_case(dispute) for dispute in await open_disputes(connection, limit=limit)]
 
 
-def _dispute_case(row: dict[str, Any], events: list[Any]) -> DisputeCase:
+def _dispute_case(dispute: DisputeFile) -> DisputeCase:
+    contract = dispute.contract
     return DisputeCase(
-        contract_id=str(row["contract_id"]),
-        buyer_id=str(row["buyer_id"]),
-        provider_id=str(row["provider_id"]),
-        capability=str(row["capability"]),
-        price_millicredits=int(row["price_millicredits"]),
-        dispute_reason=str(row.get("dispute_reason") or ""),
-        task=str(row["task"])[:2000],
-        result=str(row["result"] or "")[:2000],
-        events=[(str(e[0]), str(e[1]), str(e[2]), int(e[3])) for e in events],
+        contract_id=contract.contract_id,
+        buyer_id=contract.buyer_id,
+        provider_id=contract.provider_id,
+        capability=contract.capability,
+        price_millicredits=contract.price_millicredits,
+        dispute_reason=contract.dispute_reason or "",
+        task=contract.task[:2000],
+        result=(contract.result or "")[:2000],
+        events=[(e.event, e.actor_id, e.detail, e.at_ms) for e in dispute.events],
     )
 
 

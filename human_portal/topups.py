@@ -38,11 +38,10 @@ import sqlalchemy as sa
 import stripe
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exchange.ledger_accounts import ensure_agent_accounts
+from exchange.use_cases.exchange_accounts import ensure_agent_accounts
 from human_portal import limits
 from human_portal.accounts import User
 from human_portal.budgets import locked_controls, set_operator_freeze
-from human_portal.context import PortalContext
 from human_portal.errors import (
     Conflict,
     InvalidInput,
@@ -59,8 +58,9 @@ from human_portal.ledger_accounts import (
     agent_account_id,
 )
 from human_portal.linking import owner_of
-from human_portal.money import TopUpQuote, format_millicredits, reversal_plan
-from human_portal.schema import operator_audit, payment_disputes, stripe_events, topups
+from human_portal.money_rules import TopUpQuote, format_millicredits, reversal_plan
+from human_portal.portal_context import PortalContext
+from human_portal.portal_tables import operator_audit, payment_disputes, stripe_events, topups
 from human_portal.stripe_gateway import PaymentIntentView
 from wallet import LedgerId, NewTransfer, TransferCode, TransferFlags, TransferResult
 

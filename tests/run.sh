@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the suite needs into .venv, then runs lint, format check,
-# type checks and the whole pytest suite. This is the README's test command
-# and exactly what .ci/run calls. PostgreSQL tests run when
+# type checks, the import-layer contracts (pyproject.toml) and the whole
+# pytest suite. This is the README's test command and exactly what .ci/run
+# calls. PostgreSQL tests run when
 # AGENTX_TEST_POSTGRES_URL is set (e.g. postgresql://postgres@127.0.0.1:5432/postgres)
 # and are skipped with that reason otherwise. The portal's browser test drives
 # Debian's chromium through Playwright (which never downloads a browser here);
@@ -24,5 +25,7 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
+echo "== import layers"
+.venv/bin/lint-imports
 echo "== pytest"
 .venv/bin/pytest "$@"

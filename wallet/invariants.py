@@ -30,13 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wallet.database import read_transaction, translated_errors
 from wallet.errors import InvariantViolation
-from wallet.model import AccountFlags, LedgerId, PendingStatus, TransferFlags
-from wallet.schema import (
+from wallet.ledger_tables import (
     ledger_accounts,
     ledger_failed_transfers,
     ledger_pending_transfers,
     ledger_transfers,
 )
+from wallet.model import AccountFlags, LedgerId, PendingStatus, TransferFlags
 from wallet.validation import expiry_transfer_id
 
 __all__ = ["LedgerTotals", "check_invariants", "ledger_totals"]

@@ -35,6 +35,12 @@ from wallet.core import (
     StoredOutcome,
     assert_account_valid,
 )
+from wallet.ledger_tables import (
+    ledger_accounts,
+    ledger_failed_transfers,
+    ledger_pending_transfers,
+    ledger_transfers,
+)
 from wallet.model import (
     AccountBalance,
     AccountCode,
@@ -46,12 +52,6 @@ from wallet.model import (
     TransferFlags,
     TransferRecord,
     TransferResult,
-)
-from wallet.schema import (
-    ledger_accounts,
-    ledger_failed_transfers,
-    ledger_pending_transfers,
-    ledger_transfers,
 )
 from wallet.validation import transfer_fingerprint
 

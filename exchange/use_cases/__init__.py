@@ -6,10 +6,10 @@ the business rules, runs its writes in one database transaction, and only
 after that commits sends the notices it owes.
 """
 
-from exchange.use_cases.accounts import AccountUseCases
+from exchange.use_cases.agent_wallets import AccountUseCases
 from exchange.use_cases.catalog import CatalogUseCases
-from exchange.use_cases.context import ExchangeContext, NoticePublisher
-from exchange.use_cases.contracts import ContractUseCases
+from exchange.use_cases.contract_lifecycle import ContractUseCases
+from exchange.use_cases.exchange_context import ExchangeContext, NoticePublisher
 from exchange.use_cases.reputation import ReputationUseCases
 from exchange.use_cases.transfers import TransferUseCases
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_client import limits as protocol_limits
 from agent_client.protocol import (
@@ -17,22 +17,22 @@ from agent_client.protocol import (
     SetListingStatus,
     json_encoder,
 )
-from exchange import catalog_repository, repository
-from exchange.catalog import (
+from exchange.adapters import contract_store, listing_store
+from exchange.domain.listings import (
     changed_fields,
     checked_schema,
     listing_id_for,
     tags_from_text,
     tags_text,
 )
-from exchange.catalog_views import listing_view, revision_view
+from exchange.domain.search_plans import SearchQuery, search_query_for
 from exchange.errors import ErrorCode, ExchangeError
-from exchange.ledger_accounts import ensure_agent_accounts
-from exchange.search import search_query_for
-from exchange.use_cases.context import ExchangeContext
+from exchange.use_cases.exchange_accounts import ensure_agent_accounts
+from exchange.use_cases.exchange_context import ExchangeContext
+from exchange.use_cases.listing_views import listing_view, revision_view
 from wallet.database import read_transaction
 
-__all__ = ["CatalogUseCases"]
+__all__ = ["CatalogUseCases", "search_catalog"]
 
 # A search page must fit in one NATS message with room for the reply's own
 # fields; listings carry their schemas (up to 16 KiB each), so a page of
@@ -64,7 +64,7 @@ class CatalogUseCases:
 
         async def work(connection: AsyncConnection) -> dict[str, Any]:
             await ensure_agent_accounts(self._context.ledger, [provider_id], connection=connection)
-            current = await catalog_repository.get_listing(connection, listing_id, for_update=True)
+            current = await listing_store.get_listing(connection, listing_id, for_update=True)
             if current is None:
                 created = {
                     "listing_id": listing_id,
@@ -75,7 +75,7 @@ class CatalogUseCases:
                     "created_at_ms": now_ms,
                     "updated_at_ms": now_ms,
                 }
-                if await catalog_repository.insert_listing(connection, created):
+                if await listing_store.insert_listing(connection, created):
                     await _record_revision(connection, listing_id, 1, proposed, now_ms)
                     await _replace_tags(connection, listing_id, proposed["tags"])
                     return await _listing(connection, listing_id)
@@ -98,14 +98,14 @@ class CatalogUseCases:
         now_ms = self._context.clock.now_ms()
 
         async def work(connection: AsyncConnection) -> dict[str, Any]:
-            current = await catalog_repository.get_listing(connection, listing_id, for_update=True)
+            current = await listing_store.get_listing(connection, listing_id, for_update=True)
             if current is None:
                 raise ExchangeError(
                     ErrorCode.NOT_FOUND, f"no listing of that provider for {request.capability}"
                 )
             proposed = {**current, "status": request.status}
             if by_operator:
-                await repository.add_audit_record(
+                await contract_store.add_audit_record(
                     connection,
                     {
                         "operator_id": signer_id,
@@ -124,13 +124,13 @@ class CatalogUseCases:
     async def history(self, request: GetListingHistory, /) -> ListingHistoryReply:
         listing_id = listing_id_for(request.provider_id, request.capability)
         async with read_transaction(self._context.engine) as connection:
-            rows, has_more = await catalog_repository.listing_revision_rows(
+            rows, has_more = await listing_store.listing_revision_rows(
                 connection,
                 listing_id,
                 limit=request.limit,
                 before_revision=request.before_revision,
             )
-            if not rows and await catalog_repository.get_listing(connection, listing_id) is None:
+            if not rows and await listing_store.get_listing(connection, listing_id) is None:
                 raise ExchangeError(ErrorCode.NOT_FOUND, "no such listing")
         return ListingHistoryReply(
             listing_id=listing_id,
@@ -139,25 +139,29 @@ class CatalogUseCases:
         )
 
     async def search(self, request: SearchCatalog, /) -> SearchReply:
-        query = search_query_for(request)
-        async with read_transaction(self._context.engine) as connection:
-            rows, has_more = await catalog_repository.search_listings(connection, query)
-        listings: list[Listing] = []
-        reply_bytes = 0
-        for row in rows:
-            listing = listing_view(row)
-            reply_bytes += len(json_encoder.encode(listing))
-            if reply_bytes > SEARCH_REPLY_BYTES_MAX:
-                has_more = True
-                break
-            listings.append(listing)
-        return SearchReply(listings=listings, offset=request.offset, has_more=has_more)
+        return await search_catalog(self._context.engine, search_query_for(request))
+
+
+async def search_catalog(engine: AsyncEngine, query: SearchQuery, /) -> SearchReply:
+    """Active listings matching ``query``: the agents' search, and the portal's."""
+    async with read_transaction(engine) as connection:
+        rows, has_more = await listing_store.search_listings(connection, query)
+    listings: list[Listing] = []
+    reply_bytes = 0
+    for row in rows:
+        listing = listing_view(row)
+        reply_bytes += len(json_encoder.encode(listing))
+        if reply_bytes > SEARCH_REPLY_BYTES_MAX:
+            has_more = True
+            break
+        listings.append(listing)
+    return SearchReply(listings=listings, offset=query.offset, has_more=has_more)
 
 
 async def _listing(
     connection: AsyncConnection, listing_id: str, /, *, for_update: bool = False
 ) -> dict[str, Any]:
-    row = await catalog_repository.get_listing(connection, listing_id, for_update=for_update)
+    row = await listing_store.get_listing(connection, listing_id, for_update=for_update)
     assert row is not None, listing_id
     return row
 
@@ -175,7 +179,7 @@ async def _revise(
     listing_id = current["listing_id"]
     revision = current["revision"] + 1
     changes = {name: proposed[name] for name in changed}
-    await catalog_repository.update_listing(
+    await listing_store.update_listing(
         connection, listing_id, {**changes, "revision": revision, "updated_at_ms": now_ms}
     )
     await _record_revision(connection, listing_id, revision, proposed, now_ms)
@@ -191,7 +195,7 @@ async def _record_revision(
     fields: dict[str, Any],
     now_ms: int,
 ) -> None:
-    await catalog_repository.add_listing_revision(
+    await listing_store.add_listing_revision(
         connection,
         {
             "listing_id": listing_id,
@@ -209,4 +213,4 @@ async def _record_revision(
 
 
 async def _replace_tags(connection: AsyncConnection, listing_id: str, tags: str) -> None:
-    await catalog_repository.replace_listing_tags(connection, listing_id, tags_from_text(tags))
+    await listing_store.replace_listing_tags(connection, listing_id, tags_from_text(tags))

@@ -1,27 +1,27 @@
-"""Contract steps decided one by one, written many per transaction (group commit).
+"""Contract steps decided together: every open and every transition goes through here.
 
 :mod:`exchange.use_cases.group_commit` hands a group of jobs to
-:func:`apply_contract_group`, inside one transaction. It loads what the whole
-group needs with one ``IN`` query per table, decides each job exactly as the
-unbatched path in :mod:`exchange.use_cases.contracts` does (the same pure
-decision, the same errors), applies every escrow hold and settlement in one
-ledger call (each contract on its own), and writes the contracts, their
-events and notices with one ``executemany`` per table.
+:func:`apply_contract_group`, inside one transaction; a lone step is a group
+of one. It loads what the whole group needs with one ``IN`` query per table,
+decides each job on its own (the pure :func:`decide_transition`, the
+spending rules, the ledger's answer for each contract), applies every
+escrow hold and settlement in one ledger call, and writes the contracts,
+their events and notices with one ``executemany`` per table. A refused job
+gets its error as its outcome; the others commit.
 
-Jobs the group cannot decide as the unbatched path would are answered
-``ALONE`` and applied alone after the group commits:
+A job that must see another job's outcome is answered ``DEFER`` and decided
+in the next group:
 
-* a second job for the same contract (or the same negotiation) in a group:
-  it must see the first one's outcome;
+* a second job for the same contract (or the same negotiation);
 * a step on a contract this same group opens;
-* an opening by a buyer who has spending controls (limits, approvals and
-  freezes are judged with the controls row locked, one contract at a time).
+* a second opening by a buyer who has spending controls (a daily limit
+  counts the holds before it).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,32 +30,34 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from agent_client import limits as protocol_limits
 from agent_client.protocol import ContractUpdatedNotice, DeliveredNotice, Header
 from escrow import EscrowError, HoldOrder, InsufficientFunds, Settlement, SettleOrder
-from exchange import catalog_repository, repository
-from exchange.catalog import listing_id_for
-from exchange.contracts import (
+from exchange.adapters import contract_store, listing_store
+from exchange.adapters.contract_store import ContractMove
+from exchange.adapters.negotiation_store import (
+    accepted_negotiations,
+    insert_negotiations,
+    superseded_error,
+)
+from exchange.domain.contract_states import (
     DELIVERED_STATES,
     SETTLED_STATES,
     ContractEvent,
     ContractRow,
     Role,
+    applied_event,
     check_party,
     due_at_ms,
     due_event,
     next_state,
 )
+from exchange.domain.listings import listing_id_for
+from exchange.domain.negotiation_rules import AcceptedNegotiation
+from exchange.domain.spending_rules import Controls, SpendingRequest
 from exchange.errors import ErrorCode, ExchangeError
-from exchange.ledger_accounts import agent_account_id, ensure_agent_accounts
-from exchange.negotiation import AcceptedNegotiation
-from exchange.negotiation_repository import (
-    accepted_negotiations,
-    insert_negotiations,
-    superseded_error,
-)
-from exchange.repository import ContractMove
-from exchange.use_cases.context import ExchangeContext, OutboxNotice, escrow_refused_error
-from exchange.use_cases.group_commit import ALONE, Alone
-from exchange.views import object_ref_from_text, raw_json
-from human_portal.budgets import controls_by_agent
+from exchange.use_cases.contract_views import object_ref_from_text, raw_json
+from exchange.use_cases.exchange_accounts import agent_account_id, ensure_agent_accounts
+from exchange.use_cases.exchange_context import ExchangeContext, OutboxNotice, escrow_refused_error
+from exchange.use_cases.group_commit import DEFER, Defer
+from exchange.use_cases.spending import spending_refusals
 
 __all__ = [
     "Applied",
@@ -66,11 +68,6 @@ __all__ = [
     "already_accepted_error",
     "apply_contract_group",
     "decide_transition",
-    "event_values",
-    "hold_order",
-    "insufficient_funds_error",
-    "no_active_listing_error",
-    "transition_notices",
     "updated_notice",
 ]
 
@@ -82,6 +79,11 @@ class Step:
     changes: dict[str, Any]
     settlement: Settlement | None = None
     detail: str = ""
+    # False: the parties are not told (a buyer's cancel request is only history).
+    notify: bool = True
+    # True: the contract already is what the step asks for (a repeated
+    # request); nothing is written and the answer is the contract as it is.
+    repeat: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,8 @@ class OpenJob:
     contract: ContractRow
     negotiation: AcceptedNegotiation
     notices: list[OutboxNotice]
+    # The buyer's spending, as its human's controls (if any) judge it.
+    spending: SpendingRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +121,7 @@ ContractJob = OpenJob | TransitionJob
 ContractOutcome = Applied | ExchangeError
 
 
-# --- the decisions both paths share ------------------------------------------------
+# --- the decisions -------------------------------------------------------------------
 
 
 def already_accepted_error(contract_id: str) -> ExchangeError:
@@ -141,8 +145,9 @@ def decide_transition(
 ) -> tuple[ContractRow, Step, ContractEvent] | None:
     """The contract after ``job``'s event, what changes, and the event applied (pure).
 
-    None: ``job`` repeats the delivery the contract already holds, so
-    nothing changes and the answer is the contract as it is. A party's event
+    None: ``job`` repeats what the contract already holds (the delivery,
+    a buyer's cancel request), so nothing changes and the answer is the
+    contract as it is. A party's event
     on a contract whose timer is already due is refused: the expiry counts
     even if the sweeper has not run yet.
     """
@@ -150,19 +155,22 @@ def decide_transition(
     if _repeats_delivery(contract, job, acting_role):
         return None
     timer = due_event(contract, now_ms=job.now_ms)
-    applied_event = timer if job.event is None else job.event
-    if applied_event is None or (job.event is not None and timer is not None):
+    requested = timer if job.event is None else job.event
+    if requested is None or (job.event is not None and timer is not None):
         raise ExchangeError(
             ErrorCode.INVALID_STATE,
             "a deadline of this contract has passed" if timer else "nothing is due",
             contract_id=contract.contract_id,
         )
-    to_state = next_state(contract, applied_event, acting_role)
+    event = applied_event(requested, acting_role)
+    to_state = next_state(contract, event, acting_role)
     step = job.decide(contract, job.now_ms)
+    if step.repeat:
+        return None
     updated = dataclasses.replace(
         contract, state=to_state, updated_at_ms=job.now_ms, **step.changes
     )
-    return dataclasses.replace(updated, due_at_ms=_due_at(updated)), step, applied_event
+    return dataclasses.replace(updated, due_at_ms=_due_at(updated)), step, event
 
 
 def _repeats_delivery(contract: ContractRow, job: TransitionJob, role: Role) -> bool:
@@ -267,7 +275,7 @@ def updated_notice(
         return ContractUpdatedNotice(
             header=header,
             contract_id=contract.contract_id,
-            state=contract.state.value,
+            state=contract.state,
             event=event.value,
             price_millicredits=contract.price_millicredits,
             fee_millicredits=contract.fee_millicredits,
@@ -303,7 +311,7 @@ class _GroupWrites:
     notices: list[OutboxNotice] = dataclasses.field(default_factory=list)
 
     async def write(self, context: ExchangeContext, connection: AsyncConnection) -> None:
-        await repository.insert_contracts(connection, [contract for contract, _ in self.opened])
+        await contract_store.insert_contracts(connection, [contract for contract, _ in self.opened])
         await insert_negotiations(
             connection,
             [
@@ -311,16 +319,16 @@ class _GroupWrites:
                 for contract, negotiation in self.opened
             ],
         )
-        await repository.transition_contracts(connection, self.moves)
-        await repository.add_contract_events(connection, self.events)
+        await contract_store.transition_contracts(connection, self.moves)
+        await contract_store.add_contract_events(connection, self.events)
         await context.stage(connection, self.notices)
 
 
 async def apply_contract_group(
     context: ExchangeContext, connection: AsyncConnection, jobs: list[ContractJob]
-) -> list[ContractOutcome | Alone]:
+) -> list[ContractOutcome | Defer]:
     """Decide and write every job of a group in ``connection``'s transaction."""
-    outcomes: list[ContractOutcome | Alone] = [ALONE] * len(jobs)
+    outcomes: list[ContractOutcome | Defer] = [DEFER] * len(jobs)
     opens = [(index, job) for index, job in enumerate(jobs) if isinstance(job, OpenJob)]
     steps = [(index, job) for index, job in enumerate(jobs) if isinstance(job, TransitionJob)]
     ready = await _openable(context, connection, opens, outcomes) if opens else []
@@ -354,52 +362,93 @@ async def _openable(
     context: ExchangeContext,
     connection: AsyncConnection,
     opens: Sequence[tuple[int, OpenJob]],
-    outcomes: list[ContractOutcome | Alone],
+    outcomes: list[ContractOutcome | Defer],
 ) -> list[_Ready]:
-    """The openings that pass the database checks; the others get their outcome (or ALONE)."""
+    """The openings that pass every check but the escrow hold; the others get their outcome."""
     contracts = [job.contract for _, job in opens]
-    existing = await repository.get_contracts(connection, [c.contract_id for c in contracts])
-    accepted = await accepted_negotiations(
-        connection, [job.negotiation.negotiation_id for _, job in opens]
+    # Locked before the ledger's rows, in the order every money path takes them.
+    controls = await context.spending.locked_controls(
+        connection, sorted({c.buyer_id for c in contracts})
     )
-    listings = await catalog_repository.get_listings(
+    checked = _first_of_each(opens, controls)
+    existing = await contract_store.get_contracts(
+        connection, [job.contract.contract_id for _, job in checked]
+    )
+    accepted = await accepted_negotiations(
+        connection, [job.negotiation.negotiation_id for _, job in checked]
+    )
+    listings = await listing_store.get_listings(
         connection, [listing_id_for(c.provider_id, c.capability) for c in contracts]
     )
-    controlled = await controls_by_agent(connection, sorted({c.buyer_id for c in contracts}))
     ready: list[_Ready] = []
-    seen_contracts: set[str] = set()
-    seen_negotiations: set[str] = set()
-    for index, job in opens:
-        contract, negotiation_id = job.contract, job.negotiation.negotiation_id
-        if (
-            contract.contract_id in seen_contracts
-            or negotiation_id in seen_negotiations
-            or contract.buyer_id in controlled
-        ):
-            continue  # ALONE
-        seen_contracts.add(contract.contract_id)
-        seen_negotiations.add(negotiation_id)
+    for index, job in checked:
+        contract = job.contract
         listing = listings.get(listing_id_for(contract.provider_id, contract.capability))
         if contract.contract_id in existing:
             outcomes[index] = already_accepted_error(contract.contract_id)
-        elif negotiation_id in accepted:
-            outcomes[index] = superseded_error(accepted[negotiation_id])
+        elif job.negotiation.negotiation_id in accepted:
+            outcomes[index] = superseded_error(accepted[job.negotiation.negotiation_id])
         elif listing is None or listing["status"] != "active":
             outcomes[index] = no_active_listing_error(contract.capability)
         else:
             schema = str(listing["output_schema"])
             ready.append((index, dataclasses.replace(contract, output_schema=schema), job))
+    ready = await _within_spending_controls(context, connection, ready, controls, outcomes)
     if ready:
         parties = {agent for _, c, _ in ready for agent in (c.buyer_id, c.provider_id)}
         await ensure_agent_accounts(context.ledger, sorted(parties), connection=connection)
     return ready
 
 
+def _first_of_each(
+    opens: Sequence[tuple[int, OpenJob]], controls: Mapping[str, Controls]
+) -> list[tuple[int, OpenJob]]:
+    """The openings this group decides: the first of each contract, negotiation and
+    controlled buyer (the others, left ``DEFER``, see its outcome in the next group)."""
+    checked: list[tuple[int, OpenJob]] = []
+    seen: set[str] = set()
+    for index, job in opens:
+        keys = {job.contract.contract_id, "negotiation:" + job.negotiation.negotiation_id}
+        if job.contract.buyer_id in controls:
+            keys.add("buyer:" + job.contract.buyer_id)
+        if keys & seen:
+            continue
+        seen |= keys
+        checked.append((index, job))
+    return checked
+
+
+async def _within_spending_controls(
+    context: ExchangeContext,
+    connection: AsyncConnection,
+    ready: list[_Ready],
+    controls: Mapping[str, Controls],
+    outcomes: list[ContractOutcome | Defer],
+) -> list[_Ready]:
+    """The openings the buyers' humans allow; the others get the controls' refusal."""
+    controlled = [entry for entry in ready if entry[1].buyer_id in controls]
+    if not controlled:
+        return ready
+    refusals = await spending_refusals(
+        controls,
+        [job.spending for _, _, job in controlled],
+        store=context.spending,
+        ledger=context.ledger,
+        connection=connection,
+    )
+    refused: set[int] = set()
+    for (index, contract, _), refusal in zip(controlled, refusals, strict=True):
+        if refusal is not None:
+            outcomes[index] = refusal.error(contract_id=contract.contract_id)
+            refused.add(index)
+    return [entry for entry in ready if entry[0] not in refused]
+
+
 def _record_openings(
     context: ExchangeContext,
     ready: Sequence[_Ready],
     hold_refusals: Sequence[EscrowError | None],
-    outcomes: list[ContractOutcome | Alone],
+    outcomes: list[ContractOutcome | Defer],
     writes: _GroupWrites,
 ) -> None:
     for (index, contract, job), refusal in zip(ready, hold_refusals, strict=True):
@@ -419,12 +468,12 @@ def _record_openings(
 async def _decided_transitions(
     connection: AsyncConnection,
     steps: Sequence[tuple[int, TransitionJob]],
-    outcomes: list[ContractOutcome | Alone],
+    outcomes: list[ContractOutcome | Defer],
     *,
     opening: set[str],
 ) -> list[_Decided]:
-    """The steps that pass their checks, decided; the others get their outcome (or ALONE)."""
-    loaded = await repository.get_contracts(
+    """The steps that pass their checks, decided; the others get their outcome (or DEFER)."""
+    loaded = await contract_store.get_contracts(
         connection,
         [job.contract_id for _, job in steps],
         for_update=connection.dialect.name == "postgresql",
@@ -433,7 +482,7 @@ async def _decided_transitions(
     seen = set(opening)
     for index, job in steps:
         if job.contract_id in seen:
-            continue  # ALONE
+            continue  # DEFER: it must see the outcome of the job before it
         seen.add(job.contract_id)
         contract = loaded.get(job.contract_id)
         try:
@@ -444,10 +493,10 @@ async def _decided_transitions(
             outcomes[index] = refusal
             continue
         if transition is None:
-            outcomes[index] = Applied(contract, [])  # a repeated delivery: nothing to write
+            outcomes[index] = Applied(contract, [])  # a repeated request: nothing to write
             continue
-        updated, step, applied_event = transition
-        decided.append(_Decided(index, job, contract, updated, step, applied_event))
+        updated, step, event = transition
+        decided.append(_Decided(index, job, contract, updated, step, event))
     return decided
 
 
@@ -455,7 +504,7 @@ def _record_transitions(
     context: ExchangeContext,
     decided: Sequence[_Decided],
     refused: dict[int, EscrowError],
-    outcomes: list[ContractOutcome | Alone],
+    outcomes: list[ContractOutcome | Defer],
     writes: _GroupWrites,
 ) -> None:
     for entry in decided:
@@ -472,7 +521,9 @@ def _record_transitions(
                 at_ms=context.clock.now_ms(),
             )
         )
-        notices = transition_notices(context, entry.after, entry.event, entry.step.detail)
+        notices: list[OutboxNotice] = []
+        if entry.step.notify:
+            notices = transition_notices(context, entry.after, entry.event, entry.step.detail)
         writes.notices.extend(notices)
         outcomes[entry.index] = Applied(entry.after, notices)
 

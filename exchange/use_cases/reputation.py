@@ -13,13 +13,13 @@ from agent_client.protocol import (
     RatingReply,
     ReputationReply,
 )
-from exchange import catalog_repository, repository
-from exchange.catalog import listing_id_for
-from exchange.catalog_views import rating_entry
+from exchange.adapters import contract_store, listing_store
+from exchange.domain.listings import listing_id_for
+from exchange.domain.reputation_math import ReputationCounts, check_can_rate, reputation_view
 from exchange.errors import ErrorCode, ExchangeError
-from exchange.reputation import ReputationCounts, check_can_rate, reputation_view
-from exchange.use_cases.context import ExchangeContext
-from exchange.use_cases.contracts import ContractUseCases
+from exchange.use_cases.contract_lifecycle import ContractUseCases
+from exchange.use_cases.exchange_context import ExchangeContext
+from exchange.use_cases.listing_views import rating_entry
 from wallet.database import read_transaction
 
 __all__ = ["ReputationUseCases"]
@@ -39,11 +39,11 @@ class ReputationUseCases:
         now_ms = self._context.clock.now_ms()
 
         async def work(connection: AsyncConnection) -> tuple[dict[str, Any], dict[str, Any]]:
-            contract = await repository.get_contract(connection, request.contract_id)
+            contract = await contract_store.get_contract(connection, request.contract_id)
             if contract is None:
                 raise ExchangeError(ErrorCode.NOT_FOUND, "no such contract")
             check_can_rate(contract, buyer_id)
-            if await catalog_repository.get_rating(connection, contract.contract_id) is not None:
+            if await listing_store.get_rating(connection, contract.contract_id) is not None:
                 raise ExchangeError(
                     ErrorCode.ALREADY_RATED,
                     "this contract is already rated",
@@ -58,14 +58,14 @@ class ReputationUseCases:
                 "comment": request.comment,
                 "rated_at_ms": now_ms,
             }
-            await catalog_repository.insert_rating(connection, rating)
-            await catalog_repository.add_rating_to_listing(
+            await listing_store.insert_rating(connection, rating)
+            await listing_store.add_rating_to_listing(
                 connection,
                 provider_id=contract.provider_id,
                 capability=contract.capability,
                 stars=request.stars,
             )
-            listing = await catalog_repository.get_listing(
+            listing = await listing_store.get_listing(
                 connection, listing_id_for(contract.provider_id, contract.capability)
             )
             assert listing is not None, "a contract's listing is never deleted"
@@ -81,7 +81,7 @@ class ReputationUseCases:
         """A provider's reputation overall and per capability, with recent ratings."""
         provider_id = request.provider_id
         async with read_transaction(self._context.engine) as connection:
-            rows = await catalog_repository.provider_listings(
+            rows = await listing_store.provider_listings(
                 connection,
                 provider_id,
                 capability=request.capability,
@@ -89,11 +89,11 @@ class ReputationUseCases:
             )
             if not rows:
                 raise ExchangeError(ErrorCode.NOT_FOUND, "this provider has no such listing")
-            totals = await catalog_repository.provider_reputation_totals(connection, provider_id)
-            totals["unique_buyer_count"] = await catalog_repository.provider_unique_buyer_count(
+            totals = await listing_store.provider_reputation_totals(connection, provider_id)
+            totals["unique_buyer_count"] = await listing_store.provider_unique_buyer_count(
                 connection, provider_id, capability=None
             )
-            ratings = await catalog_repository.recent_ratings(
+            ratings = await listing_store.recent_ratings(
                 connection,
                 provider_id,
                 capability=request.capability,

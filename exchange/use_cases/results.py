@@ -11,7 +11,7 @@ it once delivered. So:
   checked against stay the chunks the buyer reads;
 * ``contract.deliver`` with a ``result_ref`` makes the exchange read the
   chunks back (:func:`read_stored_result`) and check the joined bytes as it
-  checks an inline result (exchange/use_cases/contracts.py);
+  checks an inline result (exchange/use_cases/contract_lifecycle.py);
 * only the buyer or an operator reads a chunk (``contract.result``), and
   only of a delivered stored result; anyone else gets the answers every
   contract read gives (``not_found`` to a stranger, ``forbidden`` to the
@@ -40,11 +40,11 @@ from agent_client.protocol import (
     UploadResult,
 )
 from agent_client.signing import b64decode, b64encode, sha256_hex
-from exchange import repository
-from exchange.contracts import ContractRow, ContractState, Role, check_party, due_event
+from exchange.adapters import contract_store
+from exchange.domain.contract_states import ContractRow, ContractState, Role, check_party, due_event
 from exchange.errors import ErrorCode, ExchangeError
-from exchange.use_cases.context import ExchangeContext, ResultStore
-from exchange.views import object_ref_from_text
+from exchange.use_cases.contract_views import object_ref_from_text
+from exchange.use_cases.exchange_context import ExchangeContext, ResultStore
 
 __all__ = [
     "ResultUseCases",
@@ -214,7 +214,7 @@ class ResultUseCases:
 
     async def _contract(self, contract_id: str) -> ContractRow:
         async def work(connection: AsyncConnection) -> ContractRow | None:
-            return await repository.get_contract(connection, contract_id)
+            return await contract_store.get_contract(connection, contract_id)
 
         contract = await self._context.run(work)
         if contract is None:

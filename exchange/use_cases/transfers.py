@@ -9,12 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_client.keys import is_agent_id
 from agent_client.protocol import Transfer, TransferReply
-from exchange import transfer_repository
-from exchange.direct_transfers import transfer_chain, transfer_reference, transfer_split
+from exchange.adapters import transfer_store
+from exchange.domain.spending_rules import frozen_refusal
+from exchange.domain.transfer_chains import transfer_chain, transfer_reference, transfer_split
 from exchange.errors import ErrorCode, ExchangeError
-from exchange.ledger_accounts import agent_account_id
-from exchange.use_cases.context import ExchangeContext
-from human_portal.budgets import SpendingRefused, refuse_if_frozen
+from exchange.use_cases.exchange_accounts import agent_account_id
+from exchange.use_cases.exchange_context import ExchangeContext
 from wallet import TransferOutcome, TransferResult
 
 __all__ = ["TransferUseCases"]
@@ -80,24 +80,24 @@ class TransferUseCases:
         }
 
         async def work(connection: AsyncConnection) -> tuple[dict[str, Any], bool]:
-            stored = await transfer_repository.get_transfer(connection, reference)
+            stored = await transfer_store.get_transfer(connection, reference)
             if stored is not None:
                 return _replay(stored, request), True
             # A human's (or an operator's) freeze stops direct payments too.
-            try:
-                await refuse_if_frozen(connection, payer_id)
-            except SpendingRefused as refused:
-                raise ExchangeError(refused.code, refused.message) from refused
+            controls = await self._context.spending.locked_controls(connection, [payer_id])
+            frozen = frozen_refusal(controls[payer_id]) if payer_id in controls else None
+            if frozen is not None:
+                raise frozen.error()
             outcomes = await self._context.ledger.create_transfers(chain, connection=connection)
             _raise_if_refused(outcomes)
             if all(outcome.replayed for outcome in outcomes):
                 # A concurrent request with this transfer_id committed first
                 # (PostgreSQL: the ledger waited on its locks); answer with it.
-                stored = await transfer_repository.get_transfer(connection, reference)
+                stored = await transfer_store.get_transfer(connection, reference)
                 assert stored is not None, reference
                 return _replay(stored, request), True
             assert not any(outcome.replayed for outcome in outcomes), "a half-applied chain"
-            await transfer_repository.insert_transfer(connection, record)
+            await transfer_store.insert_transfer(connection, record)
             return record, False
 
         stored, replayed = await self._context.run(work)

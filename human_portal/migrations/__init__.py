@@ -1,6 +1,6 @@
 """The portal's Alembic revisions (branch label ``portal``).
 
-``exchange.app.migrate_database`` passes ``VERSIONS_PATH`` to
+``exchange.bootstrap.worker.migrate_database`` passes ``VERSIONS_PATH`` to
 ``wallet.upgrade_schema`` with the exchange's own folder, so one call brings
 the wallet's, the exchange's and the portal's tables up to date.
 """

@@ -21,15 +21,15 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from human_portal.context import PortalContext
 from human_portal.errors import PortalError, RateLimited
 from human_portal.exchange_relay import ExchangeRelay
-from human_portal.web.api import api_routes
+from human_portal.portal_context import PortalContext
+from human_portal.web.api import api_router
 from human_portal.web.common import SignInRequired, Web, template_filters
-from human_portal.web.pages_account import account_routes
-from human_portal.web.pages_agents import agent_routes
-from human_portal.web.pages_money import money_routes
-from human_portal.web.pages_operator import DisputeResolver, operator_routes
+from human_portal.web.pages_account import account_router
+from human_portal.web.pages_agents import agent_router
+from human_portal.web.pages_money import money_router
+from human_portal.web.pages_operator import DisputeResolver, operator_router
 
 __all__ = ["create_app"]
 
@@ -59,17 +59,22 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.portal_context = context
     templates = Jinja2Templates(directory=str(TEMPLATES_PATH))
     templates.env.filters.update(template_filters())
     web = Web(context, templates)
+    # The routers are module-level; their handlers reach these through
+    # dependencies that read the app's state.
+    app.state.portal_context = context
+    app.state.portal_web = web
+    app.state.dispute_resolver = resolver
+    app.state.exchange_relay = relay
     app.add_middleware(_SecurityHeaders, policy=_content_security_policy(context))
     app.mount("/static", StaticFiles(directory=str(STATIC_PATH)), name="static")
-    app.include_router(account_routes(web))
-    app.include_router(agent_routes(web))
-    app.include_router(money_routes(web))
-    app.include_router(operator_routes(web, resolver))
-    app.include_router(api_routes(web, relay))
+    app.include_router(account_router)
+    app.include_router(agent_router)
+    app.include_router(money_router)
+    app.include_router(operator_router)
+    app.include_router(api_router)
     _add_error_handlers(app, web)
 
     @app.get("/api/v1/docs", include_in_schema=False)

@@ -5,33 +5,40 @@ served over https). Every form carries a CSRF token: the session's own when
 signed in, else a random one also set in a SameSite=Strict cookie (the
 double-submit pattern, for the sign-in and sign-up forms). A POST without
 the matching token is refused before anything is read or written.
+
+Route modules are module-level routers; a handler asks for the app's ``Web``
+with the ``PortalWeb`` dependency, which ``create_app`` keeps in the app's
+state.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from human_portal import limits
 from human_portal.accounts import Session, session_for_token
-from human_portal.context import PortalContext
 from human_portal.errors import CsrfRejected, InvalidInput, PortalError
-from human_portal.money import format_cents, format_millicredits
+from human_portal.money_rules import format_cents, format_millicredits
+from human_portal.portal_context import PortalContext
 from human_portal.security import constant_time_equal, new_token
 
 __all__ = [
     "ANONYMOUS_CSRF_COOKIE",
     "SESSION_COOKIE",
+    "PortalWeb",
     "SignInRequired",
     "Web",
     "checked_csrf",
     "optional_text",
+    "portal_web",
+    "read_body",
     "read_form",
     "safe_next",
 ]
@@ -129,6 +136,15 @@ class Web:
         )
 
 
+async def portal_web(request: Request) -> Web:
+    """The ``Web`` of the app serving ``request`` (set by ``create_app``)."""
+    web: Web = request.app.state.portal_web
+    return web
+
+
+PortalWeb = Annotated[Web, Depends(portal_web)]
+
+
 def checked_csrf(sent: str, expected: str, /) -> None:
     if not sent or not expected or not constant_time_equal(sent, expected):
         raise CsrfRejected("the form is missing its security token or it is stale; reload the page")
@@ -139,15 +155,23 @@ async def read_form(request: Request, /) -> dict[str, str]:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limits.FORM_BYTES_MAX):
         raise InvalidInput("form", "the form is too large")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limits.FORM_BYTES_MAX:
-            raise InvalidInput("form", "the form is too large")
+    body = await read_body(
+        request, bytes_max=limits.FORM_BYTES_MAX, field="form", problem="the form is too large"
+    )
     try:
         return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200))
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput("form", "the form is not valid") from exc
+
+
+async def read_body(request: Request, /, *, bytes_max: int, field: str, problem: str) -> bytes:
+    """The request's body, refused with ``InvalidInput(field, problem)`` past ``bytes_max``."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > bytes_max:
+            raise InvalidInput(field, problem)
+    return bytes(body)
 
 
 def optional_text(form: dict[str, str], name: str, /) -> str | None:

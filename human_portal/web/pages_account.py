@@ -8,126 +8,128 @@ from fastapi.responses import RedirectResponse, Response
 from human_portal.accounts import change_password, sign_in, sign_out, sign_up
 from human_portal.api_tokens import create_api_token, revoke_api_token, tokens_of
 from human_portal.errors import AuthenticationFailed, Conflict, InvalidInput, RateLimited
-from human_portal.web.common import SESSION_COOKIE, Web, safe_next
+from human_portal.web.common import SESSION_COOKIE, PortalWeb, Web, safe_next
 
-__all__ = ["account_routes"]
+__all__ = ["account_router"]
+
+account_router = APIRouter(include_in_schema=False)
 
 
-def account_routes(web: Web) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+@account_router.get("/")
+async def home(request: Request, web: PortalWeb) -> Response:
+    session = await web.session(request)
+    return RedirectResponse("/dashboard" if session else "/sign-in", status_code=303)
 
-    @router.get("/")
-    async def home(request: Request) -> Response:
-        session = await web.session(request)
-        return RedirectResponse("/dashboard" if session else "/sign-in", status_code=303)
 
-    @router.get("/sign-up")
-    async def sign_up_page(request: Request) -> Response:
-        return await web.render(request, "sign_up.html", email="", problem=None)
+@account_router.get("/sign-up")
+async def sign_up_page(request: Request, web: PortalWeb) -> Response:
+    return await web.render(request, "sign_up.html", email="", problem=None)
 
-    @router.post("/sign-up")
-    async def sign_up_form(request: Request) -> Response:
-        form = await web.checked_anonymous_form(request)
-        email, password = form.get("email", ""), form.get("password", "")
-        try:
-            if password != form.get("password_again", ""):
-                raise InvalidInput("password_again", "the two passwords differ")
-            await sign_up(web.context, email, password)
-            opened = await sign_in(
-                web.context, email, password, client_address=_client_address(request)
-            )
-        except (InvalidInput, Conflict) as error:
-            return await web.render(
-                request,
-                "sign_up.html",
-                status_code=error.http_status,
-                email=email,
-                problem=error.message,
-            )
-        response = RedirectResponse("/dashboard", status_code=303)
-        web.set_session_cookie(response, opened.token)
-        return response
 
-    @router.get("/sign-in")
-    async def sign_in_page(request: Request) -> Response:
-        next_path = safe_next(request.query_params.get("next", "/dashboard"))
-        return await web.render(
-            request, "sign_in.html", email="", problem=None, next_path=next_path
+@account_router.post("/sign-up")
+async def sign_up_form(request: Request, web: PortalWeb) -> Response:
+    form = await web.checked_anonymous_form(request)
+    email, password = form.get("email", ""), form.get("password", "")
+    try:
+        if password != form.get("password_again", ""):
+            raise InvalidInput("password_again", "the two passwords differ")
+        await sign_up(web.context, email, password)
+        opened = await sign_in(
+            web.context, email, password, client_address=_client_address(request)
         )
+    except (InvalidInput, Conflict) as error:
+        return await web.render(
+            request,
+            "sign_up.html",
+            status_code=error.http_status,
+            email=email,
+            problem=error.message,
+        )
+    response = RedirectResponse("/dashboard", status_code=303)
+    web.set_session_cookie(response, opened.token)
+    return response
 
-    @router.post("/sign-in")
-    async def sign_in_form(request: Request) -> Response:
-        form = await web.checked_anonymous_form(request)
-        email = form.get("email", "")
-        next_path = safe_next(form.get("next", "/dashboard"))
-        try:
-            opened = await sign_in(
-                web.context,
-                email,
-                form.get("password", ""),
-                client_address=_client_address(request),
-            )
-        except (AuthenticationFailed, RateLimited) as error:
-            response = await web.render(
-                request,
-                "sign_in.html",
-                status_code=error.http_status,
-                email=email,
-                problem=error.message,
-                next_path=next_path,
-            )
-            if isinstance(error, RateLimited):
-                response.headers["Retry-After"] = str(error.retry_after_s)
-            return response
-        redirect = RedirectResponse(next_path, status_code=303)
-        web.set_session_cookie(redirect, opened.token)
-        return redirect
 
-    @router.post("/sign-out")
-    async def sign_out_form(request: Request) -> Response:
-        await web.checked_form(request)
-        await sign_out(web.context, request.cookies.get(SESSION_COOKIE, ""))
-        response = RedirectResponse("/sign-in", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/")
+@account_router.get("/sign-in")
+async def sign_in_page(request: Request, web: PortalWeb) -> Response:
+    next_path = safe_next(request.query_params.get("next", "/dashboard"))
+    return await web.render(request, "sign_in.html", email="", problem=None, next_path=next_path)
+
+
+@account_router.post("/sign-in")
+async def sign_in_form(request: Request, web: PortalWeb) -> Response:
+    form = await web.checked_anonymous_form(request)
+    email = form.get("email", "")
+    next_path = safe_next(form.get("next", "/dashboard"))
+    try:
+        opened = await sign_in(
+            web.context,
+            email,
+            form.get("password", ""),
+            client_address=_client_address(request),
+        )
+    except (AuthenticationFailed, RateLimited) as error:
+        response = await web.render(
+            request,
+            "sign_in.html",
+            status_code=error.http_status,
+            email=email,
+            problem=error.message,
+            next_path=next_path,
+        )
+        if isinstance(error, RateLimited):
+            response.headers["Retry-After"] = str(error.retry_after_s)
         return response
+    redirect = RedirectResponse(next_path, status_code=303)
+    web.set_session_cookie(redirect, opened.token)
+    return redirect
 
-    @router.get("/account")
-    async def account_page(request: Request) -> Response:
-        return await _account(web, request, notice=request.query_params.get("notice"))
 
-    @router.post("/account/password")
-    async def password_form(request: Request) -> Response:
-        session, form = await web.checked_form(request)
-        new_password = form.get("new_password", "")
-        try:
-            if new_password != form.get("new_password_again", ""):
-                raise InvalidInput("new_password_again", "the two new passwords differ")
-            await change_password(
-                web.context,
-                session.user,
-                form.get("current_password", ""),
-                new_password,
-                keep_session_token=request.cookies.get(SESSION_COOKIE, ""),
-            )
-        except (InvalidInput, AuthenticationFailed) as error:
-            return await _account(
-                web, request, problem=error.message, status_code=error.http_status
-            )
-        return RedirectResponse("/account?notice=password_changed", status_code=303)
+@account_router.post("/sign-out")
+async def sign_out_form(request: Request, web: PortalWeb) -> Response:
+    await web.checked_form(request)
+    await sign_out(web.context, request.cookies.get(SESSION_COOKIE, ""))
+    response = RedirectResponse("/sign-in", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
 
-    @router.post("/account/tokens")
-    async def token_form(request: Request) -> Response:
-        session, form = await web.checked_form(request)
-        created = await create_api_token(web.context, session.user, form.get("name", ""))
-        return await _account(web, request, new_token=created.secret, status_code=201)
 
-    @router.post("/account/tokens/{token_id}/revoke")
-    async def revoke_form(request: Request, token_id: str) -> Response:
-        session, _ = await web.checked_form(request)
-        await revoke_api_token(web.context, session.user, token_id)
-        return RedirectResponse("/account?notice=token_revoked", status_code=303)
+@account_router.get("/account")
+async def account_page(request: Request, web: PortalWeb) -> Response:
+    return await _account(web, request, notice=request.query_params.get("notice"))
 
-    return router
+
+@account_router.post("/account/password")
+async def password_form(request: Request, web: PortalWeb) -> Response:
+    session, form = await web.checked_form(request)
+    new_password = form.get("new_password", "")
+    try:
+        if new_password != form.get("new_password_again", ""):
+            raise InvalidInput("new_password_again", "the two new passwords differ")
+        await change_password(
+            web.context,
+            session.user,
+            form.get("current_password", ""),
+            new_password,
+            keep_session_token=request.cookies.get(SESSION_COOKIE, ""),
+        )
+    except (InvalidInput, AuthenticationFailed) as error:
+        return await _account(web, request, problem=error.message, status_code=error.http_status)
+    return RedirectResponse("/account?notice=password_changed", status_code=303)
+
+
+@account_router.post("/account/tokens")
+async def token_form(request: Request, web: PortalWeb) -> Response:
+    session, form = await web.checked_form(request)
+    created = await create_api_token(web.context, session.user, form.get("name", ""))
+    return await _account(web, request, new_token=created.secret, status_code=201)
+
+
+@account_router.post("/account/tokens/{token_id}/revoke")
+async def revoke_form(request: Request, token_id: str, web: PortalWeb) -> Response:
+    session, _ = await web.checked_form(request)
+    await revoke_api_token(web.context, session.user, token_id)
+    return RedirectResponse("/account?notice=token_revoked", status_code=303)
 
 
 async def _account(

@@ -7,69 +7,73 @@ from fastapi.responses import RedirectResponse, Response
 
 from human_portal.controls import approvals_for_user, decide_approval, set_controls
 from human_portal.linking import issue_link_code, unlink_agent
-from human_portal.money import parse_credits
+from human_portal.money_rules import parse_credits
 from human_portal.reports import agent_summaries
-from human_portal.web.common import Web
+from human_portal.web.common import PortalWeb, Web
 
-__all__ = ["agent_routes"]
+__all__ = ["agent_router"]
 
 APPROVALS_SHOWN_MAX = 100
 
+agent_router = APIRouter(include_in_schema=False)
 
-def agent_routes(web: Web) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
 
-    @router.get("/agents")
-    async def agents_page(request: Request) -> Response:
-        return await _agents(web, request, issued=None)
+@agent_router.get("/agents")
+async def agents_page(request: Request, web: PortalWeb) -> Response:
+    return await _agents(web, request, issued=None)
 
-    @router.post("/agents/link-code")
-    async def link_code_form(request: Request) -> Response:
-        session, form = await web.checked_form(request)
-        issued = await issue_link_code(web.context, session.user, label=form.get("label", ""))
-        return await _agents(web, request, issued=issued, status_code=201)
 
-    @router.post("/agents/{agent_id}/unlink")
-    async def unlink_form(request: Request, agent_id: str) -> Response:
-        session, _ = await web.checked_form(request)
-        await unlink_agent(web.context, session.user, agent_id)
-        return RedirectResponse("/agents?notice=unlinked", status_code=303)
+@agent_router.post("/agents/link-code")
+async def link_code_form(request: Request, web: PortalWeb) -> Response:
+    session, form = await web.checked_form(request)
+    issued = await issue_link_code(web.context, session.user, label=form.get("label", ""))
+    return await _agents(web, request, issued=issued, status_code=201)
 
-    @router.post("/agents/{agent_id}/controls")
-    async def controls_form(request: Request, agent_id: str) -> Response:
-        session, form = await web.checked_form(request)
-        await set_controls(
-            web.context,
-            session.user,
-            agent_id,
-            daily_limit_millicredits=_credits_or_none(form, "daily_limit"),
-            contract_limit_millicredits=_credits_or_none(form, "contract_limit"),
-            approval_threshold_millicredits=_credits_or_none(form, "approval_threshold"),
-            frozen=form.get("frozen") == "on",
+
+@agent_router.post("/agents/{agent_id}/unlink")
+async def unlink_form(request: Request, agent_id: str, web: PortalWeb) -> Response:
+    session, _ = await web.checked_form(request)
+    await unlink_agent(web.context, session.user, agent_id)
+    return RedirectResponse("/agents?notice=unlinked", status_code=303)
+
+
+@agent_router.post("/agents/{agent_id}/controls")
+async def controls_form(request: Request, agent_id: str, web: PortalWeb) -> Response:
+    session, form = await web.checked_form(request)
+    await set_controls(
+        web.context,
+        session.user,
+        agent_id,
+        daily_limit_millicredits=_credits_or_none(form, "daily_limit"),
+        contract_limit_millicredits=_credits_or_none(form, "contract_limit"),
+        approval_threshold_millicredits=_credits_or_none(form, "approval_threshold"),
+        frozen=form.get("frozen") == "on",
+    )
+    return RedirectResponse("/agents?notice=controls_saved", status_code=303)
+
+
+@agent_router.get("/approvals")
+async def approvals_page(request: Request, web: PortalWeb) -> Response:
+    session = await web.require_session(request)
+    approvals = await web.context.read(
+        lambda connection: approvals_for_user(
+            connection, session.user.user_id, limit=APPROVALS_SHOWN_MAX
         )
-        return RedirectResponse("/agents?notice=controls_saved", status_code=303)
+    )
+    return await web.render(
+        request, "approvals.html", approvals=approvals, now_ms=web.context.now_ms()
+    )
 
-    @router.get("/approvals")
-    async def approvals_page(request: Request) -> Response:
-        session = await web.require_session(request)
-        approvals = await web.context.read(
-            lambda connection: approvals_for_user(
-                connection, session.user.user_id, limit=APPROVALS_SHOWN_MAX
-            )
-        )
-        return await web.render(
-            request, "approvals.html", approvals=approvals, now_ms=web.context.now_ms()
-        )
 
-    @router.post("/approvals/{contract_id}/{decision}")
-    async def decide_form(request: Request, contract_id: str, decision: str) -> Response:
-        session, _ = await web.checked_form(request)
-        if decision not in ("approve", "reject"):
-            return RedirectResponse("/approvals", status_code=303)
-        await decide_approval(web.context, session.user, contract_id, approve=decision == "approve")
-        return RedirectResponse(f"/approvals?notice={decision}d", status_code=303)
-
-    return router
+@agent_router.post("/approvals/{contract_id}/{decision}")
+async def decide_form(
+    request: Request, contract_id: str, decision: str, web: PortalWeb
+) -> Response:
+    session, _ = await web.checked_form(request)
+    if decision not in ("approve", "reject"):
+        return RedirectResponse("/approvals", status_code=303)
+    await decide_approval(web.context, session.user, contract_id, approve=decision == "approve")
+    return RedirectResponse(f"/approvals?notice={decision}d", status_code=303)
 
 
 async def _agents(

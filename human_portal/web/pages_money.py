@@ -11,12 +11,12 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from exchange.domain.spending_rules import ApprovalStatus
 from human_portal import limits
-from human_portal.budgets import ApprovalStatus
 from human_portal.controls import Approval, approvals_for_user
 from human_portal.errors import InvalidInput, PortalError
 from human_portal.linking import LinkedAgent, linked_agents
-from human_portal.money import (
+from human_portal.money_rules import (
     CUSTOM_PACKAGE_CODE,
     PACKAGES,
     parse_dollars,
@@ -50,190 +50,204 @@ from human_portal.topups import (
     start_top_up,
     top_up_of,
 )
-from human_portal.web.common import CSRF_HEADER, Web, checked_csrf
+from human_portal.web.common import CSRF_HEADER, PortalWeb, Web, checked_csrf, read_body
 
-__all__ = ["money_routes"]
+__all__ = ["money_router"]
 
 RECENT_ROWS_MAX = 20
 
+money_router = APIRouter(include_in_schema=False)
 
-def money_routes(web: Web) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+
+@money_router.get("/dashboard")
+async def dashboard(request: Request, web: PortalWeb) -> Response:
+    session = await web.require_session(request)
+    user_id = session.user.user_id
     context = web.context
 
-    @router.get("/dashboard")
-    async def dashboard(request: Request) -> Response:
-        session = await web.require_session(request)
-        user_id = session.user.user_id
-
-        async def load(connection: AsyncConnection) -> _Dashboard:
-            summaries = await agent_summaries(context, connection, user_id)
-            links = [summary.link for summary in summaries]
-            lines = await transactions(
-                context,
-                connection,
-                links,
-                TransactionFilter(limit=limits.TRANSACTIONS_PAGE_SIZE_MAX),
-            )
-            contracts = await recent_contracts(connection, [link.agent_id for link in links])
-            approvals = await approvals_for_user(connection, user_id, limit=RECENT_ROWS_MAX)
-            top_ups = await recent_top_ups(connection, user_id=user_id, limit=RECENT_ROWS_MAX)
-            return _Dashboard(summaries, lines, contracts, approvals, top_ups)
-
-        summaries, lines, contracts, approvals, top_ups = await context.read(load)
-        now_ms = context.now_ms()
-        return await web.render(
-            request,
-            "dashboard.html",
-            summaries=summaries,
-            chart=Markup(spending_chart_svg(chart_days(lines, now_ms))),
-            recent_lines=lines[:RECENT_ROWS_MAX],
-            contracts=contracts,
-            pending_approvals=[
-                approval
-                for approval in approvals
-                if approval.status is ApprovalStatus.PENDING and not approval.is_expired(now_ms)
-            ],
-            top_ups=top_ups,
-            labels={summary.link.agent_id: summary.link.label for summary in summaries},
+    async def load(connection: AsyncConnection) -> _Dashboard:
+        summaries = await agent_summaries(context, connection, user_id)
+        links = [summary.link for summary in summaries]
+        lines = await transactions(
+            context,
+            connection,
+            links,
+            TransactionFilter(limit=limits.TRANSACTIONS_PAGE_SIZE_MAX),
         )
+        contracts = await recent_contracts(connection, [link.agent_id for link in links])
+        approvals = await approvals_for_user(connection, user_id, limit=RECENT_ROWS_MAX)
+        top_ups = await recent_top_ups(connection, user_id=user_id, limit=RECENT_ROWS_MAX)
+        return _Dashboard(summaries, lines, contracts, approvals, top_ups)
 
-    @router.get("/top-up")
-    async def top_up_page(request: Request) -> Response:
-        return await _top_up_form(web, request, problem=None)
+    summaries, lines, contracts, approvals, top_ups = await context.read(load)
+    now_ms = context.now_ms()
+    return await web.render(
+        request,
+        "dashboard.html",
+        summaries=summaries,
+        chart=Markup(spending_chart_svg(chart_days(lines, now_ms))),
+        recent_lines=lines[:RECENT_ROWS_MAX],
+        contracts=contracts,
+        pending_approvals=[
+            approval
+            for approval in approvals
+            if approval.status is ApprovalStatus.PENDING and not approval.is_expired(now_ms)
+        ],
+        top_ups=top_ups,
+        labels={summary.link.agent_id: summary.link.label for summary in summaries},
+    )
 
-    @router.post("/top-up")
-    async def top_up_form(request: Request) -> Response:
-        session, form = await web.checked_form(request)
-        package = form.get("package", "")
-        try:
-            custom_text = form.get("amount", "").strip()
-            custom_cents = (
-                parse_dollars(custom_text, field="amount")
-                if package == CUSTOM_PACKAGE_CODE and custom_text
-                else None
-            )
-            quote = top_up_quote(package, custom_cents=custom_cents, fees=context.config.fees)
-            started = await start_top_up(context, session.user, form.get("agent_id", ""), quote)
-        except PortalError as error:
-            return await _top_up_form(
-                web, request, problem=error.message, status_code=error.http_status
-            )
-        return RedirectResponse(f"/top-up/{started.top_up.topup_id}", status_code=303)
 
-    @router.get("/top-up/{topup_id}")
-    async def pay_page(request: Request, topup_id: str) -> Response:
-        session = await web.require_session(request)
-        top_up = await top_up_of(context, session.user, topup_id)
-        return await web.render(
-            request,
-            "pay.html",
-            top_up=top_up,
-            stripe_js_url=context.config.stripe.js_url,
-            publishable_key=context.config.stripe.publishable_key,
-            client_secret=await _client_secret(web, top_up.payment_intent_id),
+@money_router.get("/top-up")
+async def top_up_page(request: Request, web: PortalWeb) -> Response:
+    return await _top_up_form(web, request, problem=None)
+
+
+@money_router.post("/top-up")
+async def top_up_form(request: Request, web: PortalWeb) -> Response:
+    session, form = await web.checked_form(request)
+    package = form.get("package", "")
+    try:
+        custom_text = form.get("amount", "").strip()
+        custom_cents = (
+            parse_dollars(custom_text, field="amount")
+            if package == CUSTOM_PACKAGE_CODE and custom_text
+            else None
         )
-
-    @router.get("/top-up/{topup_id}/status")
-    async def top_up_status(request: Request, topup_id: str) -> Response:
-        session = await web.require_session(request)
-        top_up = await top_up_of(context, session.user, topup_id)
-        return JSONResponse(
-            {"status": top_up.status.value, "credits_millicredits": top_up.credits_millicredits}
+        quote = top_up_quote(package, custom_cents=custom_cents, fees=web.context.config.fees)
+        started = await start_top_up(web.context, session.user, form.get("agent_id", ""), quote)
+    except PortalError as error:
+        return await _top_up_form(
+            web, request, problem=error.message, status_code=error.http_status
         )
+    return RedirectResponse(f"/top-up/{started.top_up.topup_id}", status_code=303)
 
-    @router.post("/top-up/{topup_id}/card")
-    async def offline_card(request: Request, topup_id: str) -> Response:
-        session = await web.require_session(request)
-        checked_csrf(request.headers.get(CSRF_HEADER, ""), session.csrf_token)
-        body = await request.body()
-        if len(body) > limits.FORM_BYTES_MAX:
-            raise InvalidInput("card", "the request is too large")
-        try:
-            card_id = str(json.loads(body).get("card_id", ""))
-        except (ValueError, AttributeError) as exc:
-            raise InvalidInput("card", "send JSON with card_id") from exc
-        intent = await confirm_offline_card(context, session.user, topup_id, card_id)
-        return JSONResponse({"status": intent.status, "client_secret": intent.client_secret})
 
-    @router.post("/stripe/webhook")
-    async def stripe_webhook(request: Request) -> Response:
-        body = await _bounded_body(request, limits.WEBHOOK_BYTES_MAX)
-        outcome = await handle_webhook(context, body, request.headers.get("Stripe-Signature"))
-        return JSONResponse({"received": True, "outcome": outcome.outcome})
+@money_router.get("/top-up/{topup_id}")
+async def pay_page(request: Request, topup_id: str, web: PortalWeb) -> Response:
+    session = await web.require_session(request)
+    top_up = await top_up_of(web.context, session.user, topup_id)
+    return await web.render(
+        request,
+        "pay.html",
+        top_up=top_up,
+        stripe_js_url=web.context.config.stripe.js_url,
+        publishable_key=web.context.config.stripe.publishable_key,
+        client_secret=await _client_secret(web, top_up.payment_intent_id),
+    )
 
-    @router.get("/transactions")
-    async def transactions_page(request: Request) -> Response:
-        session = await web.require_session(request)
-        selection = _selection(request, context.now_ms())
-        links, lines = await _history(web, session.user.user_id, selection)
-        query = request.url.query
-        return await web.render(
-            request,
-            "transactions.html",
-            links=links,
-            lines=lines,
-            selection=selection,
-            csv_url="/transactions.csv" + (f"?{query}" if query else ""),
+
+@money_router.get("/top-up/{topup_id}/status")
+async def top_up_status(request: Request, topup_id: str, web: PortalWeb) -> Response:
+    session = await web.require_session(request)
+    top_up = await top_up_of(web.context, session.user, topup_id)
+    return JSONResponse(
+        {"status": top_up.status.value, "credits_millicredits": top_up.credits_millicredits}
+    )
+
+
+@money_router.post("/top-up/{topup_id}/card")
+async def offline_card(request: Request, topup_id: str, web: PortalWeb) -> Response:
+    session = await web.require_session(request)
+    checked_csrf(request.headers.get(CSRF_HEADER, ""), session.csrf_token)
+    body = await request.body()
+    if len(body) > limits.FORM_BYTES_MAX:
+        raise InvalidInput("card", "the request is too large")
+    try:
+        card_id = str(json.loads(body).get("card_id", ""))
+    except (ValueError, AttributeError) as exc:
+        raise InvalidInput("card", "send JSON with card_id") from exc
+    intent = await confirm_offline_card(web.context, session.user, topup_id, card_id)
+    return JSONResponse({"status": intent.status, "client_secret": intent.client_secret})
+
+
+@money_router.post("/stripe/webhook")
+async def stripe_webhook(request: Request, web: PortalWeb) -> Response:
+    body = await read_body(
+        request,
+        bytes_max=limits.WEBHOOK_BYTES_MAX,
+        field="body",
+        problem="the request is too large",
+    )
+    outcome = await handle_webhook(web.context, body, request.headers.get("Stripe-Signature"))
+    return JSONResponse({"received": True, "outcome": outcome.outcome})
+
+
+@money_router.get("/transactions")
+async def transactions_page(request: Request, web: PortalWeb) -> Response:
+    session = await web.require_session(request)
+    selection = _selection(request, web.context.now_ms())
+    links, lines = await _history(web, session.user.user_id, selection)
+    query = request.url.query
+    return await web.render(
+        request,
+        "transactions.html",
+        links=links,
+        lines=lines,
+        selection=selection,
+        csv_url="/transactions.csv" + (f"?{query}" if query else ""),
+    )
+
+
+@money_router.get("/transactions.csv")
+async def transactions_export(request: Request, web: PortalWeb) -> Response:
+    session = await web.require_session(request)
+    selection = _selection(request, web.context.now_ms())
+    _, lines = await _history(web, session.user.user_id, selection)
+    stamp = time.strftime("%Y%m%d", time.gmtime(web.context.now_ms() // 1000))
+    return Response(
+        transactions_csv(lines),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="agentx-{stamp}.csv"'},
+    )
+
+
+@money_router.get("/payouts")
+async def payouts_page(request: Request, web: PortalWeb) -> Response:
+    return await _payouts(web, request, problem=None)
+
+
+@money_router.post("/payouts/connect")
+async def connect_form(request: Request, web: PortalWeb) -> Response:
+    session, _ = await web.checked_form(request)
+    url = await connect_onboarding_url(web.context, session.user)
+    return RedirectResponse(url, status_code=303)
+
+
+@money_router.get("/payouts/connected")
+async def connect_return(request: Request, web: PortalWeb) -> Response:
+    session = await web.require_session(request)
+    enabled = await refresh_connect_status(web.context, session.user)
+    notice = "connected" if enabled else "not_connected"
+    return RedirectResponse(f"/payouts?notice={notice}", status_code=303)
+
+
+@money_router.post("/payouts/agent-permission")
+async def agent_permission_form(request: Request, web: PortalWeb) -> Response:
+    session, form = await web.checked_form(request)
+    allowed = form.get("allowed") == "on"
+    await allow_agent_cash_out(web.context, session.user, allowed=allowed)
+    notice = "agents_allowed" if allowed else "agents_not_allowed"
+    return RedirectResponse(f"/payouts?notice={notice}", status_code=303)
+
+
+@money_router.post("/payouts")
+async def cash_out_form(request: Request, web: PortalWeb) -> Response:
+    session, form = await web.checked_form(request)
+    try:
+        credits_text = form.get("credits", "").strip()
+        if not credits_text.isdigit() or len(credits_text) > 9:
+            raise InvalidInput("credits", "enter whole credits")
+        payout = await request_cash_out(
+            web.context,
+            session.user,
+            form.get("agent_id", ""),
+            int(credits_text),
+            requested_by="human",
         )
-
-    @router.get("/transactions.csv")
-    async def transactions_export(request: Request) -> Response:
-        session = await web.require_session(request)
-        _, lines = await _history(web, session.user.user_id, _selection(request, context.now_ms()))
-        stamp = time.strftime("%Y%m%d", time.gmtime(context.now_ms() // 1000))
-        return Response(
-            transactions_csv(lines),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="agentx-{stamp}.csv"'},
-        )
-
-    @router.get("/payouts")
-    async def payouts_page(request: Request) -> Response:
-        return await _payouts(web, request, problem=None)
-
-    @router.post("/payouts/connect")
-    async def connect_form(request: Request) -> Response:
-        session, _ = await web.checked_form(request)
-        url = await connect_onboarding_url(context, session.user)
-        return RedirectResponse(url, status_code=303)
-
-    @router.get("/payouts/connected")
-    async def connect_return(request: Request) -> Response:
-        session = await web.require_session(request)
-        enabled = await refresh_connect_status(context, session.user)
-        notice = "connected" if enabled else "not_connected"
-        return RedirectResponse(f"/payouts?notice={notice}", status_code=303)
-
-    @router.post("/payouts/agent-permission")
-    async def agent_permission_form(request: Request) -> Response:
-        session, form = await web.checked_form(request)
-        allowed = form.get("allowed") == "on"
-        await allow_agent_cash_out(context, session.user, allowed=allowed)
-        notice = "agents_allowed" if allowed else "agents_not_allowed"
-        return RedirectResponse(f"/payouts?notice={notice}", status_code=303)
-
-    @router.post("/payouts")
-    async def cash_out_form(request: Request) -> Response:
-        session, form = await web.checked_form(request)
-        try:
-            credits_text = form.get("credits", "").strip()
-            if not credits_text.isdigit() or len(credits_text) > 9:
-                raise InvalidInput("credits", "enter whole credits")
-            payout = await request_cash_out(
-                context,
-                session.user,
-                form.get("agent_id", ""),
-                int(credits_text),
-                requested_by="human",
-            )
-        except PortalError as error:
-            return await _payouts(
-                web, request, problem=error.message, status_code=error.http_status
-            )
-        return RedirectResponse(f"/payouts?notice=payout_{payout.status.value}", status_code=303)
-
-    return router
+    except PortalError as error:
+        return await _payouts(web, request, problem=error.message, status_code=error.http_status)
+    return RedirectResponse(f"/payouts?notice=payout_{payout.status.value}", status_code=303)
 
 
 async def _top_up_form(
@@ -320,12 +334,3 @@ async def _history(
         return links, await transactions(web.context, connection, links, selection)
 
     return await web.context.read(load)
-
-
-async def _bounded_body(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise InvalidInput("body", "the request is too large")
-    return bytes(body)

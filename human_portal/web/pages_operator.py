@@ -3,16 +3,17 @@ listings, audit."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Annotated, NamedTuple, Protocol
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent_client import Agent, AgentClientError, AgentKeys, is_agent_id
+from agent_client import Agent, AgentClientError, AgentKeys, OperatorClient, is_agent_id
+from human_portal.accounts import Session
 from human_portal.errors import InvalidInput, PaymentProviderFailed
-from human_portal.money import parse_dollars
-from human_portal.operator import (
+from human_portal.money_rules import parse_dollars
+from human_portal.operator_actions import (
     AuditEntry,
     FrozenAgent,
     Receivable,
@@ -23,11 +24,11 @@ from human_portal.operator import (
     require_operator,
     unfreeze_agent,
 )
-from human_portal.reports import DisputeCase, Revenue, open_disputes, revenue
+from human_portal.reports import DisputeCase, Revenue, disputes_to_resolve, revenue
 from human_portal.topups import TopUp, recent_top_ups, refund_top_up
-from human_portal.web.common import Web
+from human_portal.web.common import PortalWeb, Web
 
-__all__ = ["DisputeResolver", "ExchangeDisputeResolver", "operator_routes"]
+__all__ = ["DisputeResolver", "ExchangeDisputeResolver", "operator_router"]
 
 DISPUTES_SHOWN_MAX = 50
 TOP_UPS_SHOWN_MAX = 50
@@ -55,7 +56,7 @@ class ExchangeDisputeResolver:
     async def resolve(self, contract_id: str, /, *, provider_share_bps: int, note: str) -> str:
         try:
             async with await Agent.connect(self._nats_url, self._keys) as operator:
-                view = await operator.resolve(
+                view = await OperatorClient(operator).resolve(
                     contract_id, provider_share_bps=provider_share_bps, note=note
                 )
         except AgentClientError as exc:
@@ -66,9 +67,10 @@ class ExchangeDisputeResolver:
         self, provider_id: str, capability: str, /, *, active: bool
     ) -> str:
         try:
-            async with await Agent.connect(self._nats_url, self._keys) as operator:
-                change = operator.reactivate if active else operator.deactivate
-                listing = await change(capability, provider_id=provider_id)
+            async with await Agent.connect(self._nats_url, self._keys) as agent:
+                operator = OperatorClient(agent)
+                change = operator.reactivate_listing if active else operator.deactivate_listing
+                listing = await change(provider_id, capability)
         except AgentClientError as exc:
             raise PaymentProviderFailed(f"the exchange refused: {exc}", retryable=False) from exc
         return listing.status
@@ -83,86 +85,107 @@ class _OperatorView(NamedTuple):
     audit: list[AuditEntry]
 
 
-def operator_routes(web: Web, resolver: DisputeResolver | None) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+async def _dispute_resolver(request: Request) -> DisputeResolver | None:
+    """The app's resolver (set by ``create_app``); None without an operator key."""
+    resolver: DisputeResolver | None = request.app.state.dispute_resolver
+    return resolver
+
+
+_Resolver = Annotated[DisputeResolver | None, Depends(_dispute_resolver)]
+
+operator_router = APIRouter(include_in_schema=False)
+
+
+@operator_router.get("/operator")
+async def operator_page(request: Request, web: PortalWeb, resolver: _Resolver) -> Response:
+    session = await web.require_session(request)
+    require_operator(session.user)
     context = web.context
 
-    @router.get("/operator")
-    async def operator_page(request: Request) -> Response:
-        session = await web.require_session(request)
-        require_operator(session.user)
-
-        async def load(connection: AsyncConnection) -> _OperatorView:
-            return _OperatorView(
-                await revenue(context, connection),
-                await frozen_agents(connection),
-                await receivables(connection),
-                await recent_top_ups(connection, user_id=None, limit=TOP_UPS_SHOWN_MAX),
-                await open_disputes(connection, limit=DISPUTES_SHOWN_MAX),
-                await audit_log(connection),
-            )
-
-        view = await context.read(load)
-        return await web.render(
-            request,
-            "operator.html",
-            view=view,
-            can_resolve=resolver is not None,
-            notice=request.query_params.get("notice"),
+    async def load(connection: AsyncConnection) -> _OperatorView:
+        return _OperatorView(
+            await revenue(context, connection),
+            await frozen_agents(connection),
+            await receivables(connection),
+            await recent_top_ups(connection, user_id=None, limit=TOP_UPS_SHOWN_MAX),
+            await disputes_to_resolve(connection, limit=DISPUTES_SHOWN_MAX),
+            await audit_log(connection),
         )
 
-    @router.post("/operator/freeze")
-    async def freeze_form(request: Request) -> Response:
-        session, form = await web.checked_form(request)
-        await freeze_agent(
-            context, session.user, form.get("agent_id", "").strip(), form.get("reason", "")
-        )
-        return RedirectResponse("/operator?notice=frozen", status_code=303)
+    view = await context.read(load)
+    return await web.render(
+        request,
+        "operator.html",
+        view=view,
+        can_resolve=resolver is not None,
+        notice=request.query_params.get("notice"),
+    )
 
-    @router.post("/operator/agents/{agent_id}/unfreeze")
-    async def unfreeze_form(request: Request, agent_id: str) -> Response:
-        session, _ = await web.checked_form(request)
-        await unfreeze_agent(context, session.user, agent_id)
-        return RedirectResponse("/operator?notice=unfrozen", status_code=303)
 
-    @router.post("/operator/top-ups/{topup_id}/refund")
-    async def refund_form(request: Request, topup_id: str) -> Response:
-        session, form = await web.checked_form(request)
-        require_operator(session.user)
-        amount_cents = parse_dollars(form.get("amount", ""), field="amount")
-        await refund_top_up(context, session.user, topup_id, amount_cents)
-        return RedirectResponse("/operator?notice=refunded", status_code=303)
+@operator_router.post("/operator/freeze")
+async def freeze_form(request: Request, web: PortalWeb) -> Response:
+    session, form = await _operator_form(web, request)
+    await freeze_agent(
+        web.context, session.user, form.get("agent_id", "").strip(), form.get("reason", "")
+    )
+    return RedirectResponse("/operator?notice=frozen", status_code=303)
 
-    @router.post("/operator/disputes/{contract_id}/resolve")
-    async def resolve_form(request: Request, contract_id: str) -> Response:
-        session, form = await web.checked_form(request)
-        require_operator(session.user)
-        if resolver is None:
-            raise InvalidInput("resolver", "this portal has no operator key for the exchange")
-        share_text = form.get("provider_share_percent", "").strip()
-        if not share_text.isdigit() or not 0 <= int(share_text) <= 100:
-            raise InvalidInput("provider_share_percent", "is a whole percentage from 0 to 100")
-        await resolver.resolve(
-            contract_id, provider_share_bps=int(share_text) * 100, note=form.get("note", "")[:500]
-        )
-        return RedirectResponse("/operator?notice=resolved", status_code=303)
 
-    @router.post("/operator/listings/status")
-    async def listing_status_form(request: Request) -> Response:
-        session, form = await web.checked_form(request)
-        require_operator(session.user)
-        if resolver is None:
-            raise InvalidInput("resolver", "this portal has no operator key for the exchange")
-        provider_id = form.get("provider_id", "").strip()
-        if not is_agent_id(provider_id):
-            raise InvalidInput("provider_id", "is an agent id (U..., 56 characters)")
-        action = form.get("action", "")
-        if action not in ("deactivate", "reactivate"):
-            raise InvalidInput("action", "is deactivate or reactivate")
-        capability = form.get("capability", "").strip()
-        status = await resolver.set_listing_active(
-            provider_id, capability, active=action == "reactivate"
-        )
-        return RedirectResponse(f"/operator?notice=listing+{status}", status_code=303)
+@operator_router.post("/operator/agents/{agent_id}/unfreeze")
+async def unfreeze_form(request: Request, agent_id: str, web: PortalWeb) -> Response:
+    session, _ = await _operator_form(web, request)
+    await unfreeze_agent(web.context, session.user, agent_id)
+    return RedirectResponse("/operator?notice=unfrozen", status_code=303)
 
-    return router
+
+@operator_router.post("/operator/top-ups/{topup_id}/refund")
+async def refund_form(request: Request, topup_id: str, web: PortalWeb) -> Response:
+    session, form = await _operator_form(web, request)
+    amount_cents = parse_dollars(form.get("amount", ""), field="amount")
+    await refund_top_up(web.context, session.user, topup_id, amount_cents)
+    return RedirectResponse("/operator?notice=refunded", status_code=303)
+
+
+@operator_router.post("/operator/disputes/{contract_id}/resolve")
+async def resolve_form(
+    request: Request, contract_id: str, web: PortalWeb, resolver: _Resolver
+) -> Response:
+    _, form = await _operator_form(web, request)
+    exchange = _required_resolver(resolver)
+    share_text = form.get("provider_share_percent", "").strip()
+    if not share_text.isdigit() or not 0 <= int(share_text) <= 100:
+        raise InvalidInput("provider_share_percent", "is a whole percentage from 0 to 100")
+    await exchange.resolve(
+        contract_id, provider_share_bps=int(share_text) * 100, note=form.get("note", "")[:500]
+    )
+    return RedirectResponse("/operator?notice=resolved", status_code=303)
+
+
+@operator_router.post("/operator/listings/status")
+async def listing_status_form(request: Request, web: PortalWeb, resolver: _Resolver) -> Response:
+    _, form = await _operator_form(web, request)
+    exchange = _required_resolver(resolver)
+    provider_id = form.get("provider_id", "").strip()
+    if not is_agent_id(provider_id):
+        raise InvalidInput("provider_id", "is an agent id (U..., 56 characters)")
+    action = form.get("action", "")
+    if action not in ("deactivate", "reactivate"):
+        raise InvalidInput("action", "is deactivate or reactivate")
+    capability = form.get("capability", "").strip()
+    status = await exchange.set_listing_active(
+        provider_id, capability, active=action == "reactivate"
+    )
+    return RedirectResponse(f"/operator?notice=listing+{status}", status_code=303)
+
+
+async def _operator_form(web: Web, request: Request) -> tuple[Session, dict[str, str]]:
+    """An operator's form, with its CSRF token checked; every operator action starts here."""
+    session, form = await web.checked_form(request)
+    require_operator(session.user)
+    return session, form
+
+
+def _required_resolver(resolver: DisputeResolver | None) -> DisputeResolver:
+    if resolver is None:
+        raise InvalidInput("resolver", "this portal has no operator key for the exchange")
+    return resolver

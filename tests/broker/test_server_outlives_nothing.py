@@ -34,7 +34,7 @@ from typing import BinaryIO
 import pytest
 
 from broker import EmbeddedNatsServer, NatsServerConfig, ServerState, locate_nats_server_binary
-from broker.server import _die_with_parent_hook
+from broker.nats_process import _die_with_parent_hook
 from tests.broker.nats_clients import get_monitor_json
 
 pytestmark = pytest.mark.skipif(
@@ -285,7 +285,7 @@ def warnings_from_the_server(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         record.getMessage()
         for record in caplog.records
-        if record.name == "broker.server" and record.levelno >= logging.WARNING
+        if record.name == "broker.nats_process" and record.levelno >= logging.WARNING
     ]
 
 
@@ -298,7 +298,7 @@ async def test_a_leftover_server_on_the_data_dir_is_stopped_before_the_next_star
     leftover_ignores_sigterm: bool,
     ended_by: str,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="broker.server")
+    caplog.set_level(logging.WARNING, logger="broker.nats_process")
     config = NatsServerConfig(data_dir=tmp_path, shutdown_timeout_s=SHORT_SHUTDOWN_TIMEOUT_S)
     leftover = await start_leftover_server(config)
     try:
@@ -324,7 +324,7 @@ async def test_a_leftover_server_on_the_data_dir_is_stopped_before_the_next_star
 async def test_a_pid_file_naming_a_process_that_is_not_this_data_dirs_server_is_left_alone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="broker.server")
+    caplog.set_level(logging.WARNING, logger="broker.nats_process")
     data_dir = tmp_path / "ours"
     data_dir.mkdir()
     other_config = NatsServerConfig(data_dir=tmp_path / "other")

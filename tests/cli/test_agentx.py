@@ -15,8 +15,8 @@ import subprocess
 import sys
 
 from agent_client import AgentKeys, is_agent_id
-from exchange.cli import freeze_startup_objects, main
-from exchange.demo import DemoOptions, run_demo
+from exchange.entrypoints.cli import freeze_startup_objects, main
+from exchange.entrypoints.demo import DemoOptions, run_demo
 
 
 async def test_the_demo_settles_every_deal_with_balanced_books(tmp_path):
@@ -55,7 +55,7 @@ async def test_the_demo_tells_a_refund_and_a_dispute_resolved_by_split(tmp_path)
 
 def test_agentx_demo_runs_as_a_command_and_exits_zero(tmp_path):
     completed = subprocess.run(
-        [sys.executable, "-m", "exchange.cli", "demo", "--agents", "2", "--deals", "2"],
+        [sys.executable, "-m", "exchange.entrypoints.cli", "demo", "--agents", "2", "--deals", "2"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -61,7 +61,7 @@ def test_agentx_up_serves_on_a_free_port_when_4222_is_taken_and_clients_find_it(
             [
                 sys.executable,
                 "-m",
-                "exchange.cli",
+                "exchange.entrypoints.cli",
                 "up",
                 "--no-portal",
                 "--data-dir",
@@ -82,7 +82,7 @@ def test_agentx_up_serves_on_a_free_port_when_4222_is_taken_and_clients_find_it(
                 [
                     sys.executable,
                     "-m",
-                    "exchange.cli",
+                    "exchange.entrypoints.cli",
                     "mint",
                     recipient,
                     "3",

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 import pytest_asyncio
 from nats.aio.client import Client
 
-from agent_client import Agent, AgentKeys, AgentOptions, subjects
+from agent_client import Agent, AgentKeys, AgentOptions, OperatorClient, subjects
 from agent_client.protocol import Reply
 from agent_client.replies import open_reply
 from agent_client.signing import SystemClock
 from agent_client.transport import connect_nats
 from broker import EmbeddedNatsServer
+from broker.signed_service import AgentEvictor
 from exchange import ExchangeConfig, ExchangeWorker, check_exchange_invariants, migrate_database
-from exchange.signed_service import AgentEvictor
 
 
 @dataclass
@@ -58,7 +58,9 @@ class RunningExchange:
     async def funded_agent(self, amount_millicredits: int) -> Agent:
         agent = await self.agent()
         operator = await self.agent(self.operator_keys)
-        await operator.mint(agent.agent_id, amount_millicredits, reason="test grant")
+        await OperatorClient(operator).mint(
+            agent.agent_id, amount_millicredits, reason="test grant"
+        )
         return agent
 
     async def check_invariants(self) -> None:

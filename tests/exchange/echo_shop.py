@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_client import Agent
+from agent_client import Agent, QuoteRequest
 
 PRICE = 1_000
 CAPABILITY = "bench.echo"
@@ -23,6 +23,6 @@ async def open_echo_shop(provider: Agent, /) -> None:
 async def echo_quote(buyer: Agent, /) -> Any:
     """The echo shop's one quote for ``buyer`` (RFQ with a budget of PRICE)."""
     [quote] = await buyer.request_quotes(
-        CAPABILITY, "echo", budget_millicredits=PRICE, quotes_max=1
+        QuoteRequest(CAPABILITY, "echo", budget_millicredits=PRICE, quotes_max=1)
     )
     return quote

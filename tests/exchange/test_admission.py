@@ -1,4 +1,4 @@
-"""Per-agent admission (exchange/admission.py), a pure core tested with a hand-moved clock.
+"""Per-agent admission (broker/admission.py), a pure core tested with a hand-moved clock.
 
 It proves each of the three limits on its own (rate with burst, protocol-
 error budget, in-flight share), that refusals are answered only a few times
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from exchange.admission import AdmissionLimits, AgentAdmission, Verdict
+from broker.admission import AdmissionLimits, AgentAdmission, Verdict
 
 LIMITS = AdmissionLimits(
     requests_per_s=10.0,

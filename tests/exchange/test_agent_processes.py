@@ -12,7 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from agent_client import AgentKeys
+from agent_client import AgentKeys, OperatorClient
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PROCESS_TIMEOUT_S = 30
@@ -23,7 +23,7 @@ async def test_a_provider_process_and_a_buyer_process_settle_a_deal(exchange, tm
     provider_keys.save(tmp_path / "provider.seed")
     buyer_keys.save(tmp_path / "buyer.seed")
     operator = await exchange.agent(exchange.operator_keys)
-    await operator.mint(buyer_keys.agent_id, 10_000, reason="example buyer")
+    await OperatorClient(operator).mint(buyer_keys.agent_id, 10_000, reason="example buyer")
 
     provider = await asyncio.create_subprocess_exec(
         sys.executable, str(EXAMPLES / "provider.py"),

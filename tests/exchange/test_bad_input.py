@@ -14,7 +14,16 @@ import asyncio
 import msgspec
 import pytest
 
-from agent_client import AgentKeys, Delivery, ExchangeError, ReceivedQuote, limits, subjects
+from agent_client import (
+    AgentKeys,
+    Delivery,
+    ExchangeError,
+    OperatorClient,
+    QuoteRequest,
+    ReceivedQuote,
+    limits,
+    subjects,
+)
 from agent_client.protocol import (
     Advertise,
     Deliver,
@@ -75,7 +84,9 @@ async def shop_and_buyer(exchange, *, grant=GRANT):
 
 
 async def first_quote(buyer):
-    quotes = await buyer.request_quotes("text.upper", "x", budget_millicredits=10_000, quotes_max=1)
+    quotes = await buyer.request_quotes(
+        QuoteRequest("text.upper", "x", budget_millicredits=10_000, quotes_max=1)
+    )
     assert quotes
     return quotes[0]
 
@@ -219,7 +230,7 @@ async def test_listings_outside_the_price_limits_are_refused(exchange, price):
 async def test_only_an_operator_can_mint(exchange):
     impostor = await exchange.agent()
     with pytest.raises(ExchangeError) as caught:
-        await impostor.mint(impostor.agent_id, 1_000, reason="free money")
+        await OperatorClient(impostor).mint(impostor.agent_id, 1_000, reason="free money")
     assert caught.value.code == "forbidden"
     assert (await impostor.balance()).available_millicredits == 0
     await exchange.check_invariants()
@@ -302,7 +313,7 @@ async def test_a_buyer_without_enough_credits_is_refused_and_nothing_is_held(exc
 async def test_an_agent_cannot_hire_itself(exchange):
     provider, _ = await shop_and_buyer(exchange)
     operator = await exchange.agent(exchange.operator_keys)
-    await operator.mint(provider.agent_id, GRANT, reason="test")
+    await OperatorClient(operator).mint(provider.agent_id, GRANT, reason="test")
     header = make_header(
         exchange.keys_of(provider),
         audience=provider.agent_id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_client import Agent
+from agent_client import Agent, QuoteRequest
 
 GRANT_MILLICREDITS = 100_000
 PRICE_MILLICREDITS = 2_000
@@ -36,7 +36,7 @@ async def test_a_deal_settles_with_the_fee_split_and_balanced_books(exchange):
     buyer = await exchange.funded_agent(GRANT_MILLICREDITS)
 
     quotes = await buyer.request_quotes(
-        "text.upper", "shout", budget_millicredits=5_000, timeout_s=2, quotes_max=1
+        QuoteRequest("text.upper", "shout", budget_millicredits=5_000, timeout_s=2, quotes_max=1)
     )
     assert [quote.provider_id for quote in quotes] == [provider.agent_id]
     contract = await buyer.hire(quotes[0], {"text": "hello"})
@@ -65,7 +65,9 @@ async def test_a_deal_settles_with_the_fee_split_and_balanced_books(exchange):
 async def test_transaction_history_shows_the_grant_hold_and_payout(exchange):
     provider = await open_shop(exchange)
     buyer = await exchange.funded_agent(GRANT_MILLICREDITS)
-    quotes = await buyer.request_quotes("text.upper", "x", budget_millicredits=5_000, quotes_max=1)
+    quotes = await buyer.request_quotes(
+        QuoteRequest("text.upper", "x", budget_millicredits=5_000, quotes_max=1)
+    )
     contract = await buyer.hire(quotes[0], {"text": "a"})
     await contract.accept_delivery(await contract.wait_delivery(timeout_s=10))
 
@@ -86,7 +88,9 @@ async def test_the_buyer_hires_the_cheapest_of_several_quotes(exchange):
     await open_shop(exchange, price=9_000)  # over the budget: declines
     buyer = await exchange.funded_agent(GRANT_MILLICREDITS)
 
-    quotes = await buyer.request_quotes("text.upper", "x", budget_millicredits=5_000, timeout_s=1)
+    quotes = await buyer.request_quotes(
+        QuoteRequest("text.upper", "x", budget_millicredits=5_000, timeout_s=1)
+    )
     assert [quote.price_millicredits for quote in quotes] == [1_000, 3_000]
     contract = await buyer.hire(quotes[0], {"text": "a"})
     assert contract.record.provider_id == cheap.agent_id
@@ -123,7 +127,7 @@ async def test_many_deals_in_parallel_keep_the_books_balanced(exchange, deals):
 
     async def deal(buyer):
         quotes = await buyer.request_quotes(
-            "text.upper", "x", budget_millicredits=5_000, quotes_max=1
+            QuoteRequest("text.upper", "x", budget_millicredits=5_000, quotes_max=1)
         )
         contract = await buyer.hire(quotes[0], {"text": "a"})
         return await contract.accept_delivery(await contract.wait_delivery(timeout_s=10))

@@ -16,7 +16,7 @@ import asyncio
 
 import pytest
 
-from agent_client import ExchangeError, limits
+from agent_client import ExchangeError, QuoteRequest, limits
 
 PRICE = 5_000
 GRANT = 50_000
@@ -38,7 +38,9 @@ async def hired(exchange, handler, *, seal_result=False, output_schema=None):
     )
     await provider.serve("text.upper", handler, pricing=PRICE)
     buyer = await exchange.funded_agent(GRANT)
-    quotes = await buyer.request_quotes("text.upper", "x", budget_millicredits=PRICE, quotes_max=1)
+    quotes = await buyer.request_quotes(
+        QuoteRequest("text.upper", "x", budget_millicredits=PRICE, quotes_max=1)
+    )
     contract = await buyer.hire(quotes[0], {"text": "hi"}, seal_result=seal_result)
     return provider, buyer, contract
 

@@ -66,17 +66,18 @@ async def test_a_delivery_the_exchange_refuses_for_good_is_not_retried(exchange)
     back = await exchange.agent(keys)
     await back.cancel(contract.contract_id, reason="cannot do it")
     attempts = 0
-    original = back.deliver
+    provider_desk = back._provider
+    original = provider_desk.deliver
 
     async def counting_deliver(*args, **kwargs):
         nonlocal attempts
         attempts += 1
         return await original(*args, **kwargs)
 
-    back.deliver = counting_deliver  # type: ignore[method-assign]
+    provider_desk.deliver = counting_deliver  # type: ignore[method-assign]
     record = contract.record
     try:
-        await back._deliver_until_deadline(record, {"n": 1}, seal_for=None)
+        await provider_desk.deliver_until_deadline(record, {"n": 1}, seal_for=None)
         raise AssertionError("a delivery to a refunded contract must be refused")
     except ExchangeError as refused:
         assert refused.code == "invalid_state"

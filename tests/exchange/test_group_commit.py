@@ -1,4 +1,4 @@
-"""The group committer on its own: grouping, routing, failure, bounds, shutdown.
+"""The group committer on its own: grouping, deferral, failure, bounds, shutdown.
 
 These tests drive ``GroupCommitter`` with a stand-in for the transaction
 (``run`` calls the work with no connection): what is under test is the
@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from exchange.errors import ExchangeError
-from exchange.use_cases.group_commit import ALONE, GroupCommitter
+from exchange.use_cases.group_commit import DEFER, GroupCommitter
 
 
 class Recorder:
@@ -60,16 +60,52 @@ async def test_groups_never_exceed_jobs_max():
     await groups.close()
 
 
-async def test_a_failed_group_answers_every_job_alone_and_the_next_group_is_unaffected():
+async def test_a_failed_group_applies_each_job_as_a_group_of_one():
     recorder = Recorder(fail_when=3, delay_s=0.01)
     groups = committer(recorder)
     first = asyncio.create_task(groups.submit(0))
     await asyncio.sleep(0)  # job 0 goes alone; 1..5 queue into the failing group
     rest = [asyncio.create_task(groups.submit(job)) for job in range(1, 6)]
     assert await first == 0
-    assert await asyncio.gather(*rest) == [ALONE] * 5
-    assert recorder.groups == [[0]]
+    answers = await asyncio.gather(*rest, return_exceptions=True)
+    # Only the job at fault sees the error; the others commit, each on its own.
+    assert answers[:2] == [10, 20] and answers[3:] == [40, 50]
+    assert isinstance(answers[2], RuntimeError)
+    assert recorder.groups == [[0], [1], [2], [4], [5]]
+    assert groups.groups_failed == 1
     assert await groups.submit(8) == 80
+    await groups.close()
+
+
+async def test_a_deferred_job_is_decided_in_the_next_group_in_its_order():
+    """Jobs of one key (here: equal tens) wait for the one before them."""
+    groups_seen: list[list[int]] = []
+
+    async def first_of_each_key(_connection, jobs):
+        groups_seen.append(list(jobs))
+        await asyncio.sleep(0.01)
+        keys: set[int] = set()
+        outcomes = []
+        for job in jobs:
+            outcomes.append(DEFER if job // 10 in keys else job)
+            keys.add(job // 10)
+        return outcomes
+
+    groups = GroupCommitter(run_in_transaction, first_of_each_key)
+    first = asyncio.create_task(groups.submit(1))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(groups.submit(job)) for job in (11, 12, 21, 13)]
+    assert await asyncio.gather(first, *rest) == [1, 11, 12, 21, 13]
+    assert groups_seen == [[1], [11, 12, 21, 13], [12, 13], [13]]
+    assert (groups.jobs_applied, groups.jobs_deferred) == (5, 3)
+    await groups.close()
+
+
+async def test_a_group_size_of_one_applies_every_job_in_its_own_transaction():
+    recorder = Recorder(delay_s=0.001)
+    groups = committer(recorder, jobs_max=1)
+    assert await asyncio.gather(*(groups.submit(job) for job in range(5))) == [0, 10, 20, 30, 40]
+    assert recorder.groups == [[0], [1], [2], [3], [4]]
     await groups.close()
 
 

@@ -3,7 +3,7 @@
 Concurrent openings and acceptances reach the worker together, so they are
 applied in shared transactions; every caller must still get exactly the
 answer the unbatched path gives (each scenario runs both ways and compares),
-a group that fails as a whole must fall back to one transaction per step,
+a group that fails as a whole must fall back to groups of one,
 and a worker that dies between a group's commit and its replies must leave
 retries facing the committed outcome. Both databases; invariants at the end.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from agent_client import Agent, AgentKeys, AgentOptions, ExchangeError
+from agent_client import Agent, AgentKeys, AgentOptions, ExchangeError, OperatorClient
 from exchange import ExchangeConfig, ExchangeWorker, check_exchange_invariants, migrate_database
-from exchange import repository as exchange_repository
-from human_portal.schema import agent_controls
+from exchange.adapters import contract_store as exchange_repository
+from human_portal.portal_tables import agent_controls
 from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
 from tests.exchange.group_crash_child import CRASH_EXIT_CODE
 
@@ -111,7 +111,9 @@ async def test_concurrent_openings_and_acceptances_get_the_unbatched_answers(
         # Shared transactions happened: fewer groups than steps.
         assert groups.jobs_applied > groups.groups_applied
     else:
-        assert groups is None
+        # The same code with a group size of one: a transaction per step.
+        assert groups.jobs_max == 1
+        assert groups.jobs_applied == groups.groups_applied
     await exchange.check_invariants()
 
 
@@ -120,19 +122,23 @@ async def test_a_group_that_fails_whole_applies_each_step_alone(exchange, monkey
     buyers = [await exchange.funded_agent(PRICE) for _ in range(6)]
     quotes = [await echo_quote(buyer) for buyer in buyers]
 
-    async def refuse(_connection, _rows):
-        raise RuntimeError("the database refused the group's events")
+    add_contract_events = exchange_repository.add_contract_events
 
-    # Only the group path writes events many at a time; the one-by-one path is untouched.
-    monkeypatch.setattr(exchange_repository, "add_contract_events", refuse)
+    async def refuse_groups(connection, rows):
+        if len(rows) > 1:
+            raise RuntimeError("the database refused the group's events")
+        await add_contract_events(connection, rows)
+
+    # A group of many fails as a whole; each of its steps then goes as a group of one.
+    monkeypatch.setattr(exchange_repository, "add_contract_events", refuse_groups)
     groups = exchange.worker.contract_groups
-    applied_before = groups.groups_applied
+    failed_before = groups.groups_failed
 
     contracts = await asyncio.gather(
         *(buyer.hire(quote, {"n": 1}) for buyer, quote in zip(buyers, quotes, strict=True))
     )
 
-    assert groups.groups_applied == applied_before
+    assert groups.groups_failed > failed_before
     for buyer in buyers:
         assert (await buyer.balance()).held_millicredits == PRICE
     deliveries = await asyncio.gather(*(c.wait_delivery(timeout_s=20) for c in contracts))
@@ -182,7 +188,7 @@ async def test_a_worker_that_dies_between_a_groups_commit_and_its_replies_loses_
         operator = await connect(operator_keys)
         buyers = [await connect(AgentKeys.generate()) for _ in range(8)]
         for buyer in buyers:
-            await operator.mint(buyer.agent_id, PRICE, reason="test grant")
+            await OperatorClient(operator).mint(buyer.agent_id, PRICE, reason="test grant")
         quotes = [await echo_quote(buyer) for buyer in buyers]
 
         # The child dies right after committing the first group: no replies.

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent_client import Agent, AgentKeys, AgentOptions, SignatureRejected
+from agent_client import Agent, AgentKeys, AgentOptions, OperatorClient, SignatureRejected
 from exchange import EmbeddedStack, StackConfig, check_exchange_invariants
-from exchange.cli import main as agentx
+from exchange.entrypoints.cli import main as agentx
 from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
 
 
@@ -29,7 +29,7 @@ async def test_contracts_opened_before_a_key_rotation_are_performed_and_settled(
         provider = await Agent.connect(stack.nats_url, provider_keys, options=options)
         await open_echo_shop(provider)
         async with await Agent.connect(stack.nats_url, stack.operator_keys) as operator:
-            await operator.mint(buyer_keys.agent_id, PRICE, reason="test")
+            await OperatorClient(operator).mint(buyer_keys.agent_id, PRICE, reason="test")
         buyer = await Agent.connect(stack.nats_url, buyer_keys, options=options)
         quote = await echo_quote(buyer)
         await provider.close()

@@ -16,8 +16,8 @@ import asyncio
 
 import pytest
 
-from agent_client import AgentKeys, ExchangeError
-from exchange.use_cases.context import LifecycleSettings
+from agent_client import AgentKeys, ExchangeError, OperatorClient, QuoteRequest
+from exchange.use_cases.exchange_context import LifecycleSettings
 
 PRICE = 10_000
 GRANT = 100_000
@@ -38,11 +38,13 @@ async def deal_until_hired(exchange, *, handler=upper, delivery_within_s=60, pro
     await provider.serve("text.upper", handler, pricing=PRICE)
     buyer = await exchange.funded_agent(GRANT)
     quotes = await buyer.request_quotes(
-        "text.upper",
-        "x",
-        budget_millicredits=PRICE,
-        delivery_within_s=delivery_within_s,
-        quotes_max=1,
+        QuoteRequest(
+            "text.upper",
+            "x",
+            budget_millicredits=PRICE,
+            delivery_within_s=delivery_within_s,
+            quotes_max=1,
+        )
     )
     contract = await buyer.hire(quotes[0], {"text": "hi"})
     return provider, buyer, contract
@@ -125,17 +127,19 @@ async def test_a_dispute_is_split_by_an_operator_exactly_once(exchange):
         await stranger.evidence(contract.contract_id)
     assert caught.value.code == "not_found"
     with pytest.raises(ExchangeError) as caught:
-        await buyer.resolve(contract.contract_id, provider_share_bps=0)
+        await OperatorClient(buyer).resolve(contract.contract_id, provider_share_bps=0)
     assert caught.value.code == "forbidden"
 
-    resolved = await operator.resolve(contract.contract_id, provider_share_bps=6_000, note="split")
+    resolved = await OperatorClient(operator).resolve(
+        contract.contract_id, provider_share_bps=6_000, note="split"
+    )
     share = PRICE * 6_000 // 10_000
     fee = share * FEE_RATE_BPS // 10_000
     assert (resolved.state, resolved.resolution) == ("resolved", "operator")
     assert resolved.net_millicredits == share - fee
     assert resolved.refunded_millicredits == PRICE - share
     with pytest.raises(ExchangeError) as caught:
-        await operator.resolve(contract.contract_id, provider_share_bps=10_000)
+        await OperatorClient(operator).resolve(contract.contract_id, provider_share_bps=10_000)
     assert caught.value.code == "invalid_state"
     assert await balances(buyer, provider) == [GRANT - share, share - fee]
     await exchange.check_invariants()
@@ -202,7 +206,9 @@ async def test_an_offline_provider_gets_the_contract_it_missed_on_reconnect(exch
     await provider.advertise("text.upper", description="u", price_millicredits=PRICE)
     await provider.serve("text.upper", upper, pricing=PRICE)
     buyer = await exchange.funded_agent(GRANT)
-    quotes = await buyer.request_quotes("text.upper", "x", budget_millicredits=PRICE, quotes_max=1)
+    quotes = await buyer.request_quotes(
+        QuoteRequest("text.upper", "x", budget_millicredits=PRICE, quotes_max=1)
+    )
     await provider.close()  # offline before the contract opens
 
     contract = await buyer.hire(quotes[0], {"text": "while you were out"})
@@ -236,7 +242,7 @@ async def test_an_operator_reads_the_evidence_and_resolves_a_dispute_from_the_cl
 
     async def agentx(*arguments: str) -> str:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "exchange.cli", *arguments, *common,
+            sys.executable, "-m", "exchange.entrypoints.cli", *arguments, *common,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         output, errors = await asyncio.wait_for(process.communicate(), 60)

@@ -40,14 +40,14 @@ from agent_client.signing import VerifiedDocument, make_header, seal, sha256_hex
 from escrow import Escrow
 from exchange import check_exchange_invariants, migrate_database
 from exchange.errors import ExchangeError
-from exchange.ledger_accounts import (
+from exchange.use_cases import CatalogUseCases, ContractUseCases, ExchangeContext
+from exchange.use_cases.exchange_accounts import (
     ISSUANCE_ACCOUNT_ID,
     agent_account_id,
     ensure_agent_accounts,
     ensure_platform_accounts,
 )
-from exchange.use_cases import CatalogUseCases, ContractUseCases, ExchangeContext
-from exchange.use_cases.context import LifecycleSettings
+from exchange.use_cases.exchange_context import LifecycleSettings
 from wallet import LedgerId, NewTransfer, SqlLedger, TransferCode, open_database
 
 FEE_RATE_BPS = 500

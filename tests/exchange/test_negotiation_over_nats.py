@@ -26,6 +26,7 @@ from agent_client import (
     NegotiationError,
     NoDeal,
     OfferDeclined,
+    QuoteRequest,
     TargetPriceBuyer,
     subjects,
 )
@@ -66,7 +67,9 @@ async def haggling_shop(exchange, *, floor=FLOOR, rounds_max=5, quote_validity_s
 
 
 async def first_quote(buyer, *, budget=5_000):
-    quotes = await buyer.request_quotes("text.upper", "x", budget_millicredits=budget, quotes_max=1)
+    quotes = await buyer.request_quotes(
+        QuoteRequest("text.upper", "x", budget_millicredits=budget, quotes_max=1)
+    )
     assert len(quotes) == 1
     return quotes[0]
 
@@ -92,11 +95,8 @@ async def test_a_negotiation_with_counter_offers_ends_in_a_deal_that_settles(exc
     buyer = await exchange.funded_agent(GRANT)
 
     agreed = await buyer.negotiate(
-        "text.upper",
-        "shout",
+        QuoteRequest("text.upper", "shout", budget_millicredits=1_800, timeout_s=1, quotes_max=1),
         strategy=TargetPriceBuyer(target_millicredits=1_200, budget_millicredits=1_800),
-        timeout_s=1,
-        quotes_max=1,
     )
     # The list price is over the budget, so the provider opens at the budget:
     # 1,800 → counter 1,200 → 1,600 → counter 1,320 → 1,500 (the floor) →
@@ -128,7 +128,7 @@ async def test_a_decline_with_its_reason_reaches_the_buyer(exchange):
     buyer = await exchange.agent()
 
     collection = await buyer.call_for_quotes(
-        "text.upper", "x", budget_millicredits=5_000, timeout_s=1
+        QuoteRequest("text.upper", "x", budget_millicredits=5_000, timeout_s=1)
     )
     assert collection.quotes == ()
     reasons = {
@@ -140,10 +140,8 @@ async def test_a_decline_with_its_reason_reaches_the_buyer(exchange):
     }
     with pytest.raises(NoDeal) as caught:
         await buyer.negotiate(
-            "text.upper",
-            "x",
+            QuoteRequest("text.upper", "x", budget_millicredits=5_000, timeout_s=1),
             strategy=TargetPriceBuyer(target_millicredits=1_000, budget_millicredits=5_000),
-            timeout_s=1,
         )
     assert {decline.code for decline in caught.value.declines} == {"over_budget", "declined"}
     assert caught.value.quotes_received == 0
@@ -233,7 +231,16 @@ async def test_a_buyer_strategy_that_walks_away_ends_with_no_deal(exchange):
     buyer = await exchange.funded_agent(GRANT)
 
     with pytest.raises(NoDeal) as caught:
-        await buyer.negotiate("text.upper", "x", strategy=JustLooking(), timeout_s=1, quotes_max=1)
+        await buyer.negotiate(
+            QuoteRequest(
+                "text.upper",
+                "x",
+                budget_millicredits=JustLooking.budget_millicredits,
+                timeout_s=1,
+                quotes_max=1,
+            ),
+            strategy=JustLooking(),
+        )
     assert caught.value.walked_away_from == (provider.agent_id,)
     assert caught.value.quotes_received == 1
     assert (await buyer.balance()).held_millicredits == 0
@@ -332,11 +339,13 @@ async def test_reputation_reorders_quotes_of_equal_price(exchange):
 
     trusted_second = {first.agent_id: 0.1, second.agent_id: 0.9}
     ranked = await buyer.request_quotes(
-        "text.upper", "x", budget_millicredits=5_000, quotes_max=2, reputation=trusted_second
+        QuoteRequest("text.upper", "x", budget_millicredits=5_000, quotes_max=2),
+        reputation=trusted_second,
     )
     assert [quote.provider_id for quote in ranked] == [second.agent_id, first.agent_id]
     trusted_first = {first.agent_id: 0.9, second.agent_id: 0.1}
     ranked = await buyer.request_quotes(
-        "text.upper", "x", budget_millicredits=5_000, quotes_max=2, reputation=trusted_first
+        QuoteRequest("text.upper", "x", budget_millicredits=5_000, quotes_max=2),
+        reputation=trusted_first,
     )
     assert [quote.provider_id for quote in ranked] == [first.agent_id, second.agent_id]

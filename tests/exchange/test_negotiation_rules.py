@@ -1,6 +1,6 @@
 """The exchange's negotiation rules accept a sound chain and refuse every broken one.
 
-Pure tests of ``exchange.negotiation.check_negotiation`` (no NATS, no
+Pure tests of ``exchange.domain.negotiation_rules.check_negotiation`` (no NATS, no
 database): a buyer and a provider with real keys sign a chain of quotes and
 counter-offers, and each test breaks one link (order, round, hash, signer,
 audience, RFQ, signature) or presents a quote the buyer had countered. Old
@@ -16,8 +16,8 @@ import pytest
 from agent_client import AgentKeys, subjects
 from agent_client.protocol import Counter, Envelope, Quote
 from agent_client.signing import b64decode, b64encode, make_header, seal, sha256_hex
+from exchange.domain.negotiation_rules import check_negotiation, negotiation_id_for
 from exchange.errors import ExchangeError
-from exchange.negotiation import check_negotiation, negotiation_id_for
 
 NOW_MS = 1_800_000_000_000
 BUYER = AgentKeys.generate()

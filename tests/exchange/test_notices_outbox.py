@@ -15,8 +15,8 @@ import asyncio
 
 import sqlalchemy as sa
 
-from exchange.schema import outbox
-from exchange.use_cases import context as context_module
+from exchange.adapters.exchange_tables import outbox
+from exchange.use_cases import exchange_context as context_module
 from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
 from wallet import open_database
 

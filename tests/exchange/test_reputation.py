@@ -17,10 +17,8 @@ import asyncio
 
 import pytest
 
-from agent_client import ExchangeError
-from exchange.contracts import SETTLED_STATES
-from exchange.reputation import settled_states
-from exchange.use_cases.context import LifecycleSettings
+from agent_client import ExchangeError, OperatorClient, QuoteRequest
+from exchange.use_cases.exchange_context import LifecycleSettings
 
 PRICE = 2_000
 GRANT = 100_000
@@ -42,7 +40,9 @@ async def open_shop(exchange, capability="text.upper", *, handler=upper):
 
 
 async def hire(buyer, capability="text.upper"):
-    quotes = await buyer.request_quotes(capability, "x", budget_millicredits=PRICE, quotes_max=1)
+    quotes = await buyer.request_quotes(
+        QuoteRequest(capability, "x", budget_millicredits=PRICE, quotes_max=1)
+    )
     return await buyer.hire(quotes[0], {"text": "hi"})
 
 
@@ -169,7 +169,7 @@ async def test_refunds_disputes_and_unique_buyers_count_from_settled_contracts_o
     disputed = await hire(second_buyer)
     await disputed.wait_delivery(timeout_s=10)
     await second_buyer.reject_delivery(disputed.contract_id, reason="wrong")
-    await operator.resolve(disputed.contract_id, provider_share_bps=5_000)
+    await OperatorClient(operator).resolve(disputed.contract_id, provider_share_bps=5_000)
     # Still open: counts nowhere yet.
     await hire(second_buyer, "text.slow")
 
@@ -211,7 +211,3 @@ async def test_the_reputation_of_a_provider_without_listings_is_not_found(exchan
     asker = await exchange.agent()
     nobody = await exchange.agent()
     assert await error_code(asker.reputation(nobody.agent_id)) == "not_found"
-
-
-def test_reputation_counts_the_states_the_lifecycle_calls_settled():
-    assert settled_states() == SETTLED_STATES

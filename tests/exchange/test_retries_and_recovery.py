@@ -14,7 +14,14 @@ import asyncio
 
 import pytest
 
-from agent_client import AgentKeys, ExchangeError, ReceivedQuote, subjects
+from agent_client import (
+    AgentKeys,
+    ExchangeError,
+    OperatorClient,
+    QuoteRequest,
+    ReceivedQuote,
+    subjects,
+)
 from agent_client.protocol import Quote
 from agent_client.signing import SystemClock, make_header, seal
 from wallet import FeeSchedule
@@ -29,8 +36,12 @@ async def upper(task):
 async def test_a_retried_mint_with_the_same_mint_id_mints_once(exchange):
     operator = await exchange.agent(exchange.operator_keys)
     recipient = await exchange.agent()
-    first = await operator.mint(recipient.agent_id, 5_000, reason="grant", mint_id="grant-42")
-    again = await operator.mint(recipient.agent_id, 5_000, reason="grant", mint_id="grant-42")
+    first = await OperatorClient(operator).mint(
+        recipient.agent_id, 5_000, reason="grant", mint_id="grant-42"
+    )
+    again = await OperatorClient(operator).mint(
+        recipient.agent_id, 5_000, reason="grant", mint_id="grant-42"
+    )
     assert first.transfer_id == again.transfer_id
     assert (await recipient.balance()).available_millicredits == 5_000
     await exchange.check_invariants()
@@ -41,7 +52,7 @@ async def test_a_mint_to_a_mistyped_agent_id_is_refused(exchange):
     real_id = AgentKeys.generate().agent_id
     typo = real_id[:-1] + ("A" if real_id[-1] != "A" else "B")
     with pytest.raises(ExchangeError) as caught:
-        await operator.mint(typo, 5_000, reason="grant")
+        await OperatorClient(operator).mint(typo, 5_000, reason="grant")
     assert caught.value.code == "invalid_request"
     await exchange.check_invariants()
 
@@ -51,7 +62,9 @@ async def test_a_contract_settles_at_the_fee_agreed_when_it_opened(exchange):
     await provider.advertise("text.upper", description="u", price_millicredits=PRICE)
     await provider.serve("text.upper", upper, pricing=PRICE)
     buyer = await exchange.funded_agent(50_000)
-    quotes = await buyer.request_quotes("text.upper", "x", budget_millicredits=PRICE, quotes_max=1)
+    quotes = await buyer.request_quotes(
+        QuoteRequest("text.upper", "x", budget_millicredits=PRICE, quotes_max=1)
+    )
     contract = await buyer.hire(quotes[0], {"text": "a"})
     delivery = await contract.wait_delivery(timeout_s=10)
 
@@ -69,7 +82,7 @@ async def test_a_buyer_that_missed_the_delivery_notice_still_gets_the_result(exc
     await provider.advertise("text.upper", description="u", price_millicredits=PRICE)
     buyer_keys = AgentKeys.generate()
     operator = await exchange.agent(exchange.operator_keys)
-    await operator.mint(buyer_keys.agent_id, 50_000, reason="grant")
+    await OperatorClient(operator).mint(buyer_keys.agent_id, 50_000, reason="grant")
     buyer = await exchange.agent(buyer_keys)
     # The provider works slowly, so the buyer is gone when the result arrives.
     release_provider = asyncio.Event()
@@ -79,7 +92,9 @@ async def test_a_buyer_that_missed_the_delivery_notice_still_gets_the_result(exc
         return await upper(task)
 
     await provider.serve("text.upper", slow_upper, pricing=PRICE)
-    quotes = await buyer.request_quotes("text.upper", "x", budget_millicredits=PRICE, quotes_max=1)
+    quotes = await buyer.request_quotes(
+        QuoteRequest("text.upper", "x", budget_millicredits=PRICE, quotes_max=1)
+    )
     contract = await buyer.hire(quotes[0], {"text": "offline"})
     await buyer.close()
     release_provider.set()

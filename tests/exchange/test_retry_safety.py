@@ -29,10 +29,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agent_client import ExchangeError, subjects
+from agent_client import ExchangeError, QuoteRequest, subjects
 from agent_client.protocol import DeliveredNotice
 from agent_client.signing import open_envelope
-from exchange.schema import outbox
+from exchange.adapters.exchange_tables import outbox
 from wallet.database import read_transaction
 
 PRICE = 10_000
@@ -157,7 +157,9 @@ async def hired(exchange: Any, handler: Any) -> tuple[Any, Any, Any]:
     await provider.advertise(CAPABILITY, description="u", price_millicredits=PRICE)
     await provider.serve(CAPABILITY, handler, pricing=PRICE)
     buyer = await exchange.funded_agent(GRANT)
-    [quote] = await buyer.request_quotes(CAPABILITY, "x", budget_millicredits=PRICE, quotes_max=1)
+    [quote] = await buyer.request_quotes(
+        QuoteRequest(CAPABILITY, "x", budget_millicredits=PRICE, quotes_max=1)
+    )
     contract = await buyer.hire(quote, {"text": "hi"})
     return provider, buyer, contract
 

@@ -35,9 +35,10 @@ import jsonschema._utils
 import pytest
 
 from agent_client import ExchangeError as ClientExchangeError
-from exchange import delivery_checks
-from exchange.catalog import checked_schema
-from exchange.delivery_checks import check_result_against_schema
+from agent_client import QuoteRequest
+from exchange.domain import delivery_checks
+from exchange.domain.delivery_checks import check_result_against_schema
+from exchange.domain.listings import checked_schema
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.limits import SCHEMA_CHECKS_RUNNING_MAX, SCHEMA_DEPTH_MAX
 
@@ -261,7 +262,7 @@ async def test_the_measured_attack_is_refused_promptly_while_an_honest_deal_comp
     await attacker.serve("text.attack", stalled, pricing=PRICE)
     victim = await exchange.funded_agent(GRANT)
     quotes = await victim.request_quotes(
-        "text.attack", "x", budget_millicredits=PRICE, quotes_max=1
+        QuoteRequest("text.attack", "x", budget_millicredits=PRICE, quotes_max=1)
     )
     attacked = await victim.hire(quotes[0], "x")
 
@@ -293,7 +294,9 @@ async def honest_deal(exchange):
     )
     await provider.serve("text.upper", upper, pricing=PRICE)
     buyer = await exchange.funded_agent(GRANT)
-    quotes = await buyer.request_quotes("text.upper", "x", budget_millicredits=PRICE, quotes_max=1)
+    quotes = await buyer.request_quotes(
+        QuoteRequest("text.upper", "x", budget_millicredits=PRICE, quotes_max=1)
+    )
     contract = await buyer.hire(quotes[0], "hi")
     delivery = await contract.wait_delivery(timeout_s=10)
     assert delivery.result == "HI"

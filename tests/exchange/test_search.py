@@ -19,7 +19,7 @@ import asyncio
 
 import pytest
 
-from agent_client import ExchangeError
+from agent_client import ExchangeError, QuoteRequest
 
 PRICE = 1_000
 GRANT = 100_000
@@ -109,7 +109,7 @@ async def test_search_sorts_by_price_rating_settled_count_and_newest(exchange):
 
     async def settle_and_rate(name, stars):
         quotes = await buyer.request_quotes(
-            f"sort.{name}", "x", budget_millicredits=GRANT, quotes_max=1
+            QuoteRequest(f"sort.{name}", "x", budget_millicredits=GRANT, quotes_max=1)
         )
         contract = await buyer.hire(quotes[0], {})
         await contract.accept_delivery(await contract.wait_delivery(timeout_s=10))
@@ -241,7 +241,9 @@ async def test_deactivating_hides_a_listing_and_refuses_new_contracts_until_reac
     assert (hidden.status, hidden.revision) == ("inactive", 2)
     assert (await buyer.search(capability="text.upper")).listings == []
     # Quotes travel peer to peer, but the exchange opens no contract on them.
-    quotes = await buyer.request_quotes("text.upper", "x", budget_millicredits=PRICE, quotes_max=1)
+    quotes = await buyer.request_quotes(
+        QuoteRequest("text.upper", "x", budget_millicredits=PRICE, quotes_max=1)
+    )
     assert await error_code(buyer.hire(quotes[0], {"text": "a"})) == "not_found"
     assert (await buyer.balance()).available_millicredits == GRANT
 
@@ -308,16 +310,16 @@ async def test_too_many_or_malformed_listing_tags_are_refused(exchange, tags):
 
 
 async def test_only_an_operator_changes_another_providers_listing(exchange):
-    from agent_client import ExchangeError
+    from agent_client import ExchangeError, OperatorClient
 
     provider = await exchange.agent()
     await provider.advertise("text.upper", description="d", price_millicredits=1_000)
     stranger = await exchange.agent()
     with pytest.raises(ExchangeError) as caught:
-        await stranger.deactivate("text.upper", provider_id=provider.agent_id)
+        await OperatorClient(stranger).deactivate_listing(provider.agent_id, "text.upper")
     assert caught.value.code == "forbidden"
     assert len((await stranger.search(capability="text.upper")).listings) == 1
     operator = await exchange.agent(exchange.operator_keys)
-    hidden = await operator.deactivate("text.upper", provider_id=provider.agent_id)
+    hidden = await OperatorClient(operator).deactivate_listing(provider.agent_id, "text.upper")
     assert hidden.status == "inactive"
     assert (await stranger.search(capability="text.upper")).listings == []

@@ -1,7 +1,7 @@
 """Every search plan gives the same, right answer, on SQLite and PostgreSQL.
 
 A search either starts from a selective filter or walks its sort order
-(exchange.search.choose_plan), and each database runs each plan through
+(exchange.domain.search_plans.choose_plan), and each database runs each plan through
 different SQL. This builds 400 listings with known words, tags, prices and
 reputations, then runs queries covering every filter, every sort and several
 pages under every plan that applies, and compares each answer with the same
@@ -19,8 +19,9 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from exchange import catalog_repository, migrate_database
-from exchange.search import Filter, SearchPlan, SearchQuery, SearchSort, choose_plan
+from exchange import migrate_database
+from exchange.adapters import listing_store
+from exchange.domain.search_plans import Filter, SearchPlan, SearchQuery, SearchSort, choose_plan
 from wallet import open_database
 from wallet.database import read_transaction
 
@@ -76,8 +77,8 @@ async def catalog(database_url: str) -> AsyncIterator[tuple[AsyncEngine, list[di
     rows = make_listings(random.Random(7))
     async with engine.begin() as connection:
         for row in rows:
-            assert await catalog_repository.insert_listing(connection, row)
-            await catalog_repository.replace_listing_tags(
+            assert await listing_store.insert_listing(connection, row)
+            await listing_store.replace_listing_tags(
                 connection, row["listing_id"], row["tags"].split()
             )
     try:
@@ -156,10 +157,10 @@ async def test_every_plan_returns_the_page_a_search_in_python_returns(catalog, q
     engine, rows = catalog
     expected = expected_page(rows, query)
     async with read_transaction(engine) as connection:
-        chosen = await catalog_repository.search_listings(connection, query)
+        chosen = await listing_store.search_listings(connection, query)
         assert ([row["listing_id"] for row in chosen[0]], chosen[1]) == expected
         for plan in plans_for(query):
-            found, has_more = await catalog_repository.search_listings(connection, query, plan=plan)
+            found, has_more = await listing_store.search_listings(connection, query, plan=plan)
             assert ([row["listing_id"] for row in found], has_more) == expected, plan
 
 

@@ -26,7 +26,7 @@ import nats.errors
 import pytest
 from nats.js.api import DiscardPolicy
 
-from agent_client import AgentKeys, limits, subjects
+from agent_client import AgentKeys, QuoteRequest, limits, subjects
 from agent_client.protocol import (
     ChunkStoredReply,
     ContractReply,
@@ -70,7 +70,9 @@ async def hired(exchange, handler, *, seal_result=False):
     )
     await provider.serve("text.long", handler, pricing=PRICE)
     buyer = await exchange.funded_agent(GRANT)
-    quotes = await buyer.request_quotes("text.long", "x", budget_millicredits=PRICE, quotes_max=1)
+    quotes = await buyer.request_quotes(
+        QuoteRequest("text.long", "x", budget_millicredits=PRICE, quotes_max=1)
+    )
     contract = await buyer.hire(quotes[0], {"text": "hi"}, seal_result=seal_result)
     return provider, buyer, contract
 
@@ -361,7 +363,7 @@ async def test_the_result_stream_keeps_one_message_per_chunk_and_refuses_deletes
 
 async def test_only_a_few_stored_results_are_checked_in_memory_at_once(exchange, monkeypatch):
     from exchange.limits import STORED_RESULT_DELIVERIES_MAX
-    from exchange.use_cases import contracts as contract_use_cases
+    from exchange.use_cases import contract_lifecycle as contract_use_cases
 
     running = 0
     most_at_once = 0
@@ -391,7 +393,7 @@ async def test_only_a_few_stored_results_are_checked_in_memory_at_once(exchange,
 
     async def deal(buyer):
         [quote] = await buyer.request_quotes(
-            "text.long", "x", budget_millicredits=PRICE, quotes_max=1
+            QuoteRequest("text.long", "x", budget_millicredits=PRICE, quotes_max=1)
         )
         contract = await buyer.hire(quote, {"text": "hi"})
         delivery = await contract.wait_delivery(timeout_s=30)

@@ -17,8 +17,8 @@ import asyncio
 
 import pytest
 
-from agent_client import AgentKeys, ExchangeError
-from exchange.ledger_accounts import REVENUE_ACCOUNT_ID
+from agent_client import AgentKeys, ExchangeError, OperatorClient
+from exchange.use_cases.exchange_accounts import REVENUE_ACCOUNT_ID
 from wallet import SqlLedger
 
 GRANT = 100_000
@@ -139,7 +139,7 @@ async def test_insufficient_funds_moves_nothing_and_the_id_works_after_a_top_up(
     )
     assert (await available(payer), await available(payee)) == (10_000, 1_000)
     operator = await exchange.agent(exchange.operator_keys)
-    await operator.mint(payer.agent_id, 1, reason="top-up")
+    await OperatorClient(operator).mint(payer.agent_id, 1, reason="top-up")
     reply = await payer.transfer(payee.agent_id, 10_001, transfer_id="big")
     assert not reply.replayed
     assert await available(payer) == 0

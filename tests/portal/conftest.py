@@ -23,18 +23,18 @@ import sqlalchemy as sa
 import stripe
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent_client import Agent, AgentKeys
+from agent_client import Agent, AgentKeys, OperatorClient
 from exchange import ExchangeConfig, ExchangeWorker, check_exchange_invariants, migrate_database
-from exchange.app import EXCHANGE_MIGRATIONS
+from exchange.bootstrap.worker import EXCHANGE_MIGRATIONS
 from human_portal.accounts import User, sign_up, user_by_id
 from human_portal.config import PortalConfig
-from human_portal.context import PortalContext
 from human_portal.linking import issue_link_code
 from human_portal.migrations import VERSIONS_PATH as PORTAL_MIGRATIONS
-from human_portal.money import top_up_quote
-from human_portal.schema import users
+from human_portal.money_rules import top_up_quote
+from human_portal.portal_context import PortalContext
+from human_portal.portal_server import OfflineStripe, PortalServer
+from human_portal.portal_tables import users
 from human_portal.security import PasswordProfile
-from human_portal.server import OfflineStripe, PortalServer
 from human_portal.topups import TopUp, TopUpStatus, start_top_up, top_up_of
 
 OPERATOR_EMAIL = "ops@example.com"
@@ -103,7 +103,7 @@ class Harness:
     async def mint(self, agent_id: str, amount_millicredits: int) -> None:
         """Credits granted by the exchange's operator (a test shortcut around Stripe)."""
         operator = await self.agent(self.operator_keys)
-        await operator.mint(agent_id, amount_millicredits, reason="test grant")
+        await OperatorClient(operator).mint(agent_id, amount_millicredits, reason="test grant")
 
     async def paid_top_up(self, user: User, agent_id: str, package: str = "starter") -> TopUp:
         """A top-up paid with localstripe's test card; waits for the webhook to mint."""

@@ -9,7 +9,7 @@ import uuid
 import stripe
 
 from human_portal.ledger_accounts import agent_account_id
-from human_portal.money import top_up_quote
+from human_portal.money_rules import top_up_quote
 from human_portal.topups import StartedTopUp, start_top_up
 
 

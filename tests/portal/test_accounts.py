@@ -25,7 +25,7 @@ from human_portal.accounts import (
     sign_up,
 )
 from human_portal.errors import AuthenticationFailed, Conflict, InvalidInput, RateLimited
-from human_portal.schema import login_failures, users
+from human_portal.portal_tables import login_failures, users
 from human_portal.security import PasswordHasher, PasswordProfile
 from tests.portal.conftest import OPERATOR_EMAIL, PASSWORD
 

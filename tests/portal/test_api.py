@@ -18,13 +18,13 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from agent_client import AgentKeys, subjects
+from agent_client import AgentKeys, QuoteRequest, subjects
 from agent_client.protocol import OpenContract
 from agent_client.signing import SystemClock, make_header, seal
 from human_portal.api_tokens import create_api_token, revoke_api_token
 from human_portal.linking import issue_link_code
 from human_portal.payouts import connect_onboarding_url, refresh_connect_status
-from human_portal.schema import api_tokens
+from human_portal.portal_tables import api_tokens
 from tests.portal.money_helpers import available
 from tests.portal.test_payouts import complete_onboarding
 
@@ -200,7 +200,9 @@ async def test_the_marketplace_lists_services_and_relays_a_signed_acceptance(har
         listed = (await client.get("/api/v1/marketplace/services", params={"text": "upper"})).json()
         assert [s["provider_id"] for s in listed["services"]] == [provider.agent_id]
         [quote] = await buyer.request_quotes(
-            "text.upper", "shout", budget_millicredits=1_000, timeout_s=2, quotes_max=1
+            QuoteRequest(
+                "text.upper", "shout", budget_millicredits=1_000, timeout_s=2, quotes_max=1
+            )
         )
         subject = subjects.exchange_request(buyer.agent_id, "contract.open")
         header = make_header(

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import async_playwright
 
-from agent_client import AgentKeys
+from agent_client import AgentKeys, QuoteRequest
 from tests.portal.conftest import PASSWORD
 from tests.portal.money_helpers import available
 
@@ -119,7 +119,13 @@ async def test_a_human_signs_up_links_an_agent_tops_up_sets_a_budget_and_sees_a_
             await provider.advertise("text.upper", description="Shouts", price_millicredits=PRICE)
             await provider.serve("text.upper", upper, pricing=PRICE)
             [quote] = await agent.request_quotes(
-                "text.upper", "shout", budget_millicredits=10 * CREDIT, timeout_s=2, quotes_max=1
+                QuoteRequest(
+                    "text.upper",
+                    "shout",
+                    budget_millicredits=10 * CREDIT,
+                    timeout_s=2,
+                    quotes_max=1,
+                )
             )
             contract = await agent.hire(quote, {"text": "hello from the browser test"})
             await contract.accept_delivery(await contract.wait_delivery(timeout_s=10))

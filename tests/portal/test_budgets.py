@@ -16,10 +16,10 @@ import asyncio
 
 import pytest
 
-from agent_client import ExchangeError
+from agent_client import ExchangeError, QuoteRequest
 from human_portal.controls import approvals_for_user, decide_approval, set_controls
 from human_portal.errors import Conflict, InvalidInput, NotFound
-from human_portal.operator import freeze_agent, unfreeze_agent
+from human_portal.operator_actions import freeze_agent, unfreeze_agent
 from tests.portal.conftest import OPERATOR_EMAIL
 from tests.portal.money_helpers import available
 
@@ -56,7 +56,9 @@ async def buyer_with_controls(harness, **controls):
 
 async def a_quote(buyer):
     quotes = await buyer.request_quotes(
-        "text.upper", "shout", budget_millicredits=10 * CREDIT, timeout_s=2, quotes_max=1
+        QuoteRequest(
+            "text.upper", "shout", budget_millicredits=10 * CREDIT, timeout_s=2, quotes_max=1
+        )
     )
     assert len(quotes) == 1
     return quotes[0]

@@ -17,6 +17,7 @@ import io
 
 import httpx
 
+from agent_client import QuoteRequest
 from human_portal.linking import issue_link_code
 from tests.portal.conftest import OPERATOR_EMAIL, Browser
 from tests.portal.money_helpers import available
@@ -34,7 +35,9 @@ async def deal(harness, buyer, *, accept=True):
     await provider.advertise("text.upper", description="Upper-cases text", price_millicredits=PRICE)
     await provider.serve("text.upper", upper, pricing=PRICE)
     [quote] = await buyer.request_quotes(
-        "text.upper", "shout", budget_millicredits=5 * CREDIT, timeout_s=2, quotes_max=1
+        QuoteRequest(
+            "text.upper", "shout", budget_millicredits=5 * CREDIT, timeout_s=2, quotes_max=1
+        )
     )
     contract = await buyer.hire(quote, {"text": "hello"})
     delivery = await contract.wait_delivery(timeout_s=10)

@@ -21,9 +21,9 @@ from agent_client.protocol import Envelope, LinkHuman, json_encoder
 from agent_client.replies import open_reply
 from agent_client.signing import SystemClock, b64encode, make_header
 from agent_client.subjects import PORTAL_LINK_SUBJECT_FORMAT
-from exchange.cli import main as agentx
+from exchange.entrypoints.cli import main as agentx
 from human_portal.linking import issue_link_code, linked_agents, unlink_agent
-from human_portal.schema import agent_links, link_codes
+from human_portal.portal_tables import agent_links, link_codes
 from tests.portal.conftest import PASSWORD
 
 

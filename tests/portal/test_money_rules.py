@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from human_portal import limits
 from human_portal.errors import InvalidInput, LimitExceeded
-from human_portal.money import (
+from human_portal.money_rules import (
     PACKAGES,
     cash_out_quote,
     format_cents,

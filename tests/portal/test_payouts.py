@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from agent_client import ExchangeError
 from human_portal.errors import AgentFrozen, Conflict, InsufficientFunds, LimitExceeded, NotFound
 from human_portal.ledger_accounts import USD_CASH_OUT_FEES_ACCOUNT_ID, USD_STRIPE_ACCOUNT_ID
-from human_portal.operator import freeze_agent
+from human_portal.operator_actions import freeze_agent
 from human_portal.payouts import (
     PayoutStatus,
     allow_agent_cash_out,
@@ -34,7 +34,7 @@ from human_portal.payouts import (
     request_cash_out,
     resume_pending_payouts,
 )
-from human_portal.schema import payouts
+from human_portal.portal_tables import payouts
 from tests.portal.conftest import OPERATOR_EMAIL
 from tests.portal.money_helpers import account_net_debit, available
 

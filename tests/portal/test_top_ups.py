@@ -31,8 +31,9 @@ from human_portal.ledger_accounts import (
     USD_PURCHASE_FEES_ACCOUNT_ID,
     USD_STRIPE_ACCOUNT_ID,
 )
-from human_portal.money import top_up_quote
-from human_portal.schema import stripe_events
+from human_portal.money_rules import top_up_quote
+from human_portal.own_agent_transfers import transfer_between_own_agents
+from human_portal.portal_tables import stripe_events
 from human_portal.topups import (
     TopUpStatus,
     handle_webhook,
@@ -40,7 +41,6 @@ from human_portal.topups import (
     start_top_up,
     top_up_of,
 )
-from human_portal.transfers import transfer_between_own_agents
 from tests.portal.conftest import OPERATOR_EMAIL
 from tests.portal.money_helpers import (
     account_net_debit,

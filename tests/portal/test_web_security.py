@@ -14,7 +14,7 @@ import httpx
 import sqlalchemy as sa
 
 from human_portal import limits
-from human_portal.schema import agent_controls, users
+from human_portal.portal_tables import agent_controls, users
 from tests.portal.conftest import OPERATOR_EMAIL, PASSWORD, Browser
 
 

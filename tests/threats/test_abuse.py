@@ -26,7 +26,7 @@ from agent_client.protocol import ErrorReply, GetBalance, json_encoder
 from agent_client.replies import open_reply
 from agent_client.signing import SystemClock, b64encode, make_header, seal
 from agent_client.transport import connect_nats
-from exchange.admission import AdmissionLimits
+from broker.admission import AdmissionLimits
 from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
 
 FLOOD_REQUESTS = 400

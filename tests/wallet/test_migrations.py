@@ -1,4 +1,4 @@
-"""The Alembic migrations build the schema ``wallet.schema`` describes, on both databases.
+"""The Alembic migrations build the schema ``wallet.ledger_tables`` describes, on both databases.
 
 A fresh database is migrated by the fixture; these tests check the tables and
 the version row, that upgrading again changes nothing, that the migrated
@@ -22,8 +22,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallet import LedgerUnavailable, MigrationFailed, open_database, upgrade_schema
+from wallet.ledger_tables import metadata
 from wallet.migrations import MIGRATIONS_PATH, VERSIONS_PATH, alembic_config
-from wallet.schema import metadata
 
 LEDGER_TABLES = {
     "ledger_accounts",

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from wallet.database import open_database
 from wallet.errors import MigrationFailed
-from wallet.schema import metadata
+from wallet.ledger_tables import metadata
 
 # Concurrent upgrades (several workers starting at once) queue on this
 # PostgreSQL advisory lock instead of racing to create the same tables.

@@ -10,7 +10,7 @@ search filters and sorts on; the counters are kept by a trigger on
 and by the rating use case. Full-text search is FTS5 on SQLite and a
 generated ``tsvector`` column with a GIN index on PostgreSQL.
 
-Spelled out rather than imported from ``exchange.schema``: a migration is a
+Spelled out rather than imported from ``exchange.adapters.exchange_tables``: a migration is a
 frozen snapshot, while the schema module follows the newest revision.
 """
 
@@ -25,9 +25,9 @@ branch_labels: str | Sequence[str] | None = ("catalog",)
 depends_on: str | Sequence[str] | None = "exchange_0001"
 
 # The contract states that count as settled for reputation, as in
-# exchange/reputation.py. A state added later counts as not settled until a
+# exchange/domain/reputation_math.py. A state added later counts as not settled until a
 # new migration lists it here; the invariant check compares the counters with
-# a recount from exchange.reputation and reports any drift.
+# a recount from exchange.domain.reputation_math and reports any drift.
 _SETTLED_STATES = "('released', 'refunded', 'resolved')"
 
 _REPUTATION_COUNTERS = (
@@ -42,7 +42,7 @@ _REPUTATION_COUNTERS = (
 
 # Sort orders of catalog.search: each walks its own index when the filters are
 # not selective; the columns (and their direction) match the ORDER BY clauses
-# in exchange/catalog_repository.py.
+# in exchange/adapters/listing_store.py.
 _SORT_INDEXES = {
     "exchange_listings_by_price": ["status", "price_millicredits", "listing_id"],
     "exchange_listings_by_rating": ["status", "rating_mean", "rating_count", "listing_id"],

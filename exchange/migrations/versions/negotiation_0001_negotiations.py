@@ -5,7 +5,7 @@ Revises:
 Create Date: 2026-11-22
 
 A negotiation is (RFQ id, buyer, provider); ``negotiation_id`` is the
-SHA-256 of those three (exchange/negotiation.py). The primary key is what
+SHA-256 of those three (exchange/domain/negotiation_rules.py). The primary key is what
 makes a second accepted offer of the same negotiation fail, even when two
 acceptances race.
 

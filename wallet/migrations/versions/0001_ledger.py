@@ -4,7 +4,7 @@ Revision ID: wallet_0001
 Revises:
 Create Date: 2026-11-21
 
-Spelled out rather than imported from ``wallet.schema``: a migration is a
+Spelled out rather than imported from ``wallet.ledger_tables``: a migration is a
 frozen snapshot, while the schema module follows the newest revision.
 """
 

@@ -1,0 +1,39 @@
+"""Invariants of the whole exchange: the ledger's, escrow against contracts, reputation.
+
+Called at the end of every money-touching test, by ``agentx demo`` and by the
+benchmarks. It raises :class:`wallet.InvariantViolation` listing every
+problem found.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from escrow import ESCROW_ACCOUNT_ID
+from exchange.adapters import contract_store, listing_store
+from wallet import InvariantViolation, SqlLedger, check_invariants
+
+__all__ = ["check_exchange_invariants"]
+
+
+async def check_exchange_invariants(engine: AsyncEngine, /) -> None:
+    await check_invariants(engine)
+    problems: list[str] = []
+    balances = await SqlLedger(engine).lookup_accounts([ESCROW_ACCOUNT_ID])
+    escrow = balances.get(ESCROW_ACCOUNT_ID)
+    async with engine.connect() as connection:
+        open_total = await contract_store.open_escrow_total(connection)
+        not_adding_up = await contract_store.settled_contracts_not_adding_up(connection)
+        reputation_drift = await listing_store.reputation_drift(connection)
+    escrow_pending = escrow.credits_pending if escrow is not None else 0
+    if escrow_pending != open_total:
+        problems.append(f"escrow pending {escrow_pending} != open contracts total {open_total}")
+    if escrow is not None and escrow.credits_posted != escrow.debits_posted:
+        problems.append(
+            "escrow kept posted funds: released holds must be paid out in full "
+            f"(credits {escrow.credits_posted}, debits {escrow.debits_posted})"
+        )
+    problems.extend(f"settled contract {cid}: net + fee + refund != price" for cid in not_adding_up)
+    problems.extend(reputation_drift)
+    if problems:
+        raise InvariantViolation(problems)

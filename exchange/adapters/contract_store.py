@@ -1,0 +1,280 @@
+"""The exchange's contract SQL: contracts, their events, the outbox, the operator audit log.
+
+Every function takes the connection of an already-begun transaction, so the
+service layer decides what is atomic (a contract and its escrow hold are
+written in the same transaction). Nothing outside this module writes SQL
+for the exchange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from exchange.adapters.exchange_tables import contract_events, contracts, operator_audit, outbox
+from exchange.domain.contract_states import (
+    HOLDING_STATES,
+    SETTLED_STATES,
+    ContractRow,
+    ContractState,
+)
+from exchange.errors import ErrorCode, ExchangeError
+
+__all__ = [
+    "add_audit_record",
+    "add_contract_events",
+    "add_outbox_notices",
+    "contract_event_rows",
+    "contracts_in_state",
+    "contracts_of_agents",
+    "due_contract_ids",
+    "get_contract",
+    "get_contracts",
+    "insert_contracts",
+    "mark_notices_published",
+    "open_escrow_total",
+    "settled_contracts_not_adding_up",
+    "transition_contracts",
+    "unpublished_notices",
+]
+
+
+async def insert_contracts(connection: AsyncConnection, rows: Sequence[ContractRow], /) -> None:
+    """Insert many contracts with one statement (a group commit's opens).
+
+    The group checks first; this catches two workers' acceptances of one
+    quote passing that check at once. A duplicate among many raises
+    ``IntegrityError`` (the group then applies each opening as a group of
+    one); the duplicate of a lone opening is named, and its transaction,
+    escrow hold included, rolls back whole.
+    """
+    if not rows:
+        return
+    try:
+        await connection.execute(contracts.insert(), [_contract_values(row) for row in rows])
+    except IntegrityError as exc:
+        if len(rows) > 1:
+            raise
+        raise ExchangeError(
+            ErrorCode.QUOTE_ALREADY_ACCEPTED,
+            "this quote was already accepted",
+            contract_id=rows[0].contract_id,
+        ) from exc
+
+
+def _contract_values(contract: ContractRow) -> dict[str, Any]:
+    values = {field: getattr(contract, field) for field in ContractRow.__slots__}
+    values["state"] = contract.state.value
+    return values
+
+
+async def get_contract(connection: AsyncConnection, contract_id: str, /) -> ContractRow | None:
+    row = (
+        (
+            await connection.execute(
+                sa.select(contracts).where(contracts.c.contract_id == contract_id)
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return None if row is None else _contract_from_row(row)
+
+
+async def get_contracts(
+    connection: AsyncConnection, contract_ids: Sequence[str], /, *, for_update: bool = False
+) -> dict[str, ContractRow]:
+    """The contracts among ``contract_ids`` that exist, by id.
+
+    ``for_update`` locks them (PostgreSQL) in id order, the order every
+    group takes them in, so two workers' groups queue instead of deadlocking.
+    """
+    if not contract_ids:
+        return {}
+    statement = sa.select(contracts).where(contracts.c.contract_id.in_(sorted(contract_ids)))
+    if for_update:
+        statement = statement.order_by(contracts.c.contract_id).with_for_update()
+    rows = (await connection.execute(statement)).mappings()
+    return {str(row["contract_id"]): _contract_from_row(row) for row in rows}
+
+
+async def contracts_of_agents(
+    connection: AsyncConnection, agent_ids: Sequence[str], /, *, limit: int
+) -> list[ContractRow]:
+    """The contracts these agents are a party of, the most recently changed first."""
+    if not agent_ids:
+        return []
+    statement = (
+        sa.select(contracts)
+        .where(sa.or_(contracts.c.buyer_id.in_(agent_ids), contracts.c.provider_id.in_(agent_ids)))
+        .order_by(contracts.c.updated_at_ms.desc())
+        .limit(limit)
+    )
+    return [_contract_from_row(row) for row in (await connection.execute(statement)).mappings()]
+
+
+async def contracts_in_state(
+    connection: AsyncConnection, state: ContractState, /, *, limit: int
+) -> list[ContractRow]:
+    """The contracts in ``state``, the longest unchanged first."""
+    statement = (
+        sa.select(contracts)
+        .where(contracts.c.state == state.value)
+        .order_by(contracts.c.updated_at_ms)
+        .limit(limit)
+    )
+    return [_contract_from_row(row) for row in (await connection.execute(statement)).mappings()]
+
+
+def _contract_from_row(row: sa.RowMapping) -> ContractRow:
+    values = dict(row)
+    values["state"] = ContractState(values["state"])
+    values["buyer_cancel_requested"] = bool(values["buyer_cancel_requested"])
+    values["seal_result"] = bool(values["seal_result"])
+    return ContractRow(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractMove:
+    """One contract's step in a group: from a state to the next, with its changes."""
+
+    contract_id: str
+    from_state: ContractState
+    to_state: ContractState
+    changes: Mapping[str, Any]
+
+
+async def transition_contracts(
+    connection: AsyncConnection, moves: Sequence[ContractMove], /
+) -> None:
+    """Apply many moves, one ``executemany`` per set of changed columns.
+
+    The state check sits in each UPDATE, so of two racing moves of one
+    contract only the first to commit matches its row. The group holds the
+    contracts locked (or SQLite's write lock), so a move that matches no row
+    means a bug or a foreign writer: the count is checked, and a mismatch
+    rolls the whole group back.
+    """
+    by_columns: dict[tuple[str, ...], list[ContractMove]] = {}
+    for move in moves:
+        by_columns.setdefault(tuple(sorted(move.changes)), []).append(move)
+    for columns, same_shape in by_columns.items():
+        statement = (
+            contracts.update()
+            .where(
+                contracts.c.contract_id == sa.bindparam("move_contract_id"),
+                contracts.c.state == sa.bindparam("move_from_state"),
+            )
+            .values(
+                state=sa.bindparam("move_to_state"),
+                **{column: sa.bindparam(f"move_{column}") for column in columns},
+            )
+        )
+        parameters = [
+            {
+                "move_contract_id": move.contract_id,
+                "move_from_state": move.from_state.value,
+                "move_to_state": move.to_state.value,
+                **{f"move_{column}": move.changes[column] for column in columns},
+            }
+            for move in same_shape
+        ]
+        result = await connection.execute(statement, parameters)
+        if result.rowcount not in (-1, len(parameters)):
+            raise ExchangeError(
+                ErrorCode.INVALID_STATE,
+                f"{len(parameters) - result.rowcount} contracts moved under a group",
+            )
+
+
+async def open_escrow_total(connection: AsyncConnection, /) -> int:
+    """The prices of all contracts whose escrow hold is still pending."""
+    held_states = [state.value for state in HOLDING_STATES]
+    total = await connection.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(contracts.c.price_millicredits), 0)).where(
+            contracts.c.state.in_(held_states)
+        )
+    )
+    return int(total.scalar_one())
+
+
+async def settled_contracts_not_adding_up(connection: AsyncConnection, /) -> list[str]:
+    """Settled contracts whose net + fee + refund is not their price (must be none)."""
+    statement = sa.select(contracts.c.contract_id).where(
+        contracts.c.state.in_([state.value for state in SETTLED_STATES]),
+        sa.or_(
+            contracts.c.net_millicredits.is_(None),
+            contracts.c.net_millicredits
+            + contracts.c.fee_millicredits
+            + contracts.c.refunded_millicredits
+            != contracts.c.price_millicredits,
+        ),
+    )
+    return [str(contract_id) for contract_id in (await connection.execute(statement)).scalars()]
+
+
+async def add_audit_record(connection: AsyncConnection, values: Mapping[str, Any], /) -> None:
+    await connection.execute(operator_audit.insert().values(**values))
+
+
+async def due_contract_ids(connection: AsyncConnection, /, *, now_ms: int, limit: int) -> list[str]:
+    """Contracts whose timer has fired, oldest first (the sweeper's work list)."""
+    statement = (
+        sa.select(contracts.c.contract_id)
+        .where(contracts.c.due_at_ms.is_not(None), contracts.c.due_at_ms < now_ms)
+        .order_by(contracts.c.due_at_ms)
+        .limit(limit)
+    )
+    return [str(contract_id) for contract_id in (await connection.execute(statement)).scalars()]
+
+
+async def add_contract_events(
+    connection: AsyncConnection, rows: Sequence[Mapping[str, Any]], /
+) -> None:
+    if rows:
+        await connection.execute(contract_events.insert(), list(rows))
+
+
+async def contract_event_rows(
+    connection: AsyncConnection, contract_id: str, /, *, limit: int
+) -> list[dict[str, Any]]:
+    statement = (
+        sa.select(contract_events)
+        .where(contract_events.c.contract_id == contract_id)
+        .order_by(contract_events.c.event_id)
+        .limit(limit)
+    )
+    return [dict(row) for row in (await connection.execute(statement)).mappings()]
+
+
+async def add_outbox_notices(connection: AsyncConnection, notices: list[dict[str, Any]], /) -> None:
+    if notices:
+        await connection.execute(outbox.insert(), notices)
+
+
+async def unpublished_notices(
+    connection: AsyncConnection, /, *, created_before_ms: int, limit: int
+) -> list[dict[str, Any]]:
+    statement = (
+        sa.select(outbox)
+        .where(outbox.c.published_at_ms.is_(None), outbox.c.created_at_ms <= created_before_ms)
+        .order_by(outbox.c.created_at_ms)
+        .limit(limit)
+    )
+    return [dict(row) for row in (await connection.execute(statement)).mappings()]
+
+
+async def mark_notices_published(
+    connection: AsyncConnection, notice_ids: list[str], /, *, now_ms: int
+) -> None:
+    if notice_ids:
+        await connection.execute(
+            outbox.update()
+            .where(outbox.c.notice_id.in_(notice_ids), outbox.c.published_at_ms.is_(None))
+            .values(published_at_ms=now_ms)
+        )

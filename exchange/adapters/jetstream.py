@@ -1,0 +1,116 @@
+"""JetStream adapters of the exchange: notices out, result chunks in and out, consumers.
+
+The use cases see ports (exchange/use_cases/exchange_context.py,
+exchange/use_cases/notices.py); these implement them on a JetStream
+context of the worker's own connection.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.api import PubAck, RawStreamMsg
+from nats.js.errors import NotFoundError
+
+from agent_client import subjects
+from agent_client.signing import sha256_hex
+from broker.streams import RESULT_STREAM, ensure_notice_consumer
+from exchange.errors import ErrorCode, ExchangeError
+
+__all__ = ["JetStreamNoticeConsumers", "JetStreamNoticePublisher", "JetStreamResultStore"]
+
+log = logging.getLogger(__name__)
+
+NOTICE_PUBLISH_TIMEOUT_S = 5.0
+# One chunk stored (JetStream's acknowledgement) or read back.
+RESULT_STORE_TIMEOUT_S = 5.0
+
+
+class JetStreamNoticePublisher:
+    """Publishes notices into the notice stream; the notice id deduplicates retries."""
+
+    def __init__(
+        self, js: JetStreamContext, /, *, timeout_s: float = NOTICE_PUBLISH_TIMEOUT_S
+    ) -> None:
+        self._js = js
+        self._timeout_s = timeout_s
+
+    async def publish_notice(self, subject: str, payload: bytes, /, *, notice_id: str) -> None:
+        await self._js.publish(
+            subject, payload, timeout=self._timeout_s, headers={"Nats-Msg-Id": notice_id}
+        )
+
+
+class JetStreamResultStore:
+    """Keeps result chunks in the ``AGENTX_RESULTS`` stream, one subject per chunk.
+
+    A chunk is published with a message id naming the chunk and its bytes, and
+    only counts once JetStream acknowledged it; a retried upload within the
+    stream's duplicate window is stored once. The window would also take the
+    same bytes stored, replaced and stored again for a duplicate and drop
+    them, so a duplicate is checked against what the stream holds, and sent
+    again under an id of its own if it is not what the stream holds.
+    """
+
+    def __init__(
+        self, js: JetStreamContext, /, *, timeout_s: float = RESULT_STORE_TIMEOUT_S
+    ) -> None:
+        self._js = js
+        self._timeout_s = timeout_s
+
+    async def put_chunk(self, contract_id: str, index: int, chunk: bytes, /) -> None:
+        subject = subjects.result_chunk(contract_id, index)
+        message_id = f"{contract_id}.{index}.{sha256_hex(chunk)}"
+        try:
+            acknowledgement = await self._publish(subject, chunk, message_id)
+            if acknowledgement.duplicate:
+                stored = await self._last(subject)
+                if stored is None or stored.data != chunk:
+                    replaced_sequence = acknowledgement.seq if stored is None else stored.seq
+                    await self._publish(subject, chunk, f"{message_id}.{replaced_sequence}")
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("could not store chunk %d of %s: %s", index, contract_id, exc)
+            raise ExchangeError(
+                ErrorCode.UNAVAILABLE, "the result store did not take the chunk, retry later"
+            ) from exc
+
+    async def get_chunk(self, contract_id: str, index: int, /) -> bytes | None:
+        try:
+            stored = await self._last(subjects.result_chunk(contract_id, index))
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("could not read chunk %d of %s: %s", index, contract_id, exc)
+            raise ExchangeError(
+                ErrorCode.UNAVAILABLE, "the result store is unavailable, retry later"
+            ) from exc
+        return None if stored is None else bytes(stored.data or b"")
+
+    async def _publish(self, subject: str, chunk: bytes, message_id: str) -> PubAck:
+        return await self._js.publish(
+            subject,
+            chunk,
+            timeout=self._timeout_s,
+            stream=RESULT_STREAM,
+            headers={"Nats-Msg-Id": message_id},
+        )
+
+    async def _last(self, subject: str) -> RawStreamMsg | None:
+        try:
+            return await self._js.get_last_msg(RESULT_STREAM, subject)
+        except NotFoundError:
+            return None
+
+
+class JetStreamNoticeConsumers:
+    """Creates agents' notice consumers: agents have no JetStream permission themselves."""
+
+    def __init__(self, js: JetStreamContext, /) -> None:
+        self._js = js
+
+    async def ensure_consumer(self, agent_id: str, /) -> None:
+        try:
+            await ensure_notice_consumer(self._js, agent_id)
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("could not set up the notice consumer of %s: %s", agent_id, exc)
+            raise ExchangeError(ErrorCode.UNAVAILABLE, "notices are unavailable, retry") from exc

@@ -1,0 +1,238 @@
+"""The composition root of one exchange worker: it wires the adapters together.
+
+A worker needs a NATS URL, a database URL (already migrated) and the
+exchange's signing keys. Several workers may serve one NATS and one
+database: they share the queue group and the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agent_client.keys import AgentKeys
+from agent_client.signing import Clock, SystemClock
+from agent_client.transport import connect_nats
+from broker.admission import DEFAULT_ADMISSION, AdmissionLimits
+from broker.signed_service import AgentEvictor
+from broker.streams import ensure_notice_stream, ensure_result_stream
+from escrow import Escrow
+from exchange.adapters.jetstream import (
+    JetStreamNoticeConsumers,
+    JetStreamNoticePublisher,
+    JetStreamResultStore,
+)
+from exchange.entrypoints.nats_endpoints import ExchangeEndpoints
+from exchange.limits import (
+    GROUP_JOBS_MAX,
+    REQUEST_CONCURRENCY_MAX,
+    STREAMS_CHECK_INTERVAL_S,
+    SWEEP_INTERVAL_S,
+)
+from exchange.migrations import VERSIONS_PATH as EXCHANGE_MIGRATIONS
+from exchange.use_cases import ContractUseCases, ExchangeContext
+from exchange.use_cases.exchange_accounts import ensure_platform_accounts
+from exchange.use_cases.exchange_context import LifecycleSettings
+from exchange.use_cases.group_commit import GroupCommitter
+from human_portal.budgets import PortalSpendingControls
+from human_portal.migrations import VERSIONS_PATH as PORTAL_MIGRATIONS
+from wallet import FeeSchedule, SqlLedger, WalletError, open_database, upgrade_schema
+
+__all__ = ["ExchangeConfig", "ExchangeWorker", "migrate_database"]
+
+NATS_CONNECT_TIMEOUT_S = 5
+
+log = logging.getLogger(__name__)
+
+
+async def migrate_database(database_url: str, /) -> None:
+    """Bring the wallet's, the exchange's and the portal's tables up to date (idempotent).
+
+    The portal's tables are always there: the exchange enforces the spending
+    controls humans set in them when a contract opens.
+    """
+    await upgrade_schema(
+        database_url,
+        extra_version_locations=[str(EXCHANGE_MIGRATIONS), str(PORTAL_MIGRATIONS)],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeConfig:
+    nats_url: str
+    database_url: str
+    keys: AgentKeys
+    operator_ids: frozenset[str]
+    fees: FeeSchedule = field(default_factory=FeeSchedule)
+    request_concurrency_max: int = REQUEST_CONCURRENCY_MAX
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    # How often timers and the outbox relay are checked.
+    sweep_interval_s: float = SWEEP_INTERVAL_S
+    # Many contract steps per transaction (exchange/use_cases/group_commit.py);
+    # False: groups of one, each step in a transaction of its own (for comparisons).
+    group_commit: bool = True
+    # The human portal's key, announced in ``info`` so agents can check its
+    # signed replies; None: no portal.
+    portal_id: str | None = None
+    # Keys this exchange signed with before (a rotation): ``info`` names them
+    # so agents still accept the records and notices they signed.
+    previous_exchange_ids: frozenset[str] = frozenset()
+    # How much one agent may ask of a worker (broker/admission.py).
+    admission: AdmissionLimits = DEFAULT_ADMISSION
+
+
+class ExchangeWorker:
+    def __init__(
+        self,
+        config: ExchangeConfig,
+        /,
+        *,
+        clock: Clock | None = None,
+        evictor: AgentEvictor | None = None,
+    ) -> None:
+        self.config = config
+        self._clock = clock or SystemClock()
+        # The broker's eviction of flooding agents, when it runs in this process.
+        self._evictor = evictor
+        self._client: Client | None = None
+        self._engine: AsyncEngine | None = None
+        self._endpoints: ExchangeEndpoints | None = None
+        self._context: ExchangeContext | None = None
+        self._background: list[asyncio.Task[None]] = []
+
+    @property
+    def engine(self) -> AsyncEngine:
+        assert self._engine is not None, "the worker is not started"
+        return self._engine
+
+    @property
+    def exchange_id(self) -> str:
+        return self.config.keys.agent_id
+
+    async def start(self) -> None:
+        assert self._client is None, "the worker is already started"
+        self._engine = open_database(self.config.database_url)
+        ledger = SqlLedger(self._engine)
+        await ensure_platform_accounts(ledger)
+        # The exchange key: the auth callout grants it the exchange's subjects.
+        self._client = await connect_nats(
+            self.config.nats_url,
+            self.config.keys,
+            name="agentx-exchange",
+            connect_timeout_s=NATS_CONNECT_TIMEOUT_S,
+        )
+        js = self._client.jetstream(timeout=NATS_CONNECT_TIMEOUT_S)
+        await self._ensure_streams(js)
+        context = ExchangeContext(
+            self._engine,
+            ledger,
+            Escrow(ledger, fee_rate_bps=self.config.fees.escrow_bps),
+            JetStreamNoticePublisher(js),
+            keys=self.config.keys,
+            clock=self._clock,
+            operator_ids=self.config.operator_ids,
+            lifecycle=self.config.lifecycle,
+            results=JetStreamResultStore(js),
+            spending=PortalSpendingControls(),
+            group_size_max=GROUP_JOBS_MAX if self.config.group_commit else 1,
+        )
+        self.contracts = ContractUseCases(context)
+        self._context = context
+        self._endpoints = ExchangeEndpoints(
+            self._client,
+            context,
+            JetStreamNoticeConsumers(js),
+            clock=self._clock,
+            escrow_fee_bps=self.config.fees.escrow_bps,
+            portal_id=self.config.portal_id,
+            previous_exchange_ids=self.config.previous_exchange_ids,
+            admission=self.config.admission,
+            concurrency_max=self.config.request_concurrency_max,
+            evictor=self._evictor,
+        )
+        await self._endpoints.start()
+        self._background = [
+            asyncio.create_task(self._every(self.config.sweep_interval_s, self.contracts.sweep)),
+            asyncio.create_task(self._every(self.config.sweep_interval_s, self.relay_outbox)),
+            asyncio.create_task(self._every(STREAMS_CHECK_INTERVAL_S, self.ensure_streams)),
+        ]
+
+    async def ensure_streams(self) -> int:
+        assert self._client is not None, "the worker is not started"
+        await self._ensure_streams(self._client.jetstream(timeout=NATS_CONNECT_TIMEOUT_S))
+        return 0
+
+    async def _ensure_streams(self, js: JetStreamContext) -> None:
+        """Create the notice and result streams, or bring them back if they vanished.
+
+        Nobody connected may delete them (broker/permissions.py); this covers
+        an operator with server access, and a store lost with its disk.
+        """
+        await ensure_notice_stream(js)
+        await ensure_result_stream(js)
+
+    @property
+    def context(self) -> ExchangeContext:
+        """What the use cases share: the outbox, the signer, the ports."""
+        assert self._context is not None, "the worker is not started"
+        return self._context
+
+    @property
+    def contract_groups(self) -> GroupCommitter[Any, Any]:
+        """The group commit every contract step goes through."""
+        groups = self.context.contract_groups
+        assert groups is not None, "made with the worker's ContractUseCases"
+        return groups
+
+    async def relay_outbox(self) -> int:
+        """Publish notices whose publish after commit did not happen (or failed)."""
+        return await self.context.relay_outbox()
+
+    async def _every(self, interval_s: float, job: Callable[[], Awaitable[int]]) -> None:
+        """Run a periodic job until cancelled; a failing run is logged, not fatal."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await job()
+            except Exception as exc:
+                # One line: a job failing every second (JetStream down) must
+                # not fill the log with tracebacks.
+                log.warning("background job %s failed; it runs again: %r", job.__name__, exc)
+
+    async def stop(self) -> None:
+        """Stop taking requests, finish those in flight, then disconnect."""
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background = []
+        if self._endpoints is not None:
+            await self._endpoints.stop()
+            self._endpoints = None
+        if self._context is not None:
+            await self._context.close()
+            with contextlib.suppress(WalletError):
+                await self._context.flush_published()
+            self._context = None
+        if self._client is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._client.drain()
+            self._client = None
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def __aenter__(self) -> ExchangeWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

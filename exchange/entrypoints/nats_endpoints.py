@@ -1,0 +1,227 @@
+"""The exchange's NATS endpoints: each request document bound to its use case.
+
+A new endpoint is one document type and one line here: its name and
+subject come from the document's tag (``agentx.v2.x.<agent id>.<tag>``).
+The signed-request service (broker/signed_service.py) does the rest:
+admission, verification (the answer receives the document verified and of
+its type), error mapping and signed answers. Every worker serves every
+endpoint in one queue group, as a NATS micro service (so ``$SRV.PING``,
+``$SRV.INFO`` and ``$SRV.STATS`` work for free).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from nats.aio.client import Client
+
+from agent_client import subjects
+from agent_client.limits import PROTOCOL_VERSION
+from agent_client.protocol import (
+    EXCHANGE_REQUEST_TYPES,
+    AcceptDelivery,
+    Advertise,
+    CancelContract,
+    ContractReply,
+    ContractView,
+    Deliver,
+    Document,
+    ErrorCode,
+    ErrorReply,
+    GetBalance,
+    GetContract,
+    GetEvidence,
+    GetListingHistory,
+    GetReputation,
+    GetResult,
+    InfoReply,
+    Listing,
+    ListingReply,
+    ListTransactions,
+    Mint,
+    OpenContract,
+    RateContract,
+    RejectDelivery,
+    Reply,
+    Resolve,
+    SearchCatalog,
+    SetListingStatus,
+    SubscribeNotices,
+    TransactionEntry,
+    TransactionsReply,
+    Transfer,
+    UploadResult,
+    endpoint_of,
+)
+from agent_client.signing import Clock, VerifiedDocument
+from broker.admission import DEFAULT_ADMISSION, AdmissionLimits, AgentAdmission
+from broker.signed_service import (
+    AgentEvictor,
+    OpenRoute,
+    Route,
+    ServiceIdentity,
+    SignedRequestService,
+)
+from exchange.errors import ExchangeError
+from exchange.limits import (
+    INFO_REQUEST_BYTES_MAX,
+    INFO_REQUEST_BYTES_MIN,
+    REQUEST_CONCURRENCY_MAX,
+)
+from exchange.use_cases import (
+    AccountUseCases,
+    CatalogUseCases,
+    ContractUseCases,
+    ExchangeContext,
+    ReputationUseCases,
+    TransferUseCases,
+)
+from exchange.use_cases.notices import NoticeConsumers, NoticeSubscriptions
+from exchange.use_cases.results import ResultUseCases
+from wallet import LedgerUnavailable, UnsupportedDatabase, ValueOutOfRange
+
+__all__ = ["ExchangeEndpoints", "map_exchange_error"]
+
+log = logging.getLogger(__name__)
+
+SERVICE = ServiceIdentity(
+    name="agentx-exchange",
+    version="0.2.0",
+    description="Agent Exchange: catalog, contracts, escrow, wallets",
+    queue_group=subjects.EXCHANGE_QUEUE_GROUP,
+    audience="exchange",
+)
+
+_D = TypeVar("_D", bound=Document)
+
+
+class ExchangeEndpoints:
+    """Binds the use cases to their document types, served by one signed-request service."""
+
+    def __init__(
+        self,
+        client: Client,
+        context: ExchangeContext,
+        consumers: NoticeConsumers,
+        /,
+        *,
+        clock: Clock,
+        escrow_fee_bps: int,
+        portal_id: str | None = None,
+        previous_exchange_ids: frozenset[str] = frozenset(),
+        admission: AdmissionLimits = DEFAULT_ADMISSION,
+        concurrency_max: int = REQUEST_CONCURRENCY_MAX,
+        evictor: AgentEvictor | None = None,
+    ) -> None:
+        routes = _routes(context, consumers, escrow_fee_bps=escrow_fee_bps)
+        # One route per request document type of the protocol, in its order.
+        assert tuple(route.document_type for route in routes) == EXCHANGE_REQUEST_TYPES
+        info = InfoReply(
+            exchange_id=context.exchange_id,
+            protocol_version=PROTOCOL_VERSION,
+            escrow_fee_bps=escrow_fee_bps,
+            endpoints=list(subjects.EXCHANGE_ENDPOINTS),
+            portal_id=portal_id,
+            previous_exchange_ids=sorted(previous_exchange_ids),
+        )
+        self._service = SignedRequestService(
+            client,
+            context.keys,
+            identity=SERVICE,
+            routes=routes,
+            open_routes=[
+                OpenRoute(
+                    "info",
+                    subjects.EXCHANGE_INFO,
+                    info,
+                    INFO_REQUEST_BYTES_MIN,
+                    INFO_REQUEST_BYTES_MAX,
+                )
+            ],
+            map_error=map_exchange_error,
+            admission=AgentAdmission(admission),
+            clock=clock,
+            concurrency_max=concurrency_max,
+            evictor=evictor,
+        )
+
+    async def start(self) -> None:
+        await self._service.start()
+
+    async def stop(self) -> None:
+        await self._service.stop()
+
+
+def _routes(
+    context: ExchangeContext, consumers: NoticeConsumers, *, escrow_fee_bps: int
+) -> list[Route[Any]]:
+    """Each request document and the use case that answers it, in the protocol's order."""
+    catalog = CatalogUseCases(context)
+    contracts = ContractUseCases(context)
+    wallets = AccountUseCases(context)
+    reputation = ReputationUseCases(context, contracts)
+    # The product plan's escrow fee is also the fee of a direct transfer.
+    transfers = TransferUseCases(context, fee_rate_bps=escrow_fee_bps)
+    results = ResultUseCases(context)
+    notices = NoticeSubscriptions(consumers)
+    return [
+        _route(Advertise, lambda by, v: _listing(catalog.advertise(by, v.document))),
+        _route(SearchCatalog, lambda by, v: catalog.search(v.document)),
+        _route(SetListingStatus, lambda by, v: _listing(catalog.set_status(by, v.document))),
+        _route(GetListingHistory, lambda by, v: catalog.history(v.document)),
+        _route(GetReputation, lambda by, v: reputation.reputation(v.document)),
+        _route(OpenContract, lambda by, v: _contract(contracts.open_contract(by, v))),
+        _route(Deliver, lambda by, v: _contract(contracts.deliver(by, v.document))),
+        _route(UploadResult, lambda by, v: results.upload(by, v.document)),
+        _route(GetResult, lambda by, v: results.read(by, v.document)),
+        _route(AcceptDelivery, lambda by, v: _contract(contracts.accept_delivery(by, v.document))),
+        _route(
+            GetContract, lambda by, v: _contract(contracts.get_contract(by, v.document.contract_id))
+        ),
+        _route(RejectDelivery, lambda by, v: _contract(contracts.reject_delivery(by, v.document))),
+        _route(CancelContract, lambda by, v: _contract(contracts.cancel(by, v.document))),
+        _route(GetEvidence, lambda by, v: contracts.evidence(by, v.document.contract_id)),
+        _route(Resolve, lambda by, v: _contract(contracts.resolve(by, v.document))),
+        _route(RateContract, lambda by, v: reputation.rate(by, v.document)),
+        _route(GetBalance, lambda by, v: wallets.balance(by)),
+        _route(ListTransactions, lambda by, v: _entries(wallets.transactions(by, v.document))),
+        _route(Transfer, lambda by, v: transfers.transfer(by, v.document)),
+        _route(Mint, lambda by, v: wallets.mint(by, v.document)),
+        _route(SubscribeNotices, lambda by, v: notices.subscribe(by)),
+    ]
+
+
+def _route(
+    document_type: type[_D], answer: Callable[[str, VerifiedDocument[_D]], Awaitable[Reply]]
+) -> Route[_D]:
+    return Route(
+        document_type, subjects.exchange_request_wildcard(endpoint_of(document_type)), answer
+    )
+
+
+async def _contract(view: Awaitable[ContractView]) -> Reply:
+    return ContractReply(contract=await view)
+
+
+async def _listing(listing: Awaitable[Listing]) -> Reply:
+    return ListingReply(listing=await listing)
+
+
+async def _entries(entries: Awaitable[list[TransactionEntry]]) -> Reply:
+    return TransactionsReply(entries=await entries)
+
+
+def map_exchange_error(exc: Exception, /) -> ErrorReply | None:
+    """The wire error for a refusal of the use cases; None for a bug."""
+    if isinstance(exc, ExchangeError):
+        return ErrorReply(code=exc.code.value, message=exc.message, contract_id=exc.contract_id)
+    if isinstance(exc, LedgerUnavailable | UnsupportedDatabase):
+        log.warning("ledger unavailable: %s", exc)
+        return ErrorReply(
+            code=ErrorCode.UNAVAILABLE.value, message="the ledger is unavailable, retry later"
+        )
+    if isinstance(exc, ValueOutOfRange):
+        return ErrorReply(code=ErrorCode.INVALID_REQUEST.value, message=str(exc))
+    return None

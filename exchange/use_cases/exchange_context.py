@@ -1,0 +1,296 @@
+"""What every use case shares: the unit of work, the signer, the settings, the outbox.
+
+Notices follow the outbox pattern: a use case seals its notices and writes
+them to the outbox table in the same transaction as the change they report;
+after commit they are published to JetStream (deduplicated by notice id) and
+marked published. If the worker dies in between, the relay publishes them
+later, so a committed transition is never left unannounced.
+
+A step's reply does not wait for JetStream: its notices are already safe in
+the outbox, so they are published in the background (``publish_soon``) and
+the requester gets its answer one JetStream round trip sooner. Receivers
+never relied on the order of a reply and a notice (notices may arrive late,
+twice or out of order anyway; PROTOCOL.md section 1.7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from agent_client import subjects
+from agent_client.keys import AgentKeys
+from agent_client.protocol import Document, Header, json_encoder
+from agent_client.signing import Clock, make_header, seal
+from escrow import Escrow, EscrowError
+from exchange.adapters import contract_store
+from exchange.errors import ErrorCode, ExchangeError
+from exchange.limits import (
+    DISPUTE_DEFAULT_PROVIDER_SHARE_BPS,
+    DISPUTE_WINDOW_DEFAULT_S,
+    GROUP_JOBS_MAX,
+    NOTICE_LIFETIME_S,
+    NOTICES_PUBLISHING_MAX,
+    OUTBOX_BATCH_MAX,
+    OUTBOX_RELAY_DELAY_MS,
+    REVIEW_WINDOW_DEFAULT_S,
+    STORED_RESULT_DELIVERIES_MAX,
+)
+from exchange.use_cases.group_commit import GroupCommitter
+from exchange.use_cases.spending import NoSpendingControls, SpendingControls
+from wallet import SqlLedger, run_transaction
+
+__all__ = [
+    "ExchangeContext",
+    "LifecycleSettings",
+    "NoticePublisher",
+    "OutboxNotice",
+    "ResultStore",
+    "escrow_refused_error",
+]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class NoticePublisher(Protocol):
+    """Where notices go after commit (JetStream in production); must deduplicate by id."""
+
+    async def publish_notice(self, subject: str, payload: bytes, /, *, notice_id: str) -> None: ...
+
+
+class ResultStore(Protocol):
+    """Where the exchange keeps results too large to send inline, chunk by chunk
+    (a JetStream stream only the exchange can reach, in production).
+
+    Storing a chunk again replaces it, and storing the same bytes twice stores
+    them once (a retried upload); nothing is ever deleted. Unavailability is
+    raised as ``ExchangeError(UNAVAILABLE)``.
+    """
+
+    async def put_chunk(self, contract_id: str, index: int, chunk: bytes, /) -> None: ...
+
+    async def get_chunk(self, contract_id: str, index: int, /) -> bytes | None:
+        """The chunk's bytes, or None when it is not stored."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleSettings:
+    """How long a buyer has to review a delivery, and how disputes end by default."""
+
+    review_window_s: int = REVIEW_WINDOW_DEFAULT_S
+    dispute_window_s: int = DISPUTE_WINDOW_DEFAULT_S
+    dispute_default_provider_share_bps: int = DISPUTE_DEFAULT_PROVIDER_SHARE_BPS
+
+    def __post_init__(self) -> None:
+        assert 0 < self.review_window_s <= 30 * 24 * 3600
+        assert 0 < self.dispute_window_s <= 90 * 24 * 3600
+        assert 0 <= self.dispute_default_provider_share_bps <= 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxNotice:
+    notice_id: str
+    subject: str
+    payload: bytes
+
+
+def escrow_refused_error(refusal: EscrowError, /) -> ExchangeError:
+    """The answer to a ledger refusal of an escrow step.
+
+    Insufficient funds is handled where it can happen; any other refusal
+    means the contract moved on.
+    """
+    return ExchangeError(ErrorCode.INVALID_STATE, str(refusal), contract_id=refusal.contract_id)
+
+
+class ExchangeContext:
+    """The adapters and settings the use cases run with (built by ``exchange.bootstrap.worker``)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ledger: SqlLedger,
+        escrow: Escrow,
+        publisher: NoticePublisher,
+        /,
+        *,
+        keys: AgentKeys,
+        clock: Clock,
+        operator_ids: frozenset[str],
+        lifecycle: LifecycleSettings | None = None,
+        results: ResultStore | None = None,
+        spending: SpendingControls | None = None,
+        group_size_max: int = GROUP_JOBS_MAX,
+    ) -> None:
+        self.engine = engine
+        self.ledger = ledger
+        self.escrow = escrow
+        self.publisher = publisher
+        self.keys = keys
+        self.clock = clock
+        self.operator_ids = operator_ids
+        self.lifecycle = lifecycle or LifecycleSettings()
+        # None: this worker only accepts inline results.
+        self.results = results
+        self.exchange_id = keys.agent_id
+        # The humans' spending controls (the portal's store, filled in by the bootstrap).
+        self.spending: SpendingControls = spending or NoSpendingControls()
+        # Contract steps are applied in groups (exchange/use_cases/group_commit.py);
+        # a group size of 1 applies each in a transaction of its own (for comparisons).
+        assert 1 <= group_size_max <= GROUP_JOBS_MAX
+        self.group_size_max = group_size_max
+        self.contract_groups: GroupCommitter[Any, Any] | None = None
+        is_sqlite = engine.dialect.name == "sqlite"
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if is_sqlite else None
+        # Notices published but not yet marked so in the outbox; marked in one
+        # transaction by flush_published (the relay loop calls it).
+        self._published_unmarked: list[str] = []
+        # Background publishes (publish_soon) and how many notices they carry.
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._notices_publishing = 0
+        # Deliveries of stored results being checked at once (each in memory).
+        self.stored_result_deliveries = asyncio.Semaphore(STORED_RESULT_DELIVERIES_MAX)
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
+        try:
+            if self._write_lock is None:
+                return await run_transaction(self.engine, work)
+            # SQLite takes one writer at a time. Queueing here, in order, beats
+            # letting the driver's busy handler sleep and retry: that starves
+            # unlucky transactions for seconds under load (measured).
+            async with self._write_lock:
+                return await run_transaction(self.engine, work)
+        except EscrowError as exc:
+            raise escrow_refused_error(exc) from exc
+
+    async def close(self) -> None:
+        """Apply the contract steps still queued for a group, then publish their notices."""
+        if self.contract_groups is not None:
+            await self.contract_groups.close()
+        while self._publishing:
+            await asyncio.gather(*self._publishing)
+
+    def notice_header(self, agent_id: str) -> Header:
+        return make_header(
+            self.keys,
+            audience=agent_id,
+            subject=subjects.notifications(agent_id),
+            lifetime_s=NOTICE_LIFETIME_S,
+            clock=self.clock,
+        )
+
+    def notice(self, agent_id: str, build: Callable[[Header], Document], /) -> OutboxNotice:
+        """Seal a notice for ``agent_id``; its nonce is its id in the outbox and JetStream."""
+        header = self.notice_header(agent_id)
+        payload = json_encoder.encode(seal(build(header), self.keys))
+        return OutboxNotice(header.nonce, header.subject, payload)
+
+    async def stage(self, connection: AsyncConnection, notices: Sequence[OutboxNotice]) -> None:
+        """Write notices to the outbox inside the caller's transaction."""
+        created_at_ms = self.clock.now_ms()
+        await contract_store.add_outbox_notices(
+            connection,
+            [
+                {
+                    "notice_id": notice.notice_id,
+                    "subject": notice.subject,
+                    "payload": notice.payload.decode(),
+                    "created_at_ms": created_at_ms,
+                    "published_at_ms": None,
+                }
+                for notice in notices
+            ],
+        )
+
+    async def publish_soon(self, notices: Sequence[OutboxNotice]) -> None:
+        """After commit: publish in the background, so the caller can reply at once.
+
+        At most NOTICES_PUBLISHING_MAX notices are in flight this way; past
+        that the caller publishes its own and waits (back-pressure, so a slow
+        JetStream cannot pile up tasks). ``close`` waits for them all.
+        """
+        if not notices:
+            return
+        if self._notices_publishing + len(notices) > NOTICES_PUBLISHING_MAX:
+            await self.publish(notices)
+            return
+        self._notices_publishing += len(notices)
+        task = asyncio.create_task(self._publish_counted(notices))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish_counted(self, notices: Sequence[OutboxNotice]) -> None:
+        try:
+            await self.publish(notices)
+        finally:
+            self._notices_publishing -= len(notices)
+
+    async def publish(self, notices: Sequence[OutboxNotice]) -> None:
+        """After commit: publish and wait for JetStream. Failures wait for the relay.
+
+        Successes are marked published later, many in one transaction: a
+        notice the relay re-publishes before that is dropped by JetStream's
+        duplicate window (the notice id is the message id), so the worst case
+        is a wasted publish, never a second delivery.
+        """
+        # Concurrently: each publish waits for JetStream's acknowledgement.
+        published = await asyncio.gather(*(self._publish_one(notice) for notice in notices))
+        self._published_unmarked.extend(
+            notice.notice_id for notice, ok in zip(notices, published, strict=True) if ok
+        )
+        if len(self._published_unmarked) >= OUTBOX_BATCH_MAX:
+            await self.flush_published()
+
+    async def _publish_one(self, notice: OutboxNotice) -> bool:
+        try:
+            await self.publisher.publish_notice(
+                notice.subject, notice.payload, notice_id=notice.notice_id
+            )
+        except Exception:
+            log.warning("notice %s not published yet; the relay retries", notice.notice_id)
+            return False
+        return True
+
+    async def relay_outbox(self) -> int:
+        """Publish the outbox's notices that are OUTBOX_RELAY_DELAY_MS old and still unpublished.
+
+        They are those whose publish after commit failed, or whose worker died
+        first. One already stored by JetStream is dropped there as a duplicate.
+        """
+        await self.flush_published()
+        created_before_ms = self.clock.now_ms() - OUTBOX_RELAY_DELAY_MS
+
+        async def work(connection: AsyncConnection) -> list[dict[str, Any]]:
+            return await contract_store.unpublished_notices(
+                connection, created_before_ms=created_before_ms, limit=OUTBOX_BATCH_MAX
+            )
+
+        rows = await self.run(work)
+        await self.publish(
+            [
+                OutboxNotice(row["notice_id"], row["subject"], row["payload"].encode())
+                for row in rows
+            ]
+        )
+        return len(rows)
+
+    async def flush_published(self) -> int:
+        """Mark the notices published since the last flush, in one transaction."""
+        notice_ids, self._published_unmarked = self._published_unmarked, []
+        if not notice_ids:
+            return 0
+        now_ms = self.clock.now_ms()
+
+        async def work(connection: AsyncConnection) -> None:
+            await contract_store.mark_notices_published(connection, notice_ids, now_ms=now_ms)
+
+        await self.run(work)
+        return len(notice_ids)
