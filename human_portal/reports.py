@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agent_client.protocol import ContractState
 from exchange.domain.spending_rules import Controls
 from exchange.use_cases.contract_reports import DisputeFile, contracts_of_agents, open_disputes
 from human_portal import limits
@@ -112,7 +113,7 @@ class ChartDay:
 class ContractLine:
     contract_id: str
     capability: str
-    state: str
+    state: ContractState
     role: str
     agent_id: str
     counterparty_id: str

@@ -459,7 +459,13 @@ def _record_openings(
         else:
             writes.opened.append((contract, job.negotiation))
             writes.events.append(
-                event_values(contract, "open", contract.buyer_id, "", at_ms=context.clock.now_ms())
+                event_values(
+                    contract,
+                    ContractEvent.OPEN.value,
+                    contract.buyer_id,
+                    "",
+                    at_ms=context.clock.now_ms(),
+                )
             )
             writes.notices.extend(job.notices)
             outcomes[index] = Applied(contract, job.notices)
