@@ -33,6 +33,7 @@ from agent_client.exchange_address import (
     write_exchange_address,
 )
 from agent_client.keys import AgentKeys, is_agent_id
+from agent_client.metering import MeteredSession, ReceivedMeteredOffer
 from agent_client.offers import QuoteCollection, QuoteRequest, ReceivedDecline
 from agent_client.operator import OperatorClient
 from agent_client.protocol import ContractState, DeclineCode, ErrorCode
@@ -63,6 +64,7 @@ __all__ = [
     "ExchangeAddress",
     "ExchangeError",
     "KeyFileError",
+    "MeteredSession",
     "NegotiationError",
     "NoDeal",
     "OfferDeclined",
@@ -74,6 +76,7 @@ __all__ = [
     "QuoteRequest",
     "Ranking",
     "ReceivedDecline",
+    "ReceivedMeteredOffer",
     "ReceivedQuote",
     "RefusedError",
     "RejectedError",

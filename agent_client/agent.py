@@ -47,6 +47,14 @@ from agent_client.errors import (
     exchange_error,
 )
 from agent_client.keys import AgentKeys
+from agent_client.metering import (
+    MeteredHandler,
+    MeteredSession,
+    ReceivedMeteredOffer,
+    UnitsOf,
+    open_metered_session,
+    request_metered_offer,
+)
 from agent_client.negotiation import BuyerDesk
 from agent_client.offers import QuoteCollection, QuoteRequest, ReceivedQuote
 from agent_client.protocol import (
@@ -68,9 +76,11 @@ from agent_client.protocol import (
     ErrorCode,
     ErrorReply,
     EvidenceReply,
+    FeesReply,
     GetBalance,
     GetContract,
     GetEvidence,
+    GetFees,
     GetListingHistory,
     GetReputation,
     Header,
@@ -81,6 +91,8 @@ from agent_client.protocol import (
     ListingHistoryReply,
     ListingReply,
     ListTransactions,
+    MeteredNotice,
+    MeteredView,
     NoticesReply,
     OpenContract,
     RateContract,
@@ -446,6 +458,92 @@ class Agent:
             pricing=pricing,
             negotiation=negotiation,
             quote_validity_s=quote_validity_s,
+        )
+
+    async def fees(self) -> FeesReply:
+        """The fee table in force: what each kind of payment costs, before paying."""
+        reply = await self._request(GetFees, lambda header: GetFees(header=header))
+        return expect_reply(reply, FeesReply)
+
+    # --- metered calls (agent_client/metering.py) ------------------------------
+
+    async def serve_metered(
+        self,
+        capability: str,
+        handler: MeteredHandler,
+        /,
+        *,
+        unit_price_millicredits: int,
+        units_per_price: int = 1,
+        units_of: UnitsOf = lambda _input, _output: 1,
+        unpaid_units_max: int = 1,
+        offer_validity_s: float = limits.QUOTE_VALIDITY_DEFAULT_S,
+    ) -> None:
+        """Sell ``capability`` per call: answer offer requests and run ``handler``
+        for each call of an open session (``units_of`` says what a call consumed).
+
+        A buyer whose signed receipts lag more than ``unpaid_units_max`` units
+        behind what it received gets no more calls. Claim with
+        :meth:`claim_usage` (as often as you like) or :meth:`close_metered`.
+        """
+        self._check_open()
+        self._provider.metered.add(
+            capability,
+            handler,
+            unit_price_millicredits=unit_price_millicredits,
+            units_per_price=units_per_price,
+            units_of=units_of,
+            unpaid_units_max=unpaid_units_max,
+            offer_validity_s=offer_validity_s,
+        )
+        await self._provider.listen_direct()
+
+    async def claim_usage(self, contract_id: str, /) -> MeteredView:
+        """Provider: capture what the latest receipt of the session owes."""
+        self._check_open()
+        return await self._provider.metered.claim(contract_id)
+
+    async def close_metered(self, contract_id: str, /) -> MeteredView:
+        """Provider: claim the latest receipt and end the session now."""
+        self._check_open()
+        return await self._provider.metered.close(contract_id)
+
+    async def metered_offer(
+        self, provider_id: str, capability: str, /, *, timeout_s: float = 10.0
+    ) -> ReceivedMeteredOffer:
+        """Buyer: ask a provider for its signed metered terms."""
+        self._check_open()
+        return await request_metered_offer(
+            self._connection,
+            self._keys,
+            provider_id,
+            capability,
+            clock=self._clock,
+            timeout_s=timeout_s,
+        )
+
+    async def open_metered(
+        self,
+        offer: ReceivedMeteredOffer,
+        /,
+        *,
+        ceiling_millicredits: int,
+        session_s: int = limits.METERED_SESSION_DEFAULT_S,
+    ) -> MeteredSession:
+        """Buyer: hold ``ceiling_millicredits`` and open the session; call through it."""
+        self._check_open()
+        view = await open_metered_session(
+            offer,
+            ceiling_millicredits=ceiling_millicredits,
+            session_s=session_s,
+            request=self._request,
+        )
+        return MeteredSession(
+            view,
+            connection=self._connection,
+            keys=self._keys,
+            clock=self._clock,
+            request=self._request,
         )
 
     async def deliver(
@@ -876,6 +974,8 @@ class Agent:
             _resolve(
                 self._notices.future_for(self._notices.settlements, notice.contract_id), notice
             )
+        elif isinstance(notice, MeteredNotice):
+            self._provider.metered.observe(notice.metered)
 
     def _verified_notice(self, message: IncomingMessage) -> Document | None:
         """A notice signed by the exchange for this agent, seen for the first time."""
@@ -905,7 +1005,7 @@ class Agent:
         return verified.document
 
 
-_NOTICE_TYPES = (ContractOpenedNotice, DeliveredNotice, ContractUpdatedNotice)
+_NOTICE_TYPES = (ContractOpenedNotice, DeliveredNotice, ContractUpdatedNotice, MeteredNotice)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

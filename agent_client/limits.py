@@ -178,3 +178,24 @@ assert DECLINE_LIFETIME_S <= REQUEST_LIFETIME_MAX_S
 assert sys.getrecursionlimit() >= REPLY_JSON_DEPTH_MAX * 10
 assert 1 <= REPLAY_CACHE_DIGEST_BYTES * 8 <= 60  # two 30-bit digits
 assert REPLAY_CACHE_ENTRIES_MAX * REPLAY_CACHE_BYTES_PER_ENTRY_MAX <= REPLAY_CACHE_BYTES_MAX
+
+# --- metered sessions (docs/PROTOCOL.md, "Metered calls") ---------------------------
+
+# A metered session lasts at most this long; after it ends (or after the buyer
+# closes it) the provider has a claim window for the last receipts it holds,
+# then the unused hold returns to the buyer.
+METERED_SESSION_MAX_S: Final = 7 * 24 * 3600
+METERED_SESSION_DEFAULT_S: Final = 24 * 3600
+METERED_CLAIM_WINDOW_S: Final = 600
+# A receipt stays claimable for the session and its claim window.
+METERED_RECEIPT_LIFETIME_MAX_S: Final = METERED_SESSION_MAX_S + METERED_CLAIM_WINDOW_S
+# Usage counts (cumulative units) and the unit blocks prices are quoted per.
+METERED_UNITS_MAX: Final = 2**53
+METERED_UNITS_PER_PRICE: Final = (1, 1000)
+# A metered call's input and output, inline (larger payloads are not metered calls).
+METERED_CALL_BYTES_MAX: Final = 256 * 1024
+
+assert METERED_SESSION_DEFAULT_S <= METERED_SESSION_MAX_S < CONTRACT_RECORD_LIFETIME_S
+
+# Categories with a commission of their own in the fee table (wallet's FEE_CATEGORIES_MAX).
+FEE_CATEGORIES_MAX: Final = 100

@@ -19,14 +19,18 @@ contract's evidence is open to operators and parties alike:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from agent_client.agent import Agent
 from agent_client.protocol import (
     ContractReply,
     ContractView,
+    FeesReply,
     Listing,
     Mint,
     MintReply,
     Resolve,
+    SetFees,
 )
 from agent_client.replies import expect_reply
 from agent_client.signing import new_nonce
@@ -81,6 +85,28 @@ class OperatorClient:
             ),
         )
         return expect_reply(reply, ContractReply).contract
+
+    async def set_fees(
+        self,
+        /,
+        *,
+        rates: Mapping[str, int] | None = None,
+        categories: Mapping[str, int | None] | None = None,
+        reason: str = "",
+    ) -> FeesReply:
+        """Change fee rates in basis points: ``rates`` by kind (``escrow``, ``metered``,
+        ``transfer``, ``purchase``, ``cash_out``, ...), ``categories`` by capability
+        prefix (None removes a category's commission). Other rates stay."""
+        reply = await self.agent._request(
+            SetFees,
+            lambda header: SetFees(
+                header=header,
+                rates=dict(rates or {}),
+                categories=dict(categories or {}),
+                reason=reason,
+            ),
+        )
+        return expect_reply(reply, FeesReply)
 
     async def deactivate_listing(self, provider_id: str, capability: str, /) -> Listing:
         """Hide another provider's listing from search and refuse new contracts for it."""

@@ -35,6 +35,8 @@ __all__ = [
     "CashOut",
     "CashOutReply",
     "ChunkStoredReply",
+    "ClaimUsage",
+    "CloseMetered",
     "ContractEventEntry",
     "ContractOpenedNotice",
     "ContractRecord",
@@ -52,10 +54,13 @@ __all__ = [
     "ErrorCode",
     "ErrorReply",
     "EvidenceReply",
+    "FeesReply",
     "GetBalance",
     "GetContract",
     "GetEvidence",
+    "GetFees",
     "GetListingHistory",
+    "GetMetered",
     "GetReputation",
     "GetResult",
     "Header",
@@ -67,11 +72,22 @@ __all__ = [
     "ListingHistoryReply",
     "ListingReply",
     "ListingRevision",
+    "MeteredCall",
+    "MeteredCallReply",
+    "MeteredEvent",
+    "MeteredNotice",
+    "MeteredOffer",
+    "MeteredOfferReply",
+    "MeteredOfferRequest",
+    "MeteredReply",
+    "MeteredState",
+    "MeteredView",
     "Mint",
     "MintReply",
     "Notice",
     "NoticesReply",
     "OpenContract",
+    "OpenMetered",
     "Quote",
     "RateContract",
     "RatingEntry",
@@ -88,6 +104,7 @@ __all__ = [
     "SearchCatalog",
     "SearchReply",
     "SearchSort",
+    "SetFees",
     "SetListingStatus",
     "SignedReply",
     "SubscribeNotices",
@@ -96,6 +113,7 @@ __all__ = [
     "Transfer",
     "TransferReply",
     "UploadResult",
+    "UsageReceipt",
     "endpoint_of",
 ]
 
@@ -374,6 +392,97 @@ class OpenContract(_Signed, frozen=True, tag="contract.open"):
     ] = ()
 
 
+class MeteredOfferRequest(_Signed, frozen=True, tag="metered.offer_request"):
+    """A buyer asks a provider for its metered terms (sent to the provider directly)."""
+
+    capability: Capability
+
+
+class MeteredOffer(_Signed, frozen=True, tag="metered.offer"):
+    """A provider's signed metered terms for one buyer (the ``audience``).
+
+    ``unit_price_millicredits`` is the price of ``units_per_price`` units (1:
+    per call; 1000: per thousand units such as tokens). A usage of ``n`` units
+    costs ``n * unit_price_millicredits // units_per_price``.
+    """
+
+    capability: Capability
+    unit_price_millicredits: PriceMillicredits
+    units_per_price: Literal[1, 1000] = 1
+    terms: Text = ""
+
+
+class OpenMetered(_Signed, frozen=True, tag="metered.open"):
+    """The buyer accepts a metered offer: the exchange holds ``ceiling_millicredits``."""
+
+    offer: Envelope
+    ceiling_millicredits: PriceMillicredits
+    session_s: Annotated[int, Meta(ge=1, le=limits.METERED_SESSION_MAX_S)] = (
+        limits.METERED_SESSION_DEFAULT_S
+    )
+
+
+class UsageReceipt(_Signed, frozen=True, tag="metered.receipt"):
+    """The buyer's signed word: "I have received ``units`` units under this session".
+
+    Cumulative and monotonically increasing; addressed to the provider, who
+    claims against the latest one it holds. Subject: ``metered_subject(id)``.
+    """
+
+    contract_id: Identifier
+    units: Annotated[int, Meta(ge=0, le=limits.METERED_UNITS_MAX)]
+
+
+class ClaimUsage(_Signed, frozen=True, tag="metered.claim"):
+    """The provider claims the usage of its latest receipt (a partial capture)."""
+
+    receipt: Envelope
+
+
+class CloseMetered(_Signed, frozen=True, tag="metered.close"):
+    """A party ends the session. The provider may claim a final receipt with it;
+    the buyer's close leaves the provider the claim window first."""
+
+    contract_id: Identifier
+    final_receipt: Envelope | None = None
+
+
+class GetMetered(_Signed, frozen=True, tag="metered.get"):
+    contract_id: Identifier
+
+
+class MeteredCall(_Signed, frozen=True, tag="metered.call"):
+    """One call under a session (buyer to provider, directly), with the receipt
+    for every unit received so far (null before the first answer)."""
+
+    contract_id: Identifier
+    input: Raw
+    receipt: Envelope | None = None
+
+
+# A fee rate in basis points, and a category's capability prefix.
+FeeBps = Annotated[int, Meta(ge=0, le=10_000)]
+FeeName = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[a-z_]+\Z")]
+CategoryPrefix = Annotated[
+    str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*\Z")
+]
+
+
+class GetFees(_Signed, frozen=True, tag="fees.get"):
+    """Any agent asks for the fee table in force (shown before it pays)."""
+
+
+class SetFees(_Signed, frozen=True, tag="operator.fees"):
+    """An operator changes fee rates: ``rates`` by kind; ``categories`` by capability
+    prefix (null removes a category's commission). What is not named stays."""
+
+    rates: Annotated[dict[FeeName, FeeBps], Meta(max_length=16)] = {}
+    categories: Annotated[
+        dict[CategoryPrefix, FeeBps | None], Meta(max_length=limits.FEE_CATEGORIES_MAX)
+    ] = {}
+    reason: Text = ""
+
+
 class ResultRef(Struct, frozen=True, kw_only=True):
     """A result too large to send inline, stored by the exchange in chunks.
 
@@ -604,6 +713,12 @@ EXCHANGE_REQUEST_TYPES: tuple[type[_Signed], ...] = (
     Transfer,
     Mint,
     SubscribeNotices,
+    OpenMetered,
+    ClaimUsage,
+    CloseMetered,
+    GetMetered,
+    GetFees,
+    SetFees,
 )
 
 
@@ -637,6 +752,13 @@ class ContractOpenedNotice(_Signed, frozen=True, tag="notice.contract_opened"):
     task: Raw
     # The buyer wants the result sealed to its key (see Deliver).
     seal_result: bool = False
+
+
+class MeteredNotice(_Signed, frozen=True, tag="notice.metered"):
+    """A metered session changed: ``opened``, ``claimed``, ``closing`` or ``closed``."""
+
+    event: MeteredEvent
+    metered: MeteredView
 
 
 class DeliveredNotice(_Signed, frozen=True, tag="notice.delivered"):
@@ -745,6 +867,65 @@ class ContractView(Struct, frozen=True, kw_only=True):
     # null elsewhere. (msgspec cannot decode Raw inside a union with None.)
     task: Raw = JSON_NULL
     result: Raw = JSON_NULL
+
+
+class FeesReply(_Reply, frozen=True, tag="fees"):
+    """The fee table in force: each kind's rate and each category's commission."""
+
+    rates: dict[str, int]
+    categories: dict[str, int]
+    updated_at_ms: int
+
+
+MeteredEvent = Literal["opened", "claimed", "closing", "closed"]
+
+
+class MeteredState(enum.StrEnum):
+    """Where a metered session is: claims are taken while ``open`` and ``closing``."""
+
+    OPEN = "open"
+    CLOSING = "closing"  # the buyer closed it, or it expired: the claim window runs
+    CLOSED = "closed"  # the unused hold went back to the buyer
+
+
+class MeteredView(Struct, frozen=True, kw_only=True):
+    contract_id: str
+    buyer_id: str
+    provider_id: str
+    capability: str
+    unit_price_millicredits: int
+    units_per_price: int
+    ceiling_millicredits: int
+    state: MeteredState
+    claimed_units: int
+    # What the claims captured from the hold, and how it was split.
+    captured_millicredits: int
+    fee_millicredits: int
+    net_millicredits: int
+    # Returned to the buyer when the session closed (0 before).
+    released_millicredits: int
+    expires_at_ms: int
+    # When the claim window ends (null while open).
+    closes_at_ms: int | None
+    created_at_ms: int
+    updated_at_ms: int
+
+
+class MeteredReply(_Reply, frozen=True, tag="metered"):
+    metered: MeteredView
+
+
+class MeteredOfferReply(_Reply, frozen=True, tag="metered_offer"):
+    """The provider's answer to an offer request: its signed offer."""
+
+    offer: Envelope
+
+
+class MeteredCallReply(_Reply, frozen=True, tag="metered.result"):
+    """The provider's answer to a call: the output and the units it consumed."""
+
+    output: Raw
+    units: Annotated[int, Meta(ge=0, le=limits.METERED_UNITS_MAX)]
 
 
 class ContractReply(_Reply, frozen=True, tag="contract"):
@@ -933,6 +1114,10 @@ Reply = (
     | NoticesReply
     | ChunkStoredReply
     | ResultChunkReply
+    | MeteredReply
+    | MeteredCallReply
+    | MeteredOfferReply
+    | FeesReply
 )
 
 
@@ -982,6 +1167,17 @@ Document = (
     | DeliveredNotice
     | ContractUpdatedNotice
     | SubscribeNotices
+    | MeteredOfferRequest
+    | MeteredOffer
+    | OpenMetered
+    | UsageReceipt
+    | ClaimUsage
+    | CloseMetered
+    | GetMetered
+    | MeteredCall
+    | MeteredNotice
+    | GetFees
+    | SetFees
     | SignedReply
 )
 Notice = ContractOpenedNotice | DeliveredNotice | ContractUpdatedNotice

@@ -30,6 +30,7 @@ from agent_client.errors import (
     SignatureRejected,
 )
 from agent_client.keys import AgentKeys
+from agent_client.metering import METERED_TYPES, MeteredDesk
 from agent_client.negotiation import RFQ_AUDIENCE, OfferDesk
 from agent_client.protocol import (
     JSON_NULL,
@@ -109,6 +110,10 @@ class ProviderDesk:
         self._handler_concurrency_max = handler_concurrency_max
         self._replay_guard = ReplayGuard()
         self._offer_desk = OfferDesk(connection, keys, clock=clock, replay_guard=self._replay_guard)
+        self.metered = MeteredDesk(
+            connection, keys, clock=clock, request=request, replay_guard=self._replay_guard
+        )
+        self._listening_direct = False
         self._services: dict[str, _Service] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._hired_before_serving: dict[str, list[ContractOpenedNotice]] = {}
@@ -140,7 +145,7 @@ class ProviderDesk:
                 f"quote_validity_s must be within {limits.QUOTE_VALIDITY_MAX_S} s"
             )
         if negotiation is not None:
-            await self._listen_for_counter_offers()
+            await self.listen_direct()
             self._offer_desk.add_strategy(
                 capability, negotiation, quote_validity_s=quote_validity_s
             )
@@ -154,14 +159,28 @@ class ProviderDesk:
         for notice in self._hired_before_serving.pop(capability, []):
             self.start_performing(notice)
 
-    async def _listen_for_counter_offers(self) -> None:
-        if self._offer_desk.listening:
+    async def listen_direct(self) -> None:
+        """Take messages on this agent's direct subject: counter-offers, walk-aways,
+        metered offer requests, calls and receipts (one subscription for all)."""
+        if self._listening_direct:
             return
+        self._listening_direct = True
         await self._connection.subscribe(
-            self._offer_desk.subject,
-            self._offer_desk.on_message,
+            subjects.negotiation(self._keys.agent_id),
+            self._on_direct,
             concurrency_max=self._handler_concurrency_max,
         )
+
+    async def _on_direct(self, message: IncomingMessage) -> None:
+        try:
+            opened = open_envelope(message.data)
+        except SignatureRejected as exc:
+            log.info("ignored a message on %s: %s", message.subject, exc)
+            return
+        if isinstance(opened.document, METERED_TYPES):
+            await self.metered.on_message(message, opened)
+        else:
+            await self._offer_desk.on_message(message)
 
     # --- quoting ------------------------------------------------------------------
 

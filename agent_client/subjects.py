@@ -26,6 +26,8 @@ __all__ = [
     "exchange_request_wildcard",
     "exchange_requests_of",
     "inbox_prefix",
+    "metered",
+    "metered_offers",
     "negotiation",
     "notice_deliver_subject",
     "notifications",
@@ -92,6 +94,16 @@ def notifications(agent_id: str, /) -> str:
 def negotiation(agent_id: str, /) -> str:
     """Where a provider takes counter-offers (requests) and walk-aways (publishes)."""
     return f"{ROOT}.agent.{agent_id}.negotiate"
+
+
+def metered(contract_id: str, /) -> str:
+    """The subject a metered session's usage receipts are signed for (never published)."""
+    return f"{ROOT}.metered.{contract_id}"
+
+
+def metered_offers(capability: str, /) -> str:
+    """The subject a provider's metered offers for a capability are signed for."""
+    return f"{ROOT}.metered_offer.{capability}"
 
 
 def inbox_prefix(agent_id: str, /) -> str:

@@ -357,7 +357,7 @@ async def through_use_case(
     context = ExchangeContext(
         engine,
         ledger,
-        Escrow(ledger, fee_rate_bps=500),
+        Escrow(ledger),
         NoNotices(),
         keys=keys,
         clock=SystemClock(),

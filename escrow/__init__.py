@@ -8,6 +8,7 @@ from escrow.errors import EscrowError, InsufficientFunds
 from escrow.machine import (
     ESCROW_ACCOUNT_ID,
     REVENUE_ACCOUNT_ID,
+    MeteredCapture,
     Settlement,
     SettlementKind,
     provider_share_for_bps,
@@ -23,6 +24,7 @@ __all__ = [
     "HoldOrder",
     "InsufficientFunds",
     "LedgerPort",
+    "MeteredCapture",
     "SettleOrder",
     "Settlement",
     "SettlementKind",

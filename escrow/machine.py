@@ -23,9 +23,12 @@ from wallet import LedgerId, NewTransfer, TransferCode, TransferFlags, fee_split
 __all__ = [
     "ESCROW_ACCOUNT_ID",
     "REVENUE_ACCOUNT_ID",
+    "MeteredCapture",
     "Settlement",
     "SettlementKind",
     "hold_transfers",
+    "metered_hold_transfers",
+    "metered_release_transfers",
     "provider_share_for_bps",
     "settle_transfers",
     "settlement_for",
@@ -168,3 +171,122 @@ def settle_transfers(
             )
         )
     return chain
+
+
+# --- metered sessions ----------------------------------------------------------------
+#
+# A metered session holds a ceiling; each capture posts part of the current
+# hold (the ledger releases the rest to the buyer) and, in the same linked
+# chain, holds that rest again and pays the capture out. So the pending hold
+# always equals the ceiling less what was captured, and every capture is one
+# atomic chain whose ids derive from the session and its hold's sequence.
+
+
+def _metered_id(contract_id: str, step: str, sequence: int) -> str:
+    return f"metered:{contract_id}:{step}:{sequence}"
+
+
+def metered_hold_transfers(
+    contract_id: str, /, *, buyer_account_id: str, ceiling_millicredits: int
+) -> list[NewTransfer]:
+    assert ceiling_millicredits > 0
+    return [
+        NewTransfer(
+            id=_metered_id(contract_id, "hold", 0),
+            debit_account_id=buyer_account_id,
+            credit_account_id=ESCROW_ACCOUNT_ID,
+            amount=ceiling_millicredits,
+            ledger=LedgerId.CREDITS,
+            code=TransferCode.ESCROW_LOCK,
+            flags=TransferFlags.PENDING,
+            user_data=contract_id,
+        )
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredCapture:
+    """One capture from a session's current hold (number ``hold_sequence``)."""
+
+    contract_id: str
+    buyer_account_id: str
+    provider_account_id: str
+    hold_sequence: int
+    held_millicredits: int
+    capture_millicredits: int
+    fee_millicredits: int
+    net_millicredits: int
+
+    def __post_init__(self) -> None:
+        assert 0 < self.capture_millicredits <= self.held_millicredits
+        assert self.fee_millicredits + self.net_millicredits == self.capture_millicredits
+        assert self.fee_millicredits >= 0 and self.net_millicredits >= 0
+
+    def transfers(self) -> list[NewTransfer]:
+        sequence, contract_id = self.hold_sequence, self.contract_id
+        rest = self.held_millicredits - self.capture_millicredits
+        steps = [
+            ("post", self.buyer_account_id, ESCROW_ACCOUNT_ID, self.capture_millicredits),
+            ("hold", self.buyer_account_id, ESCROW_ACCOUNT_ID, rest),
+            ("net", ESCROW_ACCOUNT_ID, self.provider_account_id, self.net_millicredits),
+            ("fee", ESCROW_ACCOUNT_ID, REVENUE_ACCOUNT_ID, self.fee_millicredits),
+        ]
+        steps = [step for step in steps if step[3] > 0]
+        codes = {
+            "post": TransferCode.ESCROW_RELEASE,
+            "hold": TransferCode.ESCROW_LOCK,
+            "net": TransferCode.ESCROW_RELEASE,
+            "fee": TransferCode.FEE,
+        }
+        flags = {
+            "post": TransferFlags.POST_PENDING,
+            "hold": TransferFlags.PENDING,
+            "net": TransferFlags.NONE,
+            "fee": TransferFlags.NONE,
+        }
+        chain = []
+        for index, (step, debit_account_id, credit_account_id, amount) in enumerate(steps):
+            linked = TransferFlags.LINKED if index < len(steps) - 1 else TransferFlags.NONE
+            chain.append(
+                NewTransfer(
+                    # The new hold is the next in sequence; the rest belong to this one.
+                    id=_metered_id(contract_id, step, sequence + (step == "hold")),
+                    debit_account_id=debit_account_id,
+                    credit_account_id=credit_account_id,
+                    amount=amount,
+                    ledger=LedgerId.CREDITS,
+                    code=codes[step],
+                    flags=flags[step] | linked,
+                    pending_id=_metered_id(contract_id, "hold", sequence)
+                    if step == "post"
+                    else None,
+                    user_data=contract_id,
+                )
+            )
+        return chain
+
+
+def metered_release_transfers(
+    contract_id: str,
+    /,
+    *,
+    buyer_account_id: str,
+    hold_sequence: int,
+    held_millicredits: int,
+) -> list[NewTransfer]:
+    """Void the session's current hold: what was not captured returns to the buyer."""
+    if held_millicredits == 0:
+        return []
+    return [
+        NewTransfer(
+            id=_metered_id(contract_id, "void", hold_sequence),
+            debit_account_id=buyer_account_id,
+            credit_account_id=ESCROW_ACCOUNT_ID,
+            amount=held_millicredits,
+            ledger=LedgerId.CREDITS,
+            code=TransferCode.ESCROW_REFUND,
+            flags=TransferFlags.VOID_PENDING,
+            pending_id=_metered_id(contract_id, "hold", hold_sequence),
+            user_data=contract_id,
+        )
+    ]

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from escrow.errors import EscrowError, InsufficientFunds
-from escrow.machine import Settlement, hold_transfers, settle_transfers
+from escrow.machine import (
+    MeteredCapture,
+    Settlement,
+    hold_transfers,
+    metered_hold_transfers,
+    metered_release_transfers,
+    settle_transfers,
+)
 from wallet import NewTransfer, TransferOutcome, TransferResult
 
 __all__ = ["Escrow", "HoldOrder", "LedgerPort", "SettleOrder"]
@@ -65,11 +72,10 @@ class SettleOrder:
 
 
 class Escrow:
-    def __init__(self, ledger: LedgerPort, /, *, fee_rate_bps: int) -> None:
-        assert 0 <= fee_rate_bps <= 10_000
+    """Holds and settlements on the ledger; the fee of each is in its order."""
+
+    def __init__(self, ledger: LedgerPort, /) -> None:
         self._ledger = ledger
-        # The rate new contracts are opened with; a contract keeps its own.
-        self.fee_rate_bps = fee_rate_bps
 
     async def hold(self, order: HoldOrder, /, *, connection: Any) -> None:
         outcomes = await self._ledger.create_transfers(order.transfers(), connection=connection)
@@ -81,6 +87,58 @@ class Escrow:
         """End the hold as the order's settlement says; a retried settlement is a no-op."""
         outcomes = await self._ledger.create_transfers(order.transfers(), connection=connection)
         refusal = _settle_refusal(order, outcomes)
+        if refusal is not None:
+            raise refusal
+
+    async def metered_hold(
+        self,
+        contract_id: str,
+        buyer_account_id: str,
+        ceiling_millicredits: int,
+        /,
+        *,
+        connection: Any,
+    ) -> None:
+        """Hold a metered session's ceiling (InsufficientFunds when it does not fit)."""
+        order = HoldOrder(contract_id, buyer_account_id, ceiling_millicredits)
+        transfers = metered_hold_transfers(
+            contract_id,
+            buyer_account_id=buyer_account_id,
+            ceiling_millicredits=ceiling_millicredits,
+        )
+        outcomes = await self._ledger.create_transfers(transfers, connection=connection)
+        refusal = _hold_refusal(order, outcomes)
+        if refusal is not None:
+            raise refusal
+
+    async def metered_capture(self, capture: MeteredCapture, /, *, connection: Any) -> None:
+        """Capture part of a session's hold and pay it out, atomically; a retry is a no-op."""
+        outcomes = await self._ledger.create_transfers(capture.transfers(), connection=connection)
+        refusal = _refusal(outcomes, contract_id=capture.contract_id, step="capture")
+        if refusal is not None:
+            raise refusal
+
+    async def metered_release(
+        self,
+        contract_id: str,
+        buyer_account_id: str,
+        /,
+        *,
+        hold_sequence: int,
+        held_millicredits: int,
+        connection: Any,
+    ) -> None:
+        """Return a closing session's uncaptured hold to the buyer."""
+        transfers = metered_release_transfers(
+            contract_id,
+            buyer_account_id=buyer_account_id,
+            hold_sequence=hold_sequence,
+            held_millicredits=held_millicredits,
+        )
+        if not transfers:
+            return
+        outcomes = await self._ledger.create_transfers(transfers, connection=connection)
+        refusal = _refusal(outcomes, contract_id=contract_id, step="release")
         if refusal is not None:
             raise refusal
 

@@ -22,7 +22,15 @@ from human_portal.errors import AgentFrozen, Conflict, InsufficientFunds, Invali
 from human_portal.ledger_accounts import REVENUE_ACCOUNT_ID, agent_account_id
 from human_portal.linking import owner_of
 from human_portal.portal_context import PortalContext
-from wallet import LedgerId, NewTransfer, TransferCode, TransferFlags, TransferResult, fee_split
+from wallet import (
+    FeeKind,
+    LedgerId,
+    NewTransfer,
+    TransferCode,
+    TransferFlags,
+    TransferResult,
+    fee_split,
+)
 
 __all__ = ["OwnTransfer", "transfer_between_own_agents"]
 
@@ -58,7 +66,8 @@ async def transfer_between_own_agents(
         raise InvalidInput("idempotency_key", "1 to 64 letters, digits or _ . : -")
     digest = hashlib.sha256(f"{user.user_id}:{idempotency_key}".encode()).hexdigest()[:40]
     transfer_id = f"own-transfer:{digest}"
-    fee, net = fee_split(amount_millicredits, rate_bps=context.config.fees.escrow_bps)
+    fees = await context.fee_schedule()
+    fee, net = fee_split(amount_millicredits, rate_bps=fees.rate_bps(FeeKind.TRANSFER))
     now_ms = context.now_ms()
 
     async def work(connection: AsyncConnection) -> bool:

@@ -184,7 +184,7 @@ async def request_cash_out(
             raise AgentFrozen(agent_id)
         quote = cash_out_quote(
             credits,
-            fees=context.config.fees,
+            fees=await context.fee_schedule(connection),
             cashed_out_this_month=await _cashed_out(connection, agent_id, month),
         )
         payout = _new_payout(payout_id, user, agent_id, month, quote, destination, now_ms)

@@ -12,10 +12,11 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_client.signing import Clock
+from exchange.use_cases.fee_settings import read_fee_schedule
 from human_portal.config import PortalConfig
 from human_portal.security import PasswordHasher
 from human_portal.stripe_gateway import ConnectGateway, PaymentGateway
-from wallet import SqlLedger, run_transaction
+from wallet import FeeSchedule, SqlLedger, run_transaction
 from wallet.database import read_transaction
 
 __all__ = ["PortalContext"]
@@ -53,3 +54,14 @@ class PortalContext:
         """One read-only transaction over a consistent snapshot."""
         async with read_transaction(self.engine) as connection:
             return await work(connection)
+
+    async def fee_schedule(self, connection: AsyncConnection | None = None, /) -> FeeSchedule:
+        """The exchange's fee table in force (the operator's rates over the config's)."""
+        if connection is not None:
+            schedule, _ = await read_fee_schedule(connection, default=self.config.fees)
+            return schedule
+
+        async def work(reading: AsyncConnection) -> FeeSchedule:
+            return await self.fee_schedule(reading)
+
+        return await self.read(work)

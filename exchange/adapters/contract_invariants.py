@@ -1,4 +1,5 @@
-"""Invariants of the whole exchange: the ledger's, escrow against contracts, reputation.
+"""Invariants of the whole exchange: the ledger's, escrow against contracts and
+metered sessions, reputation.
 
 Called at the end of every money-touching test, by ``agentx demo`` and by the
 benchmarks. It raises :class:`wallet.InvariantViolation` listing every
@@ -10,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from escrow import ESCROW_ACCOUNT_ID
-from exchange.adapters import contract_store, listing_store
+from exchange.adapters import contract_store, listing_store, metered_store
 from wallet import InvariantViolation, SqlLedger, check_invariants
 
 __all__ = ["check_exchange_invariants"]
@@ -23,11 +24,21 @@ async def check_exchange_invariants(engine: AsyncEngine, /) -> None:
     escrow = balances.get(ESCROW_ACCOUNT_ID)
     async with engine.connect() as connection:
         open_total = await contract_store.open_escrow_total(connection)
+        metered = await metered_store.metered_totals(connection)
         not_adding_up = await contract_store.settled_contracts_not_adding_up(connection)
         reputation_drift = await listing_store.reputation_drift(connection)
     escrow_pending = escrow.credits_pending if escrow is not None else 0
-    if escrow_pending != open_total:
-        problems.append(f"escrow pending {escrow_pending} != open contracts total {open_total}")
+    # A metered session holds its ceiling less what its claims captured.
+    held_total = open_total + metered["held"]
+    if escrow_pending != held_total:
+        problems.append(
+            f"escrow pending {escrow_pending} != open contracts {open_total}"
+            f" + open metered sessions {metered['held']}"
+        )
+    if metered["claims_not_adding_up"]:
+        problems.append(
+            f"{metered['claims_not_adding_up']} metered sessions captured other than their claims"
+        )
     if escrow is not None and escrow.credits_posted != escrow.debits_posted:
         problems.append(
             "escrow kept posted funds: released holds must be paid out in full "

@@ -11,10 +11,13 @@ from sqlalchemy import BigInteger, Boolean, Column, Float, Integer, MetaData, Ta
 __all__ = [
     "contract_events",
     "contracts",
+    "fees",
     "listing_revisions",
     "listing_tags",
     "listings",
     "metadata",
+    "metered_claims",
+    "metered_sessions",
     "operator_audit",
     "outbox",
     "ratings",
@@ -178,4 +181,52 @@ transfers = Table(
     Column("net_millicredits", BigInteger, nullable=False),
     Column("memo", Text, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+)
+
+# From migration metered_0001.
+metered_sessions = Table(
+    "exchange_metered_sessions",
+    metadata,
+    Column("contract_id", Text, primary_key=True),
+    Column("buyer_id", Text, nullable=False),
+    Column("provider_id", Text, nullable=False),
+    Column("capability", Text, nullable=False),
+    Column("unit_price_millicredits", BigInteger, nullable=False),
+    Column("units_per_price", Integer, nullable=False),
+    Column("ceiling_millicredits", BigInteger, nullable=False),
+    Column("fee_rate_bps", Integer, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("claimed_units", BigInteger, nullable=False),
+    Column("captured_millicredits", BigInteger, nullable=False),
+    Column("fee_millicredits", BigInteger, nullable=False),
+    Column("net_millicredits", BigInteger, nullable=False),
+    Column("released_millicredits", BigInteger, nullable=False),
+    Column("hold_sequence", Integer, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Column("closes_at_ms", BigInteger, nullable=True),
+    Column("offer_envelope", Text, nullable=False),
+    Column("acceptance_envelope", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+metered_claims = Table(
+    "exchange_metered_claims",
+    metadata,
+    Column("contract_id", Text, primary_key=True),
+    Column("units", BigInteger, primary_key=True),
+    Column("captured_millicredits", BigInteger, nullable=False),
+    Column("fee_millicredits", BigInteger, nullable=False),
+    Column("receipt_envelope", Text, nullable=False),
+    Column("claimed_at_ms", BigInteger, nullable=False),
+)
+
+# From migration fees_0001: the rates an operator set (a kind, or "category:<prefix>").
+fees = Table(
+    "exchange_fees",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("rate_bps", Integer, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    Column("updated_by", Text, nullable=False),
 )

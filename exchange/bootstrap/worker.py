@@ -42,7 +42,9 @@ from exchange.migrations import VERSIONS_PATH as EXCHANGE_MIGRATIONS
 from exchange.use_cases import ContractUseCases, ExchangeContext
 from exchange.use_cases.exchange_accounts import ensure_platform_accounts
 from exchange.use_cases.exchange_context import LifecycleSettings
+from exchange.use_cases.fee_settings import FeeSettings
 from exchange.use_cases.group_commit import GroupCommitter
+from exchange.use_cases.metered_sessions import MeteredUseCases
 from human_portal.budgets import PortalSpendingControls
 from human_portal.migrations import VERSIONS_PATH as PORTAL_MIGRATIONS
 from wallet import FeeSchedule, SqlLedger, WalletError, open_database, upgrade_schema
@@ -135,7 +137,7 @@ class ExchangeWorker:
         context = ExchangeContext(
             self._engine,
             ledger,
-            Escrow(ledger, fee_rate_bps=self.config.fees.escrow_bps),
+            Escrow(ledger),
             JetStreamNoticePublisher(js),
             keys=self.config.keys,
             clock=self._clock,
@@ -144,8 +146,12 @@ class ExchangeWorker:
             results=JetStreamResultStore(js),
             spending=PortalSpendingControls(),
             group_size_max=GROUP_JOBS_MAX if self.config.group_commit else 1,
+            fees=self.config.fees,
         )
         self.contracts = ContractUseCases(context)
+        self.metered = MeteredUseCases(context)
+        self.fees = FeeSettings(context)
+        await self.fees.refresh()
         self._context = context
         self._endpoints = ExchangeEndpoints(
             self._client,
@@ -162,6 +168,8 @@ class ExchangeWorker:
         await self._endpoints.start()
         self._background = [
             asyncio.create_task(self._every(self.config.sweep_interval_s, self.contracts.sweep)),
+            asyncio.create_task(self._every(self.config.sweep_interval_s, self.metered.sweep)),
+            asyncio.create_task(self._every(self.config.sweep_interval_s, self.fees.refresh)),
             asyncio.create_task(self._every(self.config.sweep_interval_s, self.relay_outbox)),
             asyncio.create_task(self._every(STREAMS_CHECK_INTERVAL_S, self.ensure_streams)),
         ]

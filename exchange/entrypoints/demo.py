@@ -41,6 +41,7 @@ from agent_client.signing import open_envelope_struct
 from exchange.adapters.contract_invariants import check_exchange_invariants
 from exchange.bootstrap.stack import EmbeddedStack, StackConfig
 from exchange.entrypoints.demo_lifecycle import dispute_scenario, refund_scenario
+from exchange.entrypoints.demo_metered import metered_scenario
 from exchange.use_cases.exchange_accounts import ESCROW_ACCOUNT_ID, REVENUE_ACCOUNT_ID
 from wallet import MILLICREDITS_PER_CREDIT, InvariantViolation, SqlLedger
 
@@ -164,8 +165,14 @@ async def _trade(stack: EmbeddedStack, options: DemoOptions, say: Say) -> bool:
         negotiated = await _negotiation_scenario(stack, operator, say)
         refunded = await refund_scenario(stack.nats_url, operator, say)
         split = await dispute_scenario(stack.nats_url, operator, say)
+        metered = await metered_scenario(stack.nats_url, operator, say)
         books_balance = await _report(stack, agents, names, settled, options.deals, say)
-        scenarios = {"negotiation": negotiated, "refund": refunded, "dispute": split}
+        scenarios = {
+            "negotiation": negotiated,
+            "refund": refunded,
+            "dispute": split,
+            "metered": metered,
+        }
         say(
             "scenarios: "
             + ", ".join(f"{name} {'OK' if ok else 'FAILED'}" for name, ok in scenarios.items())

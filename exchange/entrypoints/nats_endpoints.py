@@ -24,6 +24,8 @@ from agent_client.protocol import (
     AcceptDelivery,
     Advertise,
     CancelContract,
+    ClaimUsage,
+    CloseMetered,
     ContractReply,
     ContractView,
     Deliver,
@@ -33,20 +35,26 @@ from agent_client.protocol import (
     GetBalance,
     GetContract,
     GetEvidence,
+    GetFees,
     GetListingHistory,
+    GetMetered,
     GetReputation,
     GetResult,
     InfoReply,
     Listing,
     ListingReply,
     ListTransactions,
+    MeteredReply,
+    MeteredView,
     Mint,
     OpenContract,
+    OpenMetered,
     RateContract,
     RejectDelivery,
     Reply,
     Resolve,
     SearchCatalog,
+    SetFees,
     SetListingStatus,
     SubscribeNotices,
     TransactionEntry,
@@ -78,6 +86,8 @@ from exchange.use_cases import (
     ReputationUseCases,
     TransferUseCases,
 )
+from exchange.use_cases.fee_settings import FeeSettings
+from exchange.use_cases.metered_sessions import MeteredUseCases
 from exchange.use_cases.notices import NoticeConsumers, NoticeSubscriptions
 from exchange.use_cases.results import ResultUseCases
 from wallet import LedgerUnavailable, UnsupportedDatabase, ValueOutOfRange
@@ -115,7 +125,7 @@ class ExchangeEndpoints:
         concurrency_max: int = REQUEST_CONCURRENCY_MAX,
         evictor: AgentEvictor | None = None,
     ) -> None:
-        routes = _routes(context, consumers, escrow_fee_bps=escrow_fee_bps)
+        routes = _routes(context, consumers)
         # One route per request document type of the protocol, in its order.
         assert tuple(route.document_type for route in routes) == EXCHANGE_REQUEST_TYPES
         info = InfoReply(
@@ -154,18 +164,18 @@ class ExchangeEndpoints:
         await self._service.stop()
 
 
-def _routes(
-    context: ExchangeContext, consumers: NoticeConsumers, *, escrow_fee_bps: int
-) -> list[Route[Any]]:
+def _routes(context: ExchangeContext, consumers: NoticeConsumers) -> list[Route[Any]]:
     """Each request document and the use case that answers it, in the protocol's order."""
     catalog = CatalogUseCases(context)
     contracts = ContractUseCases(context)
     wallets = AccountUseCases(context)
     reputation = ReputationUseCases(context, contracts)
     # The product plan's escrow fee is also the fee of a direct transfer.
-    transfers = TransferUseCases(context, fee_rate_bps=escrow_fee_bps)
+    transfers = TransferUseCases(context)
+    fees = FeeSettings(context)
     results = ResultUseCases(context)
     notices = NoticeSubscriptions(consumers)
+    metered = MeteredUseCases(context)
     return [
         _route(Advertise, lambda by, v: _listing(catalog.advertise(by, v.document))),
         _route(SearchCatalog, lambda by, v: catalog.search(v.document)),
@@ -190,6 +200,12 @@ def _routes(
         _route(Transfer, lambda by, v: transfers.transfer(by, v.document)),
         _route(Mint, lambda by, v: wallets.mint(by, v.document)),
         _route(SubscribeNotices, lambda by, v: notices.subscribe(by)),
+        _route(OpenMetered, lambda by, v: _metered(metered.open(by, v))),
+        _route(ClaimUsage, lambda by, v: _metered(metered.claim(by, v.document))),
+        _route(CloseMetered, lambda by, v: _metered(metered.close(by, v.document))),
+        _route(GetMetered, lambda by, v: _metered(metered.get(by, v.document.contract_id))),
+        _route(GetFees, lambda by, v: fees.get()),
+        _route(SetFees, lambda by, v: fees.set(by, v.document)),
     ]
 
 
@@ -203,6 +219,10 @@ def _route(
 
 async def _contract(view: Awaitable[ContractView]) -> Reply:
     return ContractReply(contract=await view)
+
+
+async def _metered(view: Awaitable[MeteredView]) -> Reply:
+    return MeteredReply(metered=await view)
 
 
 async def _listing(listing: Awaitable[Listing]) -> Reply:

@@ -88,6 +88,7 @@ from exchange.use_cases.exchange_accounts import agent_account_id
 from exchange.use_cases.exchange_context import ExchangeContext, OutboxNotice
 from exchange.use_cases.group_commit import GroupCommitter
 from exchange.use_cases.results import read_stored_result
+from wallet import FeeKind
 
 __all__ = ["ContractUseCases"]
 
@@ -219,7 +220,7 @@ class ContractUseCases:
     ) -> ContractRow:
         request = acceptance.document
         contract_id = contract_id_for_quote(quote_bytes)
-        fee_rate_bps = self._context.escrow.fee_rate_bps
+        fee_rate_bps = self._context.fees.rate_bps(FeeKind.ESCROW, capability=quote.capability)
         full_release = settlement_for(
             quote.price_millicredits,
             provider_share_millicredits=quote.price_millicredits,

@@ -43,7 +43,7 @@ from exchange.limits import (
 )
 from exchange.use_cases.group_commit import GroupCommitter
 from exchange.use_cases.spending import NoSpendingControls, SpendingControls
-from wallet import SqlLedger, run_transaction
+from wallet import FeeSchedule, SqlLedger, run_transaction
 
 __all__ = [
     "ExchangeContext",
@@ -129,6 +129,7 @@ class ExchangeContext:
         results: ResultStore | None = None,
         spending: SpendingControls | None = None,
         group_size_max: int = GROUP_JOBS_MAX,
+        fees: FeeSchedule | None = None,
     ) -> None:
         self.engine = engine
         self.ledger = ledger
@@ -141,6 +142,11 @@ class ExchangeContext:
         # None: this worker only accepts inline results.
         self.results = results
         self.exchange_id = keys.agent_id
+        # The fee table: the configured defaults, and the table in force (the
+        # defaults under the rates operators set; FeeSettings.refresh loads it).
+        self.default_fees = fees or FeeSchedule()
+        self.fees = self.default_fees
+        self.fees_updated_at_ms = 0
         # The humans' spending controls (the portal's store, filled in by the bootstrap).
         self.spending: SpendingControls = spending or NoSpendingControls()
         # Contract steps are applied in groups (exchange/use_cases/group_commit.py);

@@ -15,7 +15,7 @@ from exchange.domain.transfer_chains import transfer_chain, transfer_reference, 
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.use_cases.exchange_accounts import agent_account_id
 from exchange.use_cases.exchange_context import ExchangeContext
-from wallet import TransferOutcome, TransferResult
+from wallet import FeeKind, TransferOutcome, TransferResult
 
 __all__ = ["TransferUseCases"]
 
@@ -43,10 +43,8 @@ _REFUSALS = {
 
 
 class TransferUseCases:
-    def __init__(self, context: ExchangeContext, /, *, fee_rate_bps: int) -> None:
-        assert 0 <= fee_rate_bps <= 10_000
+    def __init__(self, context: ExchangeContext, /) -> None:
         self._context = context
-        self._fee_rate_bps = fee_rate_bps
 
     async def transfer(self, payer_id: str, request: Transfer, /) -> TransferReply:
         """Pay ``amount`` to the payee (net of the fee), exactly once per transfer_id.
@@ -60,7 +58,8 @@ class TransferUseCases:
         if not is_agent_id(request.payee_id):
             raise ExchangeError(ErrorCode.INVALID_REQUEST, "payee_id is not a valid agent id")
         reference = transfer_reference(payer_id, request.transfer_id)
-        split = transfer_split(request.amount_millicredits, fee_rate_bps=self._fee_rate_bps)
+        fee_rate_bps = self._context.fees.rate_bps(FeeKind.TRANSFER)
+        split = transfer_split(request.amount_millicredits, fee_rate_bps=fee_rate_bps)
         chain = transfer_chain(
             reference,
             payer_account_id=agent_account_id(payer_id),

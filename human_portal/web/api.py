@@ -240,7 +240,8 @@ async def transfer(user: ApiUser, body: TransferRequest, web: PortalWeb) -> Tran
 @api_router.post("/billing/purchase-credits", response_model=PurchaseResponse)
 async def purchase(user: ApiUser, body: PurchaseRequest, web: PortalWeb) -> PurchaseResponse:
     context = web.context
-    quote = top_up_quote(body.package, custom_cents=body.amount_cents, fees=context.config.fees)
+    fees = await context.fee_schedule()
+    quote = top_up_quote(body.package, custom_cents=body.amount_cents, fees=fees)
     started = await start_top_up(context, user, body.agent_id, quote)
     top_up = started.top_up
     assert top_up.payment_intent_id is not None

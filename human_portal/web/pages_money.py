@@ -114,7 +114,8 @@ async def top_up_form(request: Request, web: PortalWeb) -> Response:
             if package == CUSTOM_PACKAGE_CODE and custom_text
             else None
         )
-        quote = top_up_quote(package, custom_cents=custom_cents, fees=web.context.config.fees)
+        fees = await web.context.fee_schedule()
+        quote = top_up_quote(package, custom_cents=custom_cents, fees=fees)
         started = await start_top_up(web.context, session.user, form.get("agent_id", ""), quote)
     except PortalError as error:
         return await _top_up_form(
@@ -257,7 +258,7 @@ async def _top_up_form(
     links = await web.context.read(
         lambda connection: linked_agents(connection, session.user.user_id)
     )
-    fees = web.context.config.fees
+    fees = await web.context.fee_schedule()
     quotes = [top_up_quote(package.code, custom_cents=None, fees=fees) for package in PACKAGES]
     return await web.render(
         request,
@@ -306,7 +307,7 @@ async def _payouts(
         payouts=payouts,
         problem=problem,
         notice=request.query_params.get("notice"),
-        cash_out_fee_bps=web.context.config.fees.cash_out_bps,
+        cash_out_fee_bps=(await web.context.fee_schedule()).cash_out_bps,
         cash_out_min=limits.CASH_OUT_CREDITS_MIN,
         cash_out_month_max=limits.CASH_OUT_CREDITS_PER_MONTH_MAX,
     )

@@ -3,6 +3,7 @@ listings, audit."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, NamedTuple, Protocol
 
 from fastapi import APIRouter, Depends, Request
@@ -10,6 +11,8 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_client import Agent, AgentClientError, AgentKeys, OperatorClient, is_agent_id
+from exchange.errors import ExchangeError
+from exchange.use_cases.fee_settings import FeeChange, change_fees
 from human_portal.accounts import Session
 from human_portal.errors import InvalidInput, PaymentProviderFailed
 from human_portal.money_rules import parse_dollars
@@ -27,6 +30,7 @@ from human_portal.operator_actions import (
 from human_portal.reports import DisputeCase, Revenue, disputes_to_resolve, revenue
 from human_portal.topups import TopUp, recent_top_ups, refund_top_up
 from human_portal.web.common import PortalWeb, Web
+from wallet import BASIS_POINTS_PER_WHOLE, FeeKind, FeeSchedule
 
 __all__ = ["DisputeResolver", "ExchangeDisputeResolver", "operator_router"]
 
@@ -83,6 +87,7 @@ class _OperatorView(NamedTuple):
     top_ups: list[TopUp]
     disputes: list[DisputeCase]
     audit: list[AuditEntry]
+    fees: FeeSchedule
 
 
 async def _dispute_resolver(request: Request) -> DisputeResolver | None:
@@ -110,6 +115,7 @@ async def operator_page(request: Request, web: PortalWeb, resolver: _Resolver) -
             await recent_top_ups(connection, user_id=None, limit=TOP_UPS_SHOWN_MAX),
             await disputes_to_resolve(connection, limit=DISPUTES_SHOWN_MAX),
             await audit_log(connection),
+            await context.fee_schedule(connection),
         )
 
     view = await context.read(load)
@@ -176,6 +182,55 @@ async def listing_status_form(request: Request, web: PortalWeb, resolver: _Resol
         provider_id, capability, active=action == "reactivate"
     )
     return RedirectResponse(f"/operator?notice=listing+{status}", status_code=303)
+
+
+@operator_router.post("/operator/fees")
+async def fees_form(request: Request, web: PortalWeb) -> Response:
+    """Set one kind's rate, or a category's commission (a blank rate removes it)."""
+    session, form = await _operator_form(web, request)
+    change = _fee_change(form)
+    context = web.context
+    now_ms = context.now_ms()
+
+    async def work(connection: AsyncConnection) -> None:
+        await change_fees(
+            connection,
+            change,
+            default=context.config.fees,
+            now_ms=now_ms,
+            changed_by=f"portal:{session.user.user_id}",
+            change_id=f"portal-{session.user.user_id}-{now_ms}",
+        )
+
+    try:
+        await context.write(work)
+    except ExchangeError as refused:
+        raise InvalidInput("fees", refused.message) from refused
+    return RedirectResponse("/operator?notice=fees+changed", status_code=303)
+
+
+def _fee_change(form: dict[str, str]) -> FeeChange:
+    kind = form.get("kind", "").strip()
+    rate_text = form.get("rate_bps", "").strip()
+    rate = None
+    if rate_text:
+        if not rate_text.isdigit() or int(rate_text) > BASIS_POINTS_PER_WHOLE:
+            raise InvalidInput("rate_bps", "is a whole number of basis points, 0 to 10000")
+        rate = int(rate_text)
+    reason = form.get("reason", "")[:200]
+    if kind == "category":
+        prefix = form.get("category", "").strip()
+        if not _CATEGORY.fullmatch(prefix):
+            raise InvalidInput("category", "is a capability prefix such as hosted_app")
+        return FeeChange({}, {prefix: rate}, reason)
+    if kind not in {fee_kind.value for fee_kind in FeeKind}:
+        raise InvalidInput("kind", "is a fee kind or category")
+    if rate is None:
+        raise InvalidInput("rate_bps", "is required for a fee kind")
+    return FeeChange({kind: rate}, {}, reason)
+
+
+_CATEGORY = re.compile(r"[a-z0-9_-]{1,64}(\.[a-z0-9_-]{1,64})*")
 
 
 async def _operator_form(web: Web, request: Request) -> tuple[Session, dict[str, str]]:

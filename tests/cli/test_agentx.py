@@ -50,7 +50,10 @@ async def test_the_demo_tells_a_refund_and_a_dispute_resolved_by_split(tmp_path)
     dispute = [line for line in lines if line.startswith("dispute scenario:")]
     assert any("dispute opened" in line for line in dispute)
     assert any("resolved by split" in line for line in dispute), "\n".join(dispute)
-    assert "scenarios: negotiation OK, refund OK, dispute OK" in lines
+    assert "scenarios: negotiation OK, refund OK, dispute OK, metered OK" in lines
+    metered = [line for line in lines if line.startswith("metered scenario:")]
+    assert any("tokens claimed" in line for line in metered), "\n".join(metered)
+    assert any("released" in line and "to the buyer" in line for line in metered)
 
 
 def test_agentx_demo_runs_as_a_command_and_exits_zero(tmp_path):

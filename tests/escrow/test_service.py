@@ -112,7 +112,7 @@ def ledger() -> PlannerLedger:
 
 @pytest.fixture
 def escrow(ledger: PlannerLedger) -> Escrow:
-    return Escrow(ledger, fee_rate_bps=FEE_RATE_BPS)
+    return Escrow(ledger)
 
 
 async def test_a_hold_the_buyer_can_cover_holds_the_price(
@@ -218,14 +218,6 @@ async def test_a_group_answers_each_order_as_alone_and_one_refusal_spares_the_ot
 
 async def test_an_empty_group_asks_nothing(escrow: Escrow) -> None:
     assert await escrow.hold_and_settle_all([], [], connection=None) == ([], [])
-
-
-@pytest.mark.parametrize("fee_rate_bps", [-1, 10_001])
-def test_an_escrow_with_a_fee_rate_outside_zero_to_one_hundred_percent_cannot_exist(
-    ledger: PlannerLedger, fee_rate_bps: int
-) -> None:
-    with pytest.raises(AssertionError):
-        Escrow(ledger, fee_rate_bps=fee_rate_bps)
 
 
 def test_an_order_plans_the_machines_transfers() -> None:

@@ -48,7 +48,7 @@ from exchange.use_cases.exchange_accounts import (
     ensure_platform_accounts,
 )
 from exchange.use_cases.exchange_context import LifecycleSettings
-from wallet import LedgerId, NewTransfer, SqlLedger, TransferCode, open_database
+from wallet import FeeSchedule, LedgerId, NewTransfer, SqlLedger, TransferCode, open_database
 
 FEE_RATE_BPS = 500
 GRANT = 50_000
@@ -120,11 +120,12 @@ class ContractLifecycleMachine(RuleBasedStateMachine):
         context = ExchangeContext(
             self.engine,
             ledger,
-            Escrow(ledger, fee_rate_bps=FEE_RATE_BPS),
+            Escrow(ledger),
             RecordingPublisher(),
             keys=AgentKeys.generate(),
             clock=self.clock,
             operator_ids=frozenset({"operator"}),
+            fees=FeeSchedule(escrow_bps=FEE_RATE_BPS),
             lifecycle=LifecycleSettings(
                 review_window_s=REVIEW_WINDOW_S, dispute_window_s=DISPUTE_WINDOW_S
             ),

@@ -188,3 +188,33 @@ async def test_an_operator_deactivates_and_reactivates_a_providers_listing(harne
         assert restored.status_code == 303, restored.text
     [listing] = (await provider.search(capability="text.upper")).listings
     assert listing.provider_id == provider.agent_id
+
+
+async def test_an_operator_sets_fees_and_the_top_up_page_shows_them_before_payment(harness):
+    async with operator_browser(harness) as operator:
+        page = await operator.get("/operator")
+        assert 'id="fees"' in page.text and "3.00 % (300 bps)" in page.text
+        changed = await operator.post("/operator/fees", kind="purchase", rate_bps="500")
+        assert changed.status_code == 303, changed.text
+        commission = await operator.post(
+            "/operator/fees", kind="category", category="hosted_app", rate_bps="1500"
+        )
+        assert commission.status_code == 303, commission.text
+        bad = await operator.post("/operator/fees", kind="tips", rate_bps="5")
+        assert bad.status_code == 422
+        too_high = await operator.post("/operator/fees", kind="escrow", rate_bps="10001")
+        assert too_high.status_code == 422
+        page = await operator.get("/operator")
+        assert "5.00 % (500 bps)" in page.text and "category hosted_app" in page.text
+    async with httpx.AsyncClient(base_url=harness.url, timeout=30) as client:
+        browser = Browser(client)
+        await browser.sign_up("payer@example.com")
+        await harness.linked_agent(await harness.user_named("payer@example.com"))
+        form = await browser.get("/top-up")
+        # $10.00 with a 5 % purchase fee: $0.50, before anything is paid.
+        assert "a 5.0 % purchase fee is added" in form.text
+        assert "$0.50 fee" in form.text
+    # Agents read the same table from the exchange.
+    shown = await (await harness.agent()).fees()
+    assert shown.rates["purchase"] == 500 and shown.categories == {"hosted_app": 1500}
+    await harness.check_invariants()
