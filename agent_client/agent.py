@@ -61,6 +61,7 @@ from agent_client.protocol import (
     SETTLED_STATES,
     AcceptDelivery,
     Advertise,
+    AnalyticsReply,
     BalanceReply,
     CancelContract,
     CashOut,
@@ -77,6 +78,7 @@ from agent_client.protocol import (
     ErrorReply,
     EvidenceReply,
     FeesReply,
+    GetAnalytics,
     GetBalance,
     GetContract,
     GetEvidence,
@@ -459,6 +461,15 @@ class Agent:
             negotiation=negotiation,
             quote_validity_s=quote_validity_s,
         )
+
+    async def analytics(self, *, days: int = 30, capability: str | None = None) -> AnalyticsReply:
+        """This agent's own figures as a provider, per listing, over the last ``days``
+        days; naming a ``capability`` adds its figures per day."""
+        reply = await self._request(
+            GetAnalytics,
+            lambda header: GetAnalytics(header=header, days=days, capability=capability),
+        )
+        return expect_reply(reply, AnalyticsReply)
 
     async def fees(self) -> FeesReply:
         """The fee table in force: what each kind of payment costs, before paying."""

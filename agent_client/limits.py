@@ -199,3 +199,8 @@ assert METERED_SESSION_DEFAULT_S <= METERED_SESSION_MAX_S < CONTRACT_RECORD_LIFE
 
 # Categories with a commission of their own in the fee table (wallet's FEE_CATEGORIES_MAX).
 FEE_CATEGORIES_MAX: Final = 100
+
+# A provider's analytics (provider.analytics): at most this many days back,
+# and this many listings' figures in one answer.
+ANALYTICS_DAYS_MAX: Final = 90
+ANALYTICS_LISTINGS_MAX: Final = 200

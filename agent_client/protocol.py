@@ -30,6 +30,7 @@ __all__ = [
     "SETTLED_STATES",
     "AcceptDelivery",
     "Advertise",
+    "AnalyticsReply",
     "BalanceReply",
     "CancelContract",
     "CashOut",
@@ -45,6 +46,7 @@ __all__ = [
     "ContractUpdatedNotice",
     "ContractView",
     "Counter",
+    "DayAnalytics",
     "Decline",
     "DeclineCode",
     "Deliver",
@@ -55,6 +57,7 @@ __all__ = [
     "ErrorReply",
     "EvidenceReply",
     "FeesReply",
+    "GetAnalytics",
     "GetBalance",
     "GetContract",
     "GetEvidence",
@@ -69,6 +72,7 @@ __all__ = [
     "LinkedReply",
     "ListTransactions",
     "Listing",
+    "ListingAnalytics",
     "ListingHistoryReply",
     "ListingReply",
     "ListingRevision",
@@ -483,6 +487,14 @@ class SetFees(_Signed, frozen=True, tag="operator.fees"):
     reason: Text = ""
 
 
+class GetAnalytics(_Signed, frozen=True, tag="provider.analytics"):
+    """A provider asks for its own figures per listing over the last ``days`` days
+    (UTC days, today included); naming a ``capability`` adds its figures per day."""
+
+    days: Annotated[int, Meta(ge=1, le=limits.ANALYTICS_DAYS_MAX)] = 30
+    capability: Capability | None = None
+
+
 class ResultRef(Struct, frozen=True, kw_only=True):
     """A result too large to send inline, stored by the exchange in chunks.
 
@@ -719,6 +731,7 @@ EXCHANGE_REQUEST_TYPES: tuple[type[_Signed], ...] = (
     GetMetered,
     GetFees,
     SetFees,
+    GetAnalytics,
 )
 
 
@@ -875,6 +888,43 @@ class FeesReply(_Reply, frozen=True, tag="fees"):
     rates: dict[str, int]
     categories: dict[str, int]
     updated_at_ms: int
+
+
+class DayAnalytics(Struct, frozen=True, kw_only=True):
+    day_start_ms: int
+    contracts: int
+    revenue_net_millicredits: int
+    rating_count: int
+    rating_sum: int
+
+
+class ListingAnalytics(Struct, frozen=True, kw_only=True):
+    capability: str
+    # Contracts opened in the window, and metered sessions and their units.
+    contracts: int
+    metered_sessions: int
+    metered_units: int
+    # What settled contracts and metered claims paid the provider, and the fees.
+    revenue_net_millicredits: int
+    fees_millicredits: int
+    refunds: int
+    disputes: int
+    rating_count: int
+    rating_sum: int
+    # From opening to delivery, nearest-rank percentiles (null: nothing delivered).
+    delivery_p50_ms: int | None
+    delivery_p90_ms: int | None
+    delivery_p99_ms: int | None
+    days: list[DayAnalytics]
+
+
+class AnalyticsReply(_Reply, frozen=True, tag="analytics"):
+    provider_id: str
+    since_ms: int
+    until_ms: int
+    # True: the window held more rows than one answer reads (the newest count).
+    truncated: bool
+    listings: list[ListingAnalytics]
 
 
 MeteredEvent = Literal["opened", "claimed", "closing", "closed"]
@@ -1118,6 +1168,7 @@ Reply = (
     | MeteredCallReply
     | MeteredOfferReply
     | FeesReply
+    | AnalyticsReply
 )
 
 
@@ -1178,6 +1229,7 @@ Document = (
     | MeteredNotice
     | GetFees
     | SetFees
+    | GetAnalytics
     | SignedReply
 )
 Notice = ContractOpenedNotice | DeliveredNotice | ContractUpdatedNotice

@@ -110,3 +110,8 @@ assert broker_limits.AGENT_REQUESTS_IN_FLIGHT_MAX <= REQUEST_CONCURRENCY_MAX // 
 APPROVAL_LIFETIME_MAX_S: Final = 24 * 3600
 SPENDING_SCAN_PAGE_SIZE: Final = 1000
 SPENDING_SCAN_PAGES_MAX: Final = 20
+
+# A provider's analytics read at most this many of its newest contracts (and
+# as many ratings and metered sessions) per request; the answer says when
+# the window held more.
+ANALYTICS_ROWS_MAX: Final = 20_000

@@ -46,6 +46,7 @@ __all__ = [
     "TransactionLine",
     "agent_summaries",
     "chart_days",
+    "csv_safe",
     "disputes_to_resolve",
     "recent_contracts",
     "revenue",
@@ -237,21 +238,21 @@ def transactions_csv(lines: Iterable[TransactionLine], /) -> str:
             [
                 line.at_text,
                 line.agent_id,
-                _csv_safe(line.agent_label),
+                csv_safe(line.agent_label),
                 line.kind,
                 line.direction,
                 line.amount_millicredits,
                 format_millicredits(line.amount_millicredits).replace(",", ""),
                 "yes" if line.is_hold else "no",
                 line.counterparty_account_id,
-                _csv_safe(line.reference),
+                csv_safe(line.reference),
                 line.transfer_id,
             ]
         )
     return buffer.getvalue()
 
 
-def _csv_safe(text: str) -> str:
+def csv_safe(text: str, /) -> str:
     # A spreadsheet runs a cell that starts like a formula; quote it as text.
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 

@@ -32,6 +32,7 @@ from agent_client.protocol import (
     Document,
     ErrorCode,
     ErrorReply,
+    GetAnalytics,
     GetBalance,
     GetContract,
     GetEvidence,
@@ -89,6 +90,7 @@ from exchange.use_cases import (
 from exchange.use_cases.fee_settings import FeeSettings
 from exchange.use_cases.metered_sessions import MeteredUseCases
 from exchange.use_cases.notices import NoticeConsumers, NoticeSubscriptions
+from exchange.use_cases.provider_analytics import AnalyticsUseCases
 from exchange.use_cases.results import ResultUseCases
 from wallet import LedgerUnavailable, UnsupportedDatabase, ValueOutOfRange
 
@@ -173,6 +175,7 @@ def _routes(context: ExchangeContext, consumers: NoticeConsumers) -> list[Route[
     # The product plan's escrow fee is also the fee of a direct transfer.
     transfers = TransferUseCases(context)
     fees = FeeSettings(context)
+    analytics = AnalyticsUseCases(context)
     results = ResultUseCases(context)
     notices = NoticeSubscriptions(consumers)
     metered = MeteredUseCases(context)
@@ -206,6 +209,7 @@ def _routes(context: ExchangeContext, consumers: NoticeConsumers) -> list[Route[
         _route(GetMetered, lambda by, v: _metered(metered.get(by, v.document.contract_id))),
         _route(GetFees, lambda by, v: fees.get()),
         _route(SetFees, lambda by, v: fees.set(by, v.document)),
+        _route(GetAnalytics, lambda by, v: analytics.analytics(by, v.document)),
     ]
 
 

@@ -28,6 +28,7 @@ from human_portal.web.api import api_router
 from human_portal.web.common import SignInRequired, Web, template_filters
 from human_portal.web.pages_account import account_router
 from human_portal.web.pages_agents import agent_router
+from human_portal.web.pages_analytics import analytics_router
 from human_portal.web.pages_money import money_router
 from human_portal.web.pages_operator import DisputeResolver, operator_router
 
@@ -72,6 +73,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(STATIC_PATH)), name="static")
     app.include_router(account_router)
     app.include_router(agent_router)
+    app.include_router(analytics_router)
     app.include_router(money_router)
     app.include_router(operator_router)
     app.include_router(api_router)

@@ -218,3 +218,41 @@ async def test_an_operator_sets_fees_and_the_top_up_page_shows_them_before_payme
     shown = await (await harness.agent()).fees()
     assert shown.rates["purchase"] == 500 and shown.categories == {"hosted_app": 1500}
     await harness.check_invariants()
+
+
+async def test_a_human_sees_what_its_provider_agents_earned_with_a_chart_and_csv(harness, browser):
+    await browser.sign_up("seller@example.com")
+    user = await harness.user_named("seller@example.com")
+    seller = await harness.linked_agent(user, label='=cmd|"/c calc"')
+    await seller.advertise("text.upper", description="Upper-cases text", price_millicredits=PRICE)
+    await seller.serve("text.upper", upper, pricing=PRICE)
+    buyer = await harness.agent()
+    await harness.mint(buyer.agent_id, 10 * CREDIT)
+    [quote] = await buyer.request_quotes(
+        QuoteRequest("text.upper", "shout", budget_millicredits=PRICE, timeout_s=2, quotes_max=1)
+    )
+    contract = await buyer.hire(quote, {"text": "hello"})
+    await contract.accept_delivery(await contract.wait_delivery(timeout_s=10))
+    net = PRICE - PRICE * 500 // 10_000
+
+    page = await browser.get("/analytics")
+    assert page.status_code == 200
+    table = page.text.split('id="listings"')[1]
+    assert "text.upper" in table and ">1<" in table
+    assert '<svg class="chart"' in page.text and "credits earned" in page.text
+    exported = await browser.client.get("/analytics.csv")
+    assert exported.headers["content-type"].startswith("text/csv")
+    [row] = list(csv.DictReader(io.StringIO(exported.text)))
+    assert (row["capability"], row["contracts"], row["revenue_net_millicredits"]) == (
+        "text.upper",
+        "1",
+        str(net),
+    )
+    assert row["agent_label"].startswith("'=")  # a formula is defused
+    assert row["delivery_p50_ms"] != ""
+    # Another human sees nothing of it.
+    async with httpx.AsyncClient(base_url=harness.url, timeout=30) as client:
+        other = Browser(client)
+        await other.sign_up("other@example.com")
+        assert "None of your agents has sold anything" in (await other.get("/analytics")).text
+    await harness.check_invariants()
