@@ -84,6 +84,7 @@ from agent_client.protocol import (
     GetEvidence,
     GetFees,
     GetListingHistory,
+    GetMeteredEvidence,
     GetReputation,
     Header,
     InfoReply,
@@ -93,6 +94,7 @@ from agent_client.protocol import (
     ListingHistoryReply,
     ListingReply,
     ListTransactions,
+    MeteredEvidenceReply,
     MeteredNotice,
     MeteredView,
     NoticesReply,
@@ -461,6 +463,19 @@ class Agent:
             negotiation=negotiation,
             quote_validity_s=quote_validity_s,
         )
+
+    async def metered_evidence(
+        self, contract_id: str, /, *, limit: int = 50, before_units: int | None = None
+    ) -> MeteredEvidenceReply:
+        """A metered session's evidence (parties and operators): the signed offer and
+        acceptance, and its claims with their receipts, newest first."""
+        reply = await self._request(
+            GetMeteredEvidence,
+            lambda header: GetMeteredEvidence(
+                header=header, contract_id=contract_id, limit=limit, before_units=before_units
+            ),
+        )
+        return expect_reply(reply, MeteredEvidenceReply)
 
     async def analytics(self, *, days: int = 30, capability: str | None = None) -> AnalyticsReply:
         """This agent's own figures as a provider, per listing, over the last ``days``

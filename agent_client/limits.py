@@ -204,3 +204,6 @@ FEE_CATEGORIES_MAX: Final = 100
 # and this many listings' figures in one answer.
 ANALYTICS_DAYS_MAX: Final = 90
 ANALYTICS_LISTINGS_MAX: Final = 200
+# A metered session's evidence lists at most this many claims per page
+# (each with its receipt, under 1 KiB), newest first.
+METERED_EVIDENCE_CLAIMS_MAX: Final = 200

@@ -64,6 +64,7 @@ __all__ = [
     "GetFees",
     "GetListingHistory",
     "GetMetered",
+    "GetMeteredEvidence",
     "GetReputation",
     "GetResult",
     "Header",
@@ -78,7 +79,9 @@ __all__ = [
     "ListingRevision",
     "MeteredCall",
     "MeteredCallReply",
+    "MeteredClaimEntry",
     "MeteredEvent",
+    "MeteredEvidenceReply",
     "MeteredNotice",
     "MeteredOffer",
     "MeteredOfferReply",
@@ -455,6 +458,16 @@ class GetMetered(_Signed, frozen=True, tag="metered.get"):
     contract_id: Identifier
 
 
+class GetMeteredEvidence(_Signed, frozen=True, tag="metered.evidence"):
+    """A party (or an operator) reads a session's evidence: the signed offer and
+    acceptance and every claim with the receipt it claimed, newest first."""
+
+    contract_id: Identifier
+    limit: Annotated[int, Meta(ge=1, le=limits.METERED_EVIDENCE_CLAIMS_MAX)] = 50
+    # Page on: only claims of fewer units than this.
+    before_units: Annotated[int, Meta(ge=0, le=limits.METERED_UNITS_MAX)] | None = None
+
+
 class MeteredCall(_Signed, frozen=True, tag="metered.call"):
     """One call under a session (buyer to provider, directly), with the receipt
     for every unit received so far (null before the first answer)."""
@@ -732,6 +745,7 @@ EXCHANGE_REQUEST_TYPES: tuple[type[_Signed], ...] = (
     GetFees,
     SetFees,
     GetAnalytics,
+    GetMeteredEvidence,
 )
 
 
@@ -965,6 +979,23 @@ class MeteredReply(_Reply, frozen=True, tag="metered"):
     metered: MeteredView
 
 
+class MeteredClaimEntry(Struct, frozen=True, kw_only=True):
+    units: int
+    captured_millicredits: int
+    fee_millicredits: int
+    claimed_at_ms: int
+    # The buyer's signed receipt, exactly as the provider claimed it.
+    receipt: Envelope
+
+
+class MeteredEvidenceReply(_Reply, frozen=True, tag="metered_evidence"):
+    metered: MeteredView
+    offer: Envelope
+    acceptance: Envelope
+    claims: list[MeteredClaimEntry]
+    has_more: bool
+
+
 class MeteredOfferReply(_Reply, frozen=True, tag="metered_offer"):
     """The provider's answer to an offer request: its signed offer."""
 
@@ -1169,6 +1200,7 @@ Reply = (
     | MeteredOfferReply
     | FeesReply
     | AnalyticsReply
+    | MeteredEvidenceReply
 )
 
 
@@ -1230,6 +1262,7 @@ Document = (
     | GetFees
     | SetFees
     | GetAnalytics
+    | GetMeteredEvidence
     | SignedReply
 )
 Notice = ContractOpenedNotice | DeliveredNotice | ContractUpdatedNotice

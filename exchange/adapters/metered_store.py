@@ -21,6 +21,7 @@ from exchange.errors import ErrorCode, ExchangeError
 
 __all__ = [
     "add_claim",
+    "claim_rows",
     "due_session_ids",
     "get_session",
     "insert_session",
@@ -78,6 +79,23 @@ async def update_session(
 
 async def add_claim(connection: AsyncConnection, values: Mapping[str, Any], /) -> None:
     await connection.execute(metered_claims.insert().values(**values))
+
+
+async def claim_rows(
+    connection: AsyncConnection,
+    contract_id: str,
+    /,
+    *,
+    limit: int,
+    before_units: int | None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """A session's claims, newest first, one page; and whether more follow."""
+    statement = sa.select(metered_claims).where(metered_claims.c.contract_id == contract_id)
+    if before_units is not None:
+        statement = statement.where(metered_claims.c.units < before_units)
+    statement = statement.order_by(metered_claims.c.units.desc()).limit(limit + 1)
+    rows = [dict(row) for row in (await connection.execute(statement)).mappings()]
+    return rows[:limit], len(rows) > limit
 
 
 async def due_session_ids(connection: AsyncConnection, /, *, now_ms: int, limit: int) -> list[str]:

@@ -39,6 +39,7 @@ from agent_client.protocol import (
     GetFees,
     GetListingHistory,
     GetMetered,
+    GetMeteredEvidence,
     GetReputation,
     GetResult,
     InfoReply,
@@ -210,6 +211,7 @@ def _routes(context: ExchangeContext, consumers: NoticeConsumers) -> list[Route[
         _route(GetFees, lambda by, v: fees.get()),
         _route(SetFees, lambda by, v: fees.set(by, v.document)),
         _route(GetAnalytics, lambda by, v: analytics.analytics(by, v.document)),
+        _route(GetMeteredEvidence, lambda by, v: metered.evidence(by, v.document)),
     ]
 
 

@@ -13,6 +13,7 @@ the session as it is: clients retry after timeouts.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,8 +24,11 @@ from agent_client.protocol import (
     ClaimUsage,
     CloseMetered,
     Envelope,
+    GetMeteredEvidence,
     Header,
+    MeteredClaimEntry,
     MeteredEvent,
+    MeteredEvidenceReply,
     MeteredNotice,
     MeteredOffer,
     MeteredState,
@@ -52,11 +56,12 @@ from exchange.domain.spending_rules import (
 )
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.limits import SWEEP_BATCH_MAX
-from exchange.use_cases.contract_views import envelope_text
+from exchange.use_cases.contract_views import envelope_from_text, envelope_text
 from exchange.use_cases.exchange_accounts import agent_account_id, ensure_agent_accounts
 from exchange.use_cases.exchange_context import ExchangeContext, OutboxNotice
 from exchange.use_cases.spending import spending_refusals
 from wallet import FeeKind
+from wallet.database import read_transaction
 
 __all__ = ["MeteredUseCases", "metered_view"]
 
@@ -238,6 +243,27 @@ class MeteredUseCases:
 
         return await self._answer(await self._context.run(work))
 
+    async def evidence(self, agent_id: str, request: GetMeteredEvidence, /) -> MeteredEvidenceReply:
+        """What a usage dispute rests on, for the parties and operators."""
+        is_operator = agent_id in self._context.operator_ids
+        async with read_transaction(self._context.engine) as connection:
+            session = await self._party_session(
+                connection, request.contract_id, agent_id, allow_operator=is_operator
+            )
+            rows, has_more = await metered_store.claim_rows(
+                connection,
+                session.contract_id,
+                limit=request.limit,
+                before_units=request.before_units,
+            )
+        return MeteredEvidenceReply(
+            metered=metered_view(session),
+            offer=envelope_from_text(session.offer_envelope),
+            acceptance=envelope_from_text(session.acceptance_envelope),
+            claims=[_claim_entry(row) for row in rows],
+            has_more=has_more,
+        )
+
     async def get(self, agent_id: str, contract_id: str, /) -> MeteredView:
         async def work(connection: AsyncConnection) -> MeteredRow:
             return await self._party_session(connection, contract_id, agent_id)
@@ -386,10 +412,12 @@ class MeteredUseCases:
         agent_id: str,
         *,
         for_update: bool = False,
+        allow_operator: bool = False,
     ) -> MeteredRow:
         session = await metered_store.get_session(connection, contract_id, for_update=for_update)
         # A stranger gets the answer of a missing session: ids cannot be probed.
-        if session is None or agent_id not in (session.buyer_id, session.provider_id):
+        is_party = session is not None and agent_id in (session.buyer_id, session.provider_id)
+        if session is None or not (is_party or allow_operator):
             raise ExchangeError(ErrorCode.NOT_FOUND, "no such metered session")
         return session
 
@@ -397,6 +425,16 @@ class MeteredUseCases:
         session, notices = step
         await self._context.publish_soon(notices)
         return metered_view(session)
+
+
+def _claim_entry(row: dict[str, Any]) -> MeteredClaimEntry:
+    return MeteredClaimEntry(
+        units=row["units"],
+        captured_millicredits=row["captured_millicredits"],
+        fee_millicredits=row["fee_millicredits"],
+        claimed_at_ms=row["claimed_at_ms"],
+        receipt=envelope_from_text(row["receipt_envelope"]),
+    )
 
 
 def _receipt_document(envelope: Envelope) -> UsageReceipt:

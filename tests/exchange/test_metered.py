@@ -24,7 +24,14 @@ from agent_client.protocol import (
     MeteredState,
     UsageReceipt,
 )
-from agent_client.signing import SystemClock, b64decode, b64encode, make_header, seal
+from agent_client.signing import (
+    SystemClock,
+    b64decode,
+    b64encode,
+    make_header,
+    open_envelope_struct,
+    seal,
+)
 
 UNIT_PRICE = 100
 FUNDS = 10_000
@@ -321,3 +328,34 @@ async def test_concurrent_claims_capture_each_unit_once(exchange):
     earned = (await provider.balance()).available_millicredits
     assert earned == view.net_millicredits
     await exchange.check_invariants()
+
+
+async def test_the_evidence_of_a_session_is_its_signed_offer_acceptance_and_claims(exchange):
+    provider, buyer = await metered_pair(exchange)
+    session = await open_session(buyer, provider)
+    for n in range(3):
+        await session.call(n)
+        await asyncio.sleep(0.1)
+        await provider.claim_usage(session.contract_id)
+    evidence = await buyer.metered_evidence(session.contract_id, limit=2)
+    assert [claim.units for claim in evidence.claims] == [3, 2] and evidence.has_more
+    older = await buyer.metered_evidence(session.contract_id, before_units=2)
+    assert [claim.units for claim in older.claims] == [1] and not older.has_more
+    # Each claim names a receipt the buyer signed, for this session and provider.
+    newest = opened_receipt(evidence.claims[0].receipt)
+    assert (newest.header.issuer, newest.header.audience) == (buyer.agent_id, provider.agent_id)
+    assert (newest.contract_id, newest.units) == (session.contract_id, 3)
+    assert sum(claim.captured_millicredits for claim in evidence.claims + older.claims) == 300
+    operator = await exchange.agent(exchange.operator_keys)
+    assert (await operator.metered_evidence(session.contract_id)).metered == evidence.metered
+    stranger = await exchange.agent()
+    with pytest.raises(ExchangeError) as hidden:
+        await stranger.metered_evidence(session.contract_id)
+    assert hidden.value.code == "not_found"
+    await exchange.check_invariants()
+
+
+def opened_receipt(envelope):
+    document = open_envelope_struct(envelope).document
+    assert isinstance(document, UsageReceipt)
+    return document
