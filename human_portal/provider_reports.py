@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exchange.domain.analytics_math import MILLISECONDS_PER_DAY, ListingFigures
-from exchange.use_cases.provider_analytics import provider_analytics
-from human_portal.linking import LinkedAgent, linked_agents
+from agent_client.protocol import ListingAnalytics
+from exchange.domain.analytics_math import MILLISECONDS_PER_DAY
+from exchange.use_cases.provider_analytics import analytics_reply, provider_analytics
+from human_portal.linking import linked_agents
 from human_portal.money_rules import format_millicredits
 from human_portal.portal_context import PortalContext
 from human_portal.reports import ChartDay, csv_safe
@@ -29,21 +30,16 @@ ANALYTICS_DAYS = 30
 
 @dataclass(frozen=True, slots=True)
 class AnalyticsRow:
+    """One listing of one of the human's agents: the exchange's figures, and whose."""
+
     agent_id: str
     agent_label: str
-    capability: str
-    contracts: int
-    metered_sessions: int
-    metered_units: int
-    revenue_net_millicredits: int
-    fees_millicredits: int
-    refunds: int
-    disputes: int
-    rating_count: int
-    rating_mean: float | None
-    delivery_p50_ms: int | None
-    delivery_p90_ms: int | None
-    delivery_p99_ms: int | None
+    listing: ListingAnalytics
+
+    @property
+    def rating_mean(self) -> float | None:
+        count = self.listing.rating_count
+        return self.listing.rating_sum / count if count else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +62,9 @@ async def provider_report(
         for link in await linked_agents(connection, user_id):
             found = await provider_analytics(connection, link.agent_id, now_ms=now_ms, days=days)
             truncated |= found.truncated
+            answer = analytics_reply(link.agent_id, found, capability=None)
+            rows.extend(AnalyticsRow(link.agent_id, link.label, item) for item in answer.listings)
             for figures in found.listings:
-                rows.append(_row(link, figures))
                 for day in figures.days.values():
                     revenue_by_day[day.day_start_ms] = (
                         revenue_by_day.get(day.day_start_ms, 0) + day.revenue_net_millicredits
@@ -75,27 +72,6 @@ async def provider_report(
         return ProviderReport(rows, _chart_days(revenue_by_day, now_ms, days), truncated)
 
     return await context.read(load)
-
-
-def _row(link: LinkedAgent, figures: ListingFigures) -> AnalyticsRow:
-    mean = figures.rating_sum / figures.rating_count if figures.rating_count else None
-    return AnalyticsRow(
-        agent_id=link.agent_id,
-        agent_label=link.label,
-        capability=figures.capability,
-        contracts=figures.contracts,
-        metered_sessions=figures.metered_sessions,
-        metered_units=figures.metered_units,
-        revenue_net_millicredits=figures.revenue_net_millicredits,
-        fees_millicredits=figures.fees_millicredits,
-        refunds=figures.refunds,
-        disputes=figures.disputes,
-        rating_count=figures.rating_count,
-        rating_mean=mean,
-        delivery_p50_ms=figures.delivery_percentile_ms(0.5),
-        delivery_p90_ms=figures.delivery_percentile_ms(0.9),
-        delivery_p99_ms=figures.delivery_percentile_ms(0.99),
-    )
 
 
 def _chart_days(revenue_by_day: dict[int, int], now_ms: int, days: int) -> list[ChartDay]:
@@ -146,21 +122,22 @@ def _csv_values(row: AnalyticsRow) -> Sequence[object]:
     def blank_if_none(value: object) -> object:
         return "" if value is None else value
 
+    listing = row.listing
     return (
         row.agent_id,
         csv_safe(row.agent_label),
-        row.capability,
-        row.contracts,
-        row.metered_sessions,
-        row.metered_units,
-        row.revenue_net_millicredits,
-        format_millicredits(row.revenue_net_millicredits).replace(",", ""),
-        row.fees_millicredits,
-        row.refunds,
-        row.disputes,
-        row.rating_count,
+        listing.capability,
+        listing.contracts,
+        listing.metered_sessions,
+        listing.metered_units,
+        listing.revenue_net_millicredits,
+        format_millicredits(listing.revenue_net_millicredits).replace(",", ""),
+        listing.fees_millicredits,
+        listing.refunds,
+        listing.disputes,
+        listing.rating_count,
         "" if row.rating_mean is None else f"{row.rating_mean:.2f}",
-        blank_if_none(row.delivery_p50_ms),
-        blank_if_none(row.delivery_p90_ms),
-        blank_if_none(row.delivery_p99_ms),
+        blank_if_none(listing.delivery_p50_ms),
+        blank_if_none(listing.delivery_p90_ms),
+        blank_if_none(listing.delivery_p99_ms),
     )

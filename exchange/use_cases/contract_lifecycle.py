@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_client import limits as protocol_limits
 from agent_client import subjects
-from agent_client.errors import SignatureRejected
 from agent_client.protocol import (
     AcceptDelivery,
     CancelContract,
@@ -45,10 +44,8 @@ from agent_client.signing import (
     VerifiedDocument,
     b64decode,
     make_header,
-    open_envelope_struct,
     seal,
     sha256_hex,
-    verify_evidence,
 )
 from escrow import provider_share_for_bps, settlement_for
 from exchange.adapters import contract_store
@@ -87,6 +84,7 @@ from exchange.use_cases.contract_views import (
 from exchange.use_cases.exchange_accounts import agent_account_id
 from exchange.use_cases.exchange_context import ExchangeContext, OutboxNotice
 from exchange.use_cases.group_commit import GroupCommitter
+from exchange.use_cases.offer_checks import verified_offer
 from exchange.use_cases.results import read_stored_result
 from wallet import FeeKind
 
@@ -187,29 +185,20 @@ class ContractUseCases:
             raise already_accepted_error(contract_id)
 
     def _verified_quote(self, envelope: Envelope, buyer_id: str) -> tuple[Quote, bytes]:
-        try:
-            verified = verify_evidence(
-                open_envelope_struct(envelope),
-                expected_type=Quote,
-                audience=buyer_id,
-                clock=self._context.clock,
-                lifetime_max_s=protocol_limits.QUOTE_VALIDITY_MAX_S,
-            )
-        except SignatureRejected as exc:
-            code = ErrorCode.QUOTE_EXPIRED if exc.code == ErrorCode.EXPIRED else ErrorCode(exc.code)
-            raise ExchangeError(code, f"the quote: {exc.message}") from exc
-        quote = verified.document
-        assert isinstance(quote, Quote)
-        if quote.header.subject != subjects.rfq(quote.capability):
-            raise ExchangeError(ErrorCode.SUBJECT_MISMATCH, "the quote names another capability")
-        if quote.header.issuer == buyer_id:
-            raise ExchangeError(ErrorCode.FORBIDDEN, "an agent cannot hire itself")
+        quote, quote_bytes = verified_offer(
+            envelope,
+            Quote,
+            buyer_id=buyer_id,
+            clock=self._context.clock,
+            subject_for=subjects.rfq,
+            name="quote",
+        )
         now_ms = self._context.clock.now_ms()
         if quote.delivery_deadline_ms <= now_ms:
             raise ExchangeError(ErrorCode.QUOTE_EXPIRED, "the delivery deadline has passed")
         if quote.delivery_deadline_ms > now_ms + protocol_limits.DELIVERY_DEADLINE_MAX_S * 1000:
             raise ExchangeError(ErrorCode.INVALID_REQUEST, "the delivery deadline is too far away")
-        return quote, verified.document_bytes
+        return quote, quote_bytes
 
     def _new_contract(
         self,

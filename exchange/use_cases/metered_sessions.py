@@ -59,6 +59,7 @@ from exchange.limits import SWEEP_BATCH_MAX
 from exchange.use_cases.contract_views import envelope_from_text, envelope_text
 from exchange.use_cases.exchange_accounts import agent_account_id, ensure_agent_accounts
 from exchange.use_cases.exchange_context import ExchangeContext, OutboxNotice
+from exchange.use_cases.offer_checks import verified_offer
 from exchange.use_cases.spending import spending_refusals
 from wallet import FeeKind
 from wallet.database import read_transaction
@@ -186,24 +187,14 @@ class MeteredUseCases:
         return await self._staged(connection, session, "opened")
 
     def _verified_offer(self, envelope: Envelope, buyer_id: str) -> tuple[MeteredOffer, bytes]:
-        try:
-            verified = verify_evidence(
-                open_envelope_struct(envelope),
-                expected_type=MeteredOffer,
-                audience=buyer_id,
-                clock=self._context.clock,
-                lifetime_max_s=protocol_limits.QUOTE_VALIDITY_MAX_S,
-            )
-        except SignatureRejected as exc:
-            code = ErrorCode.QUOTE_EXPIRED if exc.code == ErrorCode.EXPIRED else ErrorCode(exc.code)
-            raise ExchangeError(code, f"the metered offer: {exc.message}") from exc
-        offer = verified.document
-        assert isinstance(offer, MeteredOffer)
-        if offer.header.subject != subjects.metered_offers(offer.capability):
-            raise ExchangeError(ErrorCode.SUBJECT_MISMATCH, "the offer names another capability")
-        if offer.header.issuer == buyer_id:
-            raise ExchangeError(ErrorCode.FORBIDDEN, "an agent cannot hire itself")
-        return offer, verified.document_bytes
+        return verified_offer(
+            envelope,
+            MeteredOffer,
+            buyer_id=buyer_id,
+            clock=self._context.clock,
+            subject_for=subjects.metered_offers,
+            name="metered offer",
+        )
 
     # --- claims and closes ----------------------------------------------------------
 
