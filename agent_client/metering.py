@@ -362,6 +362,11 @@ class MeteredDesk:
             )
             if document.header.audience != self._keys.agent_id:
                 raise SignatureRejected(ErrorCode.WRONG_AUDIENCE, "addressed to someone else")
+            if len(message.data) > limits.METERED_CALL_BYTES_MAX:
+                raise _Refused(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"a metered call is at most {limits.METERED_CALL_BYTES_MAX} bytes",
+                )
             if isinstance(document, MeteredOfferRequest):
                 answer: Any = self._offer(document)
             else:

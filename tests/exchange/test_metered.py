@@ -15,15 +15,22 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+import nats.errors
 import pytest
 
 from agent_client import AgentKeys, ExchangeError, subjects
 from agent_client.protocol import (
     ClaimUsage,
     Envelope,
+    ErrorReply,
+    MeteredCall,
+    MeteredCallReply,
     MeteredState,
     UsageReceipt,
+    json_encoder,
 )
+from agent_client.replies import open_reply
 from agent_client.signing import (
     SystemClock,
     b64decode,
@@ -359,3 +366,82 @@ def opened_receipt(envelope):
     document = open_envelope_struct(envelope).document
     assert isinstance(document, UsageReceipt)
     return document
+
+
+# --- the provider's direct subject is hostile ground too ------------------------------
+
+
+async def direct_request(exchange, keys, provider_id, payload, *, timeout_s=3.0):
+    """A hand-made request to the provider; its signed answer, verified as a buyer must."""
+    subject = subjects.negotiation(provider_id)
+    client = await exchange.raw_connection(keys)
+    message = await client.request(subject, payload, timeout=timeout_s)
+    _, reply = open_reply(
+        message.data,
+        signer_id=provider_id,
+        audience=keys.agent_id,
+        request_subject=subject,
+        request_payload=payload,
+        clock=SystemClock(),
+    )
+    return reply
+
+
+def call_payload(keys, provider_id, contract_id, input_bytes=b'"x"'):
+    header = make_header(
+        keys,
+        audience=provider_id,
+        subject=subjects.negotiation(provider_id),
+        lifetime_s=10,
+        clock=SystemClock(),
+    )
+    call = MeteredCall(header=header, contract_id=contract_id, input=msgspec.Raw(input_bytes))
+    return json_encoder.encode(seal(call, keys))
+
+
+async def test_forged_replayed_oversize_and_garbage_calls_get_nothing_from_the_provider(exchange):
+    provider, buyer = await metered_pair(exchange)
+    session = await open_session(buyer, provider)
+    buyer_keys = exchange.keys_of(buyer)
+    stranger = AgentKeys.generate()
+    served_before = []
+
+    async def counting_echo(task):
+        served_before.append(task)
+        return {"echo": task}
+
+    provider._provider.metered._services["text.echo"].handler = counting_echo
+
+    forged = await direct_request(
+        exchange,
+        stranger,
+        provider.agent_id,
+        call_payload(stranger, provider.agent_id, session.contract_id),
+    )
+    assert isinstance(forged, ErrorReply) and forged.code == "not_found"
+
+    payload = call_payload(buyer_keys, provider.agent_id, session.contract_id)
+    first = await direct_request(exchange, buyer_keys, provider.agent_id, payload)
+    assert isinstance(first, MeteredCallReply) and first.units == 1
+    replayed = await direct_request(exchange, buyer_keys, provider.agent_id, payload)
+    assert isinstance(replayed, ErrorReply) and replayed.code == "replayed"
+
+    big_input = b'"' + b"a" * (300 * 1024) + b'"'
+    oversize = await direct_request(
+        exchange,
+        buyer_keys,
+        provider.agent_id,
+        call_payload(buyer_keys, provider.agent_id, session.contract_id, big_input),
+    )
+    assert isinstance(oversize, ErrorReply) and oversize.code == "payload_too_large"
+
+    # Too deep to decode, or not an envelope at all: ignored, with no answer.
+    client = await exchange.raw_connection(buyer_keys)
+    deep = call_payload(buyer_keys, provider.agent_id, session.contract_id, b"[" * 200 + b"]" * 200)
+    for unanswerable in (deep, b"\x00garbage"):
+        with pytest.raises(nats.errors.TimeoutError):
+            await client.request(subjects.negotiation(provider.agent_id), unanswerable, timeout=0.5)
+    # Only the one genuine call ran the handler, and the provider still serves.
+    assert served_before == ["x"]
+    assert await session.call("after") == {"echo": "after"}
+    await exchange.check_invariants()
