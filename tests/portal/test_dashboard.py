@@ -210,6 +210,9 @@ async def test_an_operator_sets_fees_and_the_top_up_page_shows_them_before_payme
         browser = Browser(client)
         await browser.sign_up("payer@example.com")
         await harness.linked_agent(await harness.user_named("payer@example.com"))
+        await browser.get("/dashboard")
+        not_an_operator = await browser.post("/operator/fees", kind="purchase", rate_bps="0")
+        assert not_an_operator.status_code == 403
         form = await browser.get("/top-up")
         # $10.00 with a 5 % purchase fee: $0.50, before anything is paid.
         assert "a 5.0 % purchase fee is added" in form.text
