@@ -48,6 +48,7 @@ from agent_client.protocol import (
     OpenMetered,
     UsageReceipt,
     json_encoder,
+    price_of_units,
 )
 from agent_client.replies import expect_reply, open_reply, sign_reply
 from agent_client.signing import (
@@ -84,11 +85,6 @@ MeteredHandler = Callable[[Any], Awaitable[Any]]
 # asked for again from the exchange if its buyer calls again).
 SESSIONS_REMEMBERED_MAX = 10_000
 METERED_TYPES = (MeteredOfferRequest, MeteredCall, UsageReceipt)
-
-
-def price_of_units(units: int, /, *, unit_price_millicredits: int, units_per_price: int) -> int:
-    """What ``units`` cost (rounded down, on the cumulative count, as the exchange does)."""
-    return units * unit_price_millicredits // units_per_price
 
 
 @dataclass(frozen=True, slots=True)

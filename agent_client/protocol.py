@@ -122,6 +122,7 @@ __all__ = [
     "UploadResult",
     "UsageReceipt",
     "endpoint_of",
+    "price_of_units",
 ]
 
 JSON_NULL = Raw(b"null")
@@ -417,6 +418,13 @@ class MeteredOffer(_Signed, frozen=True, tag="metered.offer"):
     unit_price_millicredits: PriceMillicredits
     units_per_price: Literal[1, 1000] = 1
     terms: Text = ""
+
+
+def price_of_units(units: int, /, *, unit_price_millicredits: int, units_per_price: int) -> int:
+    """What ``units`` cost under a metered offer: rounded down, on the cumulative
+    count (the exchange captures by it; clients predict with it)."""
+    assert units >= 0 and unit_price_millicredits > 0 and units_per_price in (1, 1000)
+    return units * unit_price_millicredits // units_per_price
 
 
 class OpenMetered(_Signed, frozen=True, tag="metered.open"):

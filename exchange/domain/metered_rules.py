@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 
-from agent_client.protocol import MeteredState
+from agent_client.protocol import MeteredState, price_of_units
 from exchange.errors import ErrorCode, ExchangeError
 from wallet import fee_split
 
@@ -99,11 +99,6 @@ class Claim:
 def metered_id_for_offer(offer_document_bytes: bytes, /) -> str:
     """An offer opens one session: its id is a hash of the offer's signed bytes."""
     return "m_" + hashlib.sha256(offer_document_bytes).hexdigest()[:32]
-
-
-def price_of_units(units: int, /, *, unit_price_millicredits: int, units_per_price: int) -> int:
-    assert units >= 0 and unit_price_millicredits > 0 and units_per_price in (1, 1000)
-    return units * unit_price_millicredits // units_per_price
 
 
 def claim_window_passed(session: MeteredRow, /, *, now_ms: int, window_ms: int) -> bool:
