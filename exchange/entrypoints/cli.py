@@ -30,6 +30,7 @@ import gc
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TypeAlias
 
@@ -88,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_resolve(arguments))
         if command == "worker":
             return asyncio.run(_worker(arguments))
+        if command == "fees":
+            return asyncio.run(_fees(arguments))
+        if command == "analytics":
+            return asyncio.run(_analytics(arguments))
     except KeyboardInterrupt:
         return EXIT_OK
     except AgentClientError as exc:
@@ -104,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_up_command(commands)
     _add_demo_command(commands)
     _add_client_commands(commands)
+    _add_seller_commands(commands)
     _add_worker_command(commands)
     return parser
 
@@ -198,6 +204,29 @@ def _add_client_commands(commands: Commands) -> None:
     link.add_argument("code", help="the one-time code the portal shows")
     link.add_argument("--key", type=Path, required=True, help="the agent's seed file")
     _add_exchange_location(link)
+
+
+def _add_seller_commands(commands: Commands) -> None:
+    fees = commands.add_parser(
+        "fees", help="the fee table in force; operators change it with --set and --category"
+    )
+    fees.add_argument(
+        "--set", action="append", default=[], metavar="KIND=BPS", help="e.g. escrow=800"
+    )
+    fees.add_argument(
+        "--category",
+        action="append",
+        default=[],
+        metavar="PREFIX=BPS",
+        help="a category's commission, e.g. hosted_app=1500 (PREFIX=none removes it)",
+    )
+    fees.add_argument("--reason", default="")
+    _add_operator_connection(fees)
+    analytics = commands.add_parser("analytics", help="a provider's own figures per listing")
+    analytics.add_argument("--days", type=int, default=30, help="1 to 90 (default 30)")
+    analytics.add_argument("--capability", default=None, help="one listing, with its days")
+    analytics.add_argument("--key", type=Path, required=True, help="the provider's seed file")
+    _add_exchange_location(analytics)
 
 
 def _add_worker_command(commands: Commands) -> None:
@@ -348,6 +377,64 @@ async def _evidence(arguments: argparse.Namespace) -> int:
     for event in bundle.events:
         detail = f": {event.detail}" if event.detail else ""
         print(f"  {event.at_ms} {event.event} -> {event.to_state} by {event.actor_id}{detail}")
+    return EXIT_OK
+
+
+async def _fees(arguments: argparse.Namespace) -> int:
+    try:
+        rates = {kind: int(bps) for kind, bps in _pairs(arguments.set)}
+        categories = {
+            prefix: None if bps == "none" else int(bps)
+            for prefix, bps in _pairs(arguments.category)
+        }
+    except ValueError:
+        print("agentx fees: use KIND=BPS and PREFIX=BPS (or PREFIX=none)", file=sys.stderr)
+        return EXIT_USAGE
+    async with await _connect(arguments) as agent:
+        if rates or categories:
+            table = await OperatorClient(agent).set_fees(
+                rates=rates, categories=categories, reason=arguments.reason
+            )
+        else:
+            table = await agent.fees()
+    for name, bps in [
+        *table.rates.items(),
+        *(("category " + p, b) for p, b in table.categories.items()),
+    ]:
+        print(f"{name:<24} {bps / 100:6.2f} %  ({bps} bps)")
+    return EXIT_OK
+
+
+def _pairs(texts: list[str]) -> list[tuple[str, str]]:
+    pairs = [text.partition("=") for text in texts]
+    if any(not name or not separator for name, separator, _ in pairs):
+        raise ValueError("not NAME=VALUE")
+    return [(name.strip(), value.strip()) for name, _, value in pairs]
+
+
+async def _analytics(arguments: argparse.Namespace) -> int:
+    async with await _connect(arguments) as agent:
+        report = await agent.analytics(days=arguments.days, capability=arguments.capability)
+    print(f"{len(report.listings)} listings, last {arguments.days} days")
+    for listing in report.listings:
+        rating = (
+            f"{listing.rating_sum / listing.rating_count:.2f} ({listing.rating_count})"
+            if listing.rating_count
+            else "-"
+        )
+        print(
+            f"  {listing.capability}: {listing.contracts} contracts, "
+            f"{listing.metered_units} metered units, net {listing.revenue_net_millicredits} mcr, "
+            f"fees {listing.fees_millicredits} mcr, refunds {listing.refunds}, "
+            f"disputes {listing.disputes}, rating {rating}, "
+            f"delivery p50 {listing.delivery_p50_ms} ms"
+        )
+        for day in listing.days:
+            date = time.strftime("%Y-%m-%d", time.gmtime(day.day_start_ms // 1000))
+            net = day.revenue_net_millicredits
+            print(f"    {date}: {day.contracts} contracts, net {net} mcr")
+    if report.truncated:
+        print("  (only the newest rows of this period are counted)")
     return EXIT_OK
 
 

@@ -15,9 +15,10 @@ import asyncio
 
 import pytest
 
-from agent_client import ExchangeError, OperatorClient, QuoteRequest
+from agent_client import AgentKeys, ExchangeError, OperatorClient, QuoteRequest
 from agent_client.protocol import SetFees
 from exchange.domain.fee_rules import fee_changes, fee_schedule_from_rows
+from exchange.entrypoints.cli import main
 from exchange.errors import ExchangeError as ExchangeRefusal
 from wallet import FeeKind, FeeSchedule
 
@@ -152,3 +153,41 @@ async def test_only_operators_change_fees_and_bad_tables_change_nothing(exchange
         await operator.set_fees(rates={"escrow": 10_001})
     assert out_of_range.value.code == "malformed"
     assert (await agent.fees()).rates["escrow"] == 500
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+def cli(exchange, key_path, *arguments):
+    """``agentx`` as a user runs it, against this exchange (in a thread: it runs its own loop)."""
+    location = ["--url", exchange.nats_url, "--exchange-id", exchange.worker.exchange_id]
+    return asyncio.to_thread(main, [*arguments, *location, "--key", str(key_path)])
+
+
+async def test_agentx_fees_shows_and_sets_the_table_and_agentx_analytics_reads_it(
+    exchange, tmp_path, capsys
+):
+    operator_seed = tmp_path / "operator.seed"
+    exchange.operator_keys.save(operator_seed)
+    assert await cli(exchange, operator_seed, "fees") == 0
+    assert "escrow" in capsys.readouterr().out
+    changed = await cli(
+        exchange, operator_seed, "fees", "--set", "escrow=800", "--category", "hosted_app=1500"
+    )
+    shown = capsys.readouterr().out
+    assert changed == 0 and "8.00 %  (800 bps)" in shown and "category hosted_app" in shown
+    assert await cli(exchange, operator_seed, "fees", "--set", "escrow") == 2
+    assert "KIND=BPS" in capsys.readouterr().err
+    stranger_seed = tmp_path / "stranger.seed"
+    AgentKeys.generate().save(stranger_seed)
+    assert await cli(exchange, stranger_seed, "fees", "--set", "escrow=0") == 1
+    assert "forbidden" in capsys.readouterr().err
+
+    provider, view = await hire_once(exchange, "text.upper")
+    provider_seed = tmp_path / "provider.seed"
+    exchange.keys_of(provider).save(provider_seed)
+    assert await cli(exchange, provider_seed, "analytics", "--capability", "text.upper") == 0
+    printed = capsys.readouterr().out
+    assert "text.upper: 1 contracts" in printed
+    assert f"net {PRICE - view.fee_millicredits} mcr" in printed
+    await exchange.check_invariants()
