@@ -22,17 +22,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agent_client.errors import AddressFileError
 from agent_client.exchange_address import ExchangeAddress, write_exchange_address
 from agent_client.keys import AgentKeys, is_agent_id
 from broker import AccessPolicy, EmbeddedNatsServer, NatsServerConfig, NatsServerExited
+from exchange.bootstrap.components import WebPortal, embedded_portal_factory
 from exchange.bootstrap.worker import ExchangeConfig, ExchangeWorker, migrate_database
+from exchange.errors import ErrorCode, ExchangeError
 from exchange.limits import SWEEP_INTERVAL_S
-
-if TYPE_CHECKING:
-    from human_portal.embedded import EmbeddedPortal
 
 __all__ = [
     "ADDRESS_FILE_NAME",
@@ -133,7 +131,7 @@ class EmbeddedStack:
         # Set when the configured port was taken and another one serves.
         self.nats_port_taken: int | None = None
         self.workers: list[ExchangeWorker] = []
-        self.portal: EmbeddedPortal | None = None
+        self.portal: WebPortal | None = None
 
     @property
     def nats_url(self) -> str:
@@ -210,10 +208,13 @@ class EmbeddedStack:
             raise
 
     async def _start_portal(self, port: int) -> None:
-        # Imported here: only a stack with a portal loads the web stack.
-        from human_portal.embedded import EmbeddedPortal
-
-        self.portal = EmbeddedPortal(
+        # Loaded here: only a stack with a portal loads the web stack.
+        make_portal = embedded_portal_factory()
+        if make_portal is None:
+            raise ExchangeError(
+                ErrorCode.UNAVAILABLE, "no human portal is installed here; run with --no-portal"
+            )
+        self.portal = make_portal(
             database_url=self.database_url,
             nats_url=self.nats.url,
             operator_keys=self.operator_keys,

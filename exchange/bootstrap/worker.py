@@ -31,6 +31,7 @@ from exchange.adapters.jetstream import (
     JetStreamNoticePublisher,
     JetStreamResultStore,
 )
+from exchange.bootstrap.components import extra_migration_paths, spending_controls
 from exchange.entrypoints.nats_endpoints import ExchangeEndpoints
 from exchange.limits import (
     GROUP_JOBS_MAX,
@@ -45,8 +46,6 @@ from exchange.use_cases.exchange_context import LifecycleSettings
 from exchange.use_cases.fee_settings import FeeSettings
 from exchange.use_cases.group_commit import GroupCommitter
 from exchange.use_cases.metered_sessions import MeteredUseCases
-from human_portal.budgets import PortalSpendingControls
-from human_portal.migrations import VERSIONS_PATH as PORTAL_MIGRATIONS
 from wallet import FeeSchedule, SqlLedger, WalletError, open_database, upgrade_schema
 
 __all__ = ["ExchangeConfig", "ExchangeWorker", "migrate_database"]
@@ -64,7 +63,9 @@ async def migrate_database(database_url: str, /) -> None:
     """
     await upgrade_schema(
         database_url,
-        extra_version_locations=[str(EXCHANGE_MIGRATIONS), str(PORTAL_MIGRATIONS)],
+        extra_version_locations=[
+            str(path) for path in (EXCHANGE_MIGRATIONS, *extra_migration_paths())
+        ],
     )
 
 
@@ -144,7 +145,7 @@ class ExchangeWorker:
             operator_ids=self.config.operator_ids,
             lifecycle=self.config.lifecycle,
             results=JetStreamResultStore(js),
-            spending=PortalSpendingControls(),
+            spending=spending_controls(),
             group_size_max=GROUP_JOBS_MAX if self.config.group_commit else 1,
             fees=self.config.fees,
         )
