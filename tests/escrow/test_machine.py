@@ -28,12 +28,11 @@ from escrow import (
     settlement_for,
 )
 from escrow.machine import hold_transfers, settle_transfers
+from tests.escrow import escrow_ledger
+from tests.escrow.escrow_ledger import BUYER, PROVIDER
 from tests.wallet.memory_ledger import MemoryLedger
 from wallet import (
-    AccountCode,
-    AccountFlags,
     LedgerId,
-    NewAccount,
     NewTransfer,
     TransferCode,
     TransferFlags,
@@ -44,9 +43,6 @@ from wallet.validation import validate_transfer
 # Shaped like the exchange's contract ids ("c_" and 32 hex digits).
 CONTRACT_ID = "c_" + "5e" * 16
 OTHER_CONTRACT_ID = "c_" + "a7" * 16
-BUYER = "agent:buyer"
-PROVIDER = "agent:provider"
-ISSUANCE = "platform:issuance"
 ESCROW_FEE_BPS = 500  # the product plan's 5 %
 HOLD_ID = f"escrow:{CONTRACT_ID}:hold"
 
@@ -388,20 +384,7 @@ FUNDS = 1_000_000
 
 
 def funded_ledger() -> MemoryLedger:
-    """The exchange's accounts in a ledger, and the buyer funded with FUNDS."""
-    wallet = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
-    ledger = MemoryLedger(
-        [
-            NewAccount(ISSUANCE, LedgerId.CREDITS, AccountCode.ISSUANCE, AccountFlags.NONE),
-            NewAccount(ESCROW_ACCOUNT_ID, LedgerId.CREDITS, AccountCode.ESCROW, wallet),
-            NewAccount(REVENUE_ACCOUNT_ID, LedgerId.CREDITS, AccountCode.PLATFORM_REVENUE, wallet),
-            NewAccount(BUYER, LedgerId.CREDITS, AccountCode.AGENT_WALLET, wallet),
-            NewAccount(PROVIDER, LedgerId.CREDITS, AccountCode.AGENT_WALLET, wallet),
-        ]
-    )
-    mint = NewTransfer("mint:buyer", ISSUANCE, BUYER, FUNDS, LedgerId.CREDITS, TransferCode.MINT)
-    assert ledger.results([mint]) == [TransferResult.OK]
-    return ledger
+    return escrow_ledger.funded_ledger(FUNDS)
 
 
 def available(ledger: MemoryLedger) -> dict[str, int]:

@@ -24,12 +24,11 @@ from hypothesis import strategies as st
 
 from escrow import ESCROW_ACCOUNT_ID, REVENUE_ACCOUNT_ID, MeteredCapture
 from escrow.machine import metered_hold_transfers, metered_release_transfers
+from tests.escrow import escrow_ledger
+from tests.escrow.escrow_ledger import BUYER, ISSUANCE, PROVIDER
 from tests.wallet.memory_ledger import MemoryLedger
 from wallet import (
-    AccountCode,
-    AccountFlags,
     LedgerId,
-    NewAccount,
     NewTransfer,
     PendingStatus,
     TransferCode,
@@ -42,9 +41,6 @@ from wallet.validation import validate_transfer
 # Shaped like the exchange's metered session ids ("m_" and 32 hex digits).
 CONTRACT_ID = "m_" + "5e" * 16
 OTHER_CONTRACT_ID = "m_" + "a7" * 16
-BUYER = "agent:buyer"
-PROVIDER = "agent:provider"
-ISSUANCE = "platform:issuance"
 FEE_RATE_BPS = 500  # the product plan's 5 %
 CEILING = 1_000
 FUNDS = 10_000
@@ -285,20 +281,7 @@ def test_nothing_held_has_nothing_to_release() -> None:
 
 
 def funded_ledger() -> MemoryLedger:
-    """The exchange's accounts in a ledger, and the buyer funded with FUNDS."""
-    wallet = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
-    ledger = MemoryLedger(
-        [
-            NewAccount(ISSUANCE, LedgerId.CREDITS, AccountCode.ISSUANCE, AccountFlags.NONE),
-            NewAccount(ESCROW_ACCOUNT_ID, LedgerId.CREDITS, AccountCode.ESCROW, wallet),
-            NewAccount(REVENUE_ACCOUNT_ID, LedgerId.CREDITS, AccountCode.PLATFORM_REVENUE, wallet),
-            NewAccount(BUYER, LedgerId.CREDITS, AccountCode.AGENT_WALLET, wallet),
-            NewAccount(PROVIDER, LedgerId.CREDITS, AccountCode.AGENT_WALLET, wallet),
-        ]
-    )
-    mint = NewTransfer("mint:buyer", ISSUANCE, BUYER, FUNDS, LedgerId.CREDITS, TransferCode.MINT)
-    assert ledger.results([mint]) == [TransferResult.OK]
-    return ledger
+    return escrow_ledger.funded_ledger(FUNDS)
 
 
 def balances(ledger: MemoryLedger) -> dict[str, tuple[int, int]]:

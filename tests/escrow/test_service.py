@@ -29,21 +29,13 @@ from escrow import (
     provider_share_for_bps,
     settlement_for,
 )
-from tests.wallet.memory_ledger import MemoryLedger
+from tests.escrow.escrow_ledger import BUYER, PROVIDER, funded_ledger
 from wallet import (
-    AccountCode,
-    AccountFlags,
-    LedgerId,
-    NewAccount,
     NewTransfer,
-    TransferCode,
     TransferOutcome,
     TransferResult,
 )
 
-BUYER = "agent:buyer"
-PROVIDER = "agent:provider"
-ISSUANCE = "platform:issuance"
 FUNDS = 10_000
 FEE_RATE_BPS = 500
 
@@ -52,20 +44,7 @@ class PlannerLedger:
     """A ``LedgerPort`` whose answers come from the wallet's pure planner."""
 
     def __init__(self) -> None:
-        wallet = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
-        self.memory = MemoryLedger(
-            [
-                NewAccount(ISSUANCE, LedgerId.CREDITS, AccountCode.ISSUANCE, AccountFlags.NONE),
-                NewAccount(ESCROW_ACCOUNT_ID, LedgerId.CREDITS, AccountCode.ESCROW, wallet),
-                NewAccount(
-                    REVENUE_ACCOUNT_ID, LedgerId.CREDITS, AccountCode.PLATFORM_REVENUE, wallet
-                ),
-                NewAccount(BUYER, LedgerId.CREDITS, AccountCode.AGENT_WALLET, wallet),
-                NewAccount(PROVIDER, LedgerId.CREDITS, AccountCode.AGENT_WALLET, wallet),
-            ]
-        )
-        mint = NewTransfer("mint", ISSUANCE, BUYER, FUNDS, LedgerId.CREDITS, TransferCode.MINT)
-        assert self.memory.results([mint]) == [TransferResult.OK]
+        self.memory = funded_ledger(FUNDS)
 
     async def create_transfers(
         self, transfers: Sequence[NewTransfer], /, *, connection: Any = None
