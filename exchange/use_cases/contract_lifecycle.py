@@ -61,7 +61,6 @@ from exchange.domain.contract_states import (
 )
 from exchange.domain.delivery_checks import check_result_against_schema
 from exchange.domain.negotiation_rules import check_negotiation
-from exchange.domain.spending_rules import SpendingRequest, approval_expires_at_ms
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.limits import CONTRACT_EVENTS_MAX, SWEEP_BATCH_MAX
 from exchange.use_cases.contract_groups import (
@@ -81,11 +80,11 @@ from exchange.use_cases.contract_views import (
     envelope_text,
     raw_json,
 )
-from exchange.use_cases.exchange_accounts import agent_account_id
 from exchange.use_cases.exchange_context import ExchangeContext, OutboxNotice
 from exchange.use_cases.group_commit import GroupCommitter
 from exchange.use_cases.offer_checks import verified_offer
 from exchange.use_cases.results import read_stored_result
+from exchange.use_cases.spending import purchase_request
 from wallet import FeeKind
 
 __all__ = ["ContractUseCases"]
@@ -140,17 +139,14 @@ class ContractUseCases:
         # must hold together, and each negotiation opens at most one contract.
         negotiation = check_negotiation(quote, quote_bytes, request.history, buyer_id=buyer_id)
         contract = self._new_contract(buyer_id, quote, quote_bytes, acceptance)
-        spending = SpendingRequest(
-            contract_id=contract.contract_id,
+        spending = purchase_request(
+            contract.contract_id,
             buyer_id=buyer_id,
-            buyer_account_id=agent_account_id(buyer_id),
             provider_id=contract.provider_id,
             capability=contract.capability,
             price_millicredits=contract.price_millicredits,
             now_ms=contract.created_at_ms,
-            expires_at_ms=approval_expires_at_ms(
-                contract.created_at_ms, quote.header.expires_at_ms
-            ),
+            offer_expires_at_ms=quote.header.expires_at_ms,
         )
         return await self._apply(
             OpenJob(contract, negotiation, self._opening_notices(contract), spending)

@@ -52,7 +52,6 @@ from exchange.domain.metered_rules import (
 from exchange.domain.spending_rules import (
     SpendingRefusal,
     SpendingRequest,
-    approval_expires_at_ms,
 )
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.limits import SWEEP_BATCH_MAX
@@ -60,7 +59,7 @@ from exchange.use_cases.contract_views import envelope_from_text, envelope_text
 from exchange.use_cases.exchange_accounts import agent_account_id, ensure_agent_accounts
 from exchange.use_cases.exchange_context import ExchangeContext, OutboxNotice
 from exchange.use_cases.offer_checks import verified_offer
-from exchange.use_cases.spending import spending_refusals
+from exchange.use_cases.spending import purchase_request, spending_refusals
 from wallet import FeeKind
 from wallet.database import read_transaction
 
@@ -128,15 +127,14 @@ class MeteredUseCases:
             created_at_ms=now_ms,
             updated_at_ms=now_ms,
         )
-        spending = SpendingRequest(
-            contract_id=session.contract_id,
+        spending = purchase_request(
+            session.contract_id,
             buyer_id=buyer_id,
-            buyer_account_id=agent_account_id(buyer_id),
             provider_id=session.provider_id,
             capability=session.capability,
             price_millicredits=session.ceiling_millicredits,
             now_ms=now_ms,
-            expires_at_ms=approval_expires_at_ms(now_ms, offer.header.expires_at_ms),
+            offer_expires_at_ms=offer.header.expires_at_ms,
         )
 
         async def work(connection: AsyncConnection) -> SpendingRefusal | _Step:

@@ -37,14 +37,22 @@ from exchange.domain.spending_rules import (
     Controls,
     SpendingRefusal,
     SpendingRequest,
+    approval_expires_at_ms,
     spending_refusal,
     start_of_day_ms,
 )
 from exchange.errors import ErrorCode
 from exchange.limits import SPENDING_SCAN_PAGE_SIZE, SPENDING_SCAN_PAGES_MAX
+from exchange.use_cases.exchange_accounts import agent_account_id
 from wallet import SqlLedger, TransferCode, TransferFlags
 
-__all__ = ["NoSpendingControls", "SpendingControls", "spending_refusals", "spent_since_us"]
+__all__ = [
+    "NoSpendingControls",
+    "SpendingControls",
+    "purchase_request",
+    "spending_refusals",
+    "spent_since_us",
+]
 
 
 class SpendingControls(Protocol):
@@ -86,6 +94,31 @@ class NoSpendingControls:
         self, connection: AsyncConnection, requests: Sequence[SpendingRequest], /
     ) -> None:
         assert not requests, "nobody is controlled, so nothing needs an approval"
+
+
+def purchase_request(
+    purchase_id: str,
+    /,
+    *,
+    buyer_id: str,
+    provider_id: str,
+    capability: str,
+    price_millicredits: int,
+    now_ms: int,
+    offer_expires_at_ms: int,
+) -> SpendingRequest:
+    """A purchase (a contract's price, a metered session's ceiling) as the controls
+    judge it; an approval it asks for lasts as long as the offer accepted."""
+    return SpendingRequest(
+        contract_id=purchase_id,
+        buyer_id=buyer_id,
+        buyer_account_id=agent_account_id(buyer_id),
+        provider_id=provider_id,
+        capability=capability,
+        price_millicredits=price_millicredits,
+        now_ms=now_ms,
+        expires_at_ms=approval_expires_at_ms(now_ms, offer_expires_at_ms),
+    )
 
 
 async def spending_refusals(
