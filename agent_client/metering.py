@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from agent_client import limits, subjects
-from agent_client.errors import AgentClientError, SignatureRejected, exchange_error
+from agent_client.errors import AgentClientError, ExchangeError, SignatureRejected, exchange_error
 from agent_client.keys import AgentKeys
 from agent_client.protocol import (
     ClaimUsage,
@@ -228,11 +228,7 @@ class MeteredSession:
         await self._connection.publish(direct, json_encoder.encode(self._receipt))
 
     async def refresh(self) -> MeteredView:
-        contract_id = self.contract_id
-        reply = await self._request(
-            GetMetered, lambda header: GetMetered(header=header, contract_id=contract_id)
-        )
-        self.view = expect_reply(reply, MeteredReply).metered
+        self.view = await metered_view_of(self._request, self.contract_id)
         return self.view
 
     async def close(self) -> MeteredView:
@@ -243,6 +239,14 @@ class MeteredSession:
         )
         self.view = expect_reply(reply, MeteredReply).metered
         return self.view
+
+
+async def metered_view_of(request: Requester, contract_id: str, /) -> MeteredView:
+    """The exchange's view of a session this agent is a party of."""
+    reply = await request(
+        GetMetered, lambda header: GetMetered(header=header, contract_id=contract_id)
+    )
+    return expect_reply(reply, MeteredReply).metered
 
 
 async def open_metered_session(
@@ -421,12 +425,16 @@ class MeteredDesk:
     async def _session(self, contract_id: str, *, buyer_id: str) -> _Usage:
         usage = self._usage.get(contract_id)
         if usage is None:
-            reply = await self._request(
-                GetMetered, lambda header: GetMetered(header=header, contract_id=contract_id)
-            )
-            if isinstance(reply, ErrorReply):
-                raise _Refused(ErrorCode.NOT_FOUND, "no such metered session")
-            usage = _Usage(expect_reply(reply, MeteredReply).metered)
+            try:
+                usage = _Usage(await metered_view_of(self._request, contract_id))
+            except ExchangeError as exc:
+                # Not this provider's session, or the exchange cannot say now.
+                code = (
+                    ErrorCode.NOT_FOUND
+                    if exc.code == ErrorCode.NOT_FOUND
+                    else ErrorCode.UNAVAILABLE
+                )
+                raise _Refused(code, "no such metered session here") from exc
             self._remember(contract_id, usage)
         if usage.view.buyer_id != buyer_id or usage.view.state is not MeteredState.OPEN:
             raise _Refused(ErrorCode.NOT_FOUND, "no open metered session of yours")

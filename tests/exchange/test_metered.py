@@ -419,6 +419,9 @@ async def test_forged_replayed_oversize_and_garbage_calls_get_nothing_from_the_p
         call_payload(stranger, provider.agent_id, session.contract_id),
     )
     assert isinstance(forged, ErrorReply) and forged.code == "not_found"
+    unknown_call = call_payload(stranger, provider.agent_id, "m_" + "0" * 32)
+    unknown = await direct_request(exchange, stranger, provider.agent_id, unknown_call)
+    assert isinstance(unknown, ErrorReply) and unknown.code == "not_found"
 
     payload = call_payload(buyer_keys, provider.agent_id, session.contract_id)
     first = await direct_request(exchange, buyer_keys, provider.agent_id, payload)
