@@ -78,15 +78,14 @@ class Escrow:
         self._ledger = ledger
 
     async def hold(self, order: HoldOrder, /, *, connection: Any) -> None:
-        outcomes = await self._ledger.create_transfers(order.transfers(), connection=connection)
-        refusal = _hold_refusal(order, outcomes)
+        """One hold: a batch of one, by the same path as a group's."""
+        (refusal,), _ = await self.hold_and_settle_all([order], [], connection=connection)
         if refusal is not None:
             raise refusal
 
     async def settle(self, order: SettleOrder, /, *, connection: Any) -> None:
         """End the hold as the order's settlement says; a retried settlement is a no-op."""
-        outcomes = await self._ledger.create_transfers(order.transfers(), connection=connection)
-        refusal = _settle_refusal(order, outcomes)
+        _, (refusal,) = await self.hold_and_settle_all([], [order], connection=connection)
         if refusal is not None:
             raise refusal
 
