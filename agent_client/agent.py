@@ -46,6 +46,20 @@ from agent_client.errors import (
     SignatureRejected,
     exchange_error,
 )
+from agent_client.goods import (
+    GoodsListing,
+    GoodsNotices,
+    GoodsPurchase,
+    buy_goods,
+    download_access,
+    get_goods,
+    goods_item_id,
+    list_goods,
+    next_version,
+    open_access,
+    publish_version,
+    verify_licence,
+)
 from agent_client.keys import AgentKeys
 from agent_client.metering import (
     MeteredHandler,
@@ -86,6 +100,12 @@ from agent_client.protocol import (
     GetListingHistory,
     GetMeteredEvidence,
     GetReputation,
+    GoodsAccessReply,
+    GoodsKind,
+    GoodsLicence,
+    GoodsListReply,
+    GoodsNotice,
+    GoodsView,
     Header,
     InfoReply,
     LinkedReply,
@@ -99,6 +119,7 @@ from agent_client.protocol import (
     MeteredView,
     NoticesReply,
     OpenContract,
+    PlanView,
     RateContract,
     RatingReply,
     RejectDelivery,
@@ -109,6 +130,11 @@ from agent_client.protocol import (
     SearchSort,
     SetListingStatus,
     SubscribeNotices,
+    SubscriptionEvent,
+    SubscriptionNotice,
+    SubscriptionsReply,
+    SubscriptionToken,
+    SubscriptionView,
     TransactionEntry,
     TransactionsReply,
     Transfer,
@@ -134,6 +160,7 @@ from agent_client.signing import (
 )
 from agent_client.stored_results import fetch_result
 from agent_client.strategies import BuyerStrategy, ProviderStrategy, Ranking, rank_quotes
+from agent_client.subscribing import SubscriptionDesk, verify_subscription_token
 from agent_client.transport import IncomingMessage, NatsConnection
 
 __all__ = [
@@ -243,6 +270,8 @@ class Agent:
             verify_record=self._verify_record,
             handler_concurrency_max=options.handler_concurrency_max,
         )
+        self._subscriptions = SubscriptionDesk(self._request)
+        self._goods_notices = GoodsNotices()
         self.agent_id = keys.agent_id
         self.exchange_id = exchange_id
         self.portal_id = portal_id
@@ -490,6 +519,178 @@ class Agent:
         """The fee table in force: what each kind of payment costs, before paying."""
         reply = await self._request(GetFees, lambda header: GetFees(header=header))
         return expect_reply(reply, FeesReply)
+
+    # --- subscriptions (agent_client/subscribing.py) ---------------------------
+
+    async def publish_plan(
+        self,
+        capability: str,
+        plan: str,
+        /,
+        *,
+        price_millicredits: int,
+        period_s: int,
+        trial_s: int = 0,
+        description: str = "",
+    ) -> PlanView:
+        """Provider: offer a plan (a price per period, an optional free trial) on a
+        capability this agent lists. Its terms never change; a new price is a new plan."""
+        return await self._subscriptions.publish_plan(
+            capability,
+            plan,
+            price_millicredits=price_millicredits,
+            period_s=period_s,
+            trial_s=trial_s,
+            description=description,
+        )
+
+    async def withdraw_plan(self, plan: PlanView, /) -> PlanView:
+        """Provider: take no new subscribers on ``plan`` (running subscriptions go on)."""
+        return await self._subscriptions.publish_plan(
+            plan.capability,
+            plan.plan,
+            price_millicredits=plan.price_millicredits,
+            period_s=plan.period_s,
+            trial_s=plan.trial_s,
+            description=plan.description,
+            active=False,
+        )
+
+    async def plans(
+        self, *, provider_id: str | None = None, capability: str | None = None
+    ) -> list[PlanView]:
+        """The active plans of a provider, or on a capability."""
+        return await self._subscriptions.plans(provider_id=provider_id, capability=capability)
+
+    async def subscribe(
+        self, plan: PlanView, /, *, request_id: str | None = None
+    ) -> SubscriptionView:
+        """Buyer: subscribe; the first period is charged now (or when the trial ends)
+        and each later one by the exchange, under the human's spending controls."""
+        return await self._subscriptions.subscribe(plan, request_id=request_id)
+
+    async def cancel_subscription(self, subscription_id: str, /) -> SubscriptionView:
+        """Buyer or provider: cancel at the end of the paid period (no refund, no renewal)."""
+        return await self._subscriptions.cancel(subscription_id)
+
+    async def subscription(self, subscription_id: str, /) -> SubscriptionView:
+        return await self._subscriptions.get(subscription_id)
+
+    async def subscriptions(
+        self, *, role: str = "buyer", after_id: str | None = None, limit: int = 50
+    ) -> SubscriptionsReply:
+        """This agent's subscriptions as ``buyer`` or ``provider``, by id, one page."""
+        return await self._subscriptions.page(role=role, after_id=after_id, limit=limit)
+
+    async def subscription_token(self, subscription_id: str, /) -> Envelope:
+        """Buyer: a fresh signed token (minutes long) to show the provider."""
+        return await self._subscriptions.token(subscription_id)
+
+    def check_subscription_token(
+        self, token: Envelope, /, *, capability: str | None = None
+    ) -> SubscriptionToken:
+        """Provider: check a buyer's token offline (SignatureRejected when it fails)."""
+        return verify_subscription_token(
+            token,
+            exchange_ids=self._evidence_signers,
+            provider_id=self.agent_id,
+            clock=self._clock,
+            capability=capability,
+        )
+
+    async def wait_subscription_event(
+        self, subscription_id: str, event: SubscriptionEvent, /, *, timeout_s: float = 30.0
+    ) -> SubscriptionView:
+        """Wait for a subscription's notice of ``event`` (``renewed``, ``lapsed``, ...)."""
+        return await self._subscriptions.wait_event(subscription_id, event, timeout_s=timeout_s)
+
+    # --- digital goods (agent_client/goods.py) ---------------------------------
+
+    async def publish_goods(
+        self,
+        slug: str,
+        artifact: bytes,
+        /,
+        *,
+        title: str,
+        capability: str,
+        price_millicredits: int,
+        artifact_kind: GoodsKind = "package",
+        description: str = "",
+        terms: str = "",
+        updates_included: int | None = None,
+        version: int | None = None,
+    ) -> GoodsView:
+        """Provider: sell ``artifact`` as the next version of item ``slug`` (version 1
+        creates it). It is encrypted here with a fresh key; the exchange stores only the
+        ciphertext and the key sealed to itself. ``updates_included`` is how many later
+        versions a licence sold from now on covers (None: all)."""
+        self._check_open()
+        item_id = goods_item_id(self.agent_id, slug)
+        next_version_number = version or await next_version(self._request, item_id)
+        listing = GoodsListing(
+            title=title,
+            capability=capability,
+            price_millicredits=price_millicredits,
+            artifact_kind=artifact_kind,
+            description=description,
+            terms=terms,
+            updates_included=updates_included,
+        )
+        return await publish_version(
+            self._request,
+            slug,
+            artifact,
+            listing=listing,
+            version=next_version_number,
+            exchange_id=self.exchange_id,
+        )
+
+    async def buy_goods(self, item_id: str, /, *, price_millicredits: int) -> GoodsPurchase:
+        """Buyer: pay ``price_millicredits`` (refused with ``price_changed`` if the item now
+        costs otherwise), and get the licence and the current version, decrypted. Buying
+        again is safe: a holder gets its licence back and pays nothing."""
+        self._check_open()
+        access = await buy_goods(self._request, item_id, price_millicredits=price_millicredits)
+        return await self._open_goods(access)
+
+    async def download_goods(self, item_id: str, /, version: int | None = None) -> GoodsPurchase:
+        """Holder: a version its licence covers (None: the newest), decrypted."""
+        self._check_open()
+        return await self._open_goods(await download_access(self._request, item_id, version))
+
+    async def goods(self, item_id: str, /) -> GoodsView:
+        """An item's public view: its newest version, price and terms (never a key)."""
+        return await get_goods(self._request, item_id)
+
+    async def list_goods(
+        self, *, provider_id: str | None = None, limit: int = 20, offset: int = 0
+    ) -> GoodsListReply:
+        return await list_goods(self._request, provider_id=provider_id, limit=limit, offset=offset)
+
+    def verify_licence(self, licence: Envelope, /) -> GoodsLicence:
+        """Check a licence offline: signed by this exchange (or a key it retired)."""
+        return verify_licence(
+            licence,
+            self.exchange_id,
+            clock=self._clock,
+            retired_exchange_ids=frozenset(self._evidence_signers),
+        )
+
+    async def next_goods_notice(self, *, timeout_s: float = 30.0) -> GoodsNotice:
+        """The next ``notice.goods`` that arrived: a new version this agent's licence
+        covers (``version``), or a sale of its item (``sold``)."""
+        return await self._goods_notices.next(timeout_s=timeout_s)
+
+    async def _open_goods(self, access: GoodsAccessReply) -> GoodsPurchase:
+        return await open_access(
+            self._request,
+            self._keys,
+            access,
+            exchange_id=self.exchange_id,
+            clock=self._clock,
+            retired_exchange_ids=frozenset(self._evidence_signers),
+        )
 
     # --- metered calls (agent_client/metering.py) ------------------------------
 
@@ -1002,6 +1203,10 @@ class Agent:
             )
         elif isinstance(notice, MeteredNotice):
             self._provider.metered.observe(notice.metered)
+        elif isinstance(notice, GoodsNotice):
+            self._goods_notices.add(notice)
+        elif isinstance(notice, SubscriptionNotice):
+            await self._subscriptions.observe(notice)
 
     def _verified_notice(self, message: IncomingMessage) -> Document | None:
         """A notice signed by the exchange for this agent, seen for the first time."""
@@ -1031,7 +1236,14 @@ class Agent:
         return verified.document
 
 
-_NOTICE_TYPES = (ContractOpenedNotice, DeliveredNotice, ContractUpdatedNotice, MeteredNotice)
+_NOTICE_TYPES = (
+    ContractOpenedNotice,
+    DeliveredNotice,
+    ContractUpdatedNotice,
+    MeteredNotice,
+    SubscriptionNotice,
+    GoodsNotice,
+)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

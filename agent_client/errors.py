@@ -139,6 +139,7 @@ ERROR_CLASS_BY_CODE: dict[ErrorCode, type[ExchangeError]] = {
     ErrorCode.BUDGET_EXCEEDED: RefusedError,
     ErrorCode.AGENT_FROZEN: RefusedError,
     ErrorCode.LINK_CODE_INVALID: RefusedError,
+    ErrorCode.PRICE_CHANGED: RefusedError,
     # The request itself: its form, its signature, its content.
     ErrorCode.MALFORMED: RejectedError,
     ErrorCode.UNKNOWN_KIND: RejectedError,
@@ -156,6 +157,7 @@ ERROR_CLASS_BY_CODE: dict[ErrorCode, type[ExchangeError]] = {
     ErrorCode.INVALID_NEGOTIATION: RejectedError,
     ErrorCode.HASH_MISMATCH: RejectedError,
     ErrorCode.RESULT_INCOMPLETE: RejectedError,
+    ErrorCode.CONTENT_KEY_INVALID: RejectedError,
     ErrorCode.SCHEMA_MISMATCH: RejectedError,
     ErrorCode.INVALID_SCHEMA: RejectedError,
     ErrorCode.SCHEMA_TOO_COMPLEX: RejectedError,

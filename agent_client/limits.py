@@ -207,3 +207,62 @@ ANALYTICS_LISTINGS_MAX: Final = 200
 # A metered session's evidence lists at most this many claims per page
 # (each with its receipt, under 1 KiB), newest first.
 METERED_EVIDENCE_CLAIMS_MAX: Final = 200
+
+# --- digital goods (docs/PROTOCOL.md, "Digital goods") --------------------------------
+
+# An item's slug (its name within its provider), title, description and terms.
+GOODS_SLUG_LENGTH_MAX: Final = 64
+GOODS_TITLE_LENGTH_MAX: Final = 128
+GOODS_DESCRIPTION_LENGTH_MAX: Final = TEXT_LENGTH_MAX
+GOODS_TERMS_LENGTH_MAX: Final = TEXT_LENGTH_MAX
+# The artifact is encrypted by its provider with a random 32-byte content key
+# (XSalsa20-Poly1305, a 24-byte nonce first and a 16-byte tag: 40 bytes more),
+# and the ciphertext is stored in the exchange's chunks like a large result.
+GOODS_CONTENT_KEY_BYTES: Final = 32
+GOODS_SEALING_OVERHEAD_BYTES: Final = 24 + 16
+GOODS_CIPHERTEXT_BYTES_MAX: Final = RESULT_OBJECT_BYTES_MAX
+GOODS_ARTIFACT_BYTES_MAX: Final = GOODS_CIPHERTEXT_BYTES_MAX - GOODS_SEALING_OVERHEAD_BYTES
+# A content key sealed to an agent id (an X25519 sealed box: 32-byte ephemeral
+# key, the key, 16-byte tag), and its unpadded base64url text.
+GOODS_SEALED_KEY_BYTES: Final = 32 + GOODS_CONTENT_KEY_BYTES + 16
+GOODS_SEALED_KEY_TEXT_LENGTH: Final = (4 * GOODS_SEALED_KEY_BYTES + 2) // 3
+# Versions one item may have (1, 2, ...), and the updates a licence may include.
+GOODS_VERSIONS_MAX: Final = 1000
+# Items one provider may sell.
+GOODS_ITEMS_PER_PROVIDER_MAX: Final = 1000
+# Versions a provider has uploaded and not yet published (each at most
+# GOODS_CIPHERTEXT_BYTES_MAX): what unpublished ciphertext one provider can store.
+GOODS_DRAFTS_PER_PROVIDER_MAX: Final = 4
+# A new version is announced to the holders it reaches in batches of this many
+# notices: the first batch commits with the publish, the sweeper sends the rest.
+GOODS_HOLDERS_NOTIFIED_PER_BATCH: Final = 500
+# A licence the exchange signed stays verifiable evidence this long.
+GOODS_LICENCE_LIFETIME_S: Final = 5 * 365 * 24 * 3600
+GOODS_PAGE_SIZE_MAX: Final = 100
+
+assert GOODS_ARTIFACT_BYTES_MAX > 0
+assert GOODS_TERMS_LENGTH_MAX <= TEXT_LENGTH_MAX
+assert GOODS_SLUG_LENGTH_MAX <= 64  # an item id is a hash, but the slug travels in documents
+assert GOODS_LICENCE_LIFETIME_S * 1000 < 2**53
+
+# --- subscriptions (docs/PROTOCOL.md, "Subscriptions") --------------------------------
+
+# A plan's period and trial. Periods as short as a minute serve demos and
+# trials of a service; a year is the longest a plan bills for at once.
+SUBSCRIPTION_PERIOD_MIN_S: Final = 60
+SUBSCRIPTION_PERIOD_MAX_S: Final = 366 * 24 * 3600
+SUBSCRIPTION_TRIAL_MAX_S: Final = 90 * 24 * 3600
+# After a renewal fails, access continues and the exchange retries the charge
+# every retry interval until the grace period ends; then the subscription lapses.
+SUBSCRIPTION_GRACE_S: Final = 3 * 24 * 3600
+SUBSCRIPTION_RETRY_S: Final = 3600
+# A subscription token (the exchange's signed pass the provider checks
+# offline) lives this long at most, and never past the paid period's grace.
+SUBSCRIPTION_TOKEN_LIFETIME_S: Final = 15 * 60
+# Plans per provider, plans and subscriptions per answer.
+PLANS_PER_PROVIDER_MAX: Final = 100
+PLANS_PER_PAGE_MAX: Final = 100
+SUBSCRIPTIONS_PER_PAGE_MAX: Final = 100
+
+assert SUBSCRIPTION_PERIOD_MIN_S <= SUBSCRIPTION_RETRY_S <= SUBSCRIPTION_GRACE_S
+assert SUBSCRIPTION_TOKEN_LIFETIME_S < SUBSCRIPTION_RETRY_S

@@ -32,7 +32,9 @@ __all__ = [
     "Advertise",
     "AnalyticsReply",
     "BalanceReply",
+    "BuyGoods",
     "CancelContract",
+    "CancelSubscription",
     "CashOut",
     "CashOutReply",
     "ChunkStoredReply",
@@ -52,6 +54,7 @@ __all__ = [
     "Deliver",
     "DeliveredNotice",
     "Document",
+    "DownloadGoods",
     "Envelope",
     "ErrorCode",
     "ErrorReply",
@@ -62,15 +65,32 @@ __all__ = [
     "GetContract",
     "GetEvidence",
     "GetFees",
+    "GetGoods",
+    "GetGoodsChunk",
     "GetListingHistory",
     "GetMetered",
     "GetMeteredEvidence",
     "GetReputation",
     "GetResult",
+    "GetSubscription",
+    "GetSubscriptionToken",
+    "GoodsAccessReply",
+    "GoodsChunkReply",
+    "GoodsChunkStoredReply",
+    "GoodsEvent",
+    "GoodsKind",
+    "GoodsLicence",
+    "GoodsListReply",
+    "GoodsNotice",
+    "GoodsReply",
+    "GoodsView",
     "Header",
     "InfoReply",
     "LinkHuman",
     "LinkedReply",
+    "ListGoods",
+    "ListPlans",
+    "ListSubscriptions",
     "ListTransactions",
     "Listing",
     "ListingAnalytics",
@@ -95,6 +115,12 @@ __all__ = [
     "NoticesReply",
     "OpenContract",
     "OpenMetered",
+    "PlanName",
+    "PlanReply",
+    "PlanView",
+    "PlansReply",
+    "PublishGoods",
+    "PublishPlan",
     "Quote",
     "RateContract",
     "RatingEntry",
@@ -114,11 +140,21 @@ __all__ = [
     "SetFees",
     "SetListingStatus",
     "SignedReply",
+    "Subscribe",
     "SubscribeNotices",
+    "SubscriptionEvent",
+    "SubscriptionNotice",
+    "SubscriptionReply",
+    "SubscriptionState",
+    "SubscriptionToken",
+    "SubscriptionTokenReply",
+    "SubscriptionView",
+    "SubscriptionsReply",
     "TransactionEntry",
     "TransactionsReply",
     "Transfer",
     "TransferReply",
+    "UploadGoods",
     "UploadResult",
     "UsageReceipt",
     "endpoint_of",
@@ -217,6 +253,11 @@ class ErrorCode(enum.StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"
     AGENT_FROZEN = "agent_frozen"
     LINK_CODE_INVALID = "link_code_invalid"
+    # goods.buy: the item's price is not the one the buyer agreed to pay.
+    PRICE_CHANGED = "price_changed"
+    # goods.publish: the sealed content key does not open with the exchange's
+    # key, or does not open the uploaded ciphertext.
+    CONTENT_KEY_INVALID = "content_key_invalid"
 
 
 class DeclineCode(enum.StrEnum):
@@ -483,6 +524,173 @@ class MeteredCall(_Signed, frozen=True, tag="metered.call"):
     contract_id: Identifier
     input: Raw
     receipt: Envelope | None = None
+
+
+# --- subscriptions (docs/PROTOCOL.md, "Subscriptions") ------------------------------
+
+PlanName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*\Z")]
+PeriodSeconds = Annotated[
+    int, Meta(ge=limits.SUBSCRIPTION_PERIOD_MIN_S, le=limits.SUBSCRIPTION_PERIOD_MAX_S)
+]
+TrialSeconds = Annotated[int, Meta(ge=0, le=limits.SUBSCRIPTION_TRIAL_MAX_S)]
+
+
+class PublishPlan(_Signed, frozen=True, tag="plan.publish"):
+    """A provider offers a plan on one of its capabilities, or withdraws it.
+
+    A plan's terms never change once published (a new price is a new plan):
+    publishing the same terms again changes nothing, and ``active: false``
+    withdraws it (new subscriptions are refused; running ones go on).
+    """
+
+    plan: PlanName
+    capability: Capability
+    price_millicredits: PriceMillicredits
+    period_s: PeriodSeconds
+    trial_s: TrialSeconds = 0
+    description: Text = ""
+    active: bool = True
+
+
+class ListPlans(_Signed, frozen=True, tag="plan.list"):
+    """Any agent lists the active plans of a provider, or of a capability."""
+
+    provider_id: AgentId | None = None
+    capability: Capability | None = None
+    limit: Annotated[int, Meta(ge=1, le=limits.PLANS_PER_PAGE_MAX)] = 50
+
+
+class Subscribe(_Signed, frozen=True, tag="subscription.start"):
+    """The buyer subscribes to a plan; the price and period it states must be the plan's.
+
+    ``request_id`` is the buyer's key for this subscription: a retry with the
+    same key answers the subscription it started (and charges nothing more).
+    """
+
+    plan_id: Identifier
+    price_millicredits: PriceMillicredits
+    period_s: PeriodSeconds
+    request_id: Identifier
+
+
+class CancelSubscription(_Signed, frozen=True, tag="subscription.cancel"):
+    """The buyer or the provider cancels: effective at the end of the paid period."""
+
+    subscription_id: Identifier
+
+
+class GetSubscription(_Signed, frozen=True, tag="subscription.get"):
+    subscription_id: Identifier
+
+
+class ListSubscriptions(_Signed, frozen=True, tag="subscription.list"):
+    """A party's subscriptions, as buyer or as provider, by id; page with ``after_id``."""
+
+    role: Literal["buyer", "provider"] = "buyer"
+    limit: Annotated[int, Meta(ge=1, le=limits.SUBSCRIPTIONS_PER_PAGE_MAX)] = 50
+    after_id: Identifier | None = None
+
+
+class GetSubscriptionToken(_Signed, frozen=True, tag="subscription.token"):
+    """The buyer asks for a fresh token to show the provider."""
+
+    subscription_id: Identifier
+
+
+# --- digital goods (docs/PROTOCOL.md, "Digital goods") ------------------------------
+
+GoodsSlug = Annotated[
+    str,
+    Meta(min_length=1, max_length=limits.GOODS_SLUG_LENGTH_MAX, pattern=r"^[a-z0-9][a-z0-9_-]*\Z"),
+]
+GoodsKind = Literal["package", "credentials"]
+GoodsVersion = Annotated[int, Meta(ge=1, le=limits.GOODS_VERSIONS_MAX)]
+GoodsCiphertextBytes = Annotated[int, Meta(ge=1, le=limits.GOODS_CIPHERTEXT_BYTES_MAX)]
+SealedKeyText = Annotated[
+    str,
+    Meta(
+        min_length=limits.GOODS_SEALED_KEY_TEXT_LENGTH,
+        max_length=limits.GOODS_SEALED_KEY_TEXT_LENGTH,
+        pattern=r"^[A-Za-z0-9_-]*\Z",
+    ),
+]
+
+
+class UploadGoods(_Signed, frozen=True, tag="goods.upload"):
+    """One chunk of the ciphertext of an item's next version, before it is published.
+
+    Only the item's provider (the signer: the item id derives from it and the
+    slug) uploads, and only the version after the item's current one; the
+    layout is a stored result's (:class:`ResultRef`). Answered by
+    :class:`GoodsChunkStoredReply`.
+    """
+
+    slug: GoodsSlug
+    version: GoodsVersion
+    index: ChunkIndex
+    chunk_count: ChunkCount
+    size_bytes: GoodsCiphertextBytes
+    chunk: ChunkText
+
+
+class PublishGoods(_Signed, frozen=True, tag="goods.publish"):
+    """The provider publishes the next version of an item (version 1 creates it).
+
+    ``sealed_key`` is the version's content key sealed to the exchange's id;
+    ``ciphertext_sha256`` and ``size_bytes`` describe the uploaded chunks.
+    ``updates_included`` is how many later versions a licence sold from now
+    on covers (null: every later version).
+    """
+
+    slug: GoodsSlug
+    title: Annotated[str, Meta(min_length=1, max_length=limits.GOODS_TITLE_LENGTH_MAX)]
+    artifact_kind: GoodsKind
+    capability: Capability
+    price_millicredits: PriceMillicredits
+    version: GoodsVersion
+    ciphertext_sha256: Sha256Hex
+    size_bytes: GoodsCiphertextBytes
+    sealed_key: SealedKeyText
+    description: Annotated[str, Meta(max_length=limits.GOODS_DESCRIPTION_LENGTH_MAX)] = ""
+    terms: Annotated[str, Meta(max_length=limits.GOODS_TERMS_LENGTH_MAX)] = ""
+    updates_included: Annotated[int, Meta(ge=0, le=limits.GOODS_VERSIONS_MAX)] | None = None
+
+
+class BuyGoods(_Signed, frozen=True, tag="goods.buy"):
+    """The buyer pays the item's price (which must be ``price_millicredits``) and gets
+    a licence; a holder asking again gets its licence back, charged nothing."""
+
+    item_id: Identifier
+    price_millicredits: PriceMillicredits
+
+
+class DownloadGoods(_Signed, frozen=True, tag="goods.download"):
+    """A holder asks for a version's content key (null: the newest its licence covers)."""
+
+    item_id: Identifier
+    version: GoodsVersion | None = None
+
+
+class GetGoodsChunk(_Signed, frozen=True, tag="goods.chunk"):
+    """A holder (or the provider) reads chunk ``index`` of a version's ciphertext."""
+
+    item_id: Identifier
+    version: GoodsVersion
+    index: ChunkIndex
+
+
+class GetGoods(_Signed, frozen=True, tag="goods.get"):
+    """Any agent reads an item's public view."""
+
+    item_id: Identifier
+
+
+class ListGoods(_Signed, frozen=True, tag="goods.list"):
+    """Any agent lists items, oldest first (of one provider, when named)."""
+
+    provider_id: AgentId | None = None
+    limit: Annotated[int, Meta(ge=1, le=limits.GOODS_PAGE_SIZE_MAX)] = 20
+    offset: Annotated[int, Meta(ge=0, le=limits.SEARCH_OFFSET_MAX)] = 0
 
 
 # A fee rate in basis points, and a category's capability prefix.
@@ -754,6 +962,20 @@ EXCHANGE_REQUEST_TYPES: tuple[type[_Signed], ...] = (
     SetFees,
     GetAnalytics,
     GetMeteredEvidence,
+    PublishPlan,
+    ListPlans,
+    Subscribe,
+    CancelSubscription,
+    GetSubscription,
+    ListSubscriptions,
+    GetSubscriptionToken,
+    UploadGoods,
+    PublishGoods,
+    BuyGoods,
+    DownloadGoods,
+    GetGoodsChunk,
+    GetGoods,
+    ListGoods,
 )
 
 
@@ -794,6 +1016,65 @@ class MeteredNotice(_Signed, frozen=True, tag="notice.metered"):
 
     event: MeteredEvent
     metered: MeteredView
+
+
+class SubscriptionNotice(_Signed, frozen=True, tag="notice.subscription"):
+    """A subscription changed: ``started``, ``renewed``, ``renewal_failed`` (with
+    ``reason``), ``lapsed``, ``cancelling`` (ends at the period's end) or ``ended``."""
+
+    event: SubscriptionEvent
+    subscription: SubscriptionView
+    reason: Text = ""
+
+
+class SubscriptionToken(_Signed, frozen=True, tag="subscription.access"):
+    """The exchange's signed, short-lived word that a subscription gives access.
+
+    Issuer: the exchange; audience: the provider; subject:
+    ``subscription_subject(subscription_id)``. A provider checks it offline
+    with the exchange's id (no request), as any signed document.
+    """
+
+    subscription_id: Identifier
+    plan_id: Identifier
+    plan: PlanName
+    buyer_id: AgentId
+    capability: Capability
+    state: SubscriptionState
+    period_ends_at_ms: TimestampMs
+
+
+class GoodsLicence(_Signed, frozen=True, tag="goods.licence"):
+    """The exchange's signed word that ``buyer_id`` paid for ``item_id`` and may use its
+    versions ``min_version`` to ``max_version`` (null: every later one) under ``terms``.
+
+    Issuer: the exchange; audience ``*``; subject ``subjects.goods(item_id)``.
+    Anyone checks it offline with the exchange's id (``agent_client.goods.verify_licence``).
+    ``header.issued_at_ms`` is when it was sold.
+    """
+
+    licence_id: Identifier
+    buyer_id: AgentId
+    provider_id: AgentId
+    item_id: Identifier
+    min_version: GoodsVersion
+    max_version: GoodsVersion | None
+    terms: Annotated[str, Meta(max_length=limits.GOODS_TERMS_LENGTH_MAX)]
+    price_millicredits: PriceMillicredits
+
+
+GoodsEvent = Literal["version", "sold"]
+
+
+class GoodsNotice(_Signed, frozen=True, tag="notice.goods"):
+    """An item changed: a new ``version`` (to each holder whose licence covers it) or
+    a ``sold`` licence (to the provider, with the licence)."""
+
+    event: GoodsEvent
+    # The version published, or the first version of the licence sold.
+    version: GoodsVersion
+    goods: GoodsView
+    licence: Envelope | None = None
 
 
 class DeliveredNotice(_Signed, frozen=True, tag="notice.delivered"):
@@ -938,6 +1219,10 @@ class ListingAnalytics(Struct, frozen=True, kw_only=True):
     delivery_p90_ms: int | None
     delivery_p99_ms: int | None
     days: list[DayAnalytics]
+    # Subscription periods charged and digital goods sold in the window (their
+    # net is in revenue_net_millicredits, their fees in fees_millicredits).
+    subscription_periods: int = 0
+    goods_sold: int = 0
 
 
 class AnalyticsReply(_Reply, frozen=True, tag="analytics"):
@@ -1015,6 +1300,154 @@ class MeteredCallReply(_Reply, frozen=True, tag="metered.result"):
 
     output: Raw
     units: Annotated[int, Meta(ge=0, le=limits.METERED_UNITS_MAX)]
+
+
+class SubscriptionState(enum.StrEnum):
+    """Where a subscription is; a token is issued in the first four."""
+
+    TRIALING = "trialing"  # the plan's free trial runs; the first charge is at its end
+    ACTIVE = "active"  # the current period is paid
+    PAST_DUE = "past_due"  # a renewal failed: access goes on, the charge is retried
+    CANCELLING = "cancelling"  # paid to the period's end, and not renewed then
+    ENDED = "ended"  # cancelled, and the period it was cancelled in is over
+    LAPSED = "lapsed"  # the grace period ended with no successful renewal
+
+
+SubscriptionEvent = Literal["started", "renewed", "renewal_failed", "lapsed", "cancelling", "ended"]
+
+
+class PlanView(Struct, frozen=True, kw_only=True):
+    plan_id: str
+    provider_id: str
+    plan: str
+    capability: str
+    price_millicredits: int
+    period_s: int
+    trial_s: int
+    description: str
+    active: bool
+    created_at_ms: int
+    updated_at_ms: int
+
+
+class SubscriptionView(Struct, frozen=True, kw_only=True):
+    subscription_id: str
+    plan_id: str
+    plan: str
+    buyer_id: str
+    provider_id: str
+    capability: str
+    price_millicredits: int
+    period_s: int
+    state: SubscriptionState
+    # Paid periods so far (a trial is not one), and what they cost in all.
+    periods_charged: int
+    charged_millicredits: int
+    # The current period (or trial): access is paid until its end.
+    period_started_at_ms: int
+    period_ends_at_ms: int
+    # past_due: when the charge is tried again, and when the grace ends.
+    next_attempt_at_ms: int | None
+    grace_ends_at_ms: int | None
+    cancel_at_period_end: bool
+    # Why the last renewal failed ("" when none did): an error code and words;
+    # and how many tries of the current period's charge were refused.
+    failure: str
+    failed_attempts: int
+    created_at_ms: int
+    updated_at_ms: int
+    # A human cancelled in the portal; the exchange applies it within seconds.
+    cancel_requested: bool = False
+
+
+class PlanReply(_Reply, frozen=True, tag="plan"):
+    plan: PlanView
+
+
+class PlansReply(_Reply, frozen=True, tag="plans"):
+    plans: list[PlanView]
+
+
+class SubscriptionReply(_Reply, frozen=True, tag="subscription"):
+    subscription: SubscriptionView
+
+
+class SubscriptionsReply(_Reply, frozen=True, tag="subscriptions"):
+    subscriptions: list[SubscriptionView]
+    has_more: bool
+
+
+class SubscriptionTokenReply(_Reply, frozen=True, tag="subscription_token"):
+    """A signed ``subscription.access`` token, for the buyer to show its provider."""
+
+    token: Envelope
+
+
+class GoodsView(Struct, frozen=True, kw_only=True):
+    """An item as anyone may see it: its newest version's public facts, never a key."""
+
+    item_id: str
+    provider_id: str
+    slug: str
+    title: str
+    description: str
+    artifact_kind: str
+    capability: str
+    price_millicredits: int
+    # The newest version, and the SHA-256 and size of its ciphertext.
+    version: int
+    ciphertext_sha256: str
+    size_bytes: int
+    terms: str
+    # How many later versions a licence sold now covers (null: all).
+    updates_included: int | None
+    created_at_ms: int
+    updated_at_ms: int
+
+
+class GoodsReply(_Reply, frozen=True, tag="goods"):
+    goods: GoodsView
+
+
+class GoodsListReply(_Reply, frozen=True, tag="goods_list"):
+    items: list[GoodsView]
+    has_more: bool
+
+
+class GoodsAccessReply(_Reply, frozen=True, tag="goods_access"):
+    """A holder's way into one version: its licence, the version's content key sealed
+    to the requester's id, and the ciphertext's layout and hash (read it with
+    ``goods.chunk``). ``charged`` is true only in the answer to the ``goods.buy`` that paid."""
+
+    licence: Envelope
+    item_id: str
+    version: int
+    sealed_key: str
+    ciphertext_sha256: str
+    size_bytes: int
+    chunk_count: int
+    charged: bool
+
+
+class GoodsChunkStoredReply(_Reply, frozen=True, tag="goods_chunk_stored"):
+    """The exchange stored chunk ``index`` of a version: ``chunk_sha256`` is the SHA-256
+    of the raw bytes it holds."""
+
+    item_id: str
+    version: int
+    index: int
+    chunk_sha256: str
+
+
+class GoodsChunkReply(_Reply, frozen=True, tag="goods_chunk"):
+    """Chunk ``index`` of a version's ciphertext (base64url of its raw bytes)."""
+
+    item_id: str
+    version: int
+    index: int
+    chunk_count: int
+    size_bytes: int
+    chunk: str
 
 
 class ContractReply(_Reply, frozen=True, tag="contract"):
@@ -1209,6 +1642,16 @@ Reply = (
     | FeesReply
     | AnalyticsReply
     | MeteredEvidenceReply
+    | GoodsReply
+    | GoodsListReply
+    | GoodsAccessReply
+    | GoodsChunkStoredReply
+    | GoodsChunkReply
+    | PlanReply
+    | PlansReply
+    | SubscriptionReply
+    | SubscriptionsReply
+    | SubscriptionTokenReply
 )
 
 
@@ -1271,6 +1714,24 @@ Document = (
     | SetFees
     | GetAnalytics
     | GetMeteredEvidence
+    | UploadGoods
+    | PublishGoods
+    | BuyGoods
+    | DownloadGoods
+    | GetGoodsChunk
+    | GetGoods
+    | ListGoods
+    | GoodsLicence
+    | GoodsNotice
+    | PublishPlan
+    | ListPlans
+    | Subscribe
+    | CancelSubscription
+    | GetSubscription
+    | ListSubscriptions
+    | GetSubscriptionToken
+    | SubscriptionNotice
+    | SubscriptionToken
     | SignedReply
 )
 Notice = ContractOpenedNotice | DeliveredNotice | ContractUpdatedNotice

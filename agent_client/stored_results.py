@@ -32,7 +32,7 @@ from agent_client.protocol import (
 from agent_client.replies import expect_reply
 from agent_client.signing import b64decode, b64encode, sha256_hex
 
-__all__ = ["Requester", "fetch_result", "store_result"]
+__all__ = ["Requester", "chunk_request", "fetch_result", "store_result"]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ async def store_result(request: Requester, contract_id: str, result_bytes: bytes
 async def _upload_chunk(
     request: Requester, contract_id: str, reference: ResultRef, index: int, chunk: bytes
 ) -> None:
-    reply = await _chunk_request(
+    reply = await chunk_request(
         request,
         UploadResult,
         lambda header: UploadResult(
@@ -119,7 +119,7 @@ async def fetch_result(request: Requester, contract_id: str, reference: ResultRe
 async def _read_chunk(
     request: Requester, contract_id: str, reference: ResultRef, index: int
 ) -> bytes:
-    reply = await _chunk_request(
+    reply = await chunk_request(
         request,
         GetResult,
         lambda header: GetResult(header=header, contract_id=contract_id, index=index),
@@ -142,7 +142,7 @@ async def _read_chunk(
         raise ProtocolError(ErrorCode.MALFORMED, f"chunk {index} is not base64url") from exc
 
 
-async def _chunk_request(
+async def chunk_request(
     request: Requester, document_type: type[Struct], build: Callable[[Header], Document]
 ) -> Reply:
     """One chunk's request, asked again after a timeout or ``unavailable``, a bounded

@@ -16,6 +16,7 @@ __all__ = [
     "EXCHANGE_ENDPOINTS",
     "EXCHANGE_INFO",
     "EXCHANGE_QUEUE_GROUP",
+    "GOODS_CHUNKS",
     "PORTAL_AUDIENCE",
     "PORTAL_CASH_OUT_SUBJECT_FORMAT",
     "PORTAL_LINK_SUBJECT_FORMAT",
@@ -25,6 +26,8 @@ __all__ = [
     "exchange_request",
     "exchange_request_wildcard",
     "exchange_requests_of",
+    "goods",
+    "goods_chunk",
     "inbox_prefix",
     "metered",
     "metered_offers",
@@ -34,6 +37,7 @@ __all__ = [
     "portal_requests_of",
     "result_chunk",
     "rfq",
+    "subscription",
 ]
 
 ROOT: Final = "agentx.v2"
@@ -41,6 +45,8 @@ EXCHANGE_QUEUE_GROUP: Final = "agentx-exchange"
 EXCHANGE_INFO: Final = f"{ROOT}.exchange.info"
 # Every stored result chunk (see result_chunk).
 RESULT_CHUNKS: Final = f"{ROOT}.results.*.*"
+# Digital goods' ciphertext, one chunk per subject (only the exchange publishes).
+GOODS_CHUNKS: Final = f"{ROOT}.goods_store.*.*"
 
 # The exchange's endpoint names: the tags of its request documents.
 EXCHANGE_ENDPOINTS: Final = tuple(endpoint_of(document) for document in EXCHANGE_REQUEST_TYPES)
@@ -106,6 +112,16 @@ def metered_offers(capability: str, /) -> str:
     return f"{ROOT}.metered_offer.{capability}"
 
 
+def subscription(subscription_id: str, /) -> str:
+    """The subject a subscription's tokens are signed for (never published)."""
+    return f"{ROOT}.subscription.{subscription_id}"
+
+
+def goods(item_id: str, /) -> str:
+    """The subject an item's licences are signed for (never published)."""
+    return f"{ROOT}.goods.{item_id}"
+
+
 def inbox_prefix(agent_id: str, /) -> str:
     """Each agent's reply inboxes live under its own prefix."""
     return f"_INBOX.{agent_id}"
@@ -121,3 +137,8 @@ def result_chunk(contract_id: str, index: int, /) -> str:
     """Where chunk ``index`` of a contract's large result is stored (only the exchange
     publishes or reads there)."""
     return f"{ROOT}.results.{contract_id}.{index}"
+
+
+def goods_chunk(storage_key: str, index: int, /) -> str:
+    """The subject of one chunk of a digital good's version, in the goods stream."""
+    return f"{ROOT}.goods_store.{storage_key}.{index}"

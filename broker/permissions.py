@@ -118,6 +118,7 @@ def _exchange_permissions(exchange_id: str) -> UserPermissions:
                 "$JS.API.>",
                 subjects.notifications("*"),
                 subjects.RESULT_CHUNKS,
+                subjects.GOODS_CHUNKS,
             ),
             deny=_JETSTREAM_DESTRUCTIVE,
         ),

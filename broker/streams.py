@@ -12,6 +12,10 @@ publishes or reads there (agents have no JetStream permission at all); the
 stream keeps the last message of each subject, so an upload before delivery
 replaces a chunk, and it refuses deletes and purges, so nobody can remove a
 delivered result before it ages out with its contract record.
+
+``AGENTX_GOODS`` holds digital goods' ciphertext the same way
+(``agentx.v2.goods_store.<item>_v<version>.<index>``), with no age limit:
+a licence outlives any contract record.
 """
 
 from __future__ import annotations
@@ -34,13 +38,17 @@ from agent_client import limits as protocol_limits
 from agent_client import subjects
 
 __all__ = [
+    "GOODS_STREAM",
+    "GOODS_STREAM_BYTES_MAX",
     "NOTICE_CONSUMERS_MAX",
     "NOTICE_QUEUE_GROUP_PREFIX",
     "NOTICE_STREAM",
     "RESULT_STREAM",
+    "ensure_goods_stream",
     "ensure_notice_consumer",
     "ensure_notice_stream",
     "ensure_result_stream",
+    "goods_stream_config",
     "notice_consumer_config",
     "notice_consumer_name",
 ]
@@ -57,6 +65,10 @@ NOTICE_CONSUMERS_MAX: Final = 100_000
 # Duplicate publishes of one notice within this window are stored once.
 NOTICE_DEDUPLICATION_WINDOW_S: Final = 120
 RESULT_STREAM: Final = "AGENTX_RESULTS"
+GOODS_STREAM: Final = "AGENTX_GOODS"
+# All digital goods' ciphertext together (with the notices' 1 GiB and the
+# results' 4 GiB, within the embedded server's 8 GiB of file store).
+GOODS_STREAM_BYTES_MAX: Final = 2 * 1024**3
 # All stored results together. A full stream refuses new uploads (discard
 # new) rather than drop results already delivered.
 RESULT_STREAM_BYTES_MAX: Final = 4 * 1024**3
@@ -100,15 +112,41 @@ async def ensure_notice_stream(js: JetStreamContext, /) -> None:
 
 
 def result_stream_config() -> StreamConfig:
+    return _chunk_stream_config(
+        RESULT_STREAM,
+        "Agent Exchange results too large to send inline, one message per chunk",
+        subjects.RESULT_CHUNKS,
+        max_bytes=RESULT_STREAM_BYTES_MAX,
+        # As long as the contract record that names the result is evidence.
+        max_age_s=protocol_limits.CONTRACT_RECORD_LIFETIME_S,
+    )
+
+
+def goods_stream_config() -> StreamConfig:
+    """Digital goods' ciphertext: kept as long as a licence may be used (no age
+    limit), in a pool of its own so that goods never crowd out results."""
+    return _chunk_stream_config(
+        GOODS_STREAM,
+        "Agent Exchange digital goods' ciphertext, one message per chunk",
+        subjects.GOODS_CHUNKS,
+        max_bytes=GOODS_STREAM_BYTES_MAX,
+        max_age_s=None,
+    )
+
+
+def _chunk_stream_config(
+    name: str, description: str, chunk_subjects: str, *, max_bytes: int, max_age_s: int | None
+) -> StreamConfig:
+    """A stream of chunks, one per subject (the last upload replaces one), that
+    refuses new uploads when full and refuses deletes and purges."""
     return StreamConfig(
-        name=RESULT_STREAM,
-        description="Agent Exchange results too large to send inline, one message per chunk",
-        subjects=[subjects.RESULT_CHUNKS],
+        name=name,
+        description=description,
+        subjects=[chunk_subjects],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
-        # As long as the contract record that names the result is evidence.
-        max_age=protocol_limits.CONTRACT_RECORD_LIFETIME_S,
-        max_bytes=RESULT_STREAM_BYTES_MAX,
+        max_age=max_age_s,
+        max_bytes=max_bytes,
         max_msgs_per_subject=1,
         max_msg_size=RESULT_CHUNK_MESSAGE_BYTES_MAX,
         discard=DiscardPolicy.NEW,
@@ -116,6 +154,11 @@ def result_stream_config() -> StreamConfig:
         deny_delete=True,
         deny_purge=True,
     )
+
+
+async def ensure_goods_stream(js: JetStreamContext, /) -> None:
+    """Create the goods stream, or bring an existing one to this config (idempotent)."""
+    await _ensure_stream(js, goods_stream_config())
 
 
 async def ensure_result_stream(js: JetStreamContext, /) -> None:

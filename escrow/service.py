@@ -89,6 +89,18 @@ class Escrow:
         if refusal is not None:
             raise refusal
 
+    async def charge(self, hold: HoldOrder, settle: SettleOrder, /, *, connection: Any) -> None:
+        """Hold a price and pay it out at once, in one ledger call (a subscription's
+        period, a digital good): a held purchase counts in the buyer's spending like
+        any other, and a retried charge is the same transfers, applied once."""
+        assert hold.contract_id == settle.contract_id
+        (held,), (settled,) = await self.hold_and_settle_all(
+            [hold], [settle], connection=connection
+        )
+        refusal = held or settled
+        if refusal is not None:
+            raise refusal
+
     async def metered_hold(
         self,
         contract_id: str,

@@ -9,10 +9,25 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exchange.adapters.exchange_tables import contract_events, contracts, metered_sessions, ratings
-from exchange.domain.analytics_math import ContractFact, MeteredFact, RatingFact
+from exchange.adapters.exchange_tables import (
+    contract_events,
+    contracts,
+    goods_items,
+    goods_licences,
+    metered_sessions,
+    ratings,
+    subscription_charges,
+    subscriptions,
+)
+from exchange.domain.analytics_math import ContractFact, MeteredFact, RatingFact, SaleFact
 
-__all__ = ["contract_facts", "metered_facts", "rating_facts"]
+__all__ = [
+    "contract_facts",
+    "goods_facts",
+    "metered_facts",
+    "rating_facts",
+    "subscription_facts",
+]
 
 
 async def contract_facts(
@@ -95,6 +110,75 @@ async def metered_facts(
         MeteredFact(
             row.capability,
             int(row.claimed_units),
+            int(row.net_millicredits),
+            int(row.fee_millicredits),
+            int(row.created_at_ms),
+        )
+        for row in await connection.execute(statement)
+    ]
+
+
+async def subscription_facts(
+    connection: AsyncConnection, provider_id: str, /, *, since_ms: int, limit: int
+) -> list[SaleFact]:
+    """Each period charged to the provider's subscribers in the window."""
+    statement = (
+        sa.select(
+            subscriptions.c.capability,
+            subscription_charges.c.net_millicredits,
+            subscription_charges.c.fee_millicredits,
+            subscription_charges.c.charged_at_ms,
+        )
+        .select_from(
+            subscription_charges.join(
+                subscriptions,
+                subscriptions.c.subscription_id == subscription_charges.c.subscription_id,
+            )
+        )
+        .where(
+            subscriptions.c.provider_id == provider_id,
+            subscription_charges.c.charged_at_ms >= since_ms,
+        )
+        .order_by(subscription_charges.c.charged_at_ms.desc())
+        .limit(limit)
+    )
+    return [
+        SaleFact(
+            "subscription",
+            row.capability,
+            int(row.net_millicredits),
+            int(row.fee_millicredits),
+            int(row.charged_at_ms),
+        )
+        for row in await connection.execute(statement)
+    ]
+
+
+async def goods_facts(
+    connection: AsyncConnection, provider_id: str, /, *, since_ms: int, limit: int
+) -> list[SaleFact]:
+    """Each licence of the provider's digital goods sold in the window."""
+    statement = (
+        sa.select(
+            goods_items.c.capability,
+            goods_licences.c.net_millicredits,
+            goods_licences.c.fee_millicredits,
+            goods_licences.c.created_at_ms,
+        )
+        .select_from(
+            goods_licences.join(goods_items, goods_items.c.item_id == goods_licences.c.item_id)
+        )
+        .where(
+            goods_licences.c.provider_id == provider_id,
+            goods_licences.c.created_at_ms >= since_ms,
+        )
+        .order_by(goods_licences.c.created_at_ms.desc())
+        .limit(limit)
+    )
+    return [
+        SaleFact(
+            "goods",
+            row.capability,
             int(row.net_millicredits),
             int(row.fee_millicredits),
             int(row.created_at_ms),

@@ -12,6 +12,10 @@ __all__ = [
     "contract_events",
     "contracts",
     "fees",
+    "goods_drafts",
+    "goods_items",
+    "goods_licences",
+    "goods_versions",
     "listing_revisions",
     "listing_tags",
     "listings",
@@ -20,8 +24,11 @@ __all__ = [
     "metered_sessions",
     "operator_audit",
     "outbox",
+    "plans",
     "ratings",
     "reputation_buyers",
+    "subscription_charges",
+    "subscriptions",
     "transfers",
 ]
 
@@ -221,7 +228,125 @@ metered_claims = Table(
     Column("claimed_at_ms", BigInteger, nullable=False),
 )
 
+# From migration subscriptions_0001.
+plans = Table(
+    "exchange_plans",
+    metadata,
+    Column("plan_id", Text, primary_key=True),
+    Column("provider_id", Text, nullable=False),
+    Column("plan", Text, nullable=False),
+    Column("capability", Text, nullable=False),
+    Column("price_millicredits", BigInteger, nullable=False),
+    Column("period_s", BigInteger, nullable=False),
+    Column("trial_s", BigInteger, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+subscriptions = Table(
+    "exchange_subscriptions",
+    metadata,
+    Column("subscription_id", Text, primary_key=True),
+    Column("plan_id", Text, nullable=False),
+    Column("plan", Text, nullable=False),
+    Column("buyer_id", Text, nullable=False),
+    Column("provider_id", Text, nullable=False),
+    Column("capability", Text, nullable=False),
+    Column("price_millicredits", BigInteger, nullable=False),
+    Column("period_s", BigInteger, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("periods_charged", Integer, nullable=False),
+    Column("charged_millicredits", BigInteger, nullable=False),
+    Column("period_started_at_ms", BigInteger, nullable=False),
+    Column("period_ends_at_ms", BigInteger, nullable=False),
+    Column("next_attempt_at_ms", BigInteger, nullable=True),
+    Column("grace_ends_at_ms", BigInteger, nullable=True),
+    Column("cancel_at_period_end", Boolean, nullable=False),
+    Column("cancel_requested", Boolean, nullable=False),
+    Column("failure", Text, nullable=False),
+    Column("failed_attempts", Integer, nullable=False),
+    Column("request_envelope", Text, nullable=False),
+    Column("due_at_ms", BigInteger, nullable=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+subscription_charges = Table(
+    "exchange_subscription_charges",
+    metadata,
+    Column("subscription_id", Text, primary_key=True),
+    Column("period", Integer, primary_key=True),
+    Column("amount_millicredits", BigInteger, nullable=False),
+    Column("fee_millicredits", BigInteger, nullable=False),
+    Column("net_millicredits", BigInteger, nullable=False),
+    Column("charged_at_ms", BigInteger, nullable=False),
+)
+
+# From migration goods_0001: digital goods, their versions and licences.
+goods_items = Table(
+    "exchange_goods_items",
+    metadata,
+    Column("item_id", Text, primary_key=True),
+    Column("provider_id", Text, nullable=False),
+    Column("slug", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("artifact_kind", Text, nullable=False),
+    Column("capability", Text, nullable=False),
+    Column("price_millicredits", BigInteger, nullable=False),
+    Column("updates_included", Integer, nullable=True),
+    Column("terms", Text, nullable=False),
+    Column("current_version", Integer, nullable=False),
+    Column("ciphertext_sha256", Text, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+goods_versions = Table(
+    "exchange_goods_versions",
+    metadata,
+    Column("item_id", Text, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("ciphertext_sha256", Text, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("chunk_count", Integer, nullable=False),
+    Column("sealed_key", Text, nullable=False),
+    Column("published_at_ms", BigInteger, nullable=False),
+    Column("notified_through", Text, nullable=True),
+    Column("notices_done", Boolean, nullable=False),
+)
+
+goods_licences = Table(
+    "exchange_goods_licences",
+    metadata,
+    Column("licence_id", Text, primary_key=True),
+    Column("item_id", Text, nullable=False),
+    Column("buyer_id", Text, nullable=False),
+    Column("provider_id", Text, nullable=False),
+    Column("min_version", Integer, nullable=False),
+    Column("max_version", Integer, nullable=True),
+    Column("price_millicredits", BigInteger, nullable=False),
+    Column("fee_millicredits", BigInteger, nullable=False),
+    Column("net_millicredits", BigInteger, nullable=False),
+    Column("fee_rate_bps", Integer, nullable=False),
+    Column("terms", Text, nullable=False),
+    Column("licence_envelope", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
 # From migration fees_0001: the rates an operator set (a kind, or "category:<prefix>").
+# Versions uploaded and not yet published (migration goods_0001).
+goods_drafts = Table(
+    "exchange_goods_drafts",
+    metadata,
+    Column("storage_key", Text, primary_key=True),
+    Column("provider_id", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
 fees = Table(
     "exchange_fees",
     metadata,

@@ -8,6 +8,7 @@ context of the worker's own connection.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import nats.errors
 from nats.js import JetStreamContext
@@ -55,13 +56,22 @@ class JetStreamResultStore:
     """
 
     def __init__(
-        self, js: JetStreamContext, /, *, timeout_s: float = RESULT_STORE_TIMEOUT_S
+        self,
+        js: JetStreamContext,
+        /,
+        *,
+        timeout_s: float = RESULT_STORE_TIMEOUT_S,
+        stream: str = RESULT_STREAM,
+        subject_of: Callable[[str, int], str] = subjects.result_chunk,
     ) -> None:
         self._js = js
         self._timeout_s = timeout_s
+        # The digital goods' store is the same kind, on a stream of its own.
+        self._stream = stream
+        self._subject_of = subject_of
 
     async def put_chunk(self, contract_id: str, index: int, chunk: bytes, /) -> None:
-        subject = subjects.result_chunk(contract_id, index)
+        subject = self._subject_of(contract_id, index)
         message_id = f"{contract_id}.{index}.{sha256_hex(chunk)}"
         try:
             acknowledgement = await self._publish(subject, chunk, message_id)
@@ -78,7 +88,7 @@ class JetStreamResultStore:
 
     async def get_chunk(self, contract_id: str, index: int, /) -> bytes | None:
         try:
-            stored = await self._last(subjects.result_chunk(contract_id, index))
+            stored = await self._last(self._subject_of(contract_id, index))
         except (nats.errors.Error, TimeoutError) as exc:
             log.warning("could not read chunk %d of %s: %s", index, contract_id, exc)
             raise ExchangeError(
@@ -91,13 +101,13 @@ class JetStreamResultStore:
             subject,
             chunk,
             timeout=self._timeout_s,
-            stream=RESULT_STREAM,
+            stream=self._stream,
             headers={"Nats-Msg-Id": message_id},
         )
 
     async def _last(self, subject: str) -> RawStreamMsg | None:
         try:
-            return await self._js.get_last_msg(RESULT_STREAM, subject)
+            return await self._js.get_last_msg(self._stream, subject)
         except NotFoundError:
             return None
 

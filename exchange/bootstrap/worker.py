@@ -19,12 +19,18 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from agent_client import subjects
 from agent_client.keys import AgentKeys
 from agent_client.signing import Clock, SystemClock
 from agent_client.transport import connect_nats
 from broker.admission import DEFAULT_ADMISSION, AdmissionLimits
 from broker.signed_service import AgentEvictor
-from broker.streams import ensure_notice_stream, ensure_result_stream
+from broker.streams import (
+    GOODS_STREAM,
+    ensure_goods_stream,
+    ensure_notice_stream,
+    ensure_result_stream,
+)
 from escrow import Escrow
 from exchange.adapters.jetstream import (
     JetStreamNoticeConsumers,
@@ -41,11 +47,13 @@ from exchange.limits import (
 )
 from exchange.migrations import VERSIONS_PATH as EXCHANGE_MIGRATIONS
 from exchange.use_cases import ContractUseCases, ExchangeContext
+from exchange.use_cases.digital_goods import GoodsUseCases
 from exchange.use_cases.exchange_accounts import ensure_platform_accounts
 from exchange.use_cases.exchange_context import LifecycleSettings
 from exchange.use_cases.fee_settings import FeeSettings
 from exchange.use_cases.group_commit import GroupCommitter
 from exchange.use_cases.metered_sessions import MeteredUseCases
+from exchange.use_cases.subscriptions import SubscriptionUseCases
 from wallet import FeeSchedule, SqlLedger, WalletError, open_database, upgrade_schema
 
 __all__ = ["ExchangeConfig", "ExchangeWorker", "migrate_database"]
@@ -145,12 +153,15 @@ class ExchangeWorker:
             operator_ids=self.config.operator_ids,
             lifecycle=self.config.lifecycle,
             results=JetStreamResultStore(js),
+            goods=JetStreamResultStore(js, stream=GOODS_STREAM, subject_of=subjects.goods_chunk),
             spending=spending_controls(),
             group_size_max=GROUP_JOBS_MAX if self.config.group_commit else 1,
             fees=self.config.fees,
         )
         self.contracts = ContractUseCases(context)
         self.metered = MeteredUseCases(context)
+        self.goods = GoodsUseCases(context)
+        self.subscriptions = SubscriptionUseCases(context)
         self.fees = FeeSettings(context)
         await self.fees.refresh()
         self._context = context
@@ -170,6 +181,10 @@ class ExchangeWorker:
         self._background = [
             asyncio.create_task(self._every(self.config.sweep_interval_s, self.contracts.sweep)),
             asyncio.create_task(self._every(self.config.sweep_interval_s, self.metered.sweep)),
+            asyncio.create_task(self._every(self.config.sweep_interval_s, self.goods.sweep)),
+            asyncio.create_task(
+                self._every(self.config.sweep_interval_s, self.subscriptions.sweep)
+            ),
             asyncio.create_task(self._every(self.config.sweep_interval_s, self.fees.refresh)),
             asyncio.create_task(self._every(self.config.sweep_interval_s, self.relay_outbox)),
             asyncio.create_task(self._every(STREAMS_CHECK_INTERVAL_S, self.ensure_streams)),
@@ -181,13 +196,14 @@ class ExchangeWorker:
         return 0
 
     async def _ensure_streams(self, js: JetStreamContext) -> None:
-        """Create the notice and result streams, or bring them back if they vanished.
+        """Create the notice, result and goods streams, or bring them back if they vanished.
 
         Nobody connected may delete them (broker/permissions.py); this covers
         an operator with server access, and a store lost with its disk.
         """
         await ensure_notice_stream(js)
         await ensure_result_stream(js)
+        await ensure_goods_stream(js)
 
     @property
     def context(self) -> ExchangeContext:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 __all__ = [
     "MILLISECONDS_PER_DAY",
@@ -20,6 +21,7 @@ __all__ = [
     "ListingFigures",
     "MeteredFact",
     "RatingFact",
+    "SaleFact",
     "listing_figures",
     "nearest_rank",
 ]
@@ -57,6 +59,17 @@ class MeteredFact:
     created_at_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class SaleFact:
+    """A sale that is not a contract: a subscription's period, a digital good."""
+
+    kind: Literal["subscription", "goods"]
+    capability: str
+    net_millicredits: int
+    fee_millicredits: int
+    sold_at_ms: int
+
+
 @dataclass(slots=True)
 class DayFigures:
     day_start_ms: int
@@ -72,6 +85,8 @@ class ListingFigures:
     contracts: int = 0
     metered_sessions: int = 0
     metered_units: int = 0
+    subscription_periods: int = 0
+    goods_sold: int = 0
     revenue_net_millicredits: int = 0
     fees_millicredits: int = 0
     refunds: int = 0
@@ -105,6 +120,7 @@ def listing_figures(
     contracts: Iterable[ContractFact],
     ratings: Iterable[RatingFact],
     metered: Iterable[MeteredFact],
+    sales: Iterable[SaleFact] = (),
     /,
 ) -> list[ListingFigures]:
     """Figures per capability, in capability order; days in time order."""
@@ -131,7 +147,19 @@ def listing_figures(
         figures.revenue_net_millicredits += session.net_millicredits
         figures.fees_millicredits += session.fee_millicredits
         figures.day(session.created_at_ms).revenue_net_millicredits += session.net_millicredits
+    for sale in sales:
+        _add_sale(listing(sale.capability), sale)
     return [by_capability[capability] for capability in sorted(by_capability)]
+
+
+def _add_sale(figures: ListingFigures, sale: SaleFact) -> None:
+    if sale.kind == "subscription":
+        figures.subscription_periods += 1
+    else:
+        figures.goods_sold += 1
+    figures.revenue_net_millicredits += sale.net_millicredits
+    figures.fees_millicredits += sale.fee_millicredits
+    figures.day(sale.sold_at_ms).revenue_net_millicredits += sale.net_millicredits
 
 
 def _add_contract(figures: ListingFigures, contract: ContractFact) -> None:

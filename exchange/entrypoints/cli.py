@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_fees(arguments))
         if command == "analytics":
             return asyncio.run(_analytics(arguments))
+        if command == "subscriptions":
+            return asyncio.run(_subscriptions(arguments))
     except KeyboardInterrupt:
         return EXIT_OK
     except AgentClientError as exc:
@@ -227,6 +229,15 @@ def _add_seller_commands(commands: Commands) -> None:
     analytics.add_argument("--capability", default=None, help="one listing, with its days")
     analytics.add_argument("--key", type=Path, required=True, help="the provider's seed file")
     _add_exchange_location(analytics)
+    subscriptions = commands.add_parser(
+        "subscriptions", help="an agent's subscriptions (as buyer, or --provider); --cancel ID"
+    )
+    subscriptions.add_argument("--key", type=Path, required=True, help="the agent's seed file")
+    subscriptions.add_argument(
+        "--provider", action="store_true", help="those the agent sells (default: it buys)"
+    )
+    subscriptions.add_argument("--cancel", default=None, metavar="ID", help="cancel one")
+    _add_exchange_location(subscriptions)
 
 
 def _add_worker_command(commands: Commands) -> None:
@@ -424,7 +435,9 @@ async def _analytics(arguments: argparse.Namespace) -> int:
         )
         print(
             f"  {listing.capability}: {listing.contracts} contracts, "
-            f"{listing.metered_units} metered units, net {listing.revenue_net_millicredits} mcr, "
+            f"{listing.metered_units} metered units, "
+            f"{listing.subscription_periods} subscription periods, "
+            f"net {listing.revenue_net_millicredits} mcr, "
             f"fees {listing.fees_millicredits} mcr, refunds {listing.refunds}, "
             f"disputes {listing.disputes}, rating {rating}, "
             f"delivery p50 {listing.delivery_p50_ms} ms"
@@ -495,3 +508,27 @@ async def _worker(arguments: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+async def _subscriptions(arguments: argparse.Namespace) -> int:
+    async with await _connect(arguments) as agent:
+        if arguments.cancel is not None:
+            view = await agent.cancel_subscription(arguments.cancel)
+            ends = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(view.period_ends_at_ms // 1000))
+            print(f"{view.subscription_id}: {view.state.value} (paid until {ends})")
+            return EXIT_OK
+        role = "provider" if arguments.provider else "buyer"
+        page = await agent.subscriptions(role=role, limit=100)
+    print(f"{len(page.subscriptions)} subscriptions as {role}")
+    for view in page.subscriptions:
+        ends = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(view.period_ends_at_ms // 1000))
+        other = view.provider_id if role == "buyer" else view.buyer_id
+        failure = f", {view.failure}" if view.failure else ""
+        print(
+            f"  {view.subscription_id} {view.plan} ({view.capability}) with {other[:12]}…: "
+            f"{view.state.value}, {view.price_millicredits} mcr every {view.period_s} s, "
+            f"{view.periods_charged} periods paid, until {ends}{failure}"
+        )
+    if page.has_more:
+        print("  (more not shown)")
+    return EXIT_OK

@@ -40,8 +40,10 @@ from agent_client.protocol import Counter, Quote
 from agent_client.signing import open_envelope_struct
 from exchange.adapters.contract_invariants import check_exchange_invariants
 from exchange.bootstrap.stack import EmbeddedStack, StackConfig
+from exchange.entrypoints.demo_goods import goods_scenario
 from exchange.entrypoints.demo_lifecycle import dispute_scenario, refund_scenario
 from exchange.entrypoints.demo_metered import metered_scenario
+from exchange.entrypoints.demo_subscriptions import subscription_scenario
 from exchange.use_cases.exchange_accounts import ESCROW_ACCOUNT_ID, REVENUE_ACCOUNT_ID
 from wallet import MILLICREDITS_PER_CREDIT, InvariantViolation, SqlLedger
 
@@ -166,12 +168,16 @@ async def _trade(stack: EmbeddedStack, options: DemoOptions, say: Say) -> bool:
         refunded = await refund_scenario(stack.nats_url, operator, say)
         split = await dispute_scenario(stack.nats_url, operator, say)
         metered = await metered_scenario(stack.nats_url, operator, say)
+        sold = await goods_scenario(stack.nats_url, operator, say)
+        subscribed = await subscription_scenario(stack.nats_url, operator, say)
         books_balance = await _report(stack, agents, names, settled, options.deals, say)
         scenarios = {
             "negotiation": negotiated,
             "refund": refunded,
             "dispute": split,
             "metered": metered,
+            "goods": sold,
+            "subscription": subscribed,
         }
         say(
             "scenarios: "

@@ -23,13 +23,16 @@ from agent_client.protocol import (
     EXCHANGE_REQUEST_TYPES,
     AcceptDelivery,
     Advertise,
+    BuyGoods,
     CancelContract,
+    CancelSubscription,
     ClaimUsage,
     CloseMetered,
     ContractReply,
     ContractView,
     Deliver,
     Document,
+    DownloadGoods,
     ErrorCode,
     ErrorReply,
     GetAnalytics,
@@ -37,20 +40,33 @@ from agent_client.protocol import (
     GetContract,
     GetEvidence,
     GetFees,
+    GetGoods,
+    GetGoodsChunk,
     GetListingHistory,
     GetMetered,
     GetMeteredEvidence,
     GetReputation,
     GetResult,
+    GetSubscription,
+    GetSubscriptionToken,
+    GoodsReply,
+    GoodsView,
     InfoReply,
+    ListGoods,
     Listing,
     ListingReply,
+    ListPlans,
+    ListSubscriptions,
     ListTransactions,
     MeteredReply,
     MeteredView,
     Mint,
     OpenContract,
     OpenMetered,
+    PlanReply,
+    PlanView,
+    PublishGoods,
+    PublishPlan,
     RateContract,
     RejectDelivery,
     Reply,
@@ -58,10 +74,14 @@ from agent_client.protocol import (
     SearchCatalog,
     SetFees,
     SetListingStatus,
+    Subscribe,
     SubscribeNotices,
+    SubscriptionReply,
+    SubscriptionView,
     TransactionEntry,
     TransactionsReply,
     Transfer,
+    UploadGoods,
     UploadResult,
     endpoint_of,
 )
@@ -88,11 +108,13 @@ from exchange.use_cases import (
     ReputationUseCases,
     TransferUseCases,
 )
+from exchange.use_cases.digital_goods import GoodsUseCases
 from exchange.use_cases.fee_settings import FeeSettings
 from exchange.use_cases.metered_sessions import MeteredUseCases
 from exchange.use_cases.notices import NoticeConsumers, NoticeSubscriptions
 from exchange.use_cases.provider_analytics import AnalyticsUseCases
 from exchange.use_cases.results import ResultUseCases
+from exchange.use_cases.subscriptions import SubscriptionUseCases
 from wallet import LedgerUnavailable, UnsupportedDatabase, ValueOutOfRange
 
 __all__ = ["ExchangeEndpoints", "map_exchange_error"]
@@ -212,6 +234,45 @@ def _routes(context: ExchangeContext, consumers: NoticeConsumers) -> list[Route[
         _route(SetFees, lambda by, v: fees.set(by, v.document)),
         _route(GetAnalytics, lambda by, v: analytics.analytics(by, v.document)),
         _route(GetMeteredEvidence, lambda by, v: metered.evidence(by, v.document)),
+        *_subscription_routes(SubscriptionUseCases(context)),
+        *_goods_routes(GoodsUseCases(context)),
+    ]
+
+
+def _goods_routes(goods: GoodsUseCases) -> list[Route[Any]]:
+    return [
+        _route(UploadGoods, lambda by, v: goods.upload(by, v.document)),
+        _route(PublishGoods, lambda by, v: _goods(goods.publish(by, v.document))),
+        _route(BuyGoods, lambda by, v: goods.buy(by, v)),
+        _route(DownloadGoods, lambda by, v: goods.download(by, v.document)),
+        _route(GetGoodsChunk, lambda by, v: goods.chunk(by, v.document)),
+        _route(GetGoods, lambda by, v: _goods(goods.get(v.document.item_id))),
+        _route(ListGoods, lambda by, v: goods.list_items(v.document)),
+    ]
+
+
+async def _goods(view: Awaitable[GoodsView]) -> Reply:
+    return GoodsReply(goods=await view)
+
+
+def _subscription_routes(subscriptions: SubscriptionUseCases) -> list[Route[Any]]:
+    return [
+        _route(PublishPlan, lambda by, v: _plan(subscriptions.publish_plan(by, v.document))),
+        _route(ListPlans, lambda by, v: subscriptions.list_plans(v.document)),
+        _route(Subscribe, lambda by, v: _subscription(subscriptions.subscribe(by, v))),
+        _route(
+            CancelSubscription,
+            lambda by, v: _subscription(subscriptions.cancel(by, v.document.subscription_id)),
+        ),
+        _route(
+            GetSubscription,
+            lambda by, v: _subscription(subscriptions.get(by, v.document.subscription_id)),
+        ),
+        _route(ListSubscriptions, lambda by, v: subscriptions.listed(by, v.document)),
+        _route(
+            GetSubscriptionToken,
+            lambda by, v: subscriptions.token(by, v.document.subscription_id),
+        ),
     ]
 
 
@@ -229,6 +290,14 @@ async def _contract(view: Awaitable[ContractView]) -> Reply:
 
 async def _metered(view: Awaitable[MeteredView]) -> Reply:
     return MeteredReply(metered=await view)
+
+
+async def _plan(plan: Awaitable[PlanView]) -> Reply:
+    return PlanReply(plan=await plan)
+
+
+async def _subscription(subscription: Awaitable[SubscriptionView]) -> Reply:
+    return SubscriptionReply(subscription=await subscription)
 
 
 async def _listing(listing: Awaitable[Listing]) -> Reply:

@@ -57,6 +57,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_K = TypeVar("_K")
 
 
 class NoticePublisher(Protocol):
@@ -127,6 +128,7 @@ class ExchangeContext:
         operator_ids: frozenset[str],
         lifecycle: LifecycleSettings | None = None,
         results: ResultStore | None = None,
+        goods: ResultStore | None = None,
         spending: SpendingControls | None = None,
         group_size_max: int = GROUP_JOBS_MAX,
         fees: FeeSchedule | None = None,
@@ -141,6 +143,8 @@ class ExchangeContext:
         self.lifecycle = lifecycle or LifecycleSettings()
         # None: this worker only accepts inline results.
         self.results = results
+        # Digital goods' ciphertext (None: this worker sells no goods).
+        self.goods = goods
         self.exchange_id = keys.agent_id
         # The fee table: the configured defaults, and the table in force (the
         # defaults under the rates operators set; FeeSettings.refresh loads it).
@@ -164,6 +168,19 @@ class ExchangeContext:
         self._notices_publishing = 0
         # Deliveries of stored results being checked at once (each in memory).
         self.stored_result_deliveries = asyncio.Semaphore(STORED_RESULT_DELIVERIES_MAX)
+
+    async def apply_due(
+        self,
+        due: Callable[[AsyncConnection], Awaitable[Sequence[_K]]],
+        apply: Callable[[_K], Awaitable[int]],
+        /,
+    ) -> int:
+        """One timer pass: read what is due (one bounded batch), then apply each in a
+        transaction of its own (so one failing step holds up no other); how many did."""
+        applied = 0
+        for key in await self.run(due):
+            applied += await apply(key)
+        return applied
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
         try:

@@ -59,7 +59,7 @@ from exchange.use_cases.contract_views import envelope_from_text, envelope_text
 from exchange.use_cases.exchange_accounts import agent_account_id, ensure_agent_accounts
 from exchange.use_cases.exchange_context import ExchangeContext, OutboxNotice
 from exchange.use_cases.offer_checks import verified_offer
-from exchange.use_cases.spending import purchase_request, spending_refusals
+from exchange.use_cases.spending import purchase_refusal, purchase_request
 from wallet import FeeKind
 from wallet.database import read_transaction
 
@@ -157,17 +157,11 @@ class MeteredUseCases:
                 contract_id=session.contract_id,
             )
         context = self._context
-        controls = await context.spending.locked_controls(connection, [session.buyer_id])
-        if session.buyer_id in controls:
-            (refusal,) = await spending_refusals(
-                controls,
-                [spending],
-                store=context.spending,
-                ledger=context.ledger,
-                connection=connection,
-            )
-            if refusal is not None:
-                return refusal
+        refusal = await purchase_refusal(
+            spending, store=context.spending, ledger=context.ledger, connection=connection
+        )
+        if refusal is not None:
+            return refusal
         parties = [session.buyer_id, session.provider_id]
         await ensure_agent_accounts(context.ledger, parties, connection=connection)
         try:
@@ -268,10 +262,7 @@ class MeteredUseCases:
                 connection, now_ms=now_ms, limit=SWEEP_BATCH_MAX
             )
 
-        applied = 0
-        for contract_id in await self._context.run(due):
-            applied += await self._apply_timer(contract_id)
-        return applied
+        return await self._context.apply_due(due, self._apply_timer)
 
     async def _apply_timer(self, contract_id: str) -> int:
         async def work(connection: AsyncConnection) -> _Step | None:

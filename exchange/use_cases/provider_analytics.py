@@ -43,8 +43,11 @@ async def provider_analytics(
     contracts = await analytics_queries.contract_facts(connection, provider_id, **bound)
     ratings = await analytics_queries.rating_facts(connection, provider_id, **bound)
     metered = await analytics_queries.metered_facts(connection, provider_id, **bound)
-    truncated = ANALYTICS_ROWS_MAX in (len(contracts), len(ratings), len(metered))
-    figures = listing_figures(contracts, ratings, metered)
+    periods = await analytics_queries.subscription_facts(connection, provider_id, **bound)
+    goods = await analytics_queries.goods_facts(connection, provider_id, **bound)
+    counts = (len(contracts), len(ratings), len(metered), len(periods), len(goods))
+    truncated = ANALYTICS_ROWS_MAX in counts
+    figures = listing_figures(contracts, ratings, metered, [*periods, *goods])
     return ProviderAnalytics(figures, since_ms=since_ms, until_ms=now_ms, truncated=truncated)
 
 
@@ -72,6 +75,8 @@ def _listing(figures: ListingFigures, *, with_days: bool) -> ListingAnalytics:
         contracts=figures.contracts,
         metered_sessions=figures.metered_sessions,
         metered_units=figures.metered_units,
+        subscription_periods=figures.subscription_periods,
+        goods_sold=figures.goods_sold,
         revenue_net_millicredits=figures.revenue_net_millicredits,
         fees_millicredits=figures.fees_millicredits,
         refunds=figures.refunds,

@@ -49,6 +49,7 @@ from wallet import SqlLedger, TransferCode, TransferFlags
 __all__ = [
     "NoSpendingControls",
     "SpendingControls",
+    "purchase_refusal",
     "purchase_request",
     "spending_refusals",
     "spent_since_us",
@@ -164,6 +165,27 @@ async def spending_refusals(
     if asked:
         await store.ask_approvals(connection, asked)
     return refusals
+
+
+async def purchase_refusal(
+    request: SpendingRequest,
+    /,
+    *,
+    store: SpendingControls,
+    ledger: SqlLedger,
+    connection: AsyncConnection,
+) -> SpendingRefusal | None:
+    """The controls' word on one purchase outside a group (a metered ceiling, a
+    subscription's period, a digital good): None when allowed, or when nobody
+    controls the buyer. An approval it asks for is written in ``connection``'s
+    transaction, with the controls row locked."""
+    controls = await store.locked_controls(connection, [request.buyer_id])
+    if request.buyer_id not in controls:
+        return None
+    (refusal,) = await spending_refusals(
+        controls, [request], store=store, ledger=ledger, connection=connection
+    )
+    return refusal
 
 
 def _too_many_transfers() -> SpendingRefusal:

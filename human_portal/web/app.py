@@ -31,6 +31,7 @@ from human_portal.web.pages_agents import agent_router
 from human_portal.web.pages_analytics import analytics_router
 from human_portal.web.pages_money import money_router
 from human_portal.web.pages_operator import DisputeResolver, operator_router
+from human_portal.web.pages_subscriptions import subscriptions_router
 
 __all__ = ["create_app"]
 
@@ -76,6 +77,7 @@ def create_app(
     app.include_router(analytics_router)
     app.include_router(money_router)
     app.include_router(operator_router)
+    app.include_router(subscriptions_router)
     app.include_router(api_router)
     _add_error_handlers(app, web)
 

@@ -50,7 +50,13 @@ async def test_the_demo_tells_a_refund_and_a_dispute_resolved_by_split(tmp_path)
     dispute = [line for line in lines if line.startswith("dispute scenario:")]
     assert any("dispute opened" in line for line in dispute)
     assert any("resolved by split" in line for line in dispute), "\n".join(dispute)
-    assert "scenarios: negotiation OK, refund OK, dispute OK, metered OK" in lines
+    (verdict,) = [line for line in lines if line.startswith("scenarios: ")]
+    for scenario in ("negotiation", "refund", "dispute", "metered", "subscription", "goods"):
+        assert f"{scenario} OK" in verdict, verdict
+    assert "FAILED" not in verdict
+    subscription = [line for line in lines if line.startswith("subscription scenario:")]
+    assert any("checked the buyer's token offline" in line for line in subscription)
+    assert any("the exchange charged period 1" in line for line in subscription)
     metered = [line for line in lines if line.startswith("metered scenario:")]
     assert any("tokens claimed" in line for line in metered), "\n".join(metered)
     assert any("released" in line and "to the buyer" in line for line in metered)
