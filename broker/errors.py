@@ -13,7 +13,8 @@ can catch ``BrokerError`` at a boundary, or one leaf where it can act::
     │   └── NatsServerStartTimeout  ... within startup_timeout_s
     ├── NatsServerStopTimeout       the process outlived SIGTERM and SIGKILL
     ├── JwtInvalid                  a NATS JWT that is malformed, oversize or wrongly signed
-    └── AuthCalloutUnavailable      the auth callout service could not connect
+    ├── AuthCalloutUnavailable      the auth callout service could not connect
+    └── StreamSetupFailed           a JetStream stream could not be created or updated
 
 Errors carry the facts as fields (paths, exit codes, the log tail) so that a
 caller can act on them or show them without parsing the message.
@@ -35,6 +36,7 @@ __all__ = [
     "NatsServerStartTimeout",
     "NatsServerStateError",
     "NatsServerStopTimeout",
+    "StreamSetupFailed",
 ]
 
 
@@ -150,3 +152,14 @@ class AuthCalloutUnavailable(BrokerError):
         self.url = url
         self.reason = reason
         super().__init__(f"the auth callout service cannot connect to {url}: {reason}")
+
+
+class StreamSetupFailed(BrokerError):
+    """A stream the exchange needs could not be created or brought to its config
+    (for example more replicas than the cluster has nodes, or no storage left)."""
+
+    def __init__(self, *, stream: str, replicas: int, reason: str) -> None:
+        super().__init__(f"could not set up the JetStream stream {stream} (R{replicas}): {reason}")
+        self.stream = stream
+        self.replicas = replicas
+        self.reason = reason

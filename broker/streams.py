@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Final
 
+import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -36,6 +37,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from agent_client import limits as protocol_limits
 from agent_client import subjects
+from broker.errors import StreamSetupFailed
 
 __all__ = [
     "GOODS_STREAM",
@@ -87,9 +89,10 @@ NOTICE_CONSUMER_INACTIVE_S: Final = float(protocol_limits.NOTICE_LIFETIME_MAX_S)
 NOTICE_QUEUE_GROUP_PREFIX: Final = "notices_"
 
 
-def notice_stream_config() -> StreamConfig:
+def notice_stream_config(*, replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=NOTICE_STREAM,
+        num_replicas=replicas,
         subjects=[subjects.notifications("*")],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
@@ -106,12 +109,12 @@ def notice_stream_config() -> StreamConfig:
     )
 
 
-async def ensure_notice_stream(js: JetStreamContext, /) -> None:
+async def ensure_notice_stream(js: JetStreamContext, /, *, replicas: int = 1) -> None:
     """Create the notice stream, or bring an existing one to this config (idempotent)."""
-    await _ensure_stream(js, notice_stream_config())
+    await _ensure_stream(js, notice_stream_config(replicas=replicas))
 
 
-def result_stream_config() -> StreamConfig:
+def result_stream_config(*, replicas: int = 1) -> StreamConfig:
     return _chunk_stream_config(
         RESULT_STREAM,
         "Agent Exchange results too large to send inline, one message per chunk",
@@ -119,10 +122,11 @@ def result_stream_config() -> StreamConfig:
         max_bytes=RESULT_STREAM_BYTES_MAX,
         # As long as the contract record that names the result is evidence.
         max_age_s=protocol_limits.CONTRACT_RECORD_LIFETIME_S,
+        replicas=replicas,
     )
 
 
-def goods_stream_config() -> StreamConfig:
+def goods_stream_config(*, replicas: int = 1) -> StreamConfig:
     """Digital goods' ciphertext: kept as long as a licence may be used (no age
     limit), in a pool of its own so that goods never crowd out results."""
     return _chunk_stream_config(
@@ -131,17 +135,25 @@ def goods_stream_config() -> StreamConfig:
         subjects.GOODS_CHUNKS,
         max_bytes=GOODS_STREAM_BYTES_MAX,
         max_age_s=None,
+        replicas=replicas,
     )
 
 
 def _chunk_stream_config(
-    name: str, description: str, chunk_subjects: str, *, max_bytes: int, max_age_s: int | None
+    name: str,
+    description: str,
+    chunk_subjects: str,
+    *,
+    max_bytes: int,
+    max_age_s: int | None,
+    replicas: int,
 ) -> StreamConfig:
     """A stream of chunks, one per subject (the last upload replaces one), that
     refuses new uploads when full and refuses deletes and purges."""
     return StreamConfig(
         name=name,
         description=description,
+        num_replicas=replicas,
         subjects=[chunk_subjects],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
@@ -156,21 +168,35 @@ def _chunk_stream_config(
     )
 
 
-async def ensure_goods_stream(js: JetStreamContext, /) -> None:
+async def ensure_goods_stream(js: JetStreamContext, /, *, replicas: int = 1) -> None:
     """Create the goods stream, or bring an existing one to this config (idempotent)."""
-    await _ensure_stream(js, goods_stream_config())
+    await _ensure_stream(js, goods_stream_config(replicas=replicas))
 
 
-async def ensure_result_stream(js: JetStreamContext, /) -> None:
+async def ensure_result_stream(js: JetStreamContext, /, *, replicas: int = 1) -> None:
     """Create the result stream, or bring an existing one to this config (idempotent).
 
     The server refuses to turn ``deny_delete`` or ``deny_purge`` off again,
     which this config never asks.
     """
-    await _ensure_stream(js, result_stream_config())
+    await _ensure_stream(js, result_stream_config(replicas=replicas))
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig, /) -> None:
+    """Create or update one stream; any refusal is StreamSetupFailed, which is fatal
+    to a starting worker (it must not serve without the streams its steps need)."""
+    assert config.name is not None
+    try:
+        await _create_or_update(js, config)
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise StreamSetupFailed(
+            stream=config.name,
+            replicas=config.num_replicas or 1,
+            reason=str(exc) or type(exc).__name__,
+        ) from exc
+
+
+async def _create_or_update(js: JetStreamContext, config: StreamConfig, /) -> None:
     assert config.name is not None
     try:
         await js.stream_info(config.name)

@@ -24,6 +24,7 @@ from agent_client.keys import AgentKeys
 from agent_client.signing import Clock, SystemClock
 from agent_client.transport import connect_nats
 from broker.admission import DEFAULT_ADMISSION, AdmissionLimits
+from broker.errors import StreamSetupFailed
 from broker.signed_service import AgentEvictor
 from broker.streams import (
     GOODS_STREAM,
@@ -59,6 +60,8 @@ from wallet import FeeSchedule, SqlLedger, WalletError, open_database, upgrade_s
 __all__ = ["ExchangeConfig", "ExchangeWorker", "migrate_database"]
 
 NATS_CONNECT_TIMEOUT_S = 5
+# JetStream keeps at most five replicas of a stream.
+STREAM_REPLICAS_MAX = 5
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,13 @@ class ExchangeConfig:
     previous_exchange_ids: frozenset[str] = frozenset()
     # How much one agent may ask of a worker (broker/admission.py).
     admission: AdmissionLimits = DEFAULT_ADMISSION
+    # JetStream replicas of the notice, result and goods streams: the cluster's
+    # node count (3 on a 3-node cluster), 1 on a single server.
+    stream_replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.stream_replicas <= STREAM_REPLICAS_MAX:
+            raise ValueError(f"stream_replicas must be 1 to {STREAM_REPLICAS_MAX}")
 
 
 class ExchangeWorker:
@@ -142,7 +152,11 @@ class ExchangeWorker:
             connect_timeout_s=NATS_CONNECT_TIMEOUT_S,
         )
         js = self._client.jetstream(timeout=NATS_CONNECT_TIMEOUT_S)
-        await self._ensure_streams(js)
+        try:
+            await self._ensure_streams(js)
+        except StreamSetupFailed:
+            await self.stop()  # a worker without its streams must not serve
+            raise
         context = ExchangeContext(
             self._engine,
             ledger,
@@ -201,9 +215,10 @@ class ExchangeWorker:
         Nobody connected may delete them (broker/permissions.py); this covers
         an operator with server access, and a store lost with its disk.
         """
-        await ensure_notice_stream(js)
-        await ensure_result_stream(js)
-        await ensure_goods_stream(js)
+        replicas = self.config.stream_replicas
+        await ensure_notice_stream(js, replicas=replicas)
+        await ensure_result_stream(js, replicas=replicas)
+        await ensure_goods_stream(js, replicas=replicas)
 
     @property
     def context(self) -> ExchangeContext:

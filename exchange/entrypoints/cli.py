@@ -42,6 +42,7 @@ from agent_client import (
     OperatorClient,
     locate_exchange,
 )
+from broker.errors import BrokerError
 from exchange.bootstrap.stack import (
     ADDRESS_FILE_NAME,
     EmbeddedStack,
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_subscriptions(arguments))
     except KeyboardInterrupt:
         return EXIT_OK
-    except AgentClientError as exc:
+    except (AgentClientError, BrokerError) as exc:
         print(f"agentx: {exc}", file=sys.stderr)
         return EXIT_FAILED
     raise AssertionError(f"unhandled command {command}")
@@ -248,6 +249,14 @@ def _add_worker_command(commands: Commands) -> None:
     worker.add_argument("--operator", action="append", default=[], help="operator agent id")
     worker.add_argument("--portal-id", default=None, help="the human portal's key id, if any")
     worker.add_argument("--migrate", action="store_true", help="upgrade the schema first")
+    worker.add_argument(
+        "--stream-replicas",
+        type=int,
+        default=1,
+        choices=range(1, 6),
+        metavar="1..5",
+        help="JetStream replicas of the exchange's streams: the cluster's node count (default 1)",
+    )
 
 
 def _keys_new(out: Path) -> int:
@@ -498,16 +507,13 @@ async def _worker(arguments: argparse.Namespace) -> int:
         keys=AgentKeys.load(arguments.key),
         operator_ids=frozenset(arguments.operator),
         portal_id=arguments.portal_id,
+        stream_replicas=arguments.stream_replicas,
     )
     async with ExchangeWorker(config) as worker:
         print(f"exchange worker {worker.exchange_id} serving {arguments.nats_url}", flush=True)
         freeze_startup_objects()
         await stop.wait()
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 async def _subscriptions(arguments: argparse.Namespace) -> int:
@@ -532,3 +538,7 @@ async def _subscriptions(arguments: argparse.Namespace) -> int:
     if page.has_more:
         print("  (more not shown)")
     return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
