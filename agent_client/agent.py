@@ -42,6 +42,7 @@ from agent_client.errors import (
     AgentClosed,
     ExchangeError,
     ProtocolError,
+    RefusedError,
     RequestTimeout,
     SignatureRejected,
     exchange_error,
@@ -83,6 +84,7 @@ from agent_client.protocol import (
     ContractOpenedNotice,
     ContractRecord,
     ContractReply,
+    ContractState,
     ContractUpdatedNotice,
     ContractView,
     DeliveredNotice,
@@ -144,6 +146,7 @@ from agent_client.protocol import (
 )
 from agent_client.providing import Pricing, ProviderDesk, TaskHandler
 from agent_client.replies import ANY_AUDIENCE, expect_reply, open_reply
+from agent_client.retries import REQUEST_TRIES_DEFAULT, RETRIED_REQUESTS, with_retries
 from agent_client.sealing import open_sealed
 from agent_client.signing import (
     Clock,
@@ -199,10 +202,14 @@ class AgentOptions:
     name: str = "agentx-agent"
     # On close, hired tasks still running get this long to deliver.
     close_grace_s: float = 5.0
+    # Tries of a request whose answer was lost, when its repeat is safe
+    # (agent_client/retries.py); 1: never ask again.
+    request_tries: int = REQUEST_TRIES_DEFAULT
 
     def __post_init__(self) -> None:
         assert 0 < self.request_timeout_s <= limits.REQUEST_TIMEOUT_MAX_S
         assert 0 < self.handler_concurrency_max <= 10_000
+        assert 1 <= self.request_tries <= 10
 
 
 @dataclass(slots=True)
@@ -882,17 +889,24 @@ class Agent:
         task_bytes = json_encoder.encode(task)
         if len(task_bytes) > limits.TASK_BYTES_MAX:
             raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, f"task over {limits.TASK_BYTES_MAX} B")
-        reply = await self._request(
-            OpenContract,
-            lambda header: OpenContract(
-                header=header,
-                quote=quote.envelope,
-                task=msgspec.Raw(task_bytes),
-                history=quote.history,
-                seal_result=seal_result,
-            ),
-        )
-        view = expect_reply(reply, ContractReply).contract
+        try:
+            reply = await self._request(
+                OpenContract,
+                lambda header: OpenContract(
+                    header=header,
+                    quote=quote.envelope,
+                    task=msgspec.Raw(task_bytes),
+                    history=quote.history,
+                    seal_result=seal_result,
+                ),
+            )
+            view = expect_reply(reply, ContractReply).contract
+        except RefusedError as refused:
+            # This quote opened a contract already: an earlier try whose answer
+            # was lost (retried), or an earlier hire. It is this buyer's: read it.
+            if refused.code != ErrorCode.QUOTE_ALREADY_ACCEPTED or refused.contract_id is None:
+                raise
+            view = await self.contract(refused.contract_id)
         return Contract(self, self._verify_record(view.record))
 
     async def wait_delivery(self, contract_id: str, /, *, timeout_s: float = 30.0) -> Delivery:
@@ -953,14 +967,24 @@ class Agent:
 
     async def accept_delivery(self, delivery: Delivery, /) -> ContractView:
         """Accept a delivery: the exchange releases the price to the provider."""
-        reply = await self._request(
-            AcceptDelivery,
-            lambda header: AcceptDelivery(
-                header=header,
-                contract_id=delivery.contract_id,
-                result_sha256=delivery.result_sha256,
-            ),
-        )
+        try:
+            reply = await self._request(
+                AcceptDelivery,
+                lambda header: AcceptDelivery(
+                    header=header,
+                    contract_id=delivery.contract_id,
+                    result_sha256=delivery.result_sha256,
+                ),
+            )
+        except RefusedError as refused:
+            # Released already: by an earlier try whose answer was lost, or by
+            # the review window's auto-release. Either way, what was asked holds.
+            if refused.code != ErrorCode.INVALID_STATE:
+                raise
+            view = await self.contract(delivery.contract_id)
+            if view.state is not ContractState.RELEASED:
+                raise
+            return view
         return expect_reply(reply, ContractReply).contract
 
     async def rate(self, contract_id: str, stars: int, /, comment: str = "") -> RatingReply:
@@ -1106,7 +1130,13 @@ class Agent:
         """A signed request to the exchange (its endpoint is the document's tag);
         its signed reply, verified."""
         subject = subjects.exchange_request(self.agent_id, endpoint_of(document_type))
-        return await self._signed_request(subject, EXCHANGE_AUDIENCE, self.exchange_id, build)
+
+        async def send() -> Reply:
+            return await self._signed_request(subject, EXCHANGE_AUDIENCE, self.exchange_id, build)
+
+        if document_type not in RETRIED_REQUESTS:
+            return await send()
+        return await with_retries(send, what=subject, tries=self._options.request_tries)
 
     async def _portal_request(
         self, subject_format: str, build: Callable[[Header], Document]

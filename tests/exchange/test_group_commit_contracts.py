@@ -81,11 +81,9 @@ async def test_concurrent_openings_and_acceptances_get_the_unbatched_answers(
     answers = [answer_of(result) for result in results]
     assert answers[:12] == ["opened"] * 12
     assert answers[12:14] == ["insufficient_funds", "agent_frozen"]
-    assert sorted(answers[14:]) == ["opened", "quote_already_accepted", "quote_already_accepted"]
-    [twice_contract] = [r for r in results[14:] if not isinstance(r, BaseException)]
-    assert {r.contract_id for r in results[14:] if isinstance(r, ExchangeError)} == {
-        twice_contract.contract_id
-    }
+    # A quote accepted three times opens one contract; each hire answers it.
+    assert answers[14:] == ["opened"] * 3
+    assert len({result.contract_id for result in results[14:]}) == 1
     assert (await poor.balance()).held_millicredits == 0
     assert (await frozen.balance()).held_millicredits == 0
     assert (await twice.balance()).held_millicredits == PRICE
@@ -98,14 +96,13 @@ async def test_concurrent_openings_and_acceptances_get_the_unbatched_answers(
         contracts[0].accept_delivery(deliveries[0]),
         return_exceptions=True,
     )
-    # The two acceptances of the first contract race: exactly one releases it.
-    first_contract = sorted([released[0], released[-1]], key=lambda r: isinstance(r, ExchangeError))
-    assert first_contract[0].state == "released"
-    assert isinstance(first_contract[1], ExchangeError)
-    assert first_contract[1].code == "invalid_state"
-    assert [view.state for view in released[1:-1]] == ["released"] * (len(contracts) - 1)
+    # The two acceptances of the first contract race: one releases it, the other is
+    # refused by the exchange and reads it back released; the money moves once.
+    assert [view.state for view in released] == ["released"] * (len(contracts) + 1)
     earned = (await provider.balance()).available_millicredits
-    assert earned == len(contracts) * (PRICE - PRICE * 5 // 100)
+    distinct = len({contract.contract_id for contract in contracts})
+    assert distinct == len(contracts) - 2  # the quote accepted three times opened one
+    assert earned == distinct * (PRICE - PRICE * 5 // 100)
     groups = exchange.worker.contract_groups
     if group_commit:
         # Shared transactions happened: fewer groups than steps.
@@ -216,14 +213,10 @@ async def test_a_worker_that_dies_between_a_groups_commit_and_its_replies_loses_
             return_exceptions=True,
         )
         for retry in retries:
-            if isinstance(retry, ExchangeError):
-                # Committed before the crash: the retry learns that contract.
-                assert retry.code == "quote_already_accepted"
-                assert retry.contract_id in committed
-            else:
-                assert not isinstance(retry, BaseException), retry
-                assert retry.contract_id not in committed
-        assert sum(isinstance(retry, ExchangeError) for retry in retries) == len(committed)
+            # Committed before the crash or not, the retry answers the one contract
+            # of its quote (the client reads back one the exchange already had).
+            assert not isinstance(retry, BaseException), retry
+        assert committed <= {retry.contract_id for retry in retries}
         for buyer in buyers:
             balance = await buyer.balance()
             assert (balance.available_millicredits, balance.held_millicredits) == (0, PRICE)

@@ -131,8 +131,7 @@ async def test_retrying_an_acceptance_after_the_quote_expired_names_the_contract
     quote = ReceivedQuote(short_lived, seal(short_lived, provider_keys))
     contract = await buyer.hire(quote, {"text": "a"})
     await asyncio.sleep(1.1)
-    with pytest.raises(ExchangeError) as caught:
-        await buyer.hire(quote, {"text": "a"})
-    assert caught.value.code == "quote_already_accepted"
-    assert caught.value.contract_id == contract.contract_id
+    # The exchange finds the contract before it looks at the quote's expiry.
+    again = await buyer.hire(quote, {"text": "a"})
+    assert again.contract_id == contract.contract_id
     await exchange.check_invariants()
