@@ -1,8 +1,9 @@
 """The broker: running, securing and configuring nats-server for Agent Exchange.
 
 The embedded server an operator runs on a laptop and the test suite runs per
-session (``server``); connection authentication through the auth callout,
-bound to each agent's key, and the permissions of each role
+session (``nats_process``), and a local cluster of them (``nats_cluster``);
+connection authentication through the auth callout, bound to each agent's
+key, and the permissions of each role
 (``auth_callout``, ``permissions``, ``nats_jwt``); the JetStream streams the
 exchange relies on (``streams``).
 """
@@ -13,6 +14,7 @@ from broker.errors import (
     AuthCalloutUnavailable,
     BrokerError,
     JwtInvalid,
+    NatsClusterNotFormed,
     NatsServerConfigInvalid,
     NatsServerDataDirInUse,
     NatsServerExited,
@@ -22,7 +24,13 @@ from broker.errors import (
     NatsServerStateError,
     NatsServerStopTimeout,
 )
-from broker.nats_process import EmbeddedNatsServer, NatsServerConfig, ServerState
+from broker.nats_cluster import NatsCluster, NatsClusterConfig
+from broker.nats_process import (
+    ClusterMembership,
+    EmbeddedNatsServer,
+    NatsServerConfig,
+    ServerState,
+)
 from broker.permissions import AccessPolicy, Role
 
 __all__ = [
@@ -32,8 +40,12 @@ __all__ = [
     "AuthCalloutUnavailable",
     "BrokerError",
     "CalloutKeys",
+    "ClusterMembership",
     "EmbeddedNatsServer",
     "JwtInvalid",
+    "NatsCluster",
+    "NatsClusterConfig",
+    "NatsClusterNotFormed",
     "NatsServerConfig",
     "NatsServerConfigInvalid",
     "NatsServerDataDirInUse",

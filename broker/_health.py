@@ -7,8 +7,9 @@ HTTP client library would be a dependency for one request line.
 from __future__ import annotations
 
 import asyncio
+import json
 
-from broker.limits import HEALTH_RESPONSE_BYTES_MAX
+from broker.limits import HEALTH_RESPONSE_BYTES_MAX, MONITOR_RESPONSE_BYTES_MAX
 
 _HTTP_OK = 200
 
@@ -51,3 +52,42 @@ def _parse_status_code(status_line: bytes) -> int:
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
         raise ValueError(f"not an HTTP status line: {status_line[:80]!r}")
     return int(parts[1])
+
+
+async def fetch_json(host: str, port: int, path: str, *, timeout_s: float) -> object | None:
+    """The JSON a monitor endpoint (``/jsz``, ``/routez``) answers, or None on any failure.
+
+    HTTP/1.0, so that the server sends the body as is (never chunked) and
+    closes; the body is read up to MONITOR_RESPONSE_BYTES_MAX.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                host_header = f"[{host}]" if ":" in host else host
+                request = f"GET {path} HTTP/1.0\r\nHost: {host_header}:{port}\r\n\r\n"
+                writer.write(request.encode("ascii"))
+                await writer.drain()
+                response = await _read_to_end(reader)
+            finally:
+                writer.close()
+                await writer.wait_closed()
+        head, _, body = response.partition(b"\r\n\r\n")
+        if _parse_status_code(head.split(b"\r\n", 1)[0]) != _HTTP_OK:
+            return None
+        decoded: object = json.loads(body)
+    except (OSError, TimeoutError, ValueError):
+        return None
+    return decoded
+
+
+async def _read_to_end(reader: asyncio.StreamReader) -> bytes:
+    """Everything until the server closes; ValueError past MONITOR_RESPONSE_BYTES_MAX."""
+    chunks: list[bytes] = []
+    size_bytes = 0
+    while chunk := await reader.read(MONITOR_RESPONSE_BYTES_MAX):
+        size_bytes += len(chunk)
+        if size_bytes > MONITOR_RESPONSE_BYTES_MAX:
+            raise ValueError(f"a monitor response above {MONITOR_RESPONSE_BYTES_MAX} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -12,6 +12,7 @@ can catch ``BrokerError`` at a boundary, or one leaf where it can act::
     │   ├── NatsServerExited        ... because the process exited (bad config, port taken)
     │   └── NatsServerStartTimeout  ... within startup_timeout_s
     ├── NatsServerStopTimeout       the process outlived SIGTERM and SIGKILL
+    ├── NatsClusterNotFormed        a cluster's nodes started but never agreed on a meta leader
     ├── JwtInvalid                  a NATS JWT that is malformed, oversize or wrongly signed
     ├── AuthCalloutUnavailable      the auth callout service could not connect
     └── StreamSetupFailed           a JetStream stream could not be created or updated
@@ -28,6 +29,7 @@ __all__ = [
     "AuthCalloutUnavailable",
     "BrokerError",
     "JwtInvalid",
+    "NatsClusterNotFormed",
     "NatsServerConfigInvalid",
     "NatsServerDataDirInUse",
     "NatsServerExited",
@@ -134,6 +136,19 @@ class NatsServerStopTimeout(BrokerError):
         self.timeout_s = timeout_s
         super().__init__(
             f"nats-server process {process_id} did not exit within {timeout_s} s of SIGKILL"
+        )
+
+
+class NatsClusterNotFormed(BrokerError):
+    """Every node answered its health check, but the cluster did not form in time."""
+
+    def __init__(self, *, nodes: int, timeout_s: float, last_seen: str) -> None:
+        self.nodes = nodes
+        self.timeout_s = timeout_s
+        self.last_seen = last_seen
+        super().__init__(
+            f"the {nodes} NATS nodes did not form a JetStream cluster within {timeout_s} s "
+            f"({last_seen})"
         )
 
 

@@ -50,6 +50,15 @@ READINESS_POLL_INTERVAL_S: Final = 0.02
 HEALTH_PROBE_TIMEOUT_S: Final = 1.0
 HEALTH_RESPONSE_BYTES_MAX: Final = 4 * KIBIBYTE
 PORTS_FILE_BYTES_MAX: Final = 64 * KIBIBYTE
+# A monitor endpoint's JSON (/jsz, /routez without details) is a few KiB.
+MONITOR_RESPONSE_BYTES_MAX: Final = 256 * KIBIBYTE
+
+# A local cluster (broker/nats_cluster.py): JetStream keeps at most five
+# replicas, so more nodes would add nothing a stream could use. Forming it
+# takes each node's start plus a meta leader election (a few seconds).
+CLUSTER_NODES_MAX: Final = 5
+CLUSTER_FORMING_TIMEOUT_S_DEFAULT: Final = 30.0
+CLUSTER_POLL_INTERVAL_S: Final = 0.1
 
 # nats-server's own default is 1 MiB; larger payloads belong in an object
 # store with a reference on the wire.
@@ -126,6 +135,8 @@ assert protocol_limits.REPLY_BYTES_MAX <= MAX_PAYLOAD_BYTES_DEFAULT
 assert MAX_PAYLOAD_BYTES_CEILING <= JETSTREAM_MEMORY_STORE_BYTES_DEFAULT
 assert JETSTREAM_MEMORY_STORE_BYTES_DEFAULT <= JETSTREAM_FILE_STORE_BYTES_DEFAULT
 assert LOG_TAIL_LINES_MAX > 0
+assert HEALTH_RESPONSE_BYTES_MAX <= MONITOR_RESPONSE_BYTES_MAX
+assert 0 < CLUSTER_POLL_INTERVAL_S < CLUSTER_FORMING_TIMEOUT_S_DEFAULT <= LIFECYCLE_TIMEOUT_S_MAX
 # An orphan gets the same two waits as our own server, polled several times each.
 assert 0 < ORPHAN_EXIT_POLL_INTERVAL_S < KILL_WAIT_TIMEOUT_S <= SHUTDOWN_TIMEOUT_S_DEFAULT
 assert len(str(PROCESS_ID_MAX)) < PID_FILE_BYTES_MAX

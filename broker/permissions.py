@@ -43,6 +43,9 @@ _ONE_REPLY = ResponsePermission(max=1, ttl=_REPLY_WINDOW_NS)
 # NATS micro services answer these for discovery (and stats, for operators).
 _DISCOVERY = ("$SRV.PING", "$SRV.PING.>", "$SRV.INFO", "$SRV.INFO.>")
 _MICRO_SERVICE = ("$SRV.>",)
+# Every service's request counts: for the exchange's key, which operators hold
+# (``agentx status``), never for agents.
+_SERVICE_STATS = ("$SRV.STATS", "$SRV.STATS.>")
 # Deleting a stream, purging it or removing one of its messages is refused to
 # every connection, the exchange's included: a stolen worker key cannot wipe
 # the notices or the results.
@@ -119,6 +122,8 @@ def _exchange_permissions(exchange_id: str) -> UserPermissions:
                 subjects.notifications("*"),
                 subjects.RESULT_CHUNKS,
                 subjects.GOODS_CHUNKS,
+                *_DISCOVERY,
+                *_SERVICE_STATS,
             ),
             deny=_JETSTREAM_DESTRUCTIVE,
         ),

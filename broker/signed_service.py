@@ -48,6 +48,7 @@ from agent_client.replies import ANY_AUDIENCE, sign_reply
 from agent_client.signing import Clock, ReplayGuard, VerifiedDocument, open_envelope, verify_request
 from agent_client.transport import flush_subscriptions
 from broker.admission import AgentAdmission, Verdict
+from broker.service_observer import NO_OBSERVER, NOT_ANSWERED, OK, RequestObserver
 
 __all__ = ["AgentEvictor", "OpenRoute", "Route", "ServiceIdentity", "SignedRequestService"]
 
@@ -129,6 +130,7 @@ class SignedRequestService:
         clock: Clock,
         concurrency_max: int,
         evictor: AgentEvictor | None = None,
+        observer: RequestObserver = NO_OBSERVER,
     ) -> None:
         assert concurrency_max > 0
         self._client = client
@@ -146,6 +148,8 @@ class SignedRequestService:
         # None: flooding agents are only refused (no broker in this process).
         self._evictor = evictor
         self._refused_in_a_row = 0
+        # Counts and times every request (Prometheus, in a worker).
+        self._observer = observer
 
     async def start(self) -> None:
         identity = self._identity
@@ -191,7 +195,7 @@ class SignedRequestService:
             agent_id = tokens[_AGENT_TOKEN_INDEX] if len(tokens) > _AGENT_TOKEN_INDEX else ""
             verdict = self._admission.admit(agent_id, now_s=time.monotonic())
             if verdict is not Verdict.ADMIT:
-                await self._refuse(request, agent_id, verdict)
+                await self._refuse(request, route.name, agent_id, verdict)
                 return
             try:
                 # Checked here, before the next message is taken: a flood of
@@ -201,6 +205,7 @@ class SignedRequestService:
             except SignatureRejected as exc:
                 self._admission.protocol_error(agent_id, now_s=time.monotonic())
                 self._admission.finished(agent_id)
+                self._observer.request_refused(route.name, exc.code)
                 await self._respond(request, _error(ErrorCode(exc.code), exc.message), agent_id)
                 return
             await self._slots.acquire()
@@ -208,7 +213,11 @@ class SignedRequestService:
 
         return receive
 
-    async def _refuse(self, request: Request, agent_id: str, verdict: Verdict) -> None:
+    async def _refuse(
+        self, request: Request, endpoint: str, agent_id: str, verdict: Verdict
+    ) -> None:
+        refused_with = ErrorCode.RATE_LIMITED.value if verdict is Verdict.REFUSE else NOT_ANSWERED
+        self._observer.request_refused(endpoint, refused_with)
         if verdict is Verdict.REFUSE:
             refusal = _error(ErrorCode.RATE_LIMITED, "too many requests; retry in a while")
             await self._respond(request, refusal, agent_id)
@@ -237,9 +246,12 @@ class SignedRequestService:
     async def _answer(
         self, route: Route[_D], agent_id: str, request: Request, verified: VerifiedDocument[_D]
     ) -> None:
+        started_s = time.perf_counter()
         try:
             reply = await self._use_case_reply(route, agent_id, request.subject, verified)
             await self._respond(request, reply, agent_id)
+            code = reply.code if isinstance(reply, ErrorReply) else OK
+            self._observer.request_answered(route.name, code, time.perf_counter() - started_s)
         except Exception as exc:
             log.error("could not answer on %s: %s", request.subject, _one_line(exc))
         finally:
@@ -252,6 +264,7 @@ class SignedRequestService:
         try:
             return await route.answer(agent_id, verified)
         except Exception as exc:
+            self._observer.use_case_raised(route.name, exc)
             mapped = self._map_error(exc)
             if mapped is not None:
                 return mapped

@@ -20,6 +20,7 @@ a licence outlives any contract record.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Final
 
 import nats.errors
@@ -56,6 +57,9 @@ __all__ = [
 ]
 
 NOTICE_STREAM: Final = "AGENTX_NOTICES"
+# Creating or updating a stream: tries after a timeout, and the pause between.
+STREAM_SETUP_TRIES: Final = 5
+STREAM_SETUP_PAUSE_S: Final = 0.5
 NOTICE_STREAM_BYTES_MAX: Final = 1024**3
 NOTICES_PER_AGENT_MAX: Final = 100_000
 # Every agent has a durable consumer on the stream (removed after 8 days
@@ -198,15 +202,35 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig, /) -> None:
 
 async def _create_or_update(js: JetStreamContext, config: StreamConfig, /) -> None:
     assert config.name is not None
-    try:
-        await js.stream_info(config.name)
-    except NotFoundError:
+    for attempt in range(1, STREAM_SETUP_TRIES + 1):
         try:
-            await js.add_stream(config)
+            existing = await js.stream_info(config.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+                return
+            except BadRequestError:
+                continue  # another worker created it in between: look again
+        if _already_configured(existing.config, config):
+            return  # nothing to change (workers starting together all get here)
+        try:
+            await js.update_stream(config)
             return
-        except BadRequestError:
-            pass  # another worker created it in between; update below
-    await js.update_stream(config)
+        except TimeoutError:
+            # A stream another worker just created may have no leader yet to
+            # answer an update: give it a moment, within a bound.
+            if attempt == STREAM_SETUP_TRIES:
+                raise
+            await asyncio.sleep(STREAM_SETUP_PAUSE_S * attempt)
+
+
+def _already_configured(existing: StreamConfig, wanted: StreamConfig, /) -> bool:
+    """Whether every setting this module chooses already holds on the server."""
+    chosen = {
+        name: value for name, value in wanted.as_dict().items() if name not in ("description",)
+    }
+    current = existing.as_dict()
+    return all(current.get(name) == value for name, value in chosen.items())
 
 
 def notice_consumer_name(agent_id: str, /) -> str:

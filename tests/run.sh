@@ -20,6 +20,20 @@ if [ ! -x /usr/bin/chromium ]; then
     apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
+# tests/deploy/test_compose.py runs docker-compose.yml: it needs a Docker
+# engine, docker-compose and debootstrap (the base image is built from Debian
+# packages). Installed here when missing; the test starts dockerd itself when
+# none runs (and stops what it started). A failure to install is not the
+# suite's failure: the test then skips and says why.
+if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null \
+    || ! command -v debootstrap >/dev/null; then
+    echo "== apt-get install docker.io docker-compose debootstrap (for the compose test)"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+        docker.io docker-compose debootstrap; } >/dev/null \
+        || echo "could not install Docker; the compose test will skip" >&2
+fi
+
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -29,6 +29,7 @@ __all__ = [
     "reputation_buyers",
     "subscription_charges",
     "subscriptions",
+    "timer_leases",
     "transfers",
 ]
 
@@ -354,4 +355,14 @@ fees = Table(
     Column("rate_bps", Integer, nullable=False),
     Column("updated_at_ms", BigInteger, nullable=False),
     Column("updated_by", Text, nullable=False),
+)
+
+# From migration timers_0001: which worker runs each background pass, until when.
+timer_leases = Table(
+    "exchange_timer_leases",
+    metadata,
+    Column("job", Text, primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("acquired_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
 )

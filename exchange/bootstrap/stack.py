@@ -193,6 +193,8 @@ class EmbeddedStack:
                 )
                 await worker.start()
                 self.workers.append(worker)
+                if self.nats.callout is not None:  # counted where the callout runs
+                    worker.metrics.count_auth_refusals(self.nats.callout)
             if self.config.portal_port is not None:
                 await self._start_portal(self.config.portal_port)
             write_exchange_address(

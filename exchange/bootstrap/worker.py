@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +40,15 @@ from exchange.adapters.jetstream import (
     JetStreamResultStore,
 )
 from exchange.bootstrap.components import extra_migration_paths, spending_controls
+from exchange.bootstrap.worker_metrics import WorkerMetrics
 from exchange.entrypoints.nats_endpoints import ExchangeEndpoints
 from exchange.limits import (
     GROUP_JOBS_MAX,
     REQUEST_CONCURRENCY_MAX,
     STREAMS_CHECK_INTERVAL_S,
     SWEEP_INTERVAL_S,
+    TIMER_JITTER_FRACTION,
+    TIMER_LEASE_TTL_INTERVALS,
 )
 from exchange.migrations import VERSIONS_PATH as EXCHANGE_MIGRATIONS
 from exchange.use_cases import ContractUseCases, ExchangeContext
@@ -55,6 +59,7 @@ from exchange.use_cases.fee_settings import FeeSettings
 from exchange.use_cases.group_commit import GroupCommitter
 from exchange.use_cases.metered_sessions import MeteredUseCases
 from exchange.use_cases.subscriptions import SubscriptionUseCases
+from exchange.use_cases.timer_leases import TimerLeases, worker_instance_id
 from wallet import FeeSchedule, SqlLedger, WalletError, open_database, upgrade_schema
 
 __all__ = ["ExchangeConfig", "ExchangeWorker", "migrate_database"]
@@ -105,8 +110,13 @@ class ExchangeConfig:
     # JetStream replicas of the notice, result and goods streams: the cluster's
     # node count (3 on a 3-node cluster), 1 on a single server.
     stream_replicas: int = 1
+    # Where /metrics and /healthz are served: None serves neither, 0 any free port.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError("metrics_port must be 0 to 65535")
         if not 1 <= self.stream_replicas <= STREAM_REPLICAS_MAX:
             raise ValueError(f"stream_replicas must be 1 to {STREAM_REPLICAS_MAX}")
 
@@ -124,11 +134,16 @@ class ExchangeWorker:
         self._clock = clock or SystemClock()
         # The broker's eviction of flooding agents, when it runs in this process.
         self._evictor = evictor
+        # This worker's own registry: several workers may share a process.
+        self.metrics = WorkerMetrics()
         self._client: Client | None = None
         self._engine: AsyncEngine | None = None
         self._endpoints: ExchangeEndpoints | None = None
         self._context: ExchangeContext | None = None
         self._background: list[asyncio.Task[None]] = []
+        # This process's name in the timer leases (random per process).
+        self.instance_id = worker_instance_id()
+        self._leases: TimerLeases | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -151,6 +166,7 @@ class ExchangeWorker:
             name="agentx-exchange",
             connect_timeout_s=NATS_CONNECT_TIMEOUT_S,
         )
+        self.metrics.watch_nats(self._client)
         js = self._client.jetstream(timeout=NATS_CONNECT_TIMEOUT_S)
         try:
             await self._ensure_streams(js)
@@ -179,6 +195,7 @@ class ExchangeWorker:
         self.fees = FeeSettings(context)
         await self.fees.refresh()
         self._context = context
+        self.metrics.watch_groups(self.contract_groups)
         self._endpoints = ExchangeEndpoints(
             self._client,
             context,
@@ -190,19 +207,69 @@ class ExchangeWorker:
             admission=self.config.admission,
             concurrency_max=self.config.request_concurrency_max,
             evictor=self._evictor,
+            observer=self.metrics,
         )
         await self._endpoints.start()
-        self._background = [
-            asyncio.create_task(self._every(self.config.sweep_interval_s, self.contracts.sweep)),
-            asyncio.create_task(self._every(self.config.sweep_interval_s, self.metered.sweep)),
-            asyncio.create_task(self._every(self.config.sweep_interval_s, self.goods.sweep)),
-            asyncio.create_task(
-                self._every(self.config.sweep_interval_s, self.subscriptions.sweep)
+        self._background = self._start_background_loops(context)
+        await self._serve_metrics()
+
+    async def _serve_metrics(self) -> None:
+        """Serve /metrics and /healthz when configured; the backlog is measured then."""
+        port = self.config.metrics_port
+        if port is None:
+            return
+        measure = self.metrics.outbox_backlog_job(self.engine)
+        interval_s = self.config.sweep_interval_s
+        self._background.append(asyncio.create_task(self._every(interval_s, measure)))
+        host = self.config.metrics_host
+        await self.metrics.serve(host=host, port=port, engine=lambda: self._engine)
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://host:port`` serving /metrics and /healthz; None when not served."""
+        return self.metrics.url
+
+    def _start_background_loops(self, context: ExchangeContext) -> list[asyncio.Task[None]]:
+        """The timers and the relay run on one worker at a time (each job's lease
+        holder); every worker refreshes its fee table, marks the notices it
+        published and checks its streams."""
+        interval_s = self.config.sweep_interval_s
+        self._leases = TimerLeases(
+            context, holder=self.instance_id, ttl_s=TIMER_LEASE_TTL_INTERVALS * interval_s
+        )
+        leased_jobs = {
+            "contracts.sweep": self.contracts.sweep,
+            "metered.sweep": self.metered.sweep,
+            "goods.sweep": self.goods.sweep,
+            "subscriptions.sweep": self.subscriptions.sweep,
+            "outbox.relay": self.relay_outbox,
+        }
+        return [
+            *(
+                asyncio.create_task(self._every(interval_s, self._leader_only(job, run_pass)))
+                for job, run_pass in leased_jobs.items()
             ),
-            asyncio.create_task(self._every(self.config.sweep_interval_s, self.fees.refresh)),
-            asyncio.create_task(self._every(self.config.sweep_interval_s, self.relay_outbox)),
+            asyncio.create_task(self._every(interval_s, self.fees.refresh)),
+            asyncio.create_task(self._every(interval_s, context.flush_published)),
             asyncio.create_task(self._every(STREAMS_CHECK_INTERVAL_S, self.ensure_streams)),
         ]
+
+    def _leader_only(
+        self, job: str, run_pass: Callable[[], Awaitable[int]]
+    ) -> Callable[[], Awaitable[int]]:
+        leases = self.timer_leases
+
+        async def leading() -> int:
+            return await leases.run_if_leader(job, run_pass)
+
+        leading.__name__ = job  # the name a failing run is logged under
+        return leading
+
+    @property
+    def timer_leases(self) -> TimerLeases:
+        """This worker's leases on the background jobs."""
+        assert self._leases is not None, "the worker is not started"
+        return self._leases
 
     async def ensure_streams(self) -> int:
         assert self._client is not None, "the worker is not started"
@@ -240,20 +307,29 @@ class ExchangeWorker:
     async def _every(self, interval_s: float, job: Callable[[], Awaitable[int]]) -> None:
         """Run a periodic job until cancelled; a failing run is logged, not fatal."""
         while True:
-            await asyncio.sleep(interval_s)
+            # Jittered, so that workers started together do not query in lockstep.
+            jitter = random.uniform(-TIMER_JITTER_FRACTION, TIMER_JITTER_FRACTION)
+            await asyncio.sleep(interval_s * (1 + jitter))
             try:
-                await job()
+                self.metrics.job_passed(job.__name__, await job())
             except Exception as exc:
+                self.metrics.job_failed(job.__name__, exc)
                 # One line: a job failing every second (JetStream down) must
                 # not fill the log with tracebacks.
                 log.warning("background job %s failed; it runs again: %r", job.__name__, exc)
 
     async def stop(self) -> None:
         """Stop taking requests, finish those in flight, then disconnect."""
+        await self.metrics.stop_serving()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background = []
+        if self._leases is not None:
+            # Another worker takes the jobs at its next wake-up, not after the lease lapses.
+            with contextlib.suppress(WalletError):
+                await self._leases.release_all()
+            self._leases = None
         if self._endpoints is not None:
             await self._endpoints.stop()
             self._endpoints = None

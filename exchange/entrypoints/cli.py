@@ -14,7 +14,15 @@
     agentx resolve CONTRACT --provider-share-percent N [--note TEXT] [--url URL] [--key FILE]
                                            operator: end a dispute (100 all, 0 none, else split)
     agentx worker --nats-url URL --database-url URL --key FILE --operator ID [--portal-id ID]
-                                           one exchange worker on external NATS + database
+              [--metrics-port N] [--log-json]  one exchange worker on external NATS + database
+    agentx status --url URL[,URL...] [--key FILE] [--database-url URL]
+                                           operator: nodes, workers, streams, outbox, database
+    agentx cluster [--database-url URL] [--data-dir DIR] [--nodes N] [--workers N]
+                   [--portal-port N]       the production topology on loopback: NATS nodes,
+                                           worker processes, the portal, on PostgreSQL
+                   [--base-port N] [--only PART] [--print-compose]
+                                           fixed ports; one part alone (in a container);
+                                           the docker-compose.yml of this topology
 
 The client commands (mint, link, evidence, resolve) find the exchange in
 ``var/agentx/exchange.json`` (written by ``agentx up``: its NATS URL and the
@@ -26,13 +34,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
-import logging
+import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from agent_client import (
     Agent,
@@ -43,6 +52,13 @@ from agent_client import (
     locate_exchange,
 )
 from broker.errors import BrokerError
+from exchange.bootstrap.cluster import ClusterConfig, ExchangeCluster
+from exchange.bootstrap.cluster_parts import parse_part, run_part
+from exchange.bootstrap.compose_file import (
+    CONTAINER_DATA_DIR,
+    PLACEHOLDER_DATABASE_URL,
+    render_compose,
+)
 from exchange.bootstrap.stack import (
     ADDRESS_FILE_NAME,
     EmbeddedStack,
@@ -51,12 +67,17 @@ from exchange.bootstrap.stack import (
 )
 from exchange.bootstrap.worker import ExchangeConfig, ExchangeWorker, migrate_database
 from exchange.entrypoints.demo import DemoOptions, run_demo
-from wallet import MILLICREDITS_PER_CREDIT
+from exchange.entrypoints.log_lines import configure_logging
+from exchange.entrypoints.status_report import add_status_command, run_status
+from exchange.errors import ExchangeError
+from wallet import MILLICREDITS_PER_CREDIT, WalletError
 
 __all__ = ["freeze_startup_objects", "main"]
 
 DEFAULT_DATA_DIR = Path("var/agentx")
 DEFAULT_NATS_PORT = 4222
+DEFAULT_CLUSTER_DATA_DIR = Path("var/agentx-cluster")
+DATABASE_URL_VARIABLE = "AGENTX_DATABASE_URL"
 # Where the client commands look for the exchange when no --url is given.
 DEFAULT_ADDRESS_FILE = DEFAULT_DATA_DIR / ADDRESS_FILE_NAME
 EXIT_OK = 0
@@ -66,10 +87,7 @@ EXIT_USAGE = 2
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if arguments.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(verbose=arguments.verbose, json_lines=arguments.log_json)
     command = arguments.command
     try:
         if command == "keys" and arguments.keys_command == "rotate-exchange":
@@ -90,12 +108,16 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_resolve(arguments))
         if command == "worker":
             return asyncio.run(_worker(arguments))
+        if command == "cluster":
+            return asyncio.run(_cluster(arguments))
         if command == "fees":
             return asyncio.run(_fees(arguments))
         if command == "analytics":
             return asyncio.run(_analytics(arguments))
         if command == "subscriptions":
             return asyncio.run(_subscriptions(arguments))
+        if command == "status":
+            return asyncio.run(run_status(arguments))
     except KeyboardInterrupt:
         return EXIT_OK
     except (AgentClientError, BrokerError) as exc:
@@ -107,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentx", description="Agent Exchange")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-json", action="store_true", help=_LOG_JSON_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_keys_commands(commands)
     _add_up_command(commands)
@@ -114,7 +137,19 @@ def _parser() -> argparse.ArgumentParser:
     _add_client_commands(commands)
     _add_seller_commands(commands)
     _add_worker_command(commands)
+    _add_cluster_command(commands)
+    add_status_command(commands)
     return parser
+
+
+_LOG_JSON_HELP = "log one JSON object per line (tracebacks only with -v)"
+
+
+def _add_log_json(command: argparse.ArgumentParser) -> None:
+    # Also after the command name; SUPPRESS keeps the global flag's value when absent.
+    command.add_argument(
+        "--log-json", action="store_true", default=argparse.SUPPRESS, help=_LOG_JSON_HELP
+    )
 
 
 # What add_subparsers returns (argparse names the type privately).
@@ -145,6 +180,7 @@ def _add_up_command(commands: Commands) -> None:
         "--portal-port", type=int, default=8000, help="the human portal's port (0: any free port)"
     )
     up.add_argument("--no-portal", action="store_true", help="run without the human portal")
+    _add_log_json(up)
     up.add_argument(
         "--no-group-commit",
         action="store_true",
@@ -250,6 +286,13 @@ def _add_worker_command(commands: Commands) -> None:
     worker.add_argument("--portal-id", default=None, help="the human portal's key id, if any")
     worker.add_argument("--migrate", action="store_true", help="upgrade the schema first")
     worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics and /healthz on 127.0.0.1:PORT (0: any free port; default: none)",
+    )
+    _add_log_json(worker)
+    worker.add_argument(
         "--stream-replicas",
         type=int,
         default=1,
@@ -257,6 +300,70 @@ def _add_worker_command(commands: Commands) -> None:
         metavar="1..5",
         help="JetStream replicas of the exchange's streams: the cluster's node count (default 1)",
     )
+
+
+def _add_cluster_command(commands: Commands) -> None:
+    cluster = commands.add_parser(
+        "cluster",
+        help="run the production topology on loopback: NATS cluster, workers, portal",
+        description="Start NATS nodes (a JetStream cluster, auth on), exchange worker "
+        "processes and the portal on one PostgreSQL database, until Ctrl-C.",
+    )
+    cluster.add_argument(
+        "--database-url",
+        default=None,
+        help=f"postgresql://... (default: the URL in ${DATABASE_URL_VARIABLE})",
+    )
+    cluster.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_CLUSTER_DATA_DIR,
+        help="keys, NATS stores, worker logs (default: %(default)s)",
+    )
+    cluster.add_argument(
+        "--nodes",
+        type=int,
+        default=3,
+        choices=range(1, 6),
+        metavar="1..5",
+        help="NATS nodes; streams get one replica per node (default: %(default)s)",
+    )
+    cluster.add_argument(
+        "--workers",
+        type=int,
+        default=3,
+        choices=range(1, 17),
+        metavar="1..16",
+        help="exchange worker processes (default: %(default)s)",
+    )
+    cluster.add_argument(
+        "--portal-port",
+        type=int,
+        default=8000,
+        help="the portal's HTTP port, 0 for any free port (default: %(default)s)",
+    )
+    cluster.add_argument("--no-portal", action="store_true", help="run no portal")
+    cluster.add_argument(
+        "--base-port",
+        type=int,
+        default=None,
+        help="fix every port from this one (nodes' clients at N, N+1, ...; routes at N+10, "
+        "monitors at N+20, worker metrics at N+30); default: free ports",
+    )
+    cluster.add_argument(
+        "--only",
+        metavar="PART",
+        default=None,
+        help="run one part alone, as a container does: init, node-N, worker-N or portal "
+        "(needs --base-port)",
+    )
+    cluster.add_argument(
+        "--print-compose",
+        action="store_true",
+        help=f"print the docker-compose.yml of this topology (base port {DEFAULT_NATS_PORT} "
+        "unless given) and exit",
+    )
+    _add_log_json(cluster)
 
 
 def _keys_new(out: Path) -> int:
@@ -508,12 +615,142 @@ async def _worker(arguments: argparse.Namespace) -> int:
         operator_ids=frozenset(arguments.operator),
         portal_id=arguments.portal_id,
         stream_replicas=arguments.stream_replicas,
+        metrics_port=arguments.metrics_port,
     )
     async with ExchangeWorker(config) as worker:
         print(f"exchange worker {worker.exchange_id} serving {arguments.nats_url}", flush=True)
+        if worker.metrics_url is not None:
+            print(f"metrics: {worker.metrics_url}/metrics (health: /healthz)", flush=True)
         freeze_startup_objects()
         await stop.wait()
     return EXIT_OK
+
+
+async def _cluster(arguments: argparse.Namespace) -> int:
+    if arguments.print_compose:
+        return _print_compose(arguments)
+    database_url = arguments.database_url or os.environ.get(DATABASE_URL_VARIABLE)
+    if not database_url:
+        print(
+            f"agentx cluster: give --database-url postgresql://... or set {DATABASE_URL_VARIABLE}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        config = ClusterConfig(
+            data_dir=arguments.data_dir.absolute(),
+            database_url=database_url,
+            nodes=arguments.nodes,
+            workers=arguments.workers,
+            portal_port=None if arguments.no_portal else arguments.portal_port,
+            base_port=arguments.base_port,
+        )
+    except ValueError as exc:
+        print(f"agentx cluster: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if arguments.only is not None:
+        return await _cluster_part(config, arguments.only)
+    stop = _stop_on_signals()
+    cluster = ExchangeCluster(config)
+    failure: Exception | None
+    try:
+        failure = await _run_cluster_until_stopped(cluster, stop)
+    except (ExchangeError, BrokerError, WalletError) as exc:
+        failure = exc
+    finally:
+        await cluster.stop()
+    if failure is not None:
+        print(f"agentx cluster: {_one_line(failure)}", file=sys.stderr)
+        return EXIT_FAILED
+    print("stopped")
+    return EXIT_OK
+
+
+async def _run_cluster_until_stopped(
+    cluster: ExchangeCluster, stop: asyncio.Event
+) -> ExchangeError | None:
+    """Start, print, then wait for Ctrl-C (None) or a process that failed (its error).
+
+    A Ctrl-C while starting cancels the start, which stops what it started.
+    """
+    stopped = asyncio.ensure_future(stop.wait())
+    tasks: list[asyncio.Future[Any]] = [stopped, asyncio.ensure_future(cluster.start())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if stopped.done():
+            return None
+        await tasks[1]  # raises what the start raised
+        _print_cluster(cluster)
+        freeze_startup_objects()
+        failing = asyncio.ensure_future(cluster.wait_for_failure())
+        tasks.append(failing)
+        await asyncio.wait([stopped, failing], return_when=asyncio.FIRST_COMPLETED)
+        return failing.result() if failing.done() else None
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def _print_compose(arguments: argparse.Namespace) -> int:
+    config = ClusterConfig(
+        data_dir=CONTAINER_DATA_DIR,
+        database_url=PLACEHOLDER_DATABASE_URL,
+        nodes=arguments.nodes,
+        workers=arguments.workers,
+        portal_port=None if arguments.no_portal else arguments.portal_port,
+        base_port=arguments.base_port or DEFAULT_NATS_PORT,
+    )
+    print(render_compose(config), end="")
+    return EXIT_OK
+
+
+async def _cluster_part(config: ClusterConfig, name: str) -> int:
+    """One part of the topology alone (exchange/bootstrap/cluster_parts.py)."""
+    try:
+        if config.base_port is None:
+            raise ValueError("--only needs --base-port: every part must know every port")
+        part = parse_part(name, config)
+    except ValueError as exc:
+        print(f"agentx cluster: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stop = _stop_on_signals()
+    failure: Exception | None
+    try:
+        failure = await run_part(config, part, stop=stop)
+    except (ExchangeError, BrokerError, WalletError) as exc:
+        failure = exc
+    if failure is not None:
+        print(f"agentx cluster {part.name}: {_one_line(failure)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _print_cluster(cluster: ExchangeCluster) -> None:
+    data_dir = cluster.data_dir
+    print(f"NATS URLs:   {cluster.nats_url}")
+    print(f"address:     {cluster.address_path} (the URLs and the exchange id to pin)")
+    print(f"data dir:    {data_dir} (worker logs in {data_dir / 'workers'})")
+    print(f"exchange id: {cluster.exchange_keys.agent_id}")
+    print(f"operator:    {cluster.operator_keys.agent_id} (seed {data_dir / 'operator.seed'})")
+    if cluster.portal is not None:
+        print(f"portal:      {cluster.portal.url}  (payments: {cluster.portal.stripe_mode})")
+    print(f"{'process':<14} {'pid':>8}  {'serves':<26} metrics")
+    for process in cluster.processes():
+        metrics = process.metrics_url or "-"
+        print(f"{process.name:<14} {process.process_id:>8}  {process.url or '-':<26} {metrics}")
+    print("running; press Ctrl-C to stop", flush=True)
+
+
+def _one_line(error: Exception) -> str:
+    """The first line of an error; a NATS start error's log tail stays in its log file."""
+    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    log_path = getattr(error, "log_path", None)
+    if log_path is not None and str(log_path) not in first_line:
+        return f"{first_line} (see {log_path})"
+    return first_line
 
 
 async def _subscriptions(arguments: argparse.Namespace) -> int:

@@ -87,6 +87,7 @@ from agent_client.protocol import (
 )
 from agent_client.signing import Clock, VerifiedDocument
 from broker.admission import DEFAULT_ADMISSION, AdmissionLimits, AgentAdmission
+from broker.service_observer import NO_OBSERVER, RequestObserver
 from broker.signed_service import (
     AgentEvictor,
     OpenRoute,
@@ -149,6 +150,7 @@ class ExchangeEndpoints:
         admission: AdmissionLimits = DEFAULT_ADMISSION,
         concurrency_max: int = REQUEST_CONCURRENCY_MAX,
         evictor: AgentEvictor | None = None,
+        observer: RequestObserver = NO_OBSERVER,
     ) -> None:
         routes = _routes(context, consumers)
         # One route per request document type of the protocol, in its order.
@@ -180,6 +182,7 @@ class ExchangeEndpoints:
             clock=clock,
             concurrency_max=concurrency_max,
             evictor=evictor,
+            observer=observer,
         )
 
     async def start(self) -> None:

@@ -37,11 +37,14 @@ from exchange.limits import (
     NOTICE_LIFETIME_S,
     NOTICES_PUBLISHING_MAX,
     OUTBOX_BATCH_MAX,
+    OUTBOX_RELAY_BACKOFF_MAX_S,
+    OUTBOX_RELAY_BACKOFF_MIN_S,
     OUTBOX_RELAY_DELAY_MS,
     REVIEW_WINDOW_DEFAULT_S,
     STORED_RESULT_DELIVERIES_MAX,
 )
 from exchange.use_cases.group_commit import GroupCommitter
+from exchange.use_cases.relay_backoff import RelayBackoff
 from exchange.use_cases.spending import NoSpendingControls, SpendingControls
 from wallet import FeeSchedule, SqlLedger, run_transaction
 
@@ -166,6 +169,13 @@ class ExchangeContext:
         # Background publishes (publish_soon) and how many notices they carry.
         self._publishing: set[asyncio.Task[None]] = set()
         self._notices_publishing = 0
+        # Whether the last publish failed: a change is logged once, not each notice.
+        self._publishing_fails = False
+        # The relay waits, ever longer, while JetStream refuses its notices.
+        self._relay_backoff = RelayBackoff(
+            delay_min_ms=round(OUTBOX_RELAY_BACKOFF_MIN_S * 1000),
+            delay_max_ms=round(OUTBOX_RELAY_BACKOFF_MAX_S * 1000),
+        )
         # Deliveries of stored results being checked at once (each in memory).
         self.stored_result_deliveries = asyncio.Semaphore(STORED_RESULT_DELIVERIES_MAX)
 
@@ -256,8 +266,8 @@ class ExchangeContext:
         finally:
             self._notices_publishing -= len(notices)
 
-    async def publish(self, notices: Sequence[OutboxNotice]) -> None:
-        """After commit: publish and wait for JetStream. Failures wait for the relay.
+    async def publish(self, notices: Sequence[OutboxNotice]) -> int:
+        """After commit: publish and wait for JetStream; how many failed (they wait for the relay).
 
         Successes are marked published later, many in one transaction: a
         notice the relay re-publishes before that is dropped by JetStream's
@@ -271,15 +281,24 @@ class ExchangeContext:
         )
         if len(self._published_unmarked) >= OUTBOX_BATCH_MAX:
             await self.flush_published()
+        return published.count(False)
 
     async def _publish_one(self, notice: OutboxNotice) -> bool:
         try:
             await self.publisher.publish_notice(
                 notice.subject, notice.payload, notice_id=notice.notice_id
             )
-        except Exception:
-            log.warning("notice %s not published yet; the relay retries", notice.notice_id)
+        except Exception as exc:
+            # One line when publishing starts failing (JetStream down), not one
+            # per notice: the outbox keeps them all for the relay.
+            if not self._publishing_fails:
+                self._publishing_fails = True
+                log.warning("notices are not being published (%r); the relay retries them", exc)
             return False
+        if self._publishing_fails:
+            self._publishing_fails = False
+            log.info("notices are being published again")
+            self._relay_backoff.retry_now()  # the relay need not sit out its delay
         return True
 
     async def relay_outbox(self) -> int:
@@ -287,9 +306,13 @@ class ExchangeContext:
 
         They are those whose publish after commit failed, or whose worker died
         first. One already stored by JetStream is dropped there as a duplicate.
+        While JetStream refuses them the relay backs off (``RelayBackoff``).
         """
         await self.flush_published()
-        created_before_ms = self.clock.now_ms() - OUTBOX_RELAY_DELAY_MS
+        now_ms = self.clock.now_ms()
+        if not self._relay_backoff.ready(now_ms):
+            return 0
+        created_before_ms = now_ms - OUTBOX_RELAY_DELAY_MS
 
         async def work(connection: AsyncConnection) -> list[dict[str, Any]]:
             return await contract_store.unpublished_notices(
@@ -297,13 +320,27 @@ class ExchangeContext:
             )
 
         rows = await self.run(work)
-        await self.publish(
+        failed = await self.publish(
             [
                 OutboxNotice(row["notice_id"], row["subject"], row["payload"].encode())
                 for row in rows
             ]
         )
-        return len(rows)
+        self._note_relay_outcome(failed, len(rows))
+        return len(rows) - failed
+
+    def _note_relay_outcome(self, failed: int, tried: int) -> None:
+        """Back off after a pass that could not publish everything; one log line per change."""
+        backoff = self._relay_backoff
+        if failed and backoff.failed(self.clock.now_ms()):
+            log.warning(
+                "outbox relay: %d of %d notices not published; next try in %.0f s",
+                failed,
+                tried,
+                backoff.delay_ms / 1000,
+            )
+        elif not failed and backoff.succeeded():
+            log.info("outbox relay: notices are being published again")
 
     async def flush_published(self) -> int:
         """Mark the notices published since the last flush, in one transaction."""

@@ -104,6 +104,8 @@ class GroupCommitter(Generic[_Job, _Outcome]):
         self.jobs_applied = 0
         self.jobs_deferred = 0
         self.groups_failed = 0
+        # Told each committed group's size (the worker's metrics); None: nobody asks.
+        self.observe_group_size: Callable[[int], None] | None = None
 
     @property
     def jobs_max(self) -> int:
@@ -217,4 +219,6 @@ class GroupCommitter(Generic[_Job, _Outcome]):
         assert len(outcomes) == len(jobs)
         self.groups_applied += 1
         self.jobs_applied += sum(not isinstance(outcome, Defer) for outcome in outcomes)
+        if self.observe_group_size is not None:
+            self.observe_group_size(len(jobs))
         return outcomes

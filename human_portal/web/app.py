@@ -32,6 +32,7 @@ from human_portal.web.pages_analytics import analytics_router
 from human_portal.web.pages_money import money_router
 from human_portal.web.pages_operator import DisputeResolver, operator_router
 from human_portal.web.pages_subscriptions import subscriptions_router
+from human_portal.web.portal_metrics import add_portal_metrics
 
 __all__ = ["create_app"]
 
@@ -80,6 +81,8 @@ def create_app(
     app.include_router(subscriptions_router)
     app.include_router(api_router)
     _add_error_handlers(app, web)
+    # Its own registry; /metrics answers local scrapers only (portal_metrics.py).
+    add_portal_metrics(app)
 
     @app.get("/api/v1/docs", include_in_schema=False)
     async def api_docs(request: Request) -> Response:
