@@ -93,7 +93,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from exchange_process import (
@@ -267,25 +267,39 @@ async def new_buyer(nats_url: str, operator: Agent, *, credits_millicredits: int
     return buyer
 
 
-class CpuMeter:
-    """CPU time over the timed part of a run, per deal: agents, exchange, nats-server.
+class DealMeter(Protocol):
+    """What the deal loops read just before and just after their timed part."""
 
-    The agents are this process; with the exchange in this process too
-    (``--in-process``) their figure includes it.
+    async def start(self) -> None: ...
+
+    async def per_deal(self, deals: int, /) -> dict[str, float]: ...
+
+
+class CpuMeter:
+    """CPU time over the timed part of a run, per deal, of each named process.
+
+    ``for_exchange``: the agents (this process), the exchange and
+    nats-server; with the exchange in this process too (``--in-process``)
+    the agents' figure includes it.
     """
 
-    def __init__(self, exchange: RunningExchange, /) -> None:
-        agents = "agents" if exchange.pid is not None else "agents_and_exchange"
-        self._pids = {agents: os.getpid()}
-        if exchange.pid is not None:
-            self._pids["exchange"] = exchange.pid
-        self._pids["nats_server"] = nats_server_pid(exchange.pid or os.getpid())
+    def __init__(self, pids: dict[str, int], /) -> None:
+        self._pids = pids
         self._started_s: dict[str, float] = {}
 
-    def start(self) -> None:
+    @classmethod
+    def for_exchange(cls, exchange: RunningExchange, /) -> CpuMeter:
+        agents = "agents" if exchange.pid is not None else "agents_and_exchange"
+        pids = {agents: os.getpid()}
+        if exchange.pid is not None:
+            pids["exchange"] = exchange.pid
+        pids["nats_server"] = nats_server_pid(exchange.pid or os.getpid())
+        return cls(pids)
+
+    async def start(self) -> None:
         self._started_s = {name: cpu_s(pid) for name, pid in self._pids.items()}
 
-    def per_deal_ms(self, deals: int, /) -> dict[str, float]:
+    async def per_deal(self, deals: int, /) -> dict[str, float]:
         assert self._started_s, "start() first"
         return {
             f"cpu_ms_per_deal_{name}": (cpu_s(pid) - self._started_s[name]) * 1000 / max(1, deals)
@@ -414,7 +428,7 @@ def signed_reply_figures(figures: dict[str, Any], /) -> dict[str, float]:
 
 
 async def closed_loop(
-    exchange: RunningExchange, meter: CpuMeter, /, *, deals: int, concurrency: int
+    exchange: RunningExchange, meter: DealMeter, /, *, deals: int, concurrency: int
 ) -> dict[str, Any]:
     counts = [
         deals // concurrency + (1 if index < deals % concurrency else 0)
@@ -441,14 +455,14 @@ async def closed_loop(
                         credits_millicredits=max(1, count) * PRICE_MILLICREDITS,
                     )
                 )
-            meter.start()
+            await meter.start()
             started = time.perf_counter()
             with requests.counting():
                 await asyncio.gather(
                     *(trade(buyer, count) for buyer, count in zip(buyers, counts, strict=True))
                 )
             elapsed_s = time.perf_counter() - started
-            cpu = meter.per_deal_ms(len(latencies_s))
+            cpu = await meter.per_deal(len(latencies_s))
         finally:
             for buyer in buyers:
                 await buyer.close()
@@ -518,7 +532,7 @@ class BuyerPool:
 
 async def open_loop(
     exchange: RunningExchange,
-    meter: CpuMeter,
+    meter: DealMeter,
     /,
     *,
     rate_per_s: float,
@@ -536,11 +550,11 @@ async def open_loop(
         try:
             initial = min(buyers_max, max(POOL_SIZE_MIN, math.ceil(rate_per_s * POOL_COVERS_S)))
             await pool.grow(initial)
-            meter.start()
+            await meter.start()
             figures, contract = await offer_deals(
                 pool, rate_per_s=rate_per_s, deals_total=deals_total
             )
-            figures.update(meter.per_deal_ms(figures["deals"]))
+            figures.update(await meter.per_deal(figures["deals"]))
             figures["buyers_initial"] = initial
             figures["buyers_used"] = pool.size
         finally:
@@ -757,14 +771,14 @@ async def measure_once(arguments: argparse.Namespace, *, auth: bool) -> dict[str
             if arguments.rate is None:
                 figures = await closed_loop(
                     exchange,
-                    CpuMeter(exchange),
+                    CpuMeter.for_exchange(exchange),
                     deals=arguments.deals,
                     concurrency=arguments.concurrency,
                 )
             else:
                 figures = await open_loop(
                     exchange,
-                    CpuMeter(exchange),
+                    CpuMeter.for_exchange(exchange),
                     rate_per_s=arguments.rate,
                     duration_s=arguments.duration,
                     buyers_max=arguments.buyers_max,
@@ -797,7 +811,7 @@ async def protocol_floor(
     if arguments.rate is None:
         return await floor_closed_loop(
             exchange.nats_url,
-            nats_server_pid(exchange.pid or os.getpid()),
+            {"nats_server": nats_server_pid(exchange.pid or os.getpid())},
             exchange.exchange_keys,
             in_flight=arguments.concurrency,
         )
@@ -816,13 +830,8 @@ def summarize(arguments: argparse.Namespace, runs: list[dict[str, Any]]) -> dict
         "exchange": "in_process" if arguments.in_process else "own_process",
         "group_commit": not arguments.no_group_commit,
         "runs_count": len(runs),
+        **median_figures(runs),
     }
-    for name, first in runs[0].items():
-        values = [run[name] for run in runs]
-        if isinstance(first, bool):
-            summary[name] = all(values)
-        elif isinstance(first, int | float):
-            summary[name] = statistics.median(values)
     if arguments.rate is not None:
         summary["target"] = f"p99 <= {TARGET_P99_MS} ms at {TARGET_RATE_PER_S:.0f} deals/s"
         summary["target_met"] = (
@@ -833,6 +842,18 @@ def summarize(arguments: argparse.Namespace, runs: list[dict[str, Any]]) -> dict
     summary["signed_replies_note"] = SIGNED_REPLIES_NOTE
     summary["runs"] = [{name: run[name] for name in KEY_FIGURES if name in run} for run in runs]
     return summary
+
+
+def median_figures(runs: list[dict[str, Any]], /) -> dict[str, Any]:
+    """The median of each numeric figure over the runs; a flag holds if it held in all."""
+    figures: dict[str, Any] = {}
+    for name, first in runs[0].items():
+        values = [run[name] for run in runs]
+        if isinstance(first, bool):
+            figures[name] = all(values)
+        elif isinstance(first, int | float):
+            figures[name] = statistics.median(values)
+    return figures
 
 
 def compare_auth(auth_on: dict[str, Any], auth_off: dict[str, Any]) -> dict[str, Any]:

@@ -55,7 +55,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -533,7 +533,7 @@ async def floor_market(
 
 async def floor_closed_loop(
     nats_url: str,
-    nats_server_pid: int,
+    nats_server_pids: Mapping[str, int],
     exchange_keys: AgentKeys,
     *,
     in_flight: int = IN_FLIGHT_DEFAULT,
@@ -543,7 +543,8 @@ async def floor_closed_loop(
     """Deals per second with ``in_flight`` buyers each dealing one after another.
 
     Also the CPU each process spent per deal: the stand-in, the agents (this
-    process) and nats-server.
+    process) and the nats-servers (``nats_server_pids``: each one's pid by
+    the name its figure takes, e.g. ``{"nats_server": pid}``).
     """
     latencies_s: list[float] = []
     async with floor_market(
@@ -557,7 +558,7 @@ async def floor_closed_loop(
                 await buyer.deal()
                 latencies_s.append(time.perf_counter() - started)
 
-        pids = {"stand_in": stand_in_pid, "agents": os.getpid(), "nats_server": nats_server_pid}
+        pids = {"stand_in": stand_in_pid, "agents": os.getpid(), **nats_server_pids}
         cpu_started_s = {name: cpu_s(pid) for name, pid in pids.items()}
         started = time.perf_counter()
         await asyncio.gather(*(trade(buyer) for buyer in buyers))
@@ -639,7 +640,7 @@ async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
                 if arguments.rate is None:
                     return await floor_closed_loop(
                         server.url,
-                        nats_server_pid,
+                        {"nats_server": nats_server_pid},
                         exchange_keys,
                         in_flight=arguments.in_flight,
                         counterparty_notices_only=counterparty_only,
