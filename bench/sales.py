@@ -73,7 +73,7 @@ import sqlalchemy as sa
 from deals import sign_and_verify_rates
 from exchange_process import ledger_problems, nats_server_pid, percentiles
 from ledger import POSTGRES_URL_VARIABLE, fresh_postgres, fresh_sqlite, prepare, wallet_id
-from metered import CpuMeter
+from metered import CpuMeter, print_text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_client import Agent, AgentKeys, AgentOptions, OperatorClient
@@ -529,16 +529,6 @@ def summarize(arguments: argparse.Namespace, runs: list[dict[str, Any]]) -> dict
 def passed(summary: dict[str, Any], /) -> bool:
     checks = [value for name, value in summary.items() if isinstance(value, bool)]
     return all(checks)
-
-
-def print_text(summary: dict[str, Any]) -> None:
-    for name, value in summary.items():
-        if name != "runs":
-            shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
-            print(f"{name:<48} {shown}")
-    print("per run:")
-    for index, run in enumerate(summary["runs"], start=1):
-        print(f"  {index}: " + "  ".join(f"{name} {value:,.1f}" for name, value in run.items()))
 
 
 async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
