@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import sys
 from pathlib import Path
 
 from agent_client import (
     DEFAULT_ADDRESS_FILE,
     Agent,
+    AgentClientError,
     AgentKeys,
     AgentOptions,
     QuoteRequest,
@@ -50,21 +53,39 @@ async def main(
     return 0
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Buy one text.upper job")
-    parser.add_argument("--url", default=None, help=f"default: from {DEFAULT_ADDRESS_FILE}")
-    parser.add_argument("--address-file", type=Path, default=DEFAULT_ADDRESS_FILE)
-    parser.add_argument("--key", type=Path, required=True)
-    parser.add_argument("--text", default="hello agents")
-    parser.add_argument("--budget", type=int, default=10_000, help="millicredits")
-    arguments = parser.parse_args()
-    raise SystemExit(
-        asyncio.run(
-            main(
-                *locate_exchange(arguments.url, None, arguments.address_file),
-                arguments.key,
-                arguments.text,
-                arguments.budget,
-            )
+def run(arguments: argparse.Namespace) -> int:
+    """Buy, or say in one line why not: no exchange, no key, no credits, no answer."""
+    if arguments.url is None and not arguments.address_file.exists():
+        print(
+            f"buyer: {arguments.address_file} not found: start the exchange with `agentx up`"
+            " (or give --address-file or --url)",
+            file=sys.stderr,
         )
+        return 1
+    url, exchange_id = locate_exchange(arguments.url, None, arguments.address_file)
+    try:
+        return asyncio.run(main(url, exchange_id, arguments.key, arguments.text, arguments.budget))
+    except AgentClientError as exc:
+        print(f"buyer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("buyer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    # The error this program prints says why it failed; per-attempt warnings would repeat it.
+    logging.basicConfig(level=logging.ERROR)
+    parser = argparse.ArgumentParser(description="Buy one text.upper job")
+    parser.add_argument(
+        "--url", default=None, help=f"NATS URL (default: from {DEFAULT_ADDRESS_FILE})"
     )
+    parser.add_argument(
+        "--address-file", type=Path, default=DEFAULT_ADDRESS_FILE, help="(default: %(default)s)"
+    )
+    parser.add_argument("--key", type=Path, required=True, help="the buyer's seed file")
+    parser.add_argument("--text", default="hello agents", help="(default: %(default)s)")
+    parser.add_argument(
+        "--budget", type=int, default=10_000, help="millicredits (default: %(default)s)"
+    )
+    raise SystemExit(run(parser.parse_args()))

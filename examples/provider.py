@@ -9,10 +9,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
-from agent_client import DEFAULT_ADDRESS_FILE, Agent, AgentKeys, AgentOptions, locate_exchange
+from agent_client import (
+    DEFAULT_ADDRESS_FILE,
+    Agent,
+    AgentClientError,
+    AgentKeys,
+    AgentOptions,
+    locate_exchange,
+)
 
 CAPABILITY = "text.upper"
 
@@ -43,12 +51,34 @@ async def main(url: str, exchange_id: str | None, key: Path, price_millicredits:
         await stop.wait()
 
 
+def run(arguments: argparse.Namespace) -> int:
+    """Serve until Ctrl-C, or say in one line why not: no exchange, no key, no answer."""
+    if arguments.url is None and not arguments.address_file.exists():
+        print(
+            f"provider: {arguments.address_file} not found: start the exchange with `agentx up`"
+            " (or give --address-file or --url)",
+            file=sys.stderr,
+        )
+        return 1
+    url, exchange_id = locate_exchange(arguments.url, None, arguments.address_file)
+    try:
+        asyncio.run(main(url, exchange_id, arguments.key, arguments.price))
+    except AgentClientError as exc:
+        print(f"provider: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Run a text.upper provider")
-    parser.add_argument("--url", default=None, help=f"default: from {DEFAULT_ADDRESS_FILE}")
-    parser.add_argument("--address-file", type=Path, default=DEFAULT_ADDRESS_FILE)
-    parser.add_argument("--key", type=Path, required=True)
-    parser.add_argument("--price", type=int, default=2_000, help="millicredits")
-    arguments = parser.parse_args()
-    url, exchange_id = locate_exchange(arguments.url, None, arguments.address_file)
-    asyncio.run(main(url, exchange_id, arguments.key, arguments.price))
+    parser.add_argument(
+        "--url", default=None, help=f"NATS URL (default: from {DEFAULT_ADDRESS_FILE})"
+    )
+    parser.add_argument(
+        "--address-file", type=Path, default=DEFAULT_ADDRESS_FILE, help="(default: %(default)s)"
+    )
+    parser.add_argument("--key", type=Path, required=True, help="the provider's seed file")
+    parser.add_argument(
+        "--price", type=int, default=2_000, help="millicredits (default: %(default)s)"
+    )
+    raise SystemExit(run(parser.parse_args()))

@@ -27,7 +27,11 @@
 The client commands (mint, link, evidence, resolve) find the exchange in
 ``var/agentx/exchange.json`` (written by ``agentx up``: its NATS URL and the
 exchange's id, which they pin), unless ``--url`` (and ``--exchange-id``)
-say otherwise.
+say otherwise; with neither they stop rather than guess a port.
+
+Operating errors (a port in use, an unreachable server, a missing key file,
+a refusal) end a command with one line on stderr and a non-zero exit, never
+a traceback; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import signal
+import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -49,6 +56,7 @@ from agent_client import (
     AgentKeys,
     AgentOptions,
     OperatorClient,
+    is_agent_id,
     locate_exchange,
 )
 from broker.errors import BrokerError
@@ -83,11 +91,40 @@ DEFAULT_ADDRESS_FILE = DEFAULT_DATA_DIR / ADDRESS_FILE_NAME
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# What a shell reports for a program ended by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+# The commands that ask the exchange one thing and exit: they report their own
+# failure in one line, so the client's per-attempt connection warnings stay out.
+ONE_SHOT_COMMANDS = frozenset(
+    {"mint", "link", "evidence", "resolve", "fees", "analytics", "subscriptions", "status"}
+)
+
+
+class CommandError(Exception):
+    """An operating error a command reports in one line (a port in use, no address file)."""
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     configure_logging(verbose=arguments.verbose, json_lines=arguments.log_json)
+    quiet = arguments.command in ONE_SHOT_COMMANDS and not arguments.verbose
+    with _client_warnings_hidden() if quiet else contextlib.nullcontext():
+        return _run(arguments)
+
+
+@contextlib.contextmanager
+def _client_warnings_hidden() -> Iterator[None]:
+    """Hide the client's warnings (one per connection attempt) while a command runs."""
+    client_logger = logging.getLogger("agent_client")
+    level = client_logger.level
+    client_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        client_logger.setLevel(level)
+
+
+def _run(arguments: argparse.Namespace) -> int:
     command = arguments.command
     try:
         if command == "keys" and arguments.keys_command == "rotate-exchange":
@@ -119,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         if command == "status":
             return asyncio.run(run_status(arguments))
     except KeyboardInterrupt:
-        return EXIT_OK
-    except (AgentClientError, BrokerError) as exc:
-        print(f"agentx: {exc}", file=sys.stderr)
+        print(f"agentx {command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (AgentClientError, BrokerError, CommandError) as exc:
+        print(f"agentx: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     raise AssertionError(f"unhandled command {command}")
 
@@ -143,6 +181,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _LOG_JSON_HELP = "log one JSON object per line (tracebacks only with -v)"
+_DEFAULT_HELP = "(default: %(default)s)"
+_DATA_DIR_HELP = "keys, ledger, NATS store and exchange.json (default: %(default)s)"
 
 
 def _add_log_json(command: argparse.ArgumentParser) -> None:
@@ -160,16 +200,18 @@ def _add_keys_commands(commands: Commands) -> None:
     keys = commands.add_parser("keys", help="manage agent keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     keys_new = keys_commands.add_parser("new", help="write a new seed file and print the id")
-    keys_new.add_argument("--out", type=Path, default=Path("agent.seed"), help="seed file")
+    keys_new.add_argument(
+        "--out", type=Path, default=Path("agent.seed"), help="seed file (default: %(default)s)"
+    )
     rotate = keys_commands.add_parser(
         "rotate-exchange", help="operator: replace the exchange key (run it stopped)"
     )
-    rotate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    rotate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=_DATA_DIR_HELP)
 
 
 def _add_up_command(commands: Commands) -> None:
     up = commands.add_parser("up", help="run the exchange on embedded NATS + SQLite")
-    up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=_DATA_DIR_HELP)
     up.add_argument(
         "--port",
         type=int,
@@ -177,7 +219,10 @@ def _add_up_command(commands: Commands) -> None:
         help=f"NATS port (0: any free port; default {DEFAULT_NATS_PORT}, or a free one if taken)",
     )
     up.add_argument(
-        "--portal-port", type=int, default=8000, help="the human portal's port (0: any free port)"
+        "--portal-port",
+        type=int,
+        default=8000,
+        help="the human portal's port (0: any free port; default: %(default)s)",
     )
     up.add_argument("--no-portal", action="store_true", help="run without the human portal")
     _add_log_json(up)
@@ -205,16 +250,27 @@ def _add_up_command(commands: Commands) -> None:
 def _add_demo_command(commands: Commands) -> None:
     demo_defaults = DemoOptions()
     demo = commands.add_parser("demo", help="run demo agents that trade, then check the ledger")
-    demo.add_argument("--agents", type=int, default=demo_defaults.agents)
-    demo.add_argument("--deals", type=int, default=demo_defaults.deals)
-    demo.add_argument("--concurrency", type=int, default=demo_defaults.concurrency)
-    demo.add_argument("--data-dir", type=Path, default=None, help="keep the state here")
+    demo.add_argument(
+        "--agents", type=int, default=demo_defaults.agents, help="2 to 200 (default: %(default)s)"
+    )
+    demo.add_argument("--deals", type=int, default=demo_defaults.deals, help=_DEFAULT_HELP)
+    demo.add_argument(
+        "--concurrency",
+        type=int,
+        default=demo_defaults.concurrency,
+        help="deals in flight (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--data-dir", type=Path, default=None, help="keep the state here (default: a temporary one)"
+    )
     demo.add_argument(
         "--keep-running",
         action="store_true",
         help="afterwards keep the stack and the human portal up until Ctrl-C",
     )
-    demo.add_argument("--portal-port", type=int, default=8000, help="with --keep-running")
+    demo.add_argument(
+        "--portal-port", type=int, default=8000, help="with --keep-running (default: %(default)s)"
+    )
 
 
 def _add_client_commands(commands: Commands) -> None:
@@ -390,7 +446,35 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def _check_port_free(port: int, *, command: str, option: str) -> None:
+    """Fail in one line, with the fix, when a fixed loopback port is already taken.
+
+    Checked before anything starts, so that the answer is not a server's log
+    tail or a traceback; a port taken in the moment between fails when the
+    server binds it.
+    """
+    if port == 0:
+        return
+    probe = socket.socket()
+    # As the servers bind: a port whose old connections linger in TIME_WAIT is free.
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind(("127.0.0.1", port))
+    except OSError as exc:
+        raise CommandError(_port_in_use(port, command=command, option=option)) from exc
+    finally:
+        probe.close()
+
+
+def _port_in_use(port: int, *, command: str, option: str) -> str:
+    return f"port {port} is in use: run `agentx {command} {option} 0` for any free port"
+
+
 async def _up(arguments: argparse.Namespace) -> int:
+    if arguments.port is not None:
+        _check_port_free(arguments.port, command="up", option="--port")
+    if not arguments.no_portal:
+        _check_port_free(arguments.portal_port, command="up", option="--portal-port")
     stop = _stop_on_signals()
     data_dir = arguments.data_dir.absolute()
     config = StackConfig(
@@ -436,10 +520,16 @@ def _demo(arguments: argparse.Namespace) -> int:
     if problem is not None:
         print(f"agentx demo: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    if options.portal_port is not None:
+        _check_port_free(options.portal_port, command="demo", option="--portal-port")
     afterwards = _wait_for_ctrl_c if arguments.keep_running else None
-    succeeded = asyncio.run(
-        run_demo(options, say=lambda line: print(line, flush=True), afterwards=afterwards)
-    )
+    try:
+        succeeded = asyncio.run(
+            run_demo(options, say=lambda line: print(line, flush=True), afterwards=afterwards)
+        )
+    except KeyboardInterrupt:
+        print("agentx demo: FAILED: interrupted by Ctrl-C before the verdict", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK if succeeded else EXIT_FAILED
 
 
@@ -448,7 +538,12 @@ async def _wait_for_ctrl_c(stack: EmbeddedStack) -> None:
     print(f"NATS:        {stack.nats_url}")
     if stack.portal is not None:
         print(f"portal:      {stack.portal.url}  (payments: {stack.portal.stripe_mode})")
-    print(f"operator:    {stack.data_dir / 'operator.seed'}")
+    operator_seed = stack.data_dir / "operator.seed"
+    print(f"operator:    {operator_seed}")
+    print(
+        f"evidence:    agentx evidence CONTRACT --address-file {stack.address_path}"
+        f" --key {operator_seed}"
+    )
     print("still running; press Ctrl-C to stop", flush=True)
     await stop.wait()
 
@@ -456,6 +551,13 @@ async def _wait_for_ctrl_c(stack: EmbeddedStack) -> None:
 async def _mint(arguments: argparse.Namespace) -> int:
     if not 1 <= arguments.credits <= 1_000_000_000:
         print("agentx mint: credits must be between 1 and 1,000,000,000", file=sys.stderr)
+        return EXIT_USAGE
+    if not is_agent_id(arguments.agent_id):
+        print(
+            f"agentx mint: {arguments.agent_id!r} is not an agent id: one is 56 letters and "
+            "digits starting with U, as `agentx keys new` prints it",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     async with await _connect(arguments) as agent:
         reply = await OperatorClient(agent).mint(
@@ -470,7 +572,12 @@ async def _mint(arguments: argparse.Namespace) -> int:
 
 def _add_operator_connection(command: argparse.ArgumentParser) -> None:
     _add_exchange_location(command)
-    command.add_argument("--key", type=Path, default=DEFAULT_DATA_DIR / "operator.seed")
+    command.add_argument(
+        "--key",
+        type=Path,
+        default=DEFAULT_DATA_DIR / "operator.seed",
+        help="the operator's seed file (default: %(default)s)",
+    )
 
 
 def _add_exchange_location(command: argparse.ArgumentParser) -> None:
@@ -480,11 +587,25 @@ def _add_exchange_location(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--exchange-id", default=None, help="pin the exchange's key id (default: from the file)"
     )
-    command.add_argument("--address-file", type=Path, default=DEFAULT_ADDRESS_FILE)
+    command.add_argument(
+        "--address-file",
+        type=Path,
+        default=DEFAULT_ADDRESS_FILE,
+        help="the exchange.json that `agentx up` wrote (default: %(default)s)",
+    )
 
 
 async def _connect(arguments: argparse.Namespace) -> Agent:
-    """Connect with ``--key`` to the exchange the arguments (or the address file) name."""
+    """Connect with ``--key`` to the exchange the arguments (or the address file) name.
+
+    Without ``--url`` the address file must exist: falling back to a default
+    port would silently reach whatever else listens there.
+    """
+    if arguments.url is None and not arguments.address_file.exists():
+        raise CommandError(
+            f"{arguments.address_file} not found: start the exchange with `agentx up`, "
+            "or give --address-file DATA_DIR/exchange.json or --url"
+        )
     url, exchange_id = locate_exchange(arguments.url, arguments.exchange_id, arguments.address_file)
     options = AgentOptions(exchange_id=exchange_id, name="agentx-cli")
     return await Agent.connect(url, AgentKeys.load(arguments.key), options=options)
@@ -503,8 +624,15 @@ async def _evidence(arguments: argparse.Namespace) -> int:
     print(f"  result (sha256 {contract.result_sha256}): {bytes(contract.result).decode()[:2000]}")
     for event in bundle.events:
         detail = f": {event.detail}" if event.detail else ""
-        print(f"  {event.at_ms} {event.event} -> {event.to_state} by {event.actor_id}{detail}")
+        at = _utc_iso(event.at_ms)
+        print(f"  {at} {event.event} -> {event.to_state} by {event.actor_id}{detail}")
     return EXIT_OK
+
+
+def _utc_iso(at_ms: int, /) -> str:
+    """Epoch milliseconds as ISO 8601 UTC with milliseconds: 2026-12-05T23:33:51.274Z."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at_ms // 1000))
+    return f"{whole}.{at_ms % 1000:03d}Z"
 
 
 async def _fees(arguments: argparse.Namespace) -> int:

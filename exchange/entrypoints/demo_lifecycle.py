@@ -114,8 +114,8 @@ async def dispute_scenario(stack_url: str, operator: OperatorClient, say: Say) -
         # Operators may read any contract's evidence, as its parties may.
         evidence = await operator.agent.evidence(contract.contract_id)
         say(
-            f"{tag} dispute opened; the operator reads the evidence "
-            f"({len(evidence.events)} events, signed quote, acceptance and record)"
+            f"{tag} dispute opened on contract {contract.contract_id}; the operator reads the "
+            f"evidence ({len(evidence.events)} events, signed quote, acceptance and record)"
         )
         view = await operator.resolve(
             contract.contract_id,

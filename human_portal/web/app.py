@@ -15,10 +15,12 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from human_portal.errors import PortalError, RateLimited
@@ -118,6 +120,22 @@ def _add_error_handlers(app: FastAPI, web: Web) -> None:
         response.headers.update(headers)
         return response
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        # Browsers get the portal's page (a 404 included); API clients keep
+        # FastAPI's JSON answer.
+        if _wants_json(request):
+            return await http_exception_handler(request, error)
+        page_error = {
+            "code": _HTTP_ERROR_CODES.get(error.status_code, "http_error"),
+            "message": _http_error_message(error),
+        }
+        response = await web.render(
+            request, "error.html", status_code=error.status_code, error=page_error
+        )
+        response.headers.update(error.headers or {})
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
         problems = [
@@ -128,6 +146,19 @@ def _add_error_handlers(app: FastAPI, web: Web) -> None:
             for problem in error.errors()[:20]
         ]
         return _json_error("invalid_input", "the request is not valid", 422, {"problems": problems})
+
+
+_HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
+_HTTP_ERROR_MESSAGES = {
+    404: "There is no page at this address.",
+    405: "This page does not answer that kind of request.",
+}
+
+
+def _http_error_message(error: HTTPException) -> str:
+    if error.status_code in _HTTP_ERROR_MESSAGES:
+        return _HTTP_ERROR_MESSAGES[error.status_code]
+    return f"The portal could not answer this request ({error.status_code})."
 
 
 def _wants_json(request: Request) -> bool:

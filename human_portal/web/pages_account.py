@@ -17,8 +17,11 @@ account_router = APIRouter(include_in_schema=False)
 
 @account_router.get("/")
 async def home(request: Request, web: PortalWeb) -> Response:
+    """A visitor sees what the portal is for; a signed-in human goes to the dashboard."""
     session = await web.session(request)
-    return RedirectResponse("/dashboard" if session else "/sign-in", status_code=303)
+    if session is None:
+        return await web.render(request, "landing.html")
+    return RedirectResponse("/dashboard", status_code=303)
 
 
 @account_router.get("/sign-up")

@@ -17,26 +17,22 @@ the ledger invariants.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
-from playwright.async_api import async_playwright
 
 from agent_client.protocol import SubscriptionState
 from agent_client.signing import SystemClock
 from human_portal.subscription_reports import credits_and_dollars, period_in_words
 from human_portal.web.common import time_text
+from tests.portal.chromium_pages import CHROMIUM, chromium_page
 from tests.portal.conftest import PASSWORD, Browser
 from tests.portal.money_helpers import available
-from tests.portal.test_browser import CHROMIUM_ARGS, STEP_TIMEOUT_MS
 
 CREDIT = 1_000
 PRICE = 1_000  # millicredits a period: 1 credit, $0.10
 PERIOD_S = 3_600
 FEE_BPS = 500  # the seeds' subscription fee
 CAPABILITY = "text.upper"
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 class _Shifted:
@@ -280,39 +276,27 @@ def test_an_amount_is_said_in_credits_and_dollars(amount_millicredits, text):
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 async def test_the_page_fits_a_390_px_screen(harness, tmp_path):
     email = "phone@example.com"
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 390, "height": 844},
-        )
-        try:
-            page = await browser.new_page()
-            page.set_default_timeout(STEP_TIMEOUT_MS)
-            await page.goto(f"{harness.url}/sign-up")
-            await page.fill("input[name=email]", email)
-            await page.fill("input[name=password]", PASSWORD)
-            await page.fill("input[name=password_again]", PASSWORD)
-            await page.click("button[type=submit]")
-            await page.wait_for_url(f"{harness.url}/dashboard")
-            user = await harness.user_named(email)
-            buyer = await harness.linked_agent(user, label="a rather long agent label")
-            await harness.mint(buyer.agent_id, 3 * CREDIT)
-            _provider, plan = await shop_with_plan(harness)
-            await buyer.subscribe(plan)
+    async with chromium_page(tmp_path / "chromium-profile", width=390, height=844) as (_, page):
+        await page.goto(f"{harness.url}/sign-up")
+        await page.fill("input[name=email]", email)
+        await page.fill("input[name=password]", PASSWORD)
+        await page.fill("input[name=password_again]", PASSWORD)
+        await page.click("button[type=submit]")
+        await page.wait_for_url(f"{harness.url}/dashboard")
+        user = await harness.user_named(email)
+        buyer = await harness.linked_agent(user, label="a rather long agent label")
+        await harness.mint(buyer.agent_id, 3 * CREDIT)
+        _provider, plan = await shop_with_plan(harness)
+        await buyer.subscribe(plan)
 
-            await page.goto(f"{harness.url}/subscriptions")
-            await page.wait_for_selector("#bought button")
-            widths = await page.evaluate(
-                "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
-            )
-            await page.screenshot(path=str(tmp_path / "subscriptions-390.png"), full_page=True)
-            assert widths[0] <= widths[1], widths
-            await page.click("#bought button")
-            await page.wait_for_selector(".notice")
-            assert "stays paid until" in await page.inner_text(".notice")
-        finally:
-            await browser.close()
+        await page.goto(f"{harness.url}/subscriptions")
+        await page.wait_for_selector("#bought button")
+        widths = await page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        await page.screenshot(path=str(tmp_path / "subscriptions-390.png"), full_page=True)
+        assert widths[0] <= widths[1], widths
+        await page.click("#bought button")
+        await page.wait_for_selector(".notice")
+        assert "stays paid until" in await page.inner_text(".notice")
     await harness.check_invariants()
