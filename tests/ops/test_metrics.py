@@ -155,3 +155,48 @@ async def test_each_worker_counts_in_a_registry_of_its_own():
         )
         is None
     )
+
+
+async def test_hostile_requests_to_the_metrics_server_get_nothing_and_change_nothing(
+    monkeypatch,
+):
+    """Oversize heads, endless header lines, other methods and silent clients are
+    answered with nothing (or 405) within bounds, and the server keeps serving."""
+    import broker.metrics_http as metrics_http
+
+    monkeypatch.setattr(metrics_http, "REQUEST_HEAD_TIMEOUT_S", 0.5)
+    registry = CollectorRegistry()
+    Counter("probe", "A counter only this test has.", registry=registry).inc()
+
+    async def healthy() -> str | None:
+        return None
+
+    server = MetricsServer(registry, health=healthy, host="127.0.0.1", port=0)
+    await server.start()
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+
+    async def answer_to(raw: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(raw)
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+
+    try:
+        oversize = (
+            b"GET /" + b"a" * (metrics_http.REQUEST_HEAD_BYTES_MAX * 2) + b" HTTP/1.1\r\n\r\n"
+        )
+        assert await answer_to(oversize) == b""
+        endless = b"GET /metrics HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n"
+        assert await answer_to(endless) == b""
+        assert (await answer_to(b"POST /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405")
+        assert await answer_to(b"GET /metr") == b""  # silent after a partial line
+        garbage = await answer_to(b"\x00\xff garbage\r\n\r\n")
+        assert garbage.startswith(b"HTTP/1.1 405")
+        # Still serving, with nothing counted or changed by the above.
+        metrics = await scrape(server.url)
+        assert metrics.status_code == 200 and sample(metrics.text, "probe_total") == 1
+    finally:
+        await server.stop()
