@@ -82,9 +82,11 @@ class NewSession:
 def checked_email(email: str, /) -> str:
     normalized = email.strip().lower()
     if not normalized or len(normalized) > limits.EMAIL_LENGTH_MAX:
-        raise InvalidInput("email", f"must be 1 to {limits.EMAIL_LENGTH_MAX} characters")
+        raise InvalidInput(
+            "email", f"enter an email address of at most {limits.EMAIL_LENGTH_MAX} characters"
+        )
     if not _EMAIL_PATTERN.match(normalized):
-        raise InvalidInput("email", "is not an email address")
+        raise InvalidInput("email", "enter an email address like name@example.com")
     return normalized
 
 
@@ -92,7 +94,8 @@ def checked_password(password: str, /, *, field: str = "password") -> str:
     if not limits.PASSWORD_LENGTH_MIN <= len(password) <= limits.PASSWORD_LENGTH_MAX:
         raise InvalidInput(
             field,
-            f"must be {limits.PASSWORD_LENGTH_MIN} to {limits.PASSWORD_LENGTH_MAX} characters",
+            f"choose a password of {limits.PASSWORD_LENGTH_MIN} to "
+            f"{limits.PASSWORD_LENGTH_MAX} characters",
         )
     return password
 

@@ -53,7 +53,9 @@ class NewApiToken:
 async def create_api_token(context: PortalContext, user: User, name: str, /) -> NewApiToken:
     name = " ".join(name.split())
     if not 1 <= len(name) <= limits.API_TOKEN_NAME_LENGTH_MAX:
-        raise InvalidInput("name", f"must be 1 to {limits.API_TOKEN_NAME_LENGTH_MAX} characters")
+        raise InvalidInput(
+            "name", f"give the token a name of 1 to {limits.API_TOKEN_NAME_LENGTH_MAX} characters"
+        )
     secret = TOKEN_PREFIX + new_token(limits.API_TOKEN_BYTES)
     token = ApiToken("tok_" + uuid.uuid4().hex[:20], name, context.now_ms(), None, None)
 

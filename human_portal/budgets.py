@@ -6,6 +6,11 @@ contract opens). This module stores them: :class:`PortalSpendingControls`
 is the store the exchange's port asks for, and the functions below are the
 portal's own uses of the same rows (money paths that lock them, operator
 freezes, the pages that read them).
+
+Refused purchases (frozen, over a limit) are kept in ``portal_spending_refusals``
+for the notices: inserted once per (agent, purchase, code), whoever retries,
+and pruned for that agent on every insert: older than
+``REFUSALS_KEPT_DAYS`` or beyond the newest ``REFUSALS_PER_AGENT_MAX``.
 """
 
 from __future__ import annotations
@@ -14,10 +19,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exchange.domain.spending_rules import ApprovalStatus, Controls, SpendingRequest
-from human_portal.portal_tables import agent_controls, approvals
+from exchange.domain.spending_rules import (
+    ApprovalStatus,
+    Controls,
+    SpendingRefusal,
+    SpendingRequest,
+)
+from human_portal import limits
+from human_portal.portal_tables import agent_controls, approvals, spending_refusals
+
+_MILLISECONDS_PER_DAY = 24 * 3600 * 1000
 
 __all__ = [
     "PortalSpendingControls",
@@ -75,6 +89,62 @@ class PortalSpendingControls:
         if new:
             await connection.execute(approvals.insert(), [_approval_values(r) for r in new])
 
+    async def record_refusals(
+        self,
+        connection: AsyncConnection,
+        refused: Sequence[tuple[SpendingRequest, SpendingRefusal]],
+        /,
+    ) -> None:
+        if not refused:
+            return
+        rows = [_refusal_values(request, refusal) for request, refusal in refused]
+        await connection.execute(_insert_new_only(connection), rows)
+        for agent_id in sorted({str(row["agent_id"]) for row in rows}):
+            now_ms = max(int(row["at_ms"]) for row in rows if row["agent_id"] == agent_id)
+            await _prune_refusals(connection, agent_id, now_ms)
+
+
+def _insert_new_only(connection: AsyncConnection) -> Any:
+    """An insert that leaves a refusal already kept as it is (a retry, a rerun group)."""
+    keys = ["agent_id", "purchase_id", "code"]
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(spending_refusals).on_conflict_do_nothing(index_elements=keys)
+    return sqlite.insert(spending_refusals).on_conflict_do_nothing(index_elements=keys)
+
+
+def _refusal_values(request: SpendingRequest, refusal: SpendingRefusal) -> dict[str, Any]:
+    return {
+        "agent_id": request.buyer_id,
+        "purchase_id": request.contract_id,
+        "code": refusal.code.value,
+        "capability": request.capability,
+        "provider_id": request.provider_id,
+        "price_millicredits": request.price_millicredits,
+        "cause": refusal.cause.value,
+        "reason": refusal.message[: limits.REFUSAL_REASON_LENGTH_MAX],
+        "at_ms": request.now_ms,
+    }
+
+
+async def _prune_refusals(connection: AsyncConnection, agent_id: str, now_ms: int, /) -> None:
+    """Drop the agent's refusals past their age, and all but the newest few."""
+    oldest_kept_ms = now_ms - limits.REFUSALS_KEPT_DAYS * _MILLISECONDS_PER_DAY
+    of_agent = spending_refusals.c.agent_id == agent_id
+    # The newest row beyond the bound, if any: it and every older one go.
+    found = await connection.execute(
+        sa.select(spending_refusals.c.refusal_id)
+        .where(of_agent)
+        .order_by(spending_refusals.c.refusal_id.desc())
+        .offset(limits.REFUSALS_PER_AGENT_MAX)
+        .limit(1)
+    )
+    beyond = found.scalar()
+    too_old = spending_refusals.c.at_ms < oldest_kept_ms
+    condition = (
+        too_old if beyond is None else sa.or_(too_old, spending_refusals.c.refusal_id <= beyond)
+    )
+    await connection.execute(spending_refusals.delete().where(of_agent, condition))
+
 
 def _approval_values(request: SpendingRequest) -> dict[str, Any]:
     return {
@@ -88,6 +158,7 @@ def _approval_values(request: SpendingRequest) -> dict[str, Any]:
         "expires_at_ms": request.expires_at_ms,
         "decided_at_ms": None,
         "decided_by_user_id": None,
+        "task": request.task[: limits.APPROVAL_TASK_LENGTH_MAX],
     }
 
 

@@ -1,11 +1,14 @@
 """The owner's side of the spending controls: limits, the freeze switch, approvals.
 
 The exchange enforces them (``exchange.use_cases.spending``); this module is how a
-human sets them and decides the contracts that wait for approval.
+human sets them and decides the contracts that wait for approval. The limits
+and the freeze are set apart (a budget form, a freeze button): saving limits
+keeps the freeze as it is, and freezing keeps the limits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +19,19 @@ from exchange.domain.spending_rules import ApprovalStatus, Controls
 from human_portal import limits
 from human_portal.accounts import User
 from human_portal.budgets import locked_controls
-from human_portal.errors import Conflict, InvalidInput, NotFound
+from human_portal.errors import Conflict, FormErrors, InvalidInput, NotFound
 from human_portal.linking import owner_of
 from human_portal.portal_context import PortalContext
 from human_portal.portal_tables import agent_controls, agent_links, approvals
 
-__all__ = ["Approval", "approvals_for_user", "checked_limit", "decide_approval", "set_controls"]
+__all__ = [
+    "Approval",
+    "approvals_for_user",
+    "checked_limit",
+    "decide_approval",
+    "set_controls",
+    "set_owner_freeze",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +44,9 @@ class Approval:
     status: ApprovalStatus
     created_at_ms: int
     expires_at_ms: int
+    # The agent's name for its human, and what it asked to have done.
+    agent_label: str = ""
+    task: str = ""
 
     def is_expired(self, now_ms: int, /) -> bool:
         return self.status is ApprovalStatus.PENDING and self.expires_at_ms <= now_ms
@@ -41,8 +54,23 @@ class Approval:
 
 def checked_limit(value: int | None, /, *, field: str) -> int | None:
     if value is not None and not 1 <= value <= limits.BUDGET_MILLICREDITS_MAX:
-        raise InvalidInput(field, "must be positive and at most a billion credits, or empty")
+        raise InvalidInput(
+            field, "enter more than 0 and at most a billion credits, or leave it empty"
+        )
     return value
+
+
+def checked_limits(limit_by_field: dict[str, int | None], /) -> dict[str, int | None]:
+    """Every limit checked, each mistake kept: a person fixes them all in one go."""
+    problems: dict[str, str] = {}
+    for field, value in limit_by_field.items():
+        try:
+            checked_limit(value, field=field)
+        except InvalidInput as error:
+            problems[field] = error.problem
+    if problems:
+        raise FormErrors(problems)
+    return limit_by_field
 
 
 async def set_controls(
@@ -54,19 +82,51 @@ async def set_controls(
     daily_limit_millicredits: int | None,
     contract_limit_millicredits: int | None,
     approval_threshold_millicredits: int | None,
-    frozen: bool,
+    frozen: bool | None,
 ) -> Controls:
-    """Replace the owner's controls of one linked agent; they apply to the next contract."""
-    values = {
-        "daily_limit_millicredits": checked_limit(daily_limit_millicredits, field="daily_limit"),
-        "contract_limit_millicredits": checked_limit(
-            contract_limit_millicredits, field="contract_limit"
-        ),
-        "approval_threshold_millicredits": checked_limit(
-            approval_threshold_millicredits, field="approval_threshold"
-        ),
-        "frozen_by_owner": frozen,
-    }
+    """Replace the owner's limits of one linked agent, and its freeze unless ``frozen``
+    is None (kept as it is); they apply to the next contract."""
+    checked = checked_limits(
+        {
+            "daily_limit": daily_limit_millicredits,
+            "contract_limit": contract_limit_millicredits,
+            "approval_threshold": approval_threshold_millicredits,
+        }
+    )
+    now_ms = context.now_ms()
+
+    async def work(connection: AsyncConnection) -> Controls:
+        await owner_of(connection, user, agent_id)
+        current = await locked_controls(connection, agent_id, now_ms)
+        frozen_by_owner = current.frozen_by_owner if frozen is None else frozen
+        await connection.execute(
+            agent_controls.update()
+            .where(agent_controls.c.agent_id == agent_id)
+            .values(
+                updated_at_ms=now_ms,
+                daily_limit_millicredits=checked["daily_limit"],
+                contract_limit_millicredits=checked["contract_limit"],
+                approval_threshold_millicredits=checked["approval_threshold"],
+                frozen_by_owner=frozen_by_owner,
+            )
+        )
+        return Controls(
+            agent_id=agent_id,
+            daily_limit_millicredits=checked["daily_limit"],
+            contract_limit_millicredits=checked["contract_limit"],
+            approval_threshold_millicredits=checked["approval_threshold"],
+            frozen_by_owner=frozen_by_owner,
+            frozen_by_operator=current.frozen_by_operator,
+            operator_freeze_reason=current.operator_freeze_reason,
+        )
+
+    return await context.write(work)
+
+
+async def set_owner_freeze(
+    context: PortalContext, user: User, agent_id: str, /, *, frozen: bool
+) -> Controls:
+    """Freeze or unfreeze one linked agent's new spending; its limits stay as they are."""
     now_ms = context.now_ms()
 
     async def work(connection: AsyncConnection) -> Controls:
@@ -75,17 +135,9 @@ async def set_controls(
         await connection.execute(
             agent_controls.update()
             .where(agent_controls.c.agent_id == agent_id)
-            .values(updated_at_ms=now_ms, **values)
+            .values(updated_at_ms=now_ms, frozen_by_owner=frozen)
         )
-        return Controls(
-            agent_id=agent_id,
-            daily_limit_millicredits=values["daily_limit_millicredits"],
-            contract_limit_millicredits=values["contract_limit_millicredits"],
-            approval_threshold_millicredits=values["approval_threshold_millicredits"],
-            frozen_by_owner=frozen,
-            frozen_by_operator=current.frozen_by_operator,
-            operator_freeze_reason=current.operator_freeze_reason,
-        )
+        return dataclasses.replace(current, frozen_by_owner=frozen)
 
     return await context.write(work)
 
@@ -98,9 +150,9 @@ async def decide_approval(
 
     async def work(connection: AsyncConnection) -> Approval:
         found = await connection.execute(
-            sa.select(approvals)
-            .join(agent_links, agent_links.c.agent_id == approvals.c.agent_id)
-            .where(approvals.c.contract_id == contract_id, agent_links.c.user_id == user.user_id)
+            _approvals_with_labels().where(
+                approvals.c.contract_id == contract_id, agent_links.c.user_id == user.user_id
+            )
         )
         row = found.mappings().first()
         if row is None:
@@ -122,16 +174,7 @@ async def decide_approval(
         )
         if updated.rowcount != 1:
             raise Conflict("this contract was decided meanwhile")
-        return Approval(
-            approval.contract_id,
-            approval.agent_id,
-            approval.provider_id,
-            approval.capability,
-            approval.price_millicredits,
-            status,
-            approval.created_at_ms,
-            approval.expires_at_ms,
-        )
+        return dataclasses.replace(approval, status=status)
 
     return await context.write(work)
 
@@ -141,13 +184,19 @@ async def approvals_for_user(
 ) -> list[Approval]:
     """The user's agents' approval requests, newest first."""
     found = await connection.execute(
-        sa.select(approvals)
-        .join(agent_links, agent_links.c.agent_id == approvals.c.agent_id)
+        _approvals_with_labels()
         .where(agent_links.c.user_id == user_id)
         .order_by(approvals.c.created_at_ms.desc())
         .limit(limit)
     )
     return [_approval_from_row(dict(row)) for row in found.mappings()]
+
+
+def _approvals_with_labels() -> sa.Select[Any]:
+    """Approvals of linked agents, each with the label its human gave the agent."""
+    return sa.select(approvals, agent_links.c.label).join(
+        agent_links, agent_links.c.agent_id == approvals.c.agent_id
+    )
 
 
 def _approval_from_row(row: dict[str, Any]) -> Approval:
@@ -160,4 +209,6 @@ def _approval_from_row(row: dict[str, Any]) -> Approval:
         status=ApprovalStatus(row["status"]),
         created_at_ms=int(row["created_at_ms"]),
         expires_at_ms=int(row["expires_at_ms"]),
+        agent_label=str(row["label"]),
+        task=str(row["task"]),
     )

@@ -6,7 +6,8 @@ before anything is written (a use case checks, then writes in one
 transaction). The web layer turns them into an error page or a JSON body::
 
     PortalError                       code, message, http_status
-     ├── InvalidInput                 a field is missing or malformed (field)
+     ├── InvalidInput                 a field is missing or malformed (field, problem)
+     │    └── FormErrors              several fields at once (problems: field → problem)
      ├── AuthenticationFailed         wrong email or password, or no session / token
      ├── RateLimited                  too many attempts (retry_after_s)
      ├── CsrfRejected                 a form without the session's CSRF token
@@ -27,13 +28,17 @@ at the edge and kept as ``__cause__``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
+
+from wallet import MILLICREDITS_PER_CREDIT, MILLICREDITS_PER_USD_CENT
 
 __all__ = [
     "AgentFrozen",
     "AuthenticationFailed",
     "Conflict",
     "CsrfRejected",
+    "FormErrors",
     "InsufficientFunds",
     "InvalidInput",
     "LimitExceeded",
@@ -60,12 +65,33 @@ class PortalError(Exception):
 
 
 class InvalidInput(PortalError):
+    """One field's mistake. ``problem`` is written for the person who typed it
+    (shown beside the field, never after its name); ``message`` adds the
+    field's name for API clients and agents, who have no form to look at."""
+
     code = "invalid_input"
     http_status = 422
 
-    def __init__(self, field: str, message: str, /) -> None:
-        super().__init__(f"{field}: {message}")
+    def __init__(self, field: str, problem: str, /) -> None:
+        super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
+
+
+class FormErrors(InvalidInput):
+    """Every mistake of one form, found together so that a person fixes them in one go.
+
+    ``field`` and ``problem`` are the first mistake's (what an API client
+    reads); ``problems`` holds them all, in the form's order.
+    """
+
+    def __init__(self, problems: Mapping[str, str], /) -> None:
+        assert problems, "a form with no mistake is not an error"
+        field, problem = next(iter(problems.items()))
+        super().__init__(field, problem)
+        self.problems = dict(problems)
+        self.message = "; ".join(f"{name}: {text}" for name, text in problems.items())
+        self.args = (self.message,)
 
 
 class AuthenticationFailed(PortalError):
@@ -140,8 +166,8 @@ class InsufficientFunds(PortalError):
 
     def __init__(self, *, available_millicredits: int, requested_millicredits: int) -> None:
         super().__init__(
-            f"the agent has {available_millicredits} millicredits available, "
-            f"{requested_millicredits} are needed"
+            f"the agent has {_credits_and_dollars(available_millicredits)} available; "
+            f"this needs {_credits_and_dollars(requested_millicredits)}"
         )
         self.available_millicredits = available_millicredits
         self.requested_millicredits = requested_millicredits
@@ -168,3 +194,18 @@ class PaymentProviderFailed(PortalError):
 class ServiceUnavailable(PortalError):
     code = "unavailable"
     http_status = 503
+
+
+def _credits_and_dollars(amount_millicredits: int, /) -> str:
+    """'117 credits ($11.70)': people read credits and dollars, never millicredits.
+
+    Written out here because the money formatters (``money_rules``) raise
+    these errors and so cannot be imported by them. A fraction of a cent is
+    cut, never rounded up.
+    """
+    whole, fraction = divmod(abs(amount_millicredits), MILLICREDITS_PER_CREDIT)
+    credits = f"{whole:,}" if fraction == 0 else f"{whole:,}.{fraction:03d}".rstrip("0")
+    dollars, cents = divmod(abs(amount_millicredits) // MILLICREDITS_PER_USD_CENT, 100)
+    sign = "-" if amount_millicredits < 0 else ""
+    unit = "credit" if amount_millicredits == MILLICREDITS_PER_CREDIT else "credits"
+    return f"{sign}{credits} {unit} ({sign}${dollars:,}.{cents:02d})"

@@ -66,18 +66,40 @@ PAYOUT_RECOVERY_BATCH_MAX: Final = 100
 # --- budgets and approvals ------------------------------------------------------------
 
 BUDGET_MILLICREDITS_MAX: Final = 10**12
+# An approval shows the human this much of the agent's task.
+APPROVAL_TASK_LENGTH_MAX: Final = 1_000
 # How long an approval is asked for, and how far "spent today" is read: the
 # exchange enforces the controls, so these live in exchange/limits.py.
 
 # --- reading ------------------------------------------------------------------------
 
 TRANSACTIONS_PAGE_SIZE_MAX: Final = 1000
+# The Transactions page: statement entries (a purchase, a top-up ...) per page,
+# and how far its page number may go (the history read is capped anyway).
+STATEMENT_PAGE_SIZE: Final = 50
+STATEMENT_PAGE_MAX: Final = 10_000
 RECENT_CONTRACTS_MAX: Final = 50
 CHART_DAYS: Final = 14
 API_TOKENS_PER_USER_MAX: Final = 20
 API_TOKEN_BYTES: Final = 32
 API_TOKEN_NAME_LENGTH_MAX: Final = 64
 HTTP_REQUEST_TIMEOUT_S: Final = 30.0
+
+# --- headline and notices -------------------------------------------------------------
+
+# The dashboard's recent contracts; the rest are on /transactions.
+DASHBOARD_CONTRACTS_MAX: Final = 10
+# The notice list: the newest this many, shown this many to a page.
+NOTICES_MAX: Final = 100
+NOTICES_PAGE_SIZE: Final = 25
+# A refused purchase is kept this long, and at most this many per agent.
+REFUSALS_KEPT_DAYS: Final = 30
+REFUSALS_PER_AGENT_MAX: Final = 200
+REFUSAL_REASON_LENGTH_MAX: Final = 500
+# An agent with less than this available gets a low-balance notice (1 credit).
+LOW_BALANCE_MILLICREDITS: Final = MILLICREDITS_PER_CREDIT
+# The navigation's counts stop here ("99+").
+NAV_COUNT_MAX: Final = 99
 
 # --- relations ----------------------------------------------------------------------
 
@@ -91,3 +113,11 @@ assert 0 < CASH_OUT_CREDITS_MIN <= CASH_OUT_CREDITS_PER_MONTH_MAX
 assert CASH_OUT_CREDITS_PER_MONTH_MAX * MILLICREDITS_PER_CREDIT < TRANSFER_AMOUNT_MAX
 assert BUDGET_MILLICREDITS_MAX < TRANSFER_AMOUNT_MAX
 assert STRIPE_REQUEST_TIMEOUT_S < HTTP_REQUEST_TIMEOUT_S
+assert 0 < DASHBOARD_CONTRACTS_MAX <= RECENT_CONTRACTS_MAX
+assert 0 < NOTICES_PAGE_SIZE <= NOTICES_MAX and NAV_COUNT_MAX < NOTICES_MAX
+assert REFUSALS_KEPT_DAYS > 0 and REFUSALS_PER_AGENT_MAX > 0
+assert 0 < STATEMENT_PAGE_SIZE <= TRANSACTIONS_PAGE_SIZE_MAX
+assert (
+    STATEMENT_PAGE_MAX * STATEMENT_PAGE_SIZE
+    >= LINKED_AGENTS_PER_USER_MAX * TRANSACTIONS_PAGE_SIZE_MAX
+)

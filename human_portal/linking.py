@@ -59,7 +59,9 @@ class LinkedAgent:
 def checked_label(label: str, /) -> str:
     label = " ".join(label.split())
     if len(label) > limits.LABEL_LENGTH_MAX:
-        raise InvalidInput("label", f"must be at most {limits.LABEL_LENGTH_MAX} characters")
+        raise InvalidInput(
+            "label", f"keep the label to {limits.LABEL_LENGTH_MAX} characters or fewer"
+        )
     return label
 
 

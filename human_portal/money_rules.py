@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from agent_client.credit_text import format_millicredits
 from human_portal import limits
-from human_portal.errors import InvalidInput, LimitExceeded
+from human_portal.errors import InsufficientFunds, InvalidInput, LimitExceeded
 from wallet import (
     MILLICREDITS_PER_CREDIT,
     MILLICREDITS_PER_USD_CENT,
@@ -95,7 +96,7 @@ def top_up_quote(
         credits_millicredits = package.credits * MILLICREDITS_PER_CREDIT
     elif package_code == CUSTOM_PACKAGE_CODE:
         if custom_cents is None:
-            raise InvalidInput("amount", "enter an amount in dollars")
+            raise InvalidInput("amount", "enter an amount in dollars, like 25")
         if not limits.CUSTOM_TOPUP_CENTS_MIN <= custom_cents <= limits.CUSTOM_TOPUP_CENTS_MAX:
             raise LimitExceeded(
                 f"a custom top-up is between {format_cents(limits.CUSTOM_TOPUP_CENTS_MIN)} "
@@ -106,7 +107,7 @@ def top_up_quote(
         price_cents = custom_cents
         credits_millicredits = custom_cents * MILLICREDITS_PER_USD_CENT
     else:
-        raise InvalidInput("package", "no such package")
+        raise InvalidInput("package", "choose one of the packages or a custom amount")
     fee_cents, _ = fee_split(price_cents, rate_bps=fees.purchase_bps)
     quote = TopUpQuote(package_code, price_cents, fee_cents, credits_millicredits)
     assert quote.total_cents == price_cents + fee_cents and quote.credits_millicredits > 0
@@ -187,26 +188,48 @@ class CashOutQuote:
 
 
 def cash_out_quote(
-    credits: int, /, *, fees: FeeSchedule, cashed_out_this_month: int
+    credits: int,
+    /,
+    *,
+    fees: FeeSchedule,
+    cashed_out_this_month: int,
+    available_millicredits: int | None = None,
 ) -> CashOutQuote:
-    """Whole credits to dollars at $0.10 each, less the cash-out fee, within the limits."""
+    """Whole credits to dollars at $0.10 each, less the cash-out fee, within the limits.
+
+    The rules are checked in the order a person can act on them: the minimum,
+    then the agent's balance (when given), then the month's maximum, so that
+    asking for more than the agent has says so rather than citing the month.
+    """
     if credits < limits.CASH_OUT_CREDITS_MIN:
         raise LimitExceeded(
-            f"a cash-out is at least {limits.CASH_OUT_CREDITS_MIN} credits",
+            f"a cash-out is at least {_credits_text(limits.CASH_OUT_CREDITS_MIN)}",
             limit=limits.CASH_OUT_CREDITS_MIN,
             requested=credits,
+        )
+    requested_millicredits = credits * MILLICREDITS_PER_CREDIT
+    if available_millicredits is not None and requested_millicredits > available_millicredits:
+        raise InsufficientFunds(
+            available_millicredits=available_millicredits,
+            requested_millicredits=requested_millicredits,
         )
     room = limits.CASH_OUT_CREDITS_PER_MONTH_MAX - cashed_out_this_month
     if credits > room:
         raise LimitExceeded(
-            f"an agent cashes out at most {limits.CASH_OUT_CREDITS_PER_MONTH_MAX:,} credits a "
-            f"month; {max(0, room):,} remain this month",
+            "an agent cashes out at most "
+            f"{_credits_text(limits.CASH_OUT_CREDITS_PER_MONTH_MAX)} a month; "
+            f"{_credits_text(max(0, room))} remain this month",
             limit=limits.CASH_OUT_CREDITS_PER_MONTH_MAX,
             requested=cashed_out_this_month + credits,
         )
     gross_cents = credits * USD_CENTS_PER_CREDIT
     fee_cents, net_cents = fee_split(gross_cents, rate_bps=fees.cash_out_bps)
     return CashOutQuote(credits, gross_cents, fee_cents, net_cents)
+
+
+def _credits_text(credits: int, /) -> str:
+    """'100 credits ($10.00)': whole credits with what they are worth."""
+    return f"{credits:,} credits ({format_cents(credits * USD_CENTS_PER_CREDIT)})"
 
 
 def parse_credits(text: str, /, *, field: str) -> int:
@@ -225,15 +248,6 @@ def parse_dollars(text: str, /, *, field: str) -> int:
         raise InvalidInput(field, "enter dollars like 25 or 25.50")
     whole, fraction = match.group(1), (match.group(2) or "")
     return int(whole) * 100 + int(fraction.ljust(2, "0") or "0")
-
-
-def format_millicredits(amount_millicredits: int, /) -> str:
-    """12,500 → '12.5'; whole credits lose their decimals."""
-    sign = "-" if amount_millicredits < 0 else ""
-    whole, fraction = divmod(abs(amount_millicredits), MILLICREDITS_PER_CREDIT)
-    if fraction == 0:
-        return f"{sign}{whole:,}"
-    return f"{sign}{whole:,}.{fraction:03d}".rstrip("0")
 
 
 def format_cents(amount_cents: int, /) -> str:

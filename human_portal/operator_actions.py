@@ -80,7 +80,7 @@ async def _set_freeze(
 ) -> None:
     require_operator(operator)
     if not is_agent_id(agent_id):
-        raise InvalidInput("agent_id", "is not an agent id")
+        raise InvalidInput("agent_id", "enter an agent id: U followed by 55 letters and digits")
     reason = " ".join(reason.split())[:REASON_LENGTH_MAX]
     if frozen and not reason:
         raise InvalidInput("reason", "say why the agent is frozen")

@@ -1,8 +1,10 @@
 """Cash-out: an agent's credits become dollars on its human's Stripe Connect account.
 
 1. The human connects a Connect account through Stripe's onboarding link.
-2. ``request_cash_out`` checks the rules (at least 100 credits, at most
-   10,000 per agent per calendar month UTC, not frozen, enough credits) and,
+2. ``request_cash_out`` checks the rules (not frozen, at least 100 credits,
+   enough credits, at most 10,000 per agent per calendar month UTC; the
+   portal's confirmation page shows ``cash_out_preview``, the same checks
+   without holding anything) and,
    in the same transaction, records the payout and **holds** the credits (a
    pending ledger transfer to the issuance account). The agent's controls
    row is locked first, so concurrent requests queue and the month's sum
@@ -30,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from human_portal import limits
 from human_portal.accounts import User
-from human_portal.budgets import locked_controls
+from human_portal.budgets import controls_by_agent, locked_controls
 from human_portal.errors import (
     AgentFrozen,
     Conflict,
@@ -62,6 +64,7 @@ __all__ = [
     "Payout",
     "PayoutStatus",
     "allow_agent_cash_out",
+    "cash_out_preview",
     "cash_out_room",
     "connect_onboarding_url",
     "month_of",
@@ -163,11 +166,11 @@ async def request_cash_out(
     With ``payout_id`` (an agent's request, named by its idempotency key) a
     payout that already exists is returned as it stands instead of repeated.
     """
-    if user.stripe_account_id is None or not user.stripe_payouts_enabled:
-        raise Conflict("connect a Stripe account that can receive payouts first")
+    _check_connected(user)
     if requested_by == "agent" and not user.agent_cash_out_allowed:
         raise PermissionDenied("the agent's owner has not allowed it to cash out by itself")
     destination = user.stripe_account_id
+    assert destination is not None
     now_ms = context.now_ms()
     payout_id = payout_id or "po_" + uuid.uuid4().hex
     month = month_of(now_ms)
@@ -182,11 +185,7 @@ async def request_cash_out(
         controls = await locked_controls(connection, agent_id, now_ms)
         if controls.frozen:
             raise AgentFrozen(agent_id)
-        quote = cash_out_quote(
-            credits,
-            fees=await context.fee_schedule(connection),
-            cashed_out_this_month=await _cashed_out(connection, agent_id, month),
-        )
+        quote = await _checked_quote(context, connection, agent_id, credits, month)
         payout = _new_payout(payout_id, user, agent_id, month, quote, destination, now_ms)
         payout = dataclasses.replace(payout, requested_by=requested_by)
         await connection.execute(payouts.insert().values(**_payout_values(payout)))
@@ -207,6 +206,44 @@ async def request_cash_out(
         assert existing is not None
         return existing
     return await _pay(context, payout)
+
+
+async def cash_out_preview(
+    context: PortalContext, user: User, agent_id: str, credits: int, /
+) -> CashOutQuote:
+    """What a cash-out would pay, under every rule ``request_cash_out`` checks; holds nothing.
+
+    The confirmation page shows it; the request itself checks again, under
+    its locks, so a change in between is still refused.
+    """
+    _check_connected(user)
+    month = month_of(context.now_ms())
+
+    async def check(connection: AsyncConnection) -> CashOutQuote:
+        await owner_of(connection, user, agent_id)
+        controls = (await controls_by_agent(connection, [agent_id])).get(agent_id)
+        if controls is not None and controls.frozen:
+            raise AgentFrozen(agent_id)
+        return await _checked_quote(context, connection, agent_id, credits, month)
+
+    return await context.read(check)
+
+
+def _check_connected(user: User) -> None:
+    if user.stripe_account_id is None or not user.stripe_payouts_enabled:
+        raise Conflict("connect a Stripe account that can receive payouts first")
+
+
+async def _checked_quote(
+    context: PortalContext, connection: AsyncConnection, agent_id: str, credits: int, month: str
+) -> CashOutQuote:
+    """The quote, refused in the order a person can act on: minimum, balance, month."""
+    return cash_out_quote(
+        credits,
+        fees=await context.fee_schedule(connection),
+        cashed_out_this_month=await _cashed_out(connection, agent_id, month),
+        available_millicredits=await _available(context, connection, agent_id),
+    )
 
 
 async def allow_agent_cash_out(context: PortalContext, user: User, /, *, allowed: bool) -> None:

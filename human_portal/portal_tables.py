@@ -7,7 +7,16 @@ Money columns hold integers only: millicredits or US cents, as named.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 __all__ = [
     "agent_controls",
@@ -21,6 +30,7 @@ __all__ = [
     "payment_disputes",
     "payouts",
     "sessions",
+    "spending_refusals",
     "stripe_events",
     "topups",
     "users",
@@ -41,6 +51,8 @@ users = Table(
     Column("agent_cash_out_allowed", Boolean, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
     Column("password_changed_at_ms", BigInteger, nullable=False),
+    # Notices newer than this are unread; set when the user opens /notices.
+    Column("notices_seen_at_ms", BigInteger, nullable=False, server_default="0"),
 )
 
 sessions = Table(
@@ -109,6 +121,8 @@ approvals = Table(
     Column("expires_at_ms", BigInteger, nullable=False),
     Column("decided_at_ms", BigInteger, nullable=True),
     Column("decided_by_user_id", Text, nullable=True),
+    # What the agent asked to have done (its task, cut to APPROVAL_TASK_LENGTH_MAX).
+    Column("task", Text, nullable=False, server_default=""),
 )
 
 topups = Table(
@@ -194,4 +208,29 @@ operator_audit = Table(
     Column("subject_id", Text, nullable=False),
     Column("detail", Text, nullable=False),
     Column("at_ms", BigInteger, nullable=False),
+)
+
+# Purchases the exchange refused under the humans' controls (frozen, over a
+# limit), kept so the human is told; one row per purchase and reason however
+# often the agent retries, bounded in age and per agent (human_portal/budgets.py).
+spending_refusals = Table(
+    "portal_spending_refusals",
+    metadata,
+    # 64 bits on PostgreSQL (a conflicting insert still takes a number); SQLite's rowid.
+    Column(
+        "refusal_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("agent_id", Text, nullable=False),
+    Column("purchase_id", Text, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("capability", Text, nullable=False),
+    Column("provider_id", Text, nullable=False),
+    Column("price_millicredits", BigInteger, nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    UniqueConstraint("agent_id", "purchase_id", "code", name="portal_spending_refusals_once"),
 )

@@ -11,7 +11,7 @@ import csv
 import html
 import io
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,6 +41,7 @@ __all__ = [
     "ChartDay",
     "ContractLine",
     "DisputeCase",
+    "History",
     "Revenue",
     "TransactionFilter",
     "TransactionLine",
@@ -48,6 +49,7 @@ __all__ = [
     "chart_days",
     "csv_safe",
     "disputes_to_resolve",
+    "history",
     "recent_contracts",
     "revenue",
     "spending_chart_svg",
@@ -80,6 +82,9 @@ class TransactionLine:
     counterparty_account_id: str
     is_hold: bool
     reference: str
+    # The hold a post or a void ends, and whether it ends it without paying.
+    pending_id: str | None = None
+    is_void: bool = False
 
     @property
     def at_text(self) -> str:
@@ -101,6 +106,22 @@ class TransactionFilter:
             raise InvalidInput("direction", "is 'in' or 'out'")
         if not 1 <= self.limit <= limits.TRANSACTIONS_PAGE_SIZE_MAX:
             raise InvalidInput("limit", f"must be 1 to {limits.TRANSACTIONS_PAGE_SIZE_MAX}")
+
+    def admits(self, line: TransactionLine, /) -> bool:
+        """Whether ``line`` passes the kind, direction and time filters (not the agent's)."""
+        if self.kind is not None and line.kind != self.kind:
+            return False
+        if self.direction is not None and line.direction != self.direction:
+            return False
+        return self.since_ms is None or line.timestamp_us >= self.since_ms * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """The agents' ledger lines, newest first; ``cut`` when older ones were not read."""
+
+    lines: list[TransactionLine]
+    cut: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,18 +196,32 @@ async def transactions(
     /,
 ) -> list[TransactionLine]:
     """The agents' ledger history, newest first, filtered."""
+    read = await history(context, connection, links, agent_id=selection.agent_id)
+    return [line for line in read.lines if selection.admits(line)][: selection.limit]
+
+
+async def history(
+    context: PortalContext,
+    connection: AsyncConnection,
+    links: Sequence[LinkedAgent],
+    /,
+    *,
+    agent_id: str | None = None,
+) -> History:
+    """The latest ``TRANSACTIONS_PAGE_SIZE_MAX`` ledger transfers of each agent (or of one)."""
     lines: list[TransactionLine] = []
+    cut = False
     for link in links:
-        if selection.agent_id is not None and link.agent_id != selection.agent_id:
+        if agent_id is not None and link.agent_id != agent_id:
             continue
         account_id = agent_account_id(link.agent_id)
         records = await context.ledger.account_transfers(
             account_id, limit=limits.TRANSACTIONS_PAGE_SIZE_MAX, connection=connection
         )
+        cut |= len(records) == limits.TRANSACTIONS_PAGE_SIZE_MAX
         lines.extend(_line(link, account_id, record) for record in records)
-    kept = [line for line in lines if _matches(line, selection)]
-    kept.sort(key=lambda line: line.timestamp_us, reverse=True)
-    return kept[: selection.limit]
+    lines.sort(key=lambda line: (line.timestamp_us, line.transfer_id), reverse=True)
+    return History(lines, cut)
 
 
 def _line(link: LinkedAgent, account_id: str, record: TransferRecord) -> TransactionLine:
@@ -203,19 +238,24 @@ def _line(link: LinkedAgent, account_id: str, record: TransferRecord) -> Transac
         counterparty_account_id=record.credit_account_id if outgoing else record.debit_account_id,
         is_hold=bool(record.flags & TransferFlags.PENDING),
         reference=record.user_data,
+        pending_id=record.pending_id,
+        is_void=bool(record.flags & TransferFlags.VOID_PENDING),
     )
 
 
-def _matches(line: TransactionLine, selection: TransactionFilter) -> bool:
-    if selection.kind is not None and line.kind != selection.kind:
-        return False
-    if selection.direction is not None and line.direction != selection.direction:
-        return False
-    return selection.since_ms is None or line.timestamp_us >= selection.since_ms * 1000
+def transactions_csv(
+    lines: Iterable[TransactionLine],
+    /,
+    *,
+    details: Mapping[str, tuple[str, int | None]] | None = None,
+) -> str:
+    """RFC 4180 CSV; amounts both exact (millicredits) and in credits.
 
-
-def transactions_csv(lines: Iterable[TransactionLine], /) -> str:
-    """RFC 4180 CSV; amounts both exact (millicredits) and in credits."""
+    ``details`` gives, by transfer id, the statement's words for the line's
+    purchase or payment and the platform fee to show on it (a purchase's fee
+    on one of its lines only, so that the column adds up).
+    """
+    details = details or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(
@@ -231,9 +271,12 @@ def transactions_csv(lines: Iterable[TransactionLine], /) -> str:
             "counterparty_account_id",
             "reference",
             "transfer_id",
+            "description",
+            "fee_millicredits",
         ]
     )
     for line in lines:
+        description, fee_millicredits = details.get(line.transfer_id, ("", None))
         writer.writerow(
             [
                 line.at_text,
@@ -247,6 +290,8 @@ def transactions_csv(lines: Iterable[TransactionLine], /) -> str:
                 line.counterparty_account_id,
                 csv_safe(line.reference),
                 line.transfer_id,
+                csv_safe(description),
+                "" if fee_millicredits is None else fee_millicredits,
             ]
         )
     return buffer.getvalue()
@@ -281,27 +326,42 @@ def chart_days(lines: Sequence[TransactionLine], now_ms: int, /) -> list[ChartDa
     ]
 
 
-def spending_chart_svg(days: Sequence[ChartDay], /) -> str:
-    """A small bar chart as inline SVG (server-side: no script, no CDN)."""
-    width, height, top, bottom, left = 700, 220, 16, 36, 8
-    slot = (width - left) / max(1, len(days))
+def spending_chart_svg(days: Sequence[ChartDay], /, *, empty_text: str | None = None) -> str:
+    """A small bar chart as inline SVG (server-side: no script, no CDN).
+
+    The y axis has three labelled gridlines (0, a round step, twice the step)
+    in credits; with nothing to draw it says so in words instead.
+    """
     peak = max(
-        [1, *(day.spent_millicredits for day in days), *(d.earned_millicredits for d in days)]
+        [0, *(day.spent_millicredits for day in days), *(d.earned_millicredits for d in days)]
     )
-    plot = height - top - bottom
+    if peak == 0:
+        text = empty_text or f"No spending or earning in the last {len(days)} days"
+        return f'<p class="chart-empty muted">{html.escape(text)}</p>'
+    width, height, top, bottom, left, right = 700, 250, 18, 40, 116, 6
+    step = _grid_step(peak)
+    plot, slot = height - top - bottom, (width - left - right) / max(1, len(days))
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
         'aria-label="Credits spent and earned per day" xmlns="http://www.w3.org/2000/svg">',
-        f'<line x1="{left}" y1="{height - bottom}" x2="{width}" y2="{height - bottom}" '
-        'stroke="#c8ccd4" stroke-width="1"/>',
+        '<g class="axis">',
     ]
+    for index in range(3):
+        y = height - bottom - plot * index / 2
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
+            f'stroke="{"#c8ccd4" if index == 0 else "#dde1e8"}" stroke-width="1"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+            f'fill="#5b6270">{format_millicredits(index * step)}{" cr" if index else ""}</text>'
+        )
+    parts.append('</g><g class="days">')
     for index, day in enumerate(days):
         x = left + index * slot
         for offset, amount, color, name in (
             (0.18, day.spent_millicredits, "#d9534f", "spent"),
             (0.52, day.earned_millicredits, "#2e8b57", "earned"),
         ):
-            bar = plot * amount / peak
+            bar = plot * amount / (2 * step)
             parts.append(
                 f'<rect x="{x + slot * offset:.1f}" y="{height - bottom - bar:.1f}" '
                 f'width="{slot * 0.3:.1f}" height="{bar:.1f}" fill="{color}">'
@@ -309,14 +369,24 @@ def spending_chart_svg(days: Sequence[ChartDay], /) -> str:
                 f"{name}</title></rect>"
             )
         parts.append(
-            f'<text x="{x + slot / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle" '
+            f'<text x="{x + slot / 2:.1f}" y="{height - bottom + 30}" text-anchor="middle" '
             f'font-size="11" fill="#5b6270">{html.escape(day.label)}</text>'
         )
-    parts.append(
-        f'<text x="{width - 4}" y="{top - 2}" text-anchor="end" font-size="11" fill="#5b6270">'
-        f"peak {format_millicredits(peak)} cr</text></svg>"
-    )
+    parts.append("</g></svg>")
     return "".join(parts)
+
+
+def _grid_step(peak_millicredits: int, /) -> int:
+    """The smallest 1, 2 or 5 times a power of ten that is at least half the peak."""
+    assert peak_millicredits > 0
+    half = -(-peak_millicredits // 2)
+    power = 1
+    for _ in range(20):
+        for factor in (1, 2, 5):
+            if factor * power >= half:
+                return factor * power
+        power *= 10
+    raise AssertionError(f"a peak of {peak_millicredits} is beyond any ledger amount")
 
 
 async def recent_contracts(

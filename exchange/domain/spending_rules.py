@@ -63,6 +63,9 @@ class SpendingRequest:
     now_ms: int
     # An approval is asked for until the quote itself expires (or a day at most).
     expires_at_ms: int
+    # The buyer's task (JSON text) when the purchase is a contract: the human
+    # asked to approve it reads what the agent wants done. Empty otherwise.
+    task: str = ""
 
     def __post_init__(self) -> None:
         assert self.price_millicredits > 0
@@ -71,14 +74,31 @@ class SpendingRequest:
 
 @dataclass(frozen=True, slots=True)
 class SpendingRefusal:
-    """Why the controls refuse; ``approval`` set: the human is asked to approve it."""
+    """Why the controls refuse; ``approval`` set: the human is asked to approve it.
+
+    ``message`` is for the agent; ``cause`` is the rule that refused, for the
+    human's portal to say in its own words.
+    """
 
     code: ErrorCode
     message: str
+    cause: RefusalCause
     approval: SpendingRequest | None = None
 
     def error(self, *, contract_id: str | None = None) -> ExchangeError:
         return ExchangeError(self.code, self.message, contract_id=contract_id)
+
+
+class RefusalCause(enum.StrEnum):
+    """Which of the human's rules refused a purchase."""
+
+    FROZEN_BY_OWNER = "frozen_by_owner"
+    FROZEN_BY_OPERATOR = "frozen_by_operator"
+    CONTRACT_LIMIT = "contract_limit"
+    DAILY_LIMIT = "daily_limit"
+    DAILY_LIMIT_UNCHECKABLE = "daily_limit_uncheckable"
+    APPROVAL_NEEDED = "approval_needed"
+    APPROVAL_REJECTED = "approval_rejected"
 
 
 def approval_expires_at_ms(now_ms: int, quote_expires_at_ms: int, /) -> int:
@@ -96,7 +116,14 @@ def frozen_refusal(controls: Controls, /) -> SpendingRefusal | None:
     if not controls.frozen:
         return None
     who = "its owner" if controls.frozen_by_owner else "an operator"
-    return SpendingRefusal(ErrorCode.AGENT_FROZEN, f"the agent's spending is frozen by {who}")
+    cause = (
+        RefusalCause.FROZEN_BY_OWNER
+        if controls.frozen_by_owner
+        else RefusalCause.FROZEN_BY_OPERATOR
+    )
+    return SpendingRefusal(
+        ErrorCode.AGENT_FROZEN, f"the agent's spending is frozen by {who}", cause
+    )
 
 
 def spending_refusal(
@@ -117,6 +144,7 @@ def spending_refusal(
         return SpendingRefusal(
             ErrorCode.BUDGET_EXCEEDED,
             f"the price {price} is over the per-contract limit of {contract_limit} millicredits",
+            RefusalCause.CONTRACT_LIMIT,
         )
     daily_limit = controls.daily_limit_millicredits
     if daily_limit is not None and spent_today_millicredits + price > daily_limit:
@@ -124,17 +152,21 @@ def spending_refusal(
             ErrorCode.BUDGET_EXCEEDED,
             f"over the daily limit: {spent_today_millicredits} of {daily_limit} millicredits "
             f"spent today, the price is {price}",
+            RefusalCause.DAILY_LIMIT,
         )
     threshold = controls.approval_threshold_millicredits
     if threshold is None or price <= threshold or approval_status is ApprovalStatus.APPROVED:
         return None
     if approval_status is ApprovalStatus.REJECTED:
         return SpendingRefusal(
-            ErrorCode.APPROVAL_REJECTED, "the agent's owner rejected this contract"
+            ErrorCode.APPROVAL_REJECTED,
+            "the agent's owner rejected this contract",
+            RefusalCause.APPROVAL_REJECTED,
         )
     return SpendingRefusal(
         ErrorCode.PENDING_APPROVAL,
         f"the price is over the approval threshold of {threshold} millicredits; the agent's "
         "owner must approve it in the portal, then retry the same acceptance",
+        RefusalCause.APPROVAL_NEEDED,
         approval=request,
     )

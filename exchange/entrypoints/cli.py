@@ -8,6 +8,8 @@
               [--portal-port N] [--no-portal] [--operator-email EMAIL]
                                            ... and the human portal (http://127.0.0.1:8000)
     agentx demo [--agents N] [--deals N]   agents trade; exit 0 only if all settle
+                [--keep-running [--operator-email EMAIL]]  then keep the portal up, the
+                                           agents' seeds in DATA_DIR/demo-agents/ to link
     agentx mint AGENT_ID CREDITS --reason TEXT [--url URL] [--key FILE]
     agentx link CODE --key FILE [--url URL]  sign a portal link code with an agent's key
     agentx evidence CONTRACT [--url URL] [--key FILE]          operator: a contract's evidence
@@ -28,6 +30,10 @@ The client commands (mint, link, evidence, resolve) find the exchange in
 ``var/agentx/exchange.json`` (written by ``agentx up``: its NATS URL and the
 exchange's id, which they pin), unless ``--url`` (and ``--exchange-id``)
 say otherwise; with neither they stop rather than guess a port.
+
+The commands that answer with figures (fees, analytics, subscriptions,
+evidence, status) draw tables (``cli_tables.py``): styled on a terminal,
+plain aligned columns in a pipe, the reply itself with ``--json``.
 
 Operating errors (a port in use, an unreachable server, a missing key file,
 a refusal) end a command with one line on stderr and a non-zero exit, never
@@ -74,7 +80,27 @@ from exchange.bootstrap.stack import (
     rotate_exchange_key,
 )
 from exchange.bootstrap.worker import ExchangeConfig, ExchangeWorker, migrate_database
-from exchange.entrypoints.demo import DemoOptions, run_demo
+from exchange.entrypoints.cli_tables import (
+    DemoProgress,
+    analytics_tables,
+    demo_summary_tables,
+    evidence_tables,
+    fees_table,
+    output_console,
+    print_json,
+    starting,
+    subscriptions_tables,
+)
+from exchange.entrypoints.demo import DemoOptions, DemoSummary, run_demo
+from exchange.entrypoints.demo_people import (
+    OPERATOR_PASSWORD_FILE_NAME,
+    OPERATOR_PASSWORD_VARIABLE,
+    OperatorAccess,
+    OperatorAccountError,
+    ensure_operator_account,
+    keep_running_lines,
+    operator_password,
+)
 from exchange.entrypoints.log_lines import configure_logging
 from exchange.entrypoints.status_report import add_status_command, run_status
 from exchange.errors import ExchangeError
@@ -185,6 +211,14 @@ _DEFAULT_HELP = "(default: %(default)s)"
 _DATA_DIR_HELP = "keys, ledger, NATS store and exchange.json (default: %(default)s)"
 
 
+def _add_json(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--json",
+        action="store_true",
+        help="print the exchange's reply as JSON (amounts in millicredits) instead of a table",
+    )
+
+
 def _add_log_json(command: argparse.ArgumentParser) -> None:
     # Also after the command name; SUPPRESS keeps the global flag's value when absent.
     command.add_argument(
@@ -271,6 +305,18 @@ def _add_demo_command(commands: Commands) -> None:
     demo.add_argument(
         "--portal-port", type=int, default=8000, help="with --keep-running (default: %(default)s)"
     )
+    demo.add_argument(
+        "--operator-email",
+        default=None,
+        help="with --keep-running: make this portal account, with operator rights",
+    )
+    demo.add_argument(
+        "--operator-password-file",
+        type=Path,
+        default=None,
+        help=f"its password (default: ${OPERATOR_PASSWORD_VARIABLE}, else a new one written "
+        f"to DATA_DIR/{OPERATOR_PASSWORD_FILE_NAME}); never give it on the command line",
+    )
 
 
 def _add_client_commands(commands: Commands) -> None:
@@ -284,6 +330,7 @@ def _add_client_commands(commands: Commands) -> None:
     _add_operator_connection(mint)
     evidence = commands.add_parser("evidence", help="operator: a contract's evidence bundle")
     evidence.add_argument("contract_id")
+    _add_json(evidence)
     _add_operator_connection(evidence)
     resolve = commands.add_parser("resolve", help="operator: end a dispute (all, none or split)")
     resolve.add_argument("contract_id")
@@ -316,11 +363,13 @@ def _add_seller_commands(commands: Commands) -> None:
         help="a category's commission, e.g. hosted_app=1500 (PREFIX=none removes it)",
     )
     fees.add_argument("--reason", default="")
+    _add_json(fees)
     _add_operator_connection(fees)
     analytics = commands.add_parser("analytics", help="a provider's own figures per listing")
     analytics.add_argument("--days", type=int, default=30, help="1 to 90 (default 30)")
     analytics.add_argument("--capability", default=None, help="one listing, with its days")
     analytics.add_argument("--key", type=Path, required=True, help="the provider's seed file")
+    _add_json(analytics)
     _add_exchange_location(analytics)
     subscriptions = commands.add_parser(
         "subscriptions", help="an agent's subscriptions (as buyer, or --provider); --cancel ID"
@@ -330,6 +379,7 @@ def _add_seller_commands(commands: Commands) -> None:
         "--provider", action="store_true", help="those the agent sells (default: it buys)"
     )
     subscriptions.add_argument("--cancel", default=None, metavar="ID", help="cancel one")
+    _add_json(subscriptions)
     _add_exchange_location(subscriptions)
 
 
@@ -486,7 +536,9 @@ async def _up(arguments: argparse.Namespace) -> int:
         group_commit=not arguments.no_group_commit,
         auth=not arguments.insecure_no_auth,
     )
-    async with EmbeddedStack(config) as stack:
+    async with contextlib.AsyncExitStack() as running:
+        with starting(output_console(), "NATS, the ledger and the exchange"):
+            stack = await running.enter_async_context(EmbeddedStack(config))
         print(f"NATS:        {stack.nats_url}")
         if stack.nats_port_taken is not None:
             print(f"note:        port {stack.nats_port_taken} was taken, so NATS took a free one")
@@ -509,43 +561,79 @@ async def _up(arguments: argparse.Namespace) -> int:
 
 
 def _demo(arguments: argparse.Namespace) -> int:
+    email = arguments.operator_email
     options = DemoOptions(
         agents=arguments.agents,
         deals=arguments.deals,
         data_dir=arguments.data_dir,
         concurrency=arguments.concurrency,
         portal_port=arguments.portal_port if arguments.keep_running else None,
+        keep_seeds=arguments.keep_running,
+        operator_emails=frozenset({email.strip().lower()}) if email else frozenset(),
     )
     problem = options.check()
+    if problem is None and email and not arguments.keep_running:
+        problem = "--operator-email needs --keep-running (the portal runs only then)"
     if problem is not None:
         print(f"agentx demo: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if options.portal_port is not None:
         _check_port_free(options.portal_port, command="demo", option="--portal-port")
-    afterwards = _wait_for_ctrl_c if arguments.keep_running else None
+    console = output_console()
+    people = _DemoPeople(email, arguments.operator_password_file)
     try:
-        succeeded = asyncio.run(
-            run_demo(options, say=lambda line: print(line, flush=True), afterwards=afterwards)
-        )
+        with DemoProgress(console) as shown:
+
+            def summarize(summary: DemoSummary) -> None:
+                shown.finish()
+                for table in demo_summary_tables(console, summary):
+                    console.print(table)
+                console.print(f"demo {'OK' if summary.succeeded else 'FAILED'}", highlight=False)
+
+            succeeded = asyncio.run(
+                run_demo(
+                    options,
+                    say=shown.say,
+                    progress=shown.step,
+                    started=people.start if email else None,
+                    summarize=summarize,
+                    afterwards=people.wait_for_ctrl_c if arguments.keep_running else None,
+                )
+            )
     except KeyboardInterrupt:
         print("agentx demo: FAILED: interrupted by Ctrl-C before the verdict", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OperatorAccountError as exc:
+        print(f"agentx demo: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK if succeeded else EXIT_FAILED
 
 
-async def _wait_for_ctrl_c(stack: EmbeddedStack) -> None:
-    stop = _stop_on_signals()
-    print(f"NATS:        {stack.nats_url}")
-    if stack.portal is not None:
-        print(f"portal:      {stack.portal.url}  (payments: {stack.portal.stripe_mode})")
-    operator_seed = stack.data_dir / "operator.seed"
-    print(f"operator:    {operator_seed}")
-    print(
-        f"evidence:    agentx evidence CONTRACT --address-file {stack.address_path}"
-        f" --key {operator_seed}"
-    )
-    print("still running; press Ctrl-C to stop", flush=True)
-    await stop.wait()
+class _DemoPeople:
+    """``--keep-running``'s part for people: the operator account, then what to use and how."""
+
+    def __init__(self, email: str | None, password_file: Path | None) -> None:
+        self._email = email
+        self._password_file = password_file
+        self._operator: OperatorAccess | None = None
+
+    async def start(self, stack: EmbeddedStack) -> None:
+        """Make the operator's portal account as soon as the portal is up."""
+        assert self._email is not None
+        if stack.portal is None:
+            raise OperatorAccountError("no portal is installed, so there is no account to make")
+        password = operator_password(
+            self._password_file, environ=os.environ, data_dir=stack.data_dir
+        )
+        created = await ensure_operator_account(stack.portal.url, self._email, password.password)
+        self._operator = OperatorAccess(self._email.strip().lower(), password.source, created)
+
+    async def wait_for_ctrl_c(self, stack: EmbeddedStack, summary: DemoSummary) -> None:
+        stop = _stop_on_signals()
+        for line in keep_running_lines(stack, summary, self._operator):
+            print(line)
+        print("still running; press Ctrl-C to stop", flush=True)
+        await stop.wait()
 
 
 async def _mint(arguments: argparse.Namespace) -> int:
@@ -614,25 +702,13 @@ async def _connect(arguments: argparse.Namespace) -> Agent:
 async def _evidence(arguments: argparse.Namespace) -> int:
     async with await _connect(arguments) as operator:
         bundle = await operator.evidence(arguments.contract_id)
-    contract = bundle.contract
-    print(f"contract {contract.contract_id}: {contract.state}")
-    print(f"  buyer {contract.buyer_id}\n  provider {contract.provider_id}")
-    print(f"  price {contract.price_millicredits} mcr, capability {contract.capability}")
-    if contract.dispute_reason:
-        print(f"  dispute: {contract.dispute_reason}")
-    print(f"  task: {bytes(contract.task).decode()}")
-    print(f"  result (sha256 {contract.result_sha256}): {bytes(contract.result).decode()[:2000]}")
-    for event in bundle.events:
-        detail = f": {event.detail}" if event.detail else ""
-        at = _utc_iso(event.at_ms)
-        print(f"  {at} {event.event} -> {event.to_state} by {event.actor_id}{detail}")
+    if arguments.json:
+        print_json(bundle)
+        return EXIT_OK
+    console = output_console()
+    for table in evidence_tables(console, bundle):
+        console.print(table)
     return EXIT_OK
-
-
-def _utc_iso(at_ms: int, /) -> str:
-    """Epoch milliseconds as ISO 8601 UTC with milliseconds: 2026-12-05T23:33:51.274Z."""
-    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at_ms // 1000))
-    return f"{whole}.{at_ms % 1000:03d}Z"
 
 
 async def _fees(arguments: argparse.Namespace) -> int:
@@ -652,11 +728,11 @@ async def _fees(arguments: argparse.Namespace) -> int:
             )
         else:
             table = await agent.fees()
-    for name, bps in [
-        *table.rates.items(),
-        *(("category " + p, b) for p, b in table.categories.items()),
-    ]:
-        print(f"{name:<24} {bps / 100:6.2f} %  ({bps} bps)")
+    if arguments.json:
+        print_json(table)
+        return EXIT_OK
+    console = output_console()
+    console.print(fees_table(console, table))
     return EXIT_OK
 
 
@@ -670,28 +746,16 @@ def _pairs(texts: list[str]) -> list[tuple[str, str]]:
 async def _analytics(arguments: argparse.Namespace) -> int:
     async with await _connect(arguments) as agent:
         report = await agent.analytics(days=arguments.days, capability=arguments.capability)
-    print(f"{len(report.listings)} listings, last {arguments.days} days")
-    for listing in report.listings:
-        rating = (
-            f"{listing.rating_sum / listing.rating_count:.2f} ({listing.rating_count})"
-            if listing.rating_count
-            else "-"
-        )
-        print(
-            f"  {listing.capability}: {listing.contracts} contracts, "
-            f"{listing.metered_units} metered units, "
-            f"{listing.subscription_periods} subscription periods, "
-            f"net {listing.revenue_net_millicredits} mcr, "
-            f"fees {listing.fees_millicredits} mcr, refunds {listing.refunds}, "
-            f"disputes {listing.disputes}, rating {rating}, "
-            f"delivery p50 {listing.delivery_p50_ms} ms"
-        )
-        for day in listing.days:
-            date = time.strftime("%Y-%m-%d", time.gmtime(day.day_start_ms // 1000))
-            net = day.revenue_net_millicredits
-            print(f"    {date}: {day.contracts} contracts, net {net} mcr")
+    if arguments.json:
+        print_json(report)
+        return EXIT_OK
+    console = output_console()
+    if not report.listings:
+        console.print(f"no listings sold anything in the last {arguments.days} days")
+    for table in analytics_tables(console, report, days=arguments.days):
+        console.print(table)
     if report.truncated:
-        print("  (only the newest rows of this period are counted)")
+        console.print("(only the newest rows of this period are counted)")
     return EXIT_OK
 
 
@@ -890,18 +954,17 @@ async def _subscriptions(arguments: argparse.Namespace) -> int:
             return EXIT_OK
         role = "provider" if arguments.provider else "buyer"
         page = await agent.subscriptions(role=role, limit=100)
-    print(f"{len(page.subscriptions)} subscriptions as {role}")
-    for view in page.subscriptions:
-        ends = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(view.period_ends_at_ms // 1000))
-        other = view.provider_id if role == "buyer" else view.buyer_id
-        failure = f", {view.failure}" if view.failure else ""
-        print(
-            f"  {view.subscription_id} {view.plan} ({view.capability}) with {other[:12]}…: "
-            f"{view.state.value}, {view.price_millicredits} mcr every {view.period_s} s, "
-            f"{view.periods_charged} periods paid, until {ends}{failure}"
-        )
+    if arguments.json:
+        print_json(page)
+        return EXIT_OK
+    console = output_console()
+    if not page.subscriptions:
+        console.print(f"0 subscriptions as {role}")
+    else:
+        for table in subscriptions_tables(console, page, role=role):
+            console.print(table)
     if page.has_more:
-        print("  (more not shown)")
+        console.print("(more not shown)")
     return EXIT_OK
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from agent_client import Agent, AgentClientError, AgentKeys, AgentOptions, OperatorClient
 from agent_client.goods import verify_licence
-from exchange.entrypoints.demo_lifecycle import Say
+from exchange.entrypoints.demo_lifecycle import Say, credits_text
 
 __all__ = ["goods_scenario"]
 
@@ -73,7 +73,10 @@ async def _report(
     earned = (await provider.balance()).available_millicredits
     # The demo's capability has no category commission: the goods rate applies.
     fee = PRICE_MILLICREDITS * (await buyer.fees()).rates["goods"] // 10_000
-    say(f"{tag} buyer paid {spent} mc once; provider earned {earned} mc (fee {fee})")
+    say(
+        f"{tag} buyer paid {credits_text(spent)} once; provider earned {credits_text(earned)} "
+        f"(fee {credits_text(fee)})"
+    )
     return (
         first == FIRST_CREDENTIALS
         and rotated == ROTATED_CREDENTIALS

@@ -20,8 +20,9 @@ from agent_client import (
     OperatorClient,
     QuoteRequest,
 )
+from agent_client.credit_text import format_millicredits
 
-__all__ = ["dispute_scenario", "refund_scenario"]
+__all__ = ["Say", "credits_text", "dispute_scenario", "refund_scenario"]
 
 Say = Callable[[str], None]
 
@@ -32,9 +33,9 @@ DELIVERY_WITHIN_S = 2
 DISPUTE_PROVIDER_SHARE_BPS = 4_000
 
 
-def _credits(amount_millicredits: int) -> str:
-    whole, fraction = divmod(amount_millicredits, 1_000)
-    return f"{whole}.{fraction:03d} cr"
+def credits_text(amount_millicredits: int, /) -> str:
+    """An amount as the portal shows it, with its unit: 3,000 millicredits are '3 cr'."""
+    return f"{format_millicredits(amount_millicredits)} cr"
 
 
 async def _shop_and_buyer(
@@ -71,14 +72,14 @@ async def refund_scenario(stack_url: str, operator: OperatorClient, say: Say) ->
             )
         )
         contract = await buyer.hire(quotes[0], {"job": 1})
-        price = _credits(PRICE_MILLICREDITS)
+        price = credits_text(PRICE_MILLICREDITS)
         say(f"{tag} hired a provider for {price}, due in {DELIVERY_WITHIN_S} s; escrow locked")
         settled = await contract.wait_settled(timeout_s=SETTLE_TIMEOUT_S)
         balance = await buyer.balance()
         say(
             f"{tag} the provider missed the delivery deadline; the exchange refunded "
-            f"{_credits(settled.refunded_millicredits)} to the buyer "
-            f"(available {_credits(balance.available_millicredits)})"
+            f"{credits_text(settled.refunded_millicredits)} to the buyer "
+            f"(available {credits_text(balance.available_millicredits)})"
         )
         return (
             settled.state is ContractState.REFUNDED
@@ -123,9 +124,12 @@ async def dispute_scenario(stack_url: str, operator: OperatorClient, say: Say) -
             note="partial work: split 40/60",
         )
         net = view.net_millicredits or 0
-        refunded, fee = _credits(view.refunded_millicredits), _credits(view.fee_millicredits)
+        refunded, fee = (
+            credits_text(view.refunded_millicredits),
+            credits_text(view.fee_millicredits),
+        )
         say(
-            f"{tag} resolved by split: provider gets {_credits(net)}, "
+            f"{tag} resolved by split: provider gets {credits_text(net)}, "
             f"buyer refunded {refunded}, platform fee {fee}"
         )
         expected_share = PRICE_MILLICREDITS * DISPUTE_PROVIDER_SHARE_BPS // 10_000

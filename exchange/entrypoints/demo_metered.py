@@ -13,7 +13,7 @@ from typing import Any
 
 from agent_client import Agent, AgentClientError, AgentKeys, AgentOptions, OperatorClient
 from agent_client.protocol import MeteredState
-from exchange.entrypoints.demo_lifecycle import Say
+from exchange.entrypoints.demo_lifecycle import Say, credits_text
 
 __all__ = ["metered_scenario"]
 
@@ -48,11 +48,12 @@ async def metered_scenario(stack_url: str, operator: OperatorClient, say: Say) -
         await operator.mint(buyer.agent_id, GRANT_MILLICREDITS, reason="demo grant")
         offer = await buyer.metered_offer(provider.agent_id, "demo.tokens")
         session = await buyer.open_metered(offer, ceiling_millicredits=CEILING_MILLICREDITS)
-        say(f"{tag} session open, ceiling {CEILING_MILLICREDITS / 1000:.3f} cr held")
+        say(f"{tag} session open, ceiling {credits_text(CEILING_MILLICREDITS)} held")
         for number in range(CALLS):
             await session.call(f"prompt number {number} for the model")
         mid = await provider.claim_usage(session.contract_id)
-        say(f"{tag} {mid.claimed_units} tokens claimed: {mid.captured_millicredits} mc captured")
+        captured = credits_text(mid.captured_millicredits)
+        say(f"{tag} {mid.claimed_units} tokens claimed: {captured} captured")
         await session.call("one more prompt")
         closed = await provider.close_metered(session.contract_id)
         return await _report(buyer, provider, closed, tag, say)
@@ -67,8 +68,9 @@ async def metered_scenario(stack_url: str, operator: OperatorClient, say: Say) -
 async def _report(buyer: Agent, provider: Agent, closed: Any, tag: str, say: Say) -> bool:
     say(
         f"{tag} closed after {closed.claimed_units} tokens: captured "
-        f"{closed.captured_millicredits} mc (fee {closed.fee_millicredits}), released "
-        f"{closed.released_millicredits} mc to the buyer"
+        f"{credits_text(closed.captured_millicredits)} "
+        f"(fee {credits_text(closed.fee_millicredits)}), released "
+        f"{credits_text(closed.released_millicredits)} to the buyer"
     )
     spent = GRANT_MILLICREDITS - (await buyer.balance()).available_millicredits
     earned = (await provider.balance()).available_millicredits

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from agent_client import Agent, AgentClientError, AgentKeys, AgentOptions, OperatorClient
 from agent_client.protocol import SubscriptionState
-from exchange.entrypoints.demo_lifecycle import Say
+from exchange.entrypoints.demo_lifecycle import Say, credits_text
 
 __all__ = ["subscription_scenario"]
 
@@ -48,7 +48,8 @@ async def subscription_scenario(stack_url: str, operator: OperatorClient, say: S
         paid = await buyer.wait_subscription_event(
             subscription.subscription_id, "renewed", timeout_s=RENEWAL_WAIT_S
         )
-        say(f"{tag} trial over: the exchange charged period 1 ({paid.charged_millicredits} mc)")
+        charged = credits_text(paid.charged_millicredits)
+        say(f"{tag} trial over: the exchange charged period 1 ({charged})")
         cancelling = await buyer.cancel_subscription(subscription.subscription_id)
         say(f"{tag} cancelled: {cancelling.state.value} until the paid day ends")
         return await _report(buyer, provider, cancelling.state, tag, say)
@@ -66,7 +67,7 @@ async def _report(
     spent = GRANT_MILLICREDITS - (await buyer.balance()).available_millicredits
     earned = (await provider.balance()).available_millicredits
     fee_bps = (await buyer.fees()).rates["subscription"]
-    say(f"{tag} the buyer paid {spent} mc, the provider earned {earned} mc")
+    say(f"{tag} the buyer paid {credits_text(spent)}, the provider earned {credits_text(earned)}")
     return (
         state is SubscriptionState.CANCELLING
         and spent == PLAN_PRICE_MILLICREDITS

@@ -18,6 +18,10 @@ It shows, each section saying what it could not see rather than failing:
 * **Database** (with ``--database-url``): whether it answers ``SELECT 1``,
   and the outbox backlog (notices committed, not yet published).
 
+On a terminal the sections are tables (``exchange/entrypoints/cli_tables.py``);
+in a pipe they are plain aligned columns, and ``--json`` prints the sections
+as one JSON object.
+
 Exit status 0 when NATS accepted the key and at least one exchange worker
 answered (and the database, when asked, answered); 1 otherwise, and when no
 node answers at all, one line saying so.
@@ -32,22 +36,24 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from rich.console import Console
 from sqlalchemy.engine import make_url
 
 from agent_client import AgentClientError, AgentKeys
 from agent_client.transport import connect_nats
 from broker.streams import GOODS_STREAM, NOTICE_STREAM, RESULT_STREAM
 from exchange.adapters.operations_queries import database_answers, outbox_backlog
+from exchange.entrypoints.cli_tables import new_table, output_console
 from wallet import open_database
 
-__all__ = ["StatusReport", "add_status_command", "gather_status", "render_status", "run_status"]
+__all__ = ["StatusReport", "add_status_command", "gather_status", "print_status", "run_status"]
 
 EXCHANGE_SERVICE_NAME: Final = "agentx-exchange"
 # How long each question may take: a node's INFO line, a connection, a query.
@@ -94,6 +100,7 @@ def add_status_command(commands: Any) -> None:
         help="seed to connect with (the exchange's key also shows request counts and streams)",
     )
     status.add_argument("--database-url", default=None, help="also check the database")
+    status.add_argument("--json", action="store_true", help="print the sections as JSON")
 
 
 async def run_status(arguments: argparse.Namespace) -> int:
@@ -104,7 +111,10 @@ async def run_status(arguments: argparse.Namespace) -> int:
     if not report.connected and all(row[1] != "up" for row in report.nodes):
         print(f"agentx status: nothing answers at {arguments.url}", file=sys.stderr)
         return EXIT_FAILED
-    print(render_status(report))
+    if arguments.json:
+        print(json.dumps({**asdict(report), "healthy": report.healthy}))
+    else:
+        print_status(report)
     return EXIT_OK if report.healthy else EXIT_FAILED
 
 
@@ -261,7 +271,9 @@ async def _gather_database(report: StatusReport, database_url: str) -> None:
         await engine.dispose()
 
 
-def render_status(report: StatusReport, /) -> str:
+def print_status(report: StatusReport, /, *, console: Console | None = None) -> None:
+    """Each section that has rows as a table under its title, then the notes."""
+    console = console or output_console()
     sections = [
         ("NATS nodes", ["NODE", "STATE", "NAME", "VERSION", "CLUSTER", "JETSTREAM"], report.nodes),
         (
@@ -272,17 +284,12 @@ def render_status(report: StatusReport, /) -> str:
         ("Streams", ["STREAM", "REPLICAS", "LEADER", "CURRENT", "MESSAGES"], report.streams),
         ("Database", ["DATABASE", "STATE", "OUTBOX BACKLOG"], report.database),
     ]
-    lines: list[str] = []
     for title, headers, rows in sections:
         if rows:
-            lines += [title, *_aligned([headers, *rows]), ""]
-    lines += [f"note: {note}" for note in report.notes]
-    return "\n".join(lines).rstrip()
-
-
-def _aligned(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return [
-        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+            table = new_table(console, *headers, title=title)
+            for row in rows:
+                table.add_row(*row)
+            console.print(table)
+            console.print()
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)

@@ -147,6 +147,7 @@ class ContractUseCases:
             price_millicredits=contract.price_millicredits,
             now_ms=contract.created_at_ms,
             offer_expires_at_ms=quote.header.expires_at_ms,
+            task=contract.task,
         )
         return await self._apply(
             OpenJob(contract, negotiation, self._opening_notices(contract), spending)

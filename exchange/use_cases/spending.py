@@ -23,6 +23,12 @@ A contract above the approval threshold is refused with
 transaction; the human decides in the portal and the agent retries the same
 acceptance (the contract id derives from the quote, so the approval covers
 exactly that quote).
+
+Every other refusal (frozen, over the per-contract or the daily limit) is
+handed to the store in the same transaction (``record_refusals``), which
+commits with the refused answer, so the portal can tell the human. A
+refusal waiting for approval is not: the approval asked for is its notice;
+nor is a rejected one: the human decided it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from exchange.domain.spending_rules import (
     ApprovalStatus,
     Controls,
+    RefusalCause,
     SpendingRefusal,
     SpendingRequest,
     approval_expires_at_ms,
@@ -77,6 +84,16 @@ class SpendingControls(Protocol):
         """Ask the humans to approve these contracts (once; a decided one stays decided)."""
         ...
 
+    async def record_refusals(
+        self,
+        connection: AsyncConnection,
+        refused: Sequence[tuple[SpendingRequest, SpendingRefusal]],
+        /,
+    ) -> None:
+        """Keep these refusals for the humans to see: once per purchase and code,
+        however often the agent retries (the transaction may also run twice)."""
+        ...
+
 
 class NoSpendingControls:
     """No human controls any agent: an exchange run without a portal's tables."""
@@ -96,6 +113,14 @@ class NoSpendingControls:
     ) -> None:
         assert not requests, "nobody is controlled, so nothing needs an approval"
 
+    async def record_refusals(
+        self,
+        connection: AsyncConnection,
+        refused: Sequence[tuple[SpendingRequest, SpendingRefusal]],
+        /,
+    ) -> None:
+        assert not refused, "nobody is controlled, so the controls refuse nothing"
+
 
 def purchase_request(
     purchase_id: str,
@@ -107,6 +132,7 @@ def purchase_request(
     price_millicredits: int,
     now_ms: int,
     offer_expires_at_ms: int,
+    task: str = "",
 ) -> SpendingRequest:
     """A purchase (a contract's price, a metered session's ceiling) as the controls
     judge it; an approval it asks for lasts as long as the offer accepted."""
@@ -119,6 +145,7 @@ def purchase_request(
         price_millicredits=price_millicredits,
         now_ms=now_ms,
         expires_at_ms=approval_expires_at_ms(now_ms, offer_expires_at_ms),
+        task=task,
     )
 
 
@@ -133,8 +160,9 @@ async def spending_refusals(
 ) -> list[SpendingRefusal | None]:
     """Each request's refusal (or None), for buyers ``controls`` holds, one request each.
 
-    The approvals the refusals ask for are written in ``connection``'s
-    transaction, so they commit with the group's answer.
+    The approvals the refusals ask for, and the refusals the humans are told
+    of, are written in ``connection``'s transaction, so they commit with the
+    group's answer.
     """
     assert len({request.buyer_id for request in requests}) == len(requests)
     assert all(request.buyer_id in controls for request in requests)
@@ -164,7 +192,18 @@ async def spending_refusals(
     ]
     if asked:
         await store.ask_approvals(connection, asked)
+    told = [
+        (request, refusal)
+        for request, refusal in zip(requests, refusals, strict=True)
+        if refusal is not None and refusal.code not in _NOT_TOLD
+    ]
+    if told:
+        await store.record_refusals(connection, told)
     return refusals
+
+
+# A pending approval is told as the approval itself; a rejection was the human's own.
+_NOT_TOLD = frozenset({ErrorCode.PENDING_APPROVAL, ErrorCode.APPROVAL_REJECTED})
 
 
 async def purchase_refusal(
@@ -190,7 +229,9 @@ async def purchase_refusal(
 
 def _too_many_transfers() -> SpendingRefusal:
     return SpendingRefusal(
-        ErrorCode.BUDGET_EXCEEDED, "too many transfers today to check the daily limit"
+        ErrorCode.BUDGET_EXCEEDED,
+        "too many transfers today to check the daily limit",
+        RefusalCause.DAILY_LIMIT_UNCHECKABLE,
     )
 
 

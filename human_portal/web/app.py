@@ -32,6 +32,7 @@ from human_portal.web.pages_account import account_router
 from human_portal.web.pages_agents import agent_router
 from human_portal.web.pages_analytics import analytics_router
 from human_portal.web.pages_money import money_router
+from human_portal.web.pages_notices import notices_router
 from human_portal.web.pages_operator import DisputeResolver, operator_router
 from human_portal.web.pages_subscriptions import subscriptions_router
 from human_portal.web.portal_metrics import add_portal_metrics
@@ -79,6 +80,7 @@ def create_app(
     app.include_router(agent_router)
     app.include_router(analytics_router)
     app.include_router(money_router)
+    app.include_router(notices_router)
     app.include_router(operator_router)
     app.include_router(subscriptions_router)
     app.include_router(api_router)

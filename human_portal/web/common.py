@@ -6,6 +6,11 @@ signed in, else a random one also set in a SameSite=Strict cookie (the
 double-submit pattern, for the sign-in and sign-up forms). A POST without
 the matching token is refused before anything is read or written.
 
+Every signed-in page's navigation carries two counts, unread notices and
+approvals waiting (``human_portal.notice_list.nav_counts``): read once per
+rendered page, each query bounded; a page still renders, without them, when
+they cannot be read (an error page about the database, for one).
+
 Route modules are module-level routers; a handler asks for the app's ``Web``
 with the ``PortalWeb`` dependency, which ``create_app`` keeps in the app's
 state.
@@ -26,8 +31,10 @@ from human_portal import limits
 from human_portal.accounts import Session, session_for_token
 from human_portal.errors import CsrfRejected, InvalidInput, PortalError
 from human_portal.money_rules import format_cents, format_millicredits
+from human_portal.notice_list import NavCounts, nav_counts
 from human_portal.portal_context import PortalContext
 from human_portal.security import constant_time_equal, new_token
+from wallet import WalletError
 
 __all__ = [
     "ANONYMOUS_CSRF_COOKIE",
@@ -96,8 +103,10 @@ class Web:
     ) -> HTMLResponse:
         session = await self.session(request)
         new_anonymous_token = None
+        nav: NavCounts | None = None
         if session is not None:
             csrf_token = session.csrf_token
+            nav = await self._nav_counts(session)
         else:
             csrf_token = request.cookies.get(ANONYMOUS_CSRF_COOKIE, "")
             if len(csrf_token) < 32:
@@ -110,6 +119,7 @@ class Web:
                 "user": session.user if session is not None else None,
                 "csrf_token": csrf_token,
                 "offline": self.context.config.stripe.offline,
+                "nav": nav,
                 **values,
             },
             status_code=status_code,
@@ -123,6 +133,17 @@ class Web:
                 secure=self.context.config.cookie_secure,
             )
         return response
+
+    async def _nav_counts(self, session: Session, /) -> NavCounts | None:
+        context = self.context
+        try:
+            return await context.read(
+                lambda connection: nav_counts(
+                    context, connection, session.user.user_id, now_ms=context.now_ms()
+                )
+            )
+        except (PortalError, WalletError):
+            return None
 
     def set_session_cookie(self, response: Response, token: str, /) -> None:
         response.set_cookie(
@@ -200,10 +221,16 @@ def short_id(agent_id: str, /) -> str:
     return f"{agent_id[:6]}…{agent_id[-4:]}" if len(agent_id) > 12 else agent_id
 
 
+def sentence_start(text: str, /) -> str:
+    """'the agent is frozen' -> 'The agent is frozen' (the rest kept as written)."""
+    return text[:1].upper() + text[1:]
+
+
 def template_filters() -> dict[str, Any]:
     return {
         "credits": format_millicredits,
         "cents": format_cents,
         "when": time_text,
         "short": short_id,
+        "capitalize_first": sentence_start,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from typing import NamedTuple
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -14,17 +15,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from exchange.domain.spending_rules import ApprovalStatus
 from human_portal import limits
 from human_portal.controls import Approval, approvals_for_user
-from human_portal.errors import InvalidInput, PortalError
+from human_portal.errors import InvalidInput, LimitExceeded, NotFound, PortalError
+from human_portal.headline import ContractInWords, Headline, contracts_in_words, load_headline
 from human_portal.linking import LinkedAgent, linked_agents
 from human_portal.money_rules import (
     CUSTOM_PACKAGE_CODE,
     PACKAGES,
+    CashOutQuote,
+    format_cents,
+    format_millicredits,
     parse_dollars,
     top_up_quote,
 )
 from human_portal.payouts import (
     Payout,
     allow_agent_cash_out,
+    cash_out_preview,
     connect_onboarding_url,
     payouts_of,
     refresh_connect_status,
@@ -32,15 +38,23 @@ from human_portal.payouts import (
 )
 from human_portal.reports import (
     AgentSummary,
-    ContractLine,
     TransactionFilter,
     TransactionLine,
     agent_summaries,
     chart_days,
-    recent_contracts,
     spending_chart_svg,
     transactions,
     transactions_csv,
+)
+from human_portal.statement import (
+    StatementEntry,
+    StatementPage,
+    StatementQuery,
+    What,
+    describe_entries,
+    export_lines,
+    statement_entries,
+    statement_page,
 )
 from human_portal.topups import (
     TopUp,
@@ -50,7 +64,22 @@ from human_portal.topups import (
     start_top_up,
     top_up_of,
 )
-from human_portal.web.common import CSRF_HEADER, PortalWeb, Web, checked_csrf, read_body
+from human_portal.web.common import (
+    CSRF_HEADER,
+    PortalWeb,
+    Web,
+    checked_csrf,
+    read_body,
+    short_id,
+)
+from human_portal.web.form_state import (
+    BLANK,
+    Confirmation,
+    FormState,
+    confirmed,
+    failed_form,
+    failure_status,
+)
 
 __all__ = ["money_router"]
 
@@ -64,29 +93,31 @@ async def dashboard(request: Request, web: PortalWeb) -> Response:
     session = await web.require_session(request)
     user_id = session.user.user_id
     context = web.context
+    now_ms = context.now_ms()
 
     async def load(connection: AsyncConnection) -> _Dashboard:
-        summaries = await agent_summaries(context, connection, user_id)
-        links = [summary.link for summary in summaries]
+        headline = await load_headline(context, connection, user_id, now_ms=now_ms)
+        links = await linked_agents(connection, user_id)
         lines = await transactions(
             context,
             connection,
             links,
             TransactionFilter(limit=limits.TRANSACTIONS_PAGE_SIZE_MAX),
         )
-        contracts = await recent_contracts(connection, [link.agent_id for link in links])
+        recent = statement_entries(lines, links)[:RECENT_ROWS_MAX]
+        entries = await describe_entries(connection, recent, links)
+        contracts = await contracts_in_words(connection, links)
         approvals = await approvals_for_user(connection, user_id, limit=RECENT_ROWS_MAX)
         top_ups = await recent_top_ups(connection, user_id=user_id, limit=RECENT_ROWS_MAX)
-        return _Dashboard(summaries, lines, contracts, approvals, top_ups)
+        return _Dashboard(headline, lines, entries, contracts, approvals, top_ups)
 
-    summaries, lines, contracts, approvals, top_ups = await context.read(load)
-    now_ms = context.now_ms()
+    headline, lines, entries, contracts, approvals, top_ups = await context.read(load)
     return await web.render(
         request,
         "dashboard.html",
-        summaries=summaries,
+        headline=headline,
         chart=Markup(spending_chart_svg(chart_days(lines, now_ms))),
-        recent_lines=lines[:RECENT_ROWS_MAX],
+        recent_entries=entries,
         contracts=contracts,
         pending_approvals=[
             approval
@@ -94,21 +125,23 @@ async def dashboard(request: Request, web: PortalWeb) -> Response:
             if approval.status is ApprovalStatus.PENDING and not approval.is_expired(now_ms)
         ],
         top_ups=top_ups,
-        labels={summary.link.agent_id: summary.link.label for summary in summaries},
+        labels={agent.agent_id: agent.label for agent in headline.agents},
     )
 
 
 @money_router.get("/top-up")
 async def top_up_page(request: Request, web: PortalWeb) -> Response:
-    return await _top_up_form(web, request, problem=None)
+    return await _top_up_form(web, request)
 
 
 @money_router.post("/top-up")
 async def top_up_form(request: Request, web: PortalWeb) -> Response:
+    """Start a payment; a mistake shows the form again as typed, and buys nothing."""
     session, form = await web.checked_form(request)
-    package = form.get("package", "")
+    values = {name: form.get(name, "") for name in _TOP_UP_FIELDS}
+    package = values["package"]
     try:
-        custom_text = form.get("amount", "").strip()
+        custom_text = values["amount"].strip()
         custom_cents = (
             parse_dollars(custom_text, field="amount")
             if package == CUSTOM_PACKAGE_CODE and custom_text
@@ -116,22 +149,36 @@ async def top_up_form(request: Request, web: PortalWeb) -> Response:
         )
         fees = await web.context.fee_schedule()
         quote = top_up_quote(package, custom_cents=custom_cents, fees=fees)
-        started = await start_top_up(web.context, session.user, form.get("agent_id", ""), quote)
+        started = await start_top_up(web.context, session.user, values["agent_id"], quote)
     except PortalError as error:
-        return await _top_up_form(
-            web, request, problem=error.message, status_code=error.http_status
+        state = failed_form(
+            "top-up",
+            error,
+            values=values,
+            fields=_TOP_UP_FIELDS,
+            default_field=_TOP_UP_FIELD_OF.get(type(error)),
+            nothing_done="nothing was bought",
         )
+        return await _top_up_form(web, request, form_state=state, status_code=failure_status(error))
     return RedirectResponse(f"/top-up/{started.top_up.topup_id}", status_code=303)
+
+
+_TOP_UP_FIELDS = ("agent_id", "package", "amount")
+# Errors that name no field, and the field they are about.
+_TOP_UP_FIELD_OF: dict[type[PortalError], str] = {LimitExceeded: "amount", NotFound: "agent_id"}
 
 
 @money_router.get("/top-up/{topup_id}")
 async def pay_page(request: Request, topup_id: str, web: PortalWeb) -> Response:
     session = await web.require_session(request)
     top_up = await top_up_of(web.context, session.user, topup_id)
+    links = await web.context.read(lambda c: linked_agents(c, session.user.user_id))
+    labels = {link.agent_id: link.label for link in links}
     return await web.render(
         request,
         "pay.html",
         top_up=top_up,
+        agent_label=labels.get(top_up.agent_id, short_id(top_up.agent_id)),
         stripe_js_url=web.context.config.stripe.js_url,
         publishable_key=web.context.config.stripe.publishable_key,
         client_secret=await _client_secret(web, top_up.payment_intent_id),
@@ -177,27 +224,40 @@ async def stripe_webhook(request: Request, web: PortalWeb) -> Response:
 @money_router.get("/transactions")
 async def transactions_page(request: Request, web: PortalWeb) -> Response:
     session = await web.require_session(request)
-    selection = _selection(request, web.context.now_ms())
-    links, lines = await _history(web, session.user.user_id, selection)
-    query = request.url.query
+    query = _selection(request, web.context.now_ms())
+    user_id = session.user.user_id
+
+    async def load(connection: AsyncConnection) -> tuple[list[LinkedAgent], StatementPage]:
+        links = await linked_agents(connection, user_id)
+        return links, await statement_page(web.context, connection, links, query)
+
+    links, page = await web.context.read(load)
+    # The filters, kept in every link the page makes (the CSV's, the pages').
+    filters = urlencode(
+        [(name, value) for name, value in request.query_params.items() if name != "page" and value]
+    )
     return await web.render(
         request,
         "transactions.html",
         links=links,
-        lines=lines,
-        selection=selection,
-        csv_url="/transactions.csv" + (f"?{query}" if query else ""),
+        page=page,
+        query=query,
+        whats=list(What),
+        csv_url="/transactions.csv" + (f"?{filters}" if filters else ""),
+        previous_url=_page_url(filters, page.page - 1) if page.page > 1 else None,
+        next_url=_page_url(filters, page.page + 1) if page.has_next else None,
+        read_max=limits.TRANSACTIONS_PAGE_SIZE_MAX,
     )
 
 
 @money_router.get("/transactions.csv")
 async def transactions_export(request: Request, web: PortalWeb) -> Response:
     session = await web.require_session(request)
-    selection = _selection(request, web.context.now_ms())
-    _, lines = await _history(web, session.user.user_id, selection)
+    query = _selection(request, web.context.now_ms())
+    lines, details = await _history(web, session.user.user_id, query)
     stamp = time.strftime("%Y%m%d", time.gmtime(web.context.now_ms() // 1000))
     return Response(
-        transactions_csv(lines),
+        transactions_csv(lines, details=details),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="agentx-{stamp}.csv"'},
     )
@@ -205,7 +265,7 @@ async def transactions_export(request: Request, web: PortalWeb) -> Response:
 
 @money_router.get("/payouts")
 async def payouts_page(request: Request, web: PortalWeb) -> Response:
-    return await _payouts(web, request, problem=None)
+    return await _payouts(web, request)
 
 
 @money_router.post("/payouts/connect")
@@ -234,25 +294,66 @@ async def agent_permission_form(request: Request, web: PortalWeb) -> Response:
 
 @money_router.post("/payouts")
 async def cash_out_form(request: Request, web: PortalWeb) -> Response:
+    """First a page that says what the cash-out pays; the money moves once it is confirmed."""
     session, form = await web.checked_form(request)
+    values = {name: form.get(name, "") for name in _CASH_OUT_FIELDS}
+    agent_id = values["agent_id"]
     try:
-        credits_text = form.get("credits", "").strip()
+        credits_text = values["credits"].strip().replace(",", "")
         if not credits_text.isdigit() or len(credits_text) > 9:
-            raise InvalidInput("credits", "enter whole credits")
+            raise InvalidInput("credits", "enter a whole number of credits, like 150")
+        credits = int(credits_text)
+        if not confirmed(form):
+            quote = await cash_out_preview(web.context, session.user, agent_id, credits)
+            return await _cash_out_confirmation(web, request, agent_id, quote)
         payout = await request_cash_out(
-            web.context,
-            session.user,
-            form.get("agent_id", ""),
-            int(credits_text),
-            requested_by="human",
+            web.context, session.user, agent_id, credits, requested_by="human"
         )
     except PortalError as error:
-        return await _payouts(web, request, problem=error.message, status_code=error.http_status)
+        state = failed_form(
+            "cash-out",
+            error,
+            values=values,
+            fields=_CASH_OUT_FIELDS,
+            default_field="agent_id" if isinstance(error, NotFound) else "credits",
+            nothing_done="no credits left the agent",
+        )
+        return await _payouts(web, request, form_state=state, status_code=failure_status(error))
     return RedirectResponse(f"/payouts?notice=payout_{payout.status.value}", status_code=303)
 
 
+_CASH_OUT_FIELDS = ("agent_id", "credits")
+
+
+async def _cash_out_confirmation(
+    web: Web, request: Request, agent_id: str, quote: CashOutQuote
+) -> Response:
+    session = await web.require_session(request)
+    links = await web.context.read(
+        lambda connection: linked_agents(connection, session.user.user_id)
+    )
+    label = next((link.label for link in links if link.agent_id == agent_id), "")
+    name = f"'{label}'" if label else short_id(agent_id)
+    credits_text = format_millicredits(quote.millicredits)
+    confirmation = Confirmation(
+        title=f"Cash out {credits_text} credits from {name}?",
+        consequences=(
+            f"You will receive {format_cents(quote.net_cents)} "
+            f"(fee {format_cents(quote.fee_cents)}) in your bank; "
+            f"{credits_text} credits leave {name}.",
+            f"Stripe pays it to your connected account {session.user.stripe_account_id}, "
+            "which sends it on to your bank. A cash-out cannot be undone.",
+        ),
+        action="/payouts",
+        button=f"Cash out {credits_text} credits",
+        cancel_url="/payouts",
+        fields={"agent_id": agent_id, "credits": str(quote.credits)},
+    )
+    return await web.render(request, "confirm.html", confirmation=confirmation)
+
+
 async def _top_up_form(
-    web: Web, request: Request, *, problem: str | None, status_code: int = 200
+    web: Web, request: Request, *, form_state: FormState = BLANK, status_code: int = 200
 ) -> Response:
     session = await web.require_session(request)
     links = await web.context.read(
@@ -267,7 +368,7 @@ async def _top_up_form(
         links=links,
         quotes=quotes,
         purchase_fee_bps=fees.purchase_bps,
-        problem=problem,
+        form_state=form_state,
         custom_min_cents=limits.CUSTOM_TOPUP_CENTS_MIN,
         custom_max_cents=limits.CUSTOM_TOPUP_CENTS_MAX,
     )
@@ -281,15 +382,16 @@ async def _client_secret(web: Web, payment_intent_id: str | None) -> str:
 
 
 class _Dashboard(NamedTuple):
-    summaries: list[AgentSummary]
+    headline: Headline
     lines: list[TransactionLine]
-    contracts: list[ContractLine]
+    entries: list[StatementEntry]
+    contracts: list[ContractInWords]
     approvals: list[Approval]
     top_ups: list[TopUp]
 
 
 async def _payouts(
-    web: Web, request: Request, *, problem: str | None, status_code: int = 200
+    web: Web, request: Request, *, form_state: FormState = BLANK, status_code: int = 200
 ) -> Response:
     session = await web.require_session(request)
     user_id = session.user.user_id
@@ -305,7 +407,7 @@ async def _payouts(
         status_code=status_code,
         summaries=summaries,
         payouts=payouts,
-        problem=problem,
+        form_state=form_state,
         notice=request.query_params.get("notice"),
         cash_out_fee_bps=(await web.context.fee_schedule()).cash_out_bps,
         cash_out_min=limits.CASH_OUT_CREDITS_MIN,
@@ -313,25 +415,43 @@ async def _payouts(
     )
 
 
-def _selection(request: Request, now_ms: int) -> TransactionFilter:
+def _selection(request: Request, now_ms: int) -> StatementQuery:
+    """The Transactions page's filters (and the CSV's): checked, or a 422 saying which."""
     query = request.query_params
     since_text = query.get("since_days", "").strip()
     if since_text and not (since_text.isdigit() and 1 <= int(since_text) <= 3660):
         raise InvalidInput("since_days", "is a number of days")
-    return TransactionFilter(
+    what_text = query.get("what", "").strip()
+    if what_text and what_text not in set(What):
+        raise InvalidInput("what", "is one of " + ", ".join(What))
+    page_text = query.get("page", "").strip()
+    if page_text and not (page_text.isdigit() and len(page_text) <= 9):
+        raise InvalidInput("page", "is a page number")
+    lines = TransactionFilter(
         agent_id=query.get("agent_id") or None,
         kind=query.get("kind") or None,
         direction=query.get("direction") or None,
         since_ms=now_ms - int(since_text) * 86_400_000 if since_text else None,
         limit=limits.TRANSACTIONS_PAGE_SIZE_MAX,
     )
+    return StatementQuery(
+        lines, what=What(what_text) if what_text else None, page=int(page_text or "1")
+    )
+
+
+def _page_url(filters: str, page: int) -> str:
+    return "/transactions?" + (f"{filters}&" if filters else "") + f"page={page}"
 
 
 async def _history(
-    web: Web, user_id: str, selection: TransactionFilter
-) -> tuple[list[LinkedAgent], list[TransactionLine]]:
-    async def load(connection: AsyncConnection) -> tuple[list[LinkedAgent], list[TransactionLine]]:
+    web: Web, user_id: str, query: StatementQuery
+) -> tuple[list[TransactionLine], dict[str, tuple[str, int | None]]]:
+    """The CSV's ledger lines, and the statement's words and fee for each."""
+
+    async def load(
+        connection: AsyncConnection,
+    ) -> tuple[list[TransactionLine], dict[str, tuple[str, int | None]]]:
         links = await linked_agents(connection, user_id)
-        return links, await transactions(web.context, connection, links, selection)
+        return await export_lines(web.context, connection, links, query)
 
     return await web.context.read(load)

@@ -1,5 +1,10 @@
 """Operator pages: revenue by fee type, frozen agents, receivables, refunds, disputes,
-listings, audit."""
+listings, audit.
+
+A refused operator form comes back as the operator page with the typed
+values kept and the mistake beside its field (``form_state``), like every
+other form of the portal.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,14 @@ from agent_client import Agent, AgentClientError, AgentKeys, OperatorClient, is_
 from exchange.errors import ExchangeError
 from exchange.use_cases.fee_settings import FeeChange, change_fees
 from human_portal.accounts import Session
-from human_portal.errors import InvalidInput, PaymentProviderFailed
+from human_portal.errors import (
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    PaymentProviderFailed,
+    PortalError,
+)
 from human_portal.money_rules import parse_dollars
 from human_portal.operator_actions import (
     AuditEntry,
@@ -30,6 +42,7 @@ from human_portal.operator_actions import (
 from human_portal.reports import DisputeCase, Revenue, disputes_to_resolve, revenue
 from human_portal.topups import TopUp, recent_top_ups, refund_top_up
 from human_portal.web.common import PortalWeb, Web
+from human_portal.web.form_state import BLANK, FormState, failed_form, failure_status
 from wallet import BASIS_POINTS_PER_WHOLE, FeeKind, FeeSchedule
 
 __all__ = ["DisputeResolver", "ExchangeDisputeResolver", "operator_router"]
@@ -103,6 +116,17 @@ operator_router = APIRouter(include_in_schema=False)
 
 @operator_router.get("/operator")
 async def operator_page(request: Request, web: PortalWeb, resolver: _Resolver) -> Response:
+    return await _operator_view(web, request, resolver)
+
+
+async def _operator_view(
+    web: Web,
+    request: Request,
+    resolver: DisputeResolver | None,
+    *,
+    form_state: FormState = BLANK,
+    status_code: int = 200,
+) -> Response:
     session = await web.require_session(request)
     require_operator(session.user)
     context = web.context
@@ -122,18 +146,46 @@ async def operator_page(request: Request, web: PortalWeb, resolver: _Resolver) -
     return await web.render(
         request,
         "operator.html",
+        status_code=status_code,
         view=view,
         can_resolve=resolver is not None,
         notice=request.query_params.get("notice"),
+        form_state=form_state,
+    )
+
+
+async def _refused(
+    web: Web,
+    request: Request,
+    resolver: DisputeResolver | None,
+    name: str,
+    error: PortalError,
+    values: dict[str, str],
+    *,
+    default_field: str | None = None,
+) -> Response:
+    """The operator page again, the form called ``name`` as typed and its mistake beside it."""
+    state = failed_form(
+        name,
+        error,
+        values=values,
+        fields=tuple(values),
+        default_field=default_field,
+        nothing_done="nothing was changed",
+    )
+    return await _operator_view(
+        web, request, resolver, form_state=state, status_code=failure_status(error)
     )
 
 
 @operator_router.post("/operator/freeze")
-async def freeze_form(request: Request, web: PortalWeb) -> Response:
+async def freeze_form(request: Request, web: PortalWeb, resolver: _Resolver) -> Response:
     session, form = await _operator_form(web, request)
-    await freeze_agent(
-        web.context, session.user, form.get("agent_id", "").strip(), form.get("reason", "")
-    )
+    values = {"agent_id": form.get("agent_id", ""), "reason": form.get("reason", "")}
+    try:
+        await freeze_agent(web.context, session.user, values["agent_id"].strip(), values["reason"])
+    except (InvalidInput, NotFound, Conflict) as error:
+        return await _refused(web, request, resolver, "freeze", error, values)
     return RedirectResponse("/operator?notice=frozen", status_code=303)
 
 
@@ -145,10 +197,17 @@ async def unfreeze_form(request: Request, agent_id: str, web: PortalWeb) -> Resp
 
 
 @operator_router.post("/operator/top-ups/{topup_id}/refund")
-async def refund_form(request: Request, topup_id: str, web: PortalWeb) -> Response:
+async def refund_form(
+    request: Request, topup_id: str, web: PortalWeb, resolver: _Resolver
+) -> Response:
     session, form = await _operator_form(web, request)
-    amount_cents = parse_dollars(form.get("amount", ""), field="amount")
-    await refund_top_up(web.context, session.user, topup_id, amount_cents)
+    values = {"amount": form.get("amount", "")}
+    try:
+        amount_cents = parse_dollars(values["amount"], field="amount")
+        await refund_top_up(web.context, session.user, topup_id, amount_cents)
+    except (InvalidInput, LimitExceeded, Conflict, PaymentProviderFailed) as error:
+        name = f"refund-{topup_id}"
+        return await _refused(web, request, resolver, name, error, values, default_field="amount")
     return RedirectResponse("/operator?notice=refunded", status_code=303)
 
 
@@ -158,12 +217,17 @@ async def resolve_form(
 ) -> Response:
     _, form = await _operator_form(web, request)
     exchange = _required_resolver(resolver)
-    share_text = form.get("provider_share_percent", "").strip()
-    if not share_text.isdigit() or not 0 <= int(share_text) <= 100:
-        raise InvalidInput("provider_share_percent", "is a whole percentage from 0 to 100")
-    await exchange.resolve(
-        contract_id, provider_share_bps=int(share_text) * 100, note=form.get("note", "")[:500]
-    )
+    values = {name: form.get(name, "") for name in ("provider_share_percent", "note")}
+    try:
+        share_text = values["provider_share_percent"].strip()
+        if not share_text.isdigit() or not 0 <= int(share_text) <= 100:
+            raise InvalidInput("provider_share_percent", "enter a whole percentage from 0 to 100")
+        await exchange.resolve(
+            contract_id, provider_share_bps=int(share_text) * 100, note=values["note"][:500]
+        )
+    except (InvalidInput, PaymentProviderFailed) as error:
+        name = f"resolve-{contract_id}"
+        return await _refused(web, request, resolver, name, error, values)
     return RedirectResponse("/operator?notice=resolved", status_code=303)
 
 
@@ -171,24 +235,40 @@ async def resolve_form(
 async def listing_status_form(request: Request, web: PortalWeb, resolver: _Resolver) -> Response:
     _, form = await _operator_form(web, request)
     exchange = _required_resolver(resolver)
-    provider_id = form.get("provider_id", "").strip()
-    if not is_agent_id(provider_id):
-        raise InvalidInput("provider_id", "is an agent id (U..., 56 characters)")
-    action = form.get("action", "")
-    if action not in ("deactivate", "reactivate"):
-        raise InvalidInput("action", "is deactivate or reactivate")
-    capability = form.get("capability", "").strip()
-    status = await exchange.set_listing_active(
-        provider_id, capability, active=action == "reactivate"
-    )
+    values = {name: form.get(name, "") for name in ("provider_id", "capability", "action")}
+    try:
+        status = await _set_listing(exchange, values)
+    except (InvalidInput, PaymentProviderFailed) as error:
+        return await _refused(web, request, resolver, "listings", error, values)
     return RedirectResponse(f"/operator?notice=listing+{status}", status_code=303)
 
 
+async def _set_listing(exchange: DisputeResolver, values: dict[str, str]) -> str:
+    provider_id = values["provider_id"].strip()
+    if not is_agent_id(provider_id):
+        raise InvalidInput(
+            "provider_id", "enter the provider's agent id: U followed by 55 letters and digits"
+        )
+    action = values["action"]
+    if action not in ("deactivate", "reactivate"):
+        raise InvalidInput("action", "choose deactivate or reactivate")
+    capability = values["capability"].strip()
+    return await exchange.set_listing_active(provider_id, capability, active=action == "reactivate")
+
+
 @operator_router.post("/operator/fees")
-async def fees_form(request: Request, web: PortalWeb) -> Response:
+async def fees_form(request: Request, web: PortalWeb, resolver: _Resolver) -> Response:
     """Set one kind's rate, or a category's commission (a blank rate removes it)."""
     session, form = await _operator_form(web, request)
-    change = _fee_change(form)
+    values = {name: form.get(name, "") for name in ("kind", "category", "rate_bps", "reason")}
+    try:
+        await _change_fees(web, session, _fee_change(form))
+    except InvalidInput as error:
+        return await _refused(web, request, resolver, "fees", error, values)
+    return RedirectResponse("/operator?notice=fees+changed", status_code=303)
+
+
+async def _change_fees(web: Web, session: Session, change: FeeChange) -> None:
     context = web.context
     now_ms = context.now_ms()
 
@@ -205,8 +285,7 @@ async def fees_form(request: Request, web: PortalWeb) -> Response:
     try:
         await context.write(work)
     except ExchangeError as refused:
-        raise InvalidInput("fees", refused.message) from refused
-    return RedirectResponse("/operator?notice=fees+changed", status_code=303)
+        raise InvalidInput("rate_bps", refused.message) from refused
 
 
 def _fee_change(form: dict[str, str]) -> FeeChange:
@@ -215,18 +294,18 @@ def _fee_change(form: dict[str, str]) -> FeeChange:
     rate = None
     if rate_text:
         if not rate_text.isdigit() or int(rate_text) > BASIS_POINTS_PER_WHOLE:
-            raise InvalidInput("rate_bps", "is a whole number of basis points, 0 to 10000")
+            raise InvalidInput("rate_bps", "enter whole basis points from 0 to 10000")
         rate = int(rate_text)
     reason = form.get("reason", "")[:200]
     if kind == "category":
         prefix = form.get("category", "").strip()
         if not _CATEGORY.fullmatch(prefix):
-            raise InvalidInput("category", "is a capability prefix such as hosted_app")
+            raise InvalidInput("category", "enter a capability prefix such as hosted_app")
         return FeeChange({}, {prefix: rate}, reason)
     if kind not in {fee_kind.value for fee_kind in FeeKind}:
-        raise InvalidInput("kind", "is a fee kind or category")
+        raise InvalidInput("kind", "choose a fee kind or a category")
     if rate is None:
-        raise InvalidInput("rate_bps", "is required for a fee kind")
+        raise InvalidInput("rate_bps", "enter a rate: a fee kind needs one")
     return FeeChange({kind: rate}, {}, reason)
 
 

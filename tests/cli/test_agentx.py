@@ -71,7 +71,10 @@ def test_agentx_demo_runs_as_a_command_and_exits_zero(tmp_path):
         cwd=tmp_path,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "2 of 2 deals settled" in completed.stdout
+    rows = [line.split() for line in completed.stdout.splitlines()]
+    assert ["deals", "settled", "2", "of", "2"] in rows
+    assert ["ledger", "invariants", "OK"] in rows and ["demo", "OK"] in rows
+    assert "\x1b" not in completed.stdout
 
 
 def test_demo_options_out_of_range_exit_with_usage_error(capsys):

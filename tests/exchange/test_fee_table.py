@@ -16,6 +16,7 @@ import asyncio
 import pytest
 
 from agent_client import AgentKeys, ExchangeError, OperatorClient, QuoteRequest
+from agent_client.credit_text import format_millicredits
 from agent_client.protocol import SetFees
 from exchange.domain.fee_rules import fee_changes, fee_schedule_from_rows
 from exchange.entrypoints.cli import main
@@ -174,8 +175,9 @@ async def test_agentx_fees_shows_and_sets_the_table_and_agentx_analytics_reads_i
     changed = await cli(
         exchange, operator_seed, "fees", "--set", "escrow=800", "--category", "hosted_app=1500"
     )
-    shown = capsys.readouterr().out
-    assert changed == 0 and "8.00 %  (800 bps)" in shown and "category hosted_app" in shown
+    shown = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert changed == 0 and ["escrow", "8.00", "%", "800"] in shown
+    assert ["category", "hosted_app", "15.00", "%", "1500"] in shown
     assert await cli(exchange, operator_seed, "fees", "--set", "escrow") == 2
     assert "KIND=BPS" in capsys.readouterr().err
     stranger_seed = tmp_path / "stranger.seed"
@@ -188,6 +190,8 @@ async def test_agentx_fees_shows_and_sets_the_table_and_agentx_analytics_reads_i
     exchange.keys_of(provider).save(provider_seed)
     assert await cli(exchange, provider_seed, "analytics", "--capability", "text.upper") == 0
     printed = capsys.readouterr().out
-    assert "text.upper: 1 contracts" in printed
-    assert f"net {PRICE - view.fee_millicredits} mcr" in printed
+    # The first table (sales): LISTING CONTRACTS UNITS PERIODS GOODS NET (cr) FEES (cr).
+    sales = next(line.split() for line in printed.splitlines() if line.startswith("text.upper"))
+    assert sales[1] == "1"
+    assert sales[5] == format_millicredits(PRICE - view.fee_millicredits)
     await exchange.check_invariants()

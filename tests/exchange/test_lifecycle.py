@@ -256,7 +256,8 @@ async def test_an_operator_reads_the_evidence_and_resolves_a_dispute_from_the_cl
         return output.decode()
 
     evidence = await agentx("evidence", contract.contract_id)
-    assert "disputed" in evidence and "dispute: wrong language" in evidence
+    assert "disputed" in evidence
+    assert ["dispute", "wrong", "language"] in [line.split() for line in evidence.splitlines()]
     resolved = await agentx(
         "resolve", contract.contract_id, "--provider-share-percent", "30", "--note", "partly"
     )

@@ -22,6 +22,7 @@ from agent_client.limits import PRICE_MILLICREDITS_MAX
 from exchange.domain.spending_rules import (
     ApprovalStatus,
     Controls,
+    RefusalCause,
     SpendingRefusal,
     SpendingRequest,
     approval_expires_at_ms,
@@ -98,7 +99,9 @@ def test_a_frozen_agent_is_refused_whatever_it_spends(
     rules = controls(frozen_by_owner=by_owner, frozen_by_operator=by_operator)
     found = refusal(rules, 1, approval=ApprovalStatus.APPROVED)
     assert found == SpendingRefusal(
-        ErrorCode.AGENT_FROZEN, f"the agent's spending is frozen by {who}"
+        ErrorCode.AGENT_FROZEN,
+        f"the agent's spending is frozen by {who}",
+        RefusalCause.FROZEN_BY_OWNER if by_owner else RefusalCause.FROZEN_BY_OPERATOR,
     )
     assert frozen_refusal(rules) == found
 
@@ -130,6 +133,7 @@ def test_a_price_over_the_per_contract_limit_is_refused_whatever_was_spent() -> 
     assert found == SpendingRefusal(
         ErrorCode.BUDGET_EXCEEDED,
         "the price 1001 is over the per-contract limit of 1000 millicredits",
+        RefusalCause.CONTRACT_LIMIT,
     )
 
 
@@ -191,7 +195,9 @@ def test_an_approved_contract_over_the_threshold_opens() -> None:
 def test_a_rejected_contract_is_refused_and_asks_for_nothing() -> None:
     found = refusal(controls(threshold=1), PRICE, approval=ApprovalStatus.REJECTED)
     assert found == SpendingRefusal(
-        ErrorCode.APPROVAL_REJECTED, "the agent's owner rejected this contract"
+        ErrorCode.APPROVAL_REJECTED,
+        "the agent's owner rejected this contract",
+        RefusalCause.APPROVAL_REJECTED,
     )
 
 

@@ -615,8 +615,10 @@ async def test_agentx_subscriptions_lists_and_cancels(exchange, tmp_path, capsys
 
     assert await cli(buyer_seed) == 0
     listed = capsys.readouterr().out
-    assert "1 subscriptions as buyer" in listed and f"{sid} monthly" in listed
-    assert "active" in listed and "1 periods paid" in listed
+    # SUBSCRIPTION PLAN CAPABILITY PROVIDER STATE PRICE (cr) EVERY ("30 d") PAID UNTIL
+    (cells,) = [line.split() for line in listed.splitlines() if line.startswith(sid)]
+    assert "1 subscriptions as buyer" in listed and cells[:2] == [sid, "monthly"]
+    assert cells[4] == "active" and cells[8] == "1"
     assert await cli(provider_seed, "--provider") == 0
     assert sid in capsys.readouterr().out
     assert await cli(buyer_seed, "--cancel", sid) == 0

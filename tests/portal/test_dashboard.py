@@ -178,7 +178,9 @@ async def test_an_operator_deactivates_and_reactivates_a_providers_listing(harne
             capability="text.upper",
             action="deactivate",
         )
-        assert bad.status_code == 422  # the portal answers bad form input with 422
+        # Bad form input: the operator page again (400), the typed id kept, nothing changed.
+        assert bad.status_code == 400
+        assert 'value="not-an-agent"' in bad.text and 'class="field-error"' in bad.text
         restored = await operator.post(
             "/operator/listings/status",
             provider_id=provider.agent_id,
@@ -201,9 +203,10 @@ async def test_an_operator_sets_fees_and_the_top_up_page_shows_them_before_payme
         )
         assert commission.status_code == 303, commission.text
         bad = await operator.post("/operator/fees", kind="tips", rate_bps="5")
-        assert bad.status_code == 422
+        assert bad.status_code == 400
         too_high = await operator.post("/operator/fees", kind="escrow", rate_bps="10001")
-        assert too_high.status_code == 422
+        assert too_high.status_code == 400
+        assert "Enter whole basis points from 0 to 10000." in too_high.text
         page = await operator.get("/operator")
         assert "5.00 % (500 bps)" in page.text and "category hosted_app" in page.text
     async with httpx.AsyncClient(base_url=harness.url, timeout=30) as client:

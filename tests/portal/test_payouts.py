@@ -105,7 +105,8 @@ async def test_cash_out_bounds_and_bad_requests_change_nothing(harness):
     transfers_before = len(transfers_of(harness))
     cases = [
         (user, agent.agent_id, 99, LimitExceeded),
-        (user, agent.agent_id, 10_001, LimitExceeded),
+        # The balance is checked before the month's maximum: 300 credits are all it has.
+        (user, agent.agent_id, 10_001, InsufficientFunds),
         (user, agent.agent_id, 301, InsufficientFunds),
         (user, agent.agent_id, -100, LimitExceeded),
         (stranger, agent.agent_id, 100, Conflict),
@@ -197,12 +198,18 @@ async def test_the_payouts_page_onboards_and_cashes_out(harness, browser):
     back = await browser.client.get("/payouts/connected")
     assert back.headers["location"] == "/payouts?notice=connected"
     await browser.get("/payouts")
-    cashed = await browser.post("/payouts", agent_id=agent.agent_id, credits="120")
+    asked = await browser.post("/payouts", agent_id=agent.agent_id, credits="120")
+    # 120 credits = $12.00, less the $1.20 fee; nothing moves before the confirmation.
+    assert asked.status_code == 200
+    assert "You will receive $10.80 (fee $1.20) in your bank" in asked.text
+    assert await payout_rows(harness) == []
+    cashed = await browser.post("/payouts", agent_id=agent.agent_id, credits="120", confirm="yes")
     assert cashed.headers["location"] == "/payouts?notice=payout_paid"
     listed = await browser.get("/payouts")
-    assert "$10.80" in listed.text  # 120 credits = $12.00, less the $1.20 fee
+    assert "$10.80" in listed.text
     refused = await browser.post("/payouts", agent_id=agent.agent_id, credits="-3")
-    assert refused.status_code == 422
+    assert refused.status_code == 400
+    assert len(await payout_rows(harness)) == 1
     await harness.check_invariants()
 
 

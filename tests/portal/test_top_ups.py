@@ -328,9 +328,9 @@ async def test_the_top_up_pages_show_the_fee_before_paying_and_load_stripe_js(ha
     form = await browser.get("/top-up")
     assert "$10.00 + $0.30 fee = <strong>$10.30</strong>" in form.text
     bad = await browser.post("/top-up", agent_id=agent.agent_id, package="custom", amount="-5")
-    assert bad.status_code == 422
+    assert bad.status_code == 400
     huge = await browser.post("/top-up", agent_id=agent.agent_id, package="custom", amount="99999")
-    assert huge.status_code == 422
+    assert huge.status_code == 400
     created = await browser.post("/top-up", agent_id=agent.agent_id, package="starter")
     assert created.status_code == 303
     page = await browser.get(created.headers["location"])

@@ -102,7 +102,8 @@ def pages_and_key_texts(unpaid_topup_id: str) -> dict[str, str]:
         "/top-up": "Continue to payment",
         f"/top-up/{unpaid_topup_id}": "Pay",
         "/approvals": "text.upper",
-        "/transactions": "Export CSV",
+        "/notices": "asks to buy text.upper",
+        "/transactions": "Bought text.upper from seller bot",
         "/analytics": "What your agents sell",
         "/subscriptions": "What your agents subscribe to",
         "/payouts": "Payouts",
@@ -209,3 +210,65 @@ async def test_http_errors_are_the_portals_page_for_browsers_and_json_for_the_ap
         "/no-such-page", headers={"accept": "application/json"}
     )
     assert asked_for_json.status_code == 404 and asked_for_json.json() == {"detail": "Not Found"}
+
+
+async def shown_after(page: Page, shot: Path) -> tuple[str, int]:
+    await page.screenshot(path=str(shot), full_page=True)
+    return await page.inner_text("main"), await overflow_px(page)
+
+
+async def mistakes_and_confirmations(
+    page: Page, base_url: str, agent_id: str, shots: Path, name: str
+) -> dict[str, tuple[str, int]]:
+    """Drives forms into their error or confirmation pages: key text → (text shown, overflow)."""
+    await page.goto(f"{base_url}/agents")
+    await page.fill(f"#agent-{agent_id} input[name=daily_limit]", "twenty")
+    await page.fill(f"#agent-{agent_id} input[name=contract_limit]", "0")
+    await page.click(f"#agent-{agent_id} >> text=Save budget")
+    budget = await shown_after(page, shots / f"{name}_agents_budget_mistakes.png")
+    await page.goto(f"{base_url}/top-up")
+    await page.check("input[name=package][value=custom]")
+    await page.fill("input[name=amount]", "2.50")
+    await page.click("text=Continue to payment")
+    top_up = await shown_after(page, shots / f"{name}_top-up_mistake.png")
+    await page.goto(f"{base_url}/payouts")
+    await page.fill("input[name=credits]", "100")
+    await page.click("text=Cash out…")
+    cash_out = await shown_after(page, shots / f"{name}_payouts_confirm.png")
+    await page.goto(f"{base_url}/agents/{agent_id}/unlink")
+    unlink = await shown_after(page, shots / f"{name}_agents_unlink_confirm.png")
+    return {
+        "Enter a number of credits like 12 or 12.5.": budget,
+        "A custom top-up is between $5.00 and $1,000.00.": top_up,
+        "You will receive $9.00 (fee $1.00) in your bank": cash_out,
+        "you stop controlling its spending": unlink,
+    }
+
+
+async def test_form_mistakes_and_confirmations_fit_a_phone_and_a_laptop(
+    harness, tmp_path, tmp_path_factory
+):
+    screenshots = await asyncio.to_thread(screenshot_directory, tmp_path_factory)
+    overflows: dict[str, int] = {}
+    async with chromium_page(tmp_path / "chromium-profile", width=1366, height=800) as (_, page):
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        await sign_up(page, harness.url)
+        user = await harness.user_named(OPERATOR_EMAIL)
+        seller = await harness.linked_agent(user, label="seller bot")
+        await harness.mint(seller.agent_id, 1_000 * CREDIT)
+        await complete_onboarding(await connect_onboarding_url(harness.context, user))
+        assert await refresh_connect_status(
+            harness.context, await harness.user_named(OPERATOR_EMAIL)
+        )
+        for name, (width, height) in VIEWPORTS.items():
+            await page.set_viewport_size({"width": width, "height": height})
+            shown = await mistakes_and_confirmations(
+                page, harness.url, seller.agent_id, screenshots, name
+            )
+            for key_text, (text, overflow) in shown.items():
+                assert key_text in text, f"{name}: {key_text!r} not shown"
+                overflows[f"{name} {key_text}"] = overflow
+        assert errors == []
+    assert {page_name: px for page_name, px in overflows.items() if px > 0} == {}
+    await harness.check_invariants()

@@ -45,11 +45,9 @@ async def test_a_signed_in_form_needs_the_sessions_own_token(harness, browser):
     await browser.sign_up("owner@example.com")
     user = await harness.user_named("owner@example.com")
     agent = await harness.linked_agent(user)
-    path = f"/agents/{agent.agent_id}/controls"
+    path = f"/agents/{agent.agent_id}/freeze"
     anonymous_token = browser.client.cookies.get("agentx_csrf")
-    refused = await browser.client.post(
-        path, data={"csrf_token": anonymous_token or "", "frozen": "on"}
-    )
+    refused = await browser.client.post(path, data={"csrf_token": anonymous_token or ""})
     assert refused.status_code == 403
 
     async def frozen(connection):
@@ -59,7 +57,7 @@ async def test_a_signed_in_form_needs_the_sessions_own_token(harness, browser):
         return (await connection.execute(query)).scalar_one()
 
     assert await harness.context.read(frozen) is False
-    assert (await browser.post(path, frozen="on")).status_code == 303
+    assert (await browser.post(path)).status_code == 303
     assert await harness.context.read(frozen) is True
 
 
