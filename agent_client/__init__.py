@@ -24,6 +24,7 @@ from agent_client.errors import (
     RequestTimeout,
     RetryableError,
     SignatureRejected,
+    TaskDeclined,
 )
 from agent_client.exchange_address import (
     DEFAULT_ADDRESS_FILE,
@@ -84,6 +85,7 @@ __all__ = [
     "RetryableError",
     "SignatureRejected",
     "TargetPriceBuyer",
+    "TaskDeclined",
     "WeightedRanking",
     "is_agent_id",
     "locate_exchange",

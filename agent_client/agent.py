@@ -489,7 +489,9 @@ class Agent:
         ``negotiation`` strategy (for example
         :class:`~agent_client.strategies.ConcedingProvider`) the agent also
         answers counter-offers, otherwise it declines them. Every quote it
-        signs binds it until ``quote_validity_s`` has passed.
+        signs binds it until ``quote_validity_s`` has passed. A handler that
+        cannot do a task raises :class:`~agent_client.errors.TaskDeclined`:
+        the agent cancels the contract at once and the buyer is refunded.
         """
         self._check_open()
         await self._provider.serve(

@@ -17,6 +17,8 @@
      │    └── OfferDeclined      the provider declined it (``code``, ``reason``)
      ├── NoDeal                  ``negotiate`` ended without an agreed quote (``declines``)
      ├── RequestTimeout          no answer within the request's timeout (``should_retry``)
+     ├── TaskDeclined            a provider's task handler gives the task back (``reason``):
+     │                           the contract is cancelled at once, the buyer refunded
      └── AgentClosed             the agent was used after ``close()``
 
 Codes are the stable strings of :class:`agent_client.protocol.ErrorCode`
@@ -56,6 +58,7 @@ __all__ = [
     "RequestTimeout",
     "RetryableError",
     "SignatureRejected",
+    "TaskDeclined",
     "exchange_error",
 ]
 
@@ -226,6 +229,17 @@ class RequestTimeout(AgentClientError):
         super().__init__(f"no reply on {subject} within {timeout_s} s")
         self.subject = subject
         self.timeout_s = timeout_s
+
+
+class TaskDeclined(AgentClientError):
+    """Raised by a provider's task handler that cannot do a hired task (and never will):
+    the provider cancels the contract at once, so the buyer's price is returned now
+    rather than at the delivery deadline. ``reason`` goes to the buyer (cut to the
+    protocol's reason length)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class AgentClosed(AgentClientError):

@@ -179,6 +179,29 @@ assert sys.getrecursionlimit() >= REPLY_JSON_DEPTH_MAX * 10
 assert 1 <= REPLAY_CACHE_DIGEST_BYTES * 8 <= 60  # two 30-bit digits
 assert REPLAY_CACHE_ENTRIES_MAX * REPLAY_CACHE_BYTES_PER_ENTRY_MAX <= REPLAY_CACHE_BYTES_MAX
 
+# --- JSON checked against another party's JSON Schema (agent_client/schema_checks.py) --
+
+# A schema document nests at most this deep (objects and arrays), checked when
+# a listing is advertised and again before a check: jsonschema recurses once
+# per level.
+SCHEMA_DEPTH_MAX: Final = 32
+# Compiled validators and RE2 patterns kept for reuse, and the memory RE2 may
+# use for one pattern (its compiled program and its lazy DFA, which falls back
+# to slower linear-time matching when full), so the caches stay bounded.
+SCHEMA_VALIDATORS_CACHED_MAX: Final = 256
+SCHEMA_PATTERNS_CACHED_MAX: Final = 256
+SCHEMA_PATTERN_MEMORY_BYTES_MAX: Final = 1024 * 1024
+# A check names this many failing paths by default, each reason cut to this
+# length, so its message about a large instance stays short; a pattern, or a
+# string that does not match one, is quoted up to this many characters.
+SCHEMA_ERRORS_REPORTED_MAX: Final = 3
+SCHEMA_ERROR_REASON_CHARS_MAX: Final = 200
+SCHEMA_PATTERN_QUOTED_CHARS_MAX: Final = 64
+
+assert SCHEMA_ERRORS_REPORTED_MAX * SCHEMA_ERROR_REASON_CHARS_MAX < TEXT_LENGTH_MAX
+assert SCHEMA_PATTERN_QUOTED_CHARS_MAX * 2 < SCHEMA_ERROR_REASON_CHARS_MAX
+assert sys.getrecursionlimit() >= SCHEMA_DEPTH_MAX * 10
+
 # --- metered sessions (docs/PROTOCOL.md, "Metered calls") ---------------------------
 
 # A metered session lasts at most this long; after it ends (or after the buyer

@@ -28,12 +28,14 @@ from agent_client.errors import (
     ExchangeError,
     RequestTimeout,
     SignatureRejected,
+    TaskDeclined,
 )
 from agent_client.keys import AgentKeys
 from agent_client.metering import METERED_TYPES, MeteredDesk
 from agent_client.negotiation import RFQ_AUDIENCE, OfferDesk
 from agent_client.protocol import (
     JSON_NULL,
+    CancelContract,
     ContractOpenedNotice,
     ContractRecord,
     ContractReply,
@@ -270,9 +272,26 @@ class ProviderDesk:
             self._hired_before_serving.setdefault(record.capability, []).append(notice)
             del self._hired_before_serving[record.capability][:-UNSERVED_CONTRACTS_MAX]
             return
-        result = await service.handler(msgspec.json.decode(notice.task))
+        try:
+            result = await service.handler(msgspec.json.decode(notice.task))
+        except TaskDeclined as declined:
+            await self._give_back(record, declined.reason)
+            return
         seal_for = record.buyer_id if notice.seal_result else None
         await self.deliver_until_deadline(record, result, seal_for=seal_for)
+
+    async def _give_back(self, record: ContractRecord, reason: str) -> None:
+        """Cancel a contract the handler declined: the buyer is refunded at once."""
+        log.info("declined %s: %s", record.contract_id, reason)
+        reply = await self._request(
+            CancelContract,
+            lambda header: CancelContract(
+                header=header,
+                contract_id=record.contract_id,
+                reason=reason[: limits.TEXT_LENGTH_MAX],
+            ),
+        )
+        expect_reply(reply, ContractReply)
 
     async def deliver_until_deadline(
         self, record: ContractRecord, result: Any, *, seal_for: str | None

@@ -100,24 +100,12 @@ SCHEMA_CHECK_TIME_BUDGET_S: Final = 2.0
 # flood of deliveries waits here instead of taking every thread of the
 # default executor (min(32, cores + 4) threads) that other work needs.
 SCHEMA_CHECKS_RUNNING_MAX: Final = 2
-# A schema document nests at most this deep (objects and arrays), checked when
-# advertised: jsonschema recurses once per level.
-SCHEMA_DEPTH_MAX: Final = 32
-# Compiled validators and RE2 patterns kept for reuse, and the memory RE2 may
-# use for one pattern (its compiled program and its lazy DFA, which falls back
-# to slower linear-time matching when full), so the caches stay bounded.
-SCHEMA_VALIDATORS_CACHED_MAX: Final = 256
-SCHEMA_PATTERNS_CACHED_MAX: Final = 256
-SCHEMA_PATTERN_MEMORY_BYTES_MAX: Final = 1024 * 1024
-# A schema_mismatch names this many failing paths, each reason cut to this
-# length, so its message about a large result stays short; a pattern, or a
-# string that does not match one, is quoted up to this many characters.
-SCHEMA_ERRORS_REPORTED_MAX: Final = 3
-SCHEMA_ERROR_REASON_CHARS_MAX: Final = 200
-SCHEMA_PATTERN_QUOTED_CHARS_MAX: Final = 64
+# The other bounds of a check (depth, caches, RE2's memory, how much of a
+# mismatch is reported) live with the checker, in agent_client/limits.py; the
+# depth is restated here because advertising a listing refuses deeper schemas.
+SCHEMA_DEPTH_MAX: Final = protocol_limits.SCHEMA_DEPTH_MAX
 
 assert SCHEMA_CHECKS_RUNNING_MAX <= REQUEST_CONCURRENCY_MAX
-assert SCHEMA_ERRORS_REPORTED_MAX * SCHEMA_ERROR_REASON_CHARS_MAX < protocol_limits.TEXT_LENGTH_MAX
 
 # One agent holds at most a quarter of a worker (broker/limits.py).
 assert broker_limits.AGENT_REQUESTS_IN_FLIGHT_MAX <= REQUEST_CONCURRENCY_MAX // 4

@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from agent_client.protocol import json_encoder
-from exchange.domain.delivery_checks import schema_refusal
+from agent_client.schema_checks import schema_refusal
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.limits import SCHEMA_BYTES_MAX
 
@@ -53,7 +53,7 @@ def checked_schema(schema: dict[str, Any], name: str, /) -> str:
     these, so a schema that cannot be used is refused when it is published
     rather than when the first contract needs it: that includes a schema the
     exchange could not check in bounded work (a pattern RE2 cannot match,
-    nesting deeper than SCHEMA_DEPTH_MAX; see exchange.domain.delivery_checks).
+    nesting deeper than SCHEMA_DEPTH_MAX; see agent_client.schema_checks).
     """
     encoded = json_encoder.encode(schema)
     if len(encoded) > SCHEMA_BYTES_MAX:

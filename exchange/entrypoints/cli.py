@@ -80,6 +80,7 @@ from exchange.bootstrap.stack import (
     rotate_exchange_key,
 )
 from exchange.bootstrap.worker import ExchangeConfig, ExchangeWorker, migrate_database
+from exchange.entrypoints.cli_bridges import BRIDGE_COMMANDS, add_bridge_commands
 from exchange.entrypoints.cli_tables import (
     DemoProgress,
     analytics_tables,
@@ -91,6 +92,7 @@ from exchange.entrypoints.cli_tables import (
     starting,
     subscriptions_tables,
 )
+from exchange.entrypoints.command_errors import CommandError
 from exchange.entrypoints.demo import DemoOptions, DemoSummary, run_demo
 from exchange.entrypoints.demo_people import (
     OPERATOR_PASSWORD_FILE_NAME,
@@ -124,10 +126,6 @@ EXIT_INTERRUPTED = 130
 ONE_SHOT_COMMANDS = frozenset(
     {"mint", "link", "evidence", "resolve", "fees", "analytics", "subscriptions", "status"}
 )
-
-
-class CommandError(Exception):
-    """An operating error a command reports in one line (a port in use, no address file)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +179,8 @@ def _run(arguments: argparse.Namespace) -> int:
             return asyncio.run(_subscriptions(arguments))
         if command == "status":
             return asyncio.run(run_status(arguments))
+        if command in BRIDGE_COMMANDS:
+            return asyncio.run(BRIDGE_COMMANDS[command](arguments))
     except KeyboardInterrupt:
         print(f"agentx {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -203,6 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_worker_command(commands)
     _add_cluster_command(commands)
     add_status_command(commands)
+    add_bridge_commands(commands)
     return parser
 
 

@@ -6,6 +6,7 @@ cancels (refund) and a buyer's cancel only asks; a silent buyer's delivery
 auto-releases after the review window; a rejected delivery goes to dispute,
 its evidence reaches the parties and operators but nobody else, an operator
 splits it exactly once, and an unresolved dispute gets the default outcome;
+a handler that raises TaskDeclined refunds at once (the provider cancels);
 racing transitions have exactly one winner; an offline provider receives the
 contract it missed when it reconnects. Every test ends with the invariants.
 """
@@ -16,7 +17,7 @@ import asyncio
 
 import pytest
 
-from agent_client import AgentKeys, ExchangeError, OperatorClient, QuoteRequest
+from agent_client import AgentKeys, ExchangeError, OperatorClient, QuoteRequest, TaskDeclined
 from exchange.use_cases.exchange_context import LifecycleSettings
 
 PRICE = 10_000
@@ -77,6 +78,21 @@ async def test_a_missed_deadline_counts_before_the_sweeper_runs(exchange):
     view = await buyer.contract(contract.contract_id)
     assert view.state == "refunded"
     assert await balances(buyer) == [GRANT]
+    await exchange.check_invariants()
+
+
+async def test_a_handler_that_declines_gives_the_task_back_at_once(exchange):
+    async def declines(task):
+        raise TaskDeclined("cannot shout numbers")
+
+    # The deadline is a minute away: only the provider's cancel refunds this soon.
+    provider, buyer, contract = await deal_until_hired(exchange, handler=declines)
+    settled = await buyer.wait_settled(contract.contract_id, timeout_s=10)
+    assert settled.state == "refunded"
+    assert await balances(buyer, provider) == [GRANT, 0]
+    evidence = await buyer.evidence(contract.contract_id)
+    assert [entry.event for entry in evidence.events] == ["open", "provider_cancel"]
+    assert evidence.events[-1].detail == "cannot shout numbers"
     await exchange.check_invariants()
 
 
