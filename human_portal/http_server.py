@@ -16,6 +16,8 @@ from typing import Any
 
 import uvicorn
 
+from agent_client.http_listeners import listening_socket
+
 __all__ = ["EmbeddedHttpServer"]
 
 START_TIMEOUT_S = 10.0
@@ -49,15 +51,9 @@ class EmbeddedHttpServer:
 
     def bind(self) -> None:
         assert self._listener is None, "already bound"
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((self._host, self._requested_port))
-            listener.listen(LISTEN_BACKLOG)
-        except OSError:
-            listener.close()
-            raise
-        self._listener = listener
+        self._listener = listener = listening_socket(
+            self._host, self._requested_port, backlog=LISTEN_BACKLOG
+        )
         self.port = int(listener.getsockname()[1])
 
     async def start(self, app: Any, /) -> None:

@@ -107,6 +107,15 @@ class _Agents:
         label = self.labels.get(agent_id)
         return f"'{label}'" if label is not None else _short(agent_id)
 
+    def purchase(self, row: sa.RowMapping, /, *, did: str) -> str:
+        """``Your agent 'bot' <did> text.upper from 'shop' for 2 credits``: an approval's or
+        a refusal's row (agent, capability, provider, price)."""
+        return (
+            f"Your agent {self.name(row['agent_id'])} {did} {row['capability']} "
+            f"from {self.name(row['provider_id'])} for "
+            f"{credits_text(row['price_millicredits'])}"
+        )
+
 
 async def notices_for_user(
     context: PortalContext,
@@ -206,10 +215,7 @@ async def _approvals(
             NoticeKind.APPROVAL,
             int(row["created_at_ms"]),
             str(row["agent_id"]),
-            f"Your agent {agents.name(row['agent_id'])} asks to buy {row['capability']} "
-            f"from {agents.name(row['provider_id'])} for "
-            f"{credits_text(row['price_millicredits'])}; it waits for your "
-            "approval.",
+            f"{agents.purchase(row, did='asks to buy')}; it waits for your approval.",
             "/approvals",
             "Approve or reject",
         )
@@ -237,9 +243,7 @@ async def _refusals(
             NoticeKind.REFUSAL,
             int(row["at_ms"]),
             str(row["agent_id"]),
-            f"Your agent {agents.name(row['agent_id'])} tried to buy {row['capability']} "
-            f"from {agents.name(row['provider_id'])} for "
-            f"{credits_text(row['price_millicredits'])}; refused because "
+            f"{agents.purchase(row, did='tried to buy')}; refused because "
             f"{_refusal_words(str(row['cause']), str(row['reason']))}.",
             f"/agents#agent-{row['agent_id']}",
             "Open its budget",

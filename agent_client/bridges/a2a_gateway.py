@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -81,6 +80,7 @@ from agent_client.errors import (
     RejectedError,
     RequestTimeout,
 )
+from agent_client.http_listeners import listening_socket
 from agent_client.keys import AgentKeys
 from agent_client.offers import QuoteRequest, ReceivedQuote
 from agent_client.protocol import ContractState, ErrorCode, Listing
@@ -690,7 +690,7 @@ class A2AGateway:
     ) -> None:
         self._agent = agent
         self._config = config
-        self._socket = _listening_socket(host, port)
+        self._socket = listening_socket(host, port)
         bound_host, bound_port = self._socket.getsockname()[:2]
         self.base_url = f"http://{bound_host}:{bound_port}"
         self.budget = LifetimeBudget(config.budget_millicredits)
@@ -769,16 +769,3 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def _listening_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listening = socket.socket(family, socket.SOCK_STREAM)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listening.bind((host, port))
-    except OSError:
-        listening.close()
-        raise
-    listening.listen()
-    return listening

@@ -30,7 +30,6 @@ import hmac
 import itertools
 import logging
 import secrets
-import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -71,6 +70,7 @@ from agent_client.bridges.mcp_buyer_schema import check_task
 from agent_client.contracts import Delivery
 from agent_client.credit_text import MILLICREDITS_PER_CREDIT, format_millicredits
 from agent_client.errors import AgentClientError, ExchangeError, RefusedError, RequestTimeout
+from agent_client.http_listeners import listening_socket
 from agent_client.offers import QuoteRequest, ReceivedQuote
 from agent_client.protocol import ErrorCode, Listing
 
@@ -290,7 +290,7 @@ class BuyerTools:
                 budget_millicredits=budget,
                 delivery_within_s=arguments.delivery_within_s,
                 timeout_s=arguments.timeout_s,
-                quotes_max=QUOTES_PER_REQUEST_MAX,
+                quotes_max=await self._providers_listing(arguments.capability),
             )
         except ValueError as exc:
             raise _Refusal(f"Invalid quote request: {exc}") from exc
@@ -307,6 +307,17 @@ class BuyerTools:
         if declines:
             text += f"\n{len(declines)} provider(s) declined."
         return ToolOutcome(text, {"quotes": views, "declines": declines})
+
+    async def _providers_listing(self, capability: str) -> int:
+        """How many quotes to wait for: one per provider listing the capability (at most
+        QUOTES_PER_REQUEST_MAX, at least one), so that the RFQ ends when every provider
+        has answered instead of always waiting out its timeout."""
+        try:
+            found = await self._agent.search(capability=capability, limit=QUOTES_PER_REQUEST_MAX)
+        except AgentClientError:
+            return QUOTES_PER_REQUEST_MAX
+        providers = {listing.provider_id for listing in found.listings}
+        return max(1, min(QUOTES_PER_REQUEST_MAX, len(providers)))
 
     async def _hire(self, arguments: HireArguments, capability: str | None) -> ToolOutcome:
         quote = self._quote(arguments.quote_id)
@@ -572,9 +583,7 @@ class HttpService:
 
     async def start(self) -> str:
         """Bind (port 0: a free one), serve, and return the URL once it answers."""
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((HTTP_HOST, self._port))
+        listener = listening_socket(HTTP_HOST, self._port)
         port = listener.getsockname()[1]
         config = uvicorn.Config(self._app, log_level="warning", lifespan="on")
         self._server = uvicorn.Server(config)

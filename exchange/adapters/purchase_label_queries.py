@@ -41,11 +41,11 @@ def _chunks(ids: Sequence[Any], /) -> list[list[Any]]:
 
 
 async def _rows(
-    connection: AsyncConnection, statement: Any, column: Any, ids: Sequence[str], /
+    connection: AsyncConnection, statement: Any, key: Any, ids: Sequence[Any], /
 ) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for chunk in _chunks(ids):
-        result = await connection.execute(statement.where(column.in_(chunk)))
+        result = await connection.execute(statement.where(key.in_(chunk)))
         found.extend(dict(row) for row in result.mappings())
     return found
 
@@ -53,27 +53,28 @@ async def _rows(
 async def contract_rows(
     connection: AsyncConnection, contract_ids: Sequence[str], /
 ) -> list[dict[str, Any]]:
-    statement = sa.select(
-        contracts.c.contract_id,
-        contracts.c.capability,
-        contracts.c.buyer_id,
-        contracts.c.provider_id,
-        contracts.c.fee_millicredits,
-    )
-    return await _rows(connection, statement, contracts.c.contract_id, contract_ids)
+    return await _deal_rows(connection, contracts, contract_ids)
 
 
 async def metered_rows(
     connection: AsyncConnection, contract_ids: Sequence[str], /
 ) -> list[dict[str, Any]]:
+    return await _deal_rows(connection, metered_sessions, contract_ids)
+
+
+async def _deal_rows(
+    connection: AsyncConnection, table: sa.Table, contract_ids: Sequence[str], /
+) -> list[dict[str, Any]]:
+    """A contract's or a metered session's capability, buyer, provider and fee, by contract id."""
+    columns = table.c
     statement = sa.select(
-        metered_sessions.c.contract_id,
-        metered_sessions.c.capability,
-        metered_sessions.c.buyer_id,
-        metered_sessions.c.provider_id,
-        metered_sessions.c.fee_millicredits,
+        columns.contract_id,
+        columns.capability,
+        columns.buyer_id,
+        columns.provider_id,
+        columns.fee_millicredits,
     )
-    return await _rows(connection, statement, metered_sessions.c.contract_id, contract_ids)
+    return await _rows(connection, statement, columns.contract_id, contract_ids)
 
 
 async def subscription_rows(
@@ -94,15 +95,12 @@ async def subscription_charge_rows(
 ) -> list[dict[str, Any]]:
     """The charges of these (subscription id, period) pairs."""
     key = sa.tuple_(subscription_charges.c.subscription_id, subscription_charges.c.period)
-    found: list[dict[str, Any]] = []
-    for chunk in _chunks(periods):
-        statement = sa.select(
-            subscription_charges.c.subscription_id,
-            subscription_charges.c.period,
-            subscription_charges.c.fee_millicredits,
-        ).where(key.in_(chunk))
-        found.extend(dict(row) for row in (await connection.execute(statement)).mappings())
-    return found
+    statement = sa.select(
+        subscription_charges.c.subscription_id,
+        subscription_charges.c.period,
+        subscription_charges.c.fee_millicredits,
+    )
+    return await _rows(connection, statement, key, periods)
 
 
 async def licence_rows(

@@ -1,8 +1,8 @@
 """How a command finds the exchange and connects an agent: ``--url``, ``--exchange-id``,
 ``--address-file`` and a seed file.
 
-The bridge commands (``cli_mcp``, ``cli_provide_mcp``, ``cli_a2a``) use it;
-``cli.py`` has the same rule privately and may move to this one. Errors are
+Every client command uses it: ``cli.py``'s (mint, link, evidence, ...) and the
+bridge commands (``cli_mcp``, ``cli_provide_mcp``, ``cli_a2a``). Errors are
 the client's own (:class:`~agent_client.AddressFileError`, key and connection
 errors), which ``agentx`` reports in one line.
 """

@@ -57,13 +57,11 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from agent_client import (
-    Agent,
+    DEFAULT_ADDRESS_FILE,
     AgentClientError,
     AgentKeys,
-    AgentOptions,
     OperatorClient,
     is_agent_id,
-    locate_exchange,
 )
 from broker.errors import BrokerError
 from exchange.bootstrap.cluster import ClusterConfig, ExchangeCluster
@@ -80,6 +78,7 @@ from exchange.bootstrap.stack import (
     rotate_exchange_key,
 )
 from exchange.bootstrap.worker import ExchangeConfig, ExchangeWorker, migrate_database
+from exchange.entrypoints.agent_connection import add_exchange_location, connect_agent
 from exchange.entrypoints.cli_bridges import BRIDGE_COMMANDS, add_bridge_commands
 from exchange.entrypoints.cli_tables import (
     DemoProgress,
@@ -114,8 +113,10 @@ DEFAULT_DATA_DIR = Path("var/agentx")
 DEFAULT_NATS_PORT = 4222
 DEFAULT_CLUSTER_DATA_DIR = Path("var/agentx-cluster")
 DATABASE_URL_VARIABLE = "AGENTX_DATABASE_URL"
-# Where the client commands look for the exchange when no --url is given.
-DEFAULT_ADDRESS_FILE = DEFAULT_DATA_DIR / ADDRESS_FILE_NAME
+# The client commands look for the exchange where `agentx up` writes it by default.
+assert DEFAULT_ADDRESS_FILE == DEFAULT_DATA_DIR / ADDRESS_FILE_NAME
+# The name the client commands' agent connects as.
+AGENT_NAME = "agentx-cli"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -346,7 +347,7 @@ def _add_client_commands(commands: Commands) -> None:
     link = commands.add_parser("link", help="link an agent to a portal account (sign a code)")
     link.add_argument("code", help="the one-time code the portal shows")
     link.add_argument("--key", type=Path, required=True, help="the agent's seed file")
-    _add_exchange_location(link)
+    add_exchange_location(link)
 
 
 def _add_seller_commands(commands: Commands) -> None:
@@ -371,7 +372,7 @@ def _add_seller_commands(commands: Commands) -> None:
     analytics.add_argument("--capability", default=None, help="one listing, with its days")
     analytics.add_argument("--key", type=Path, required=True, help="the provider's seed file")
     _add_json(analytics)
-    _add_exchange_location(analytics)
+    add_exchange_location(analytics)
     subscriptions = commands.add_parser(
         "subscriptions", help="an agent's subscriptions (as buyer, or --provider); --cancel ID"
     )
@@ -381,7 +382,7 @@ def _add_seller_commands(commands: Commands) -> None:
     )
     subscriptions.add_argument("--cancel", default=None, metavar="ID", help="cancel one")
     _add_json(subscriptions)
-    _add_exchange_location(subscriptions)
+    add_exchange_location(subscriptions)
 
 
 def _add_worker_command(commands: Commands) -> None:
@@ -648,7 +649,7 @@ async def _mint(arguments: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    async with await _connect(arguments) as agent:
+    async with await connect_agent(arguments, arguments.key, name=AGENT_NAME) as agent:
         reply = await OperatorClient(agent).mint(
             arguments.agent_id,
             arguments.credits * MILLICREDITS_PER_CREDIT,
@@ -660,7 +661,7 @@ async def _mint(arguments: argparse.Namespace) -> int:
 
 
 def _add_operator_connection(command: argparse.ArgumentParser) -> None:
-    _add_exchange_location(command)
+    add_exchange_location(command)
     command.add_argument(
         "--key",
         type=Path,
@@ -669,39 +670,8 @@ def _add_operator_connection(command: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_exchange_location(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--url", default=None, help=f"NATS URL (default: from {DEFAULT_ADDRESS_FILE})"
-    )
-    command.add_argument(
-        "--exchange-id", default=None, help="pin the exchange's key id (default: from the file)"
-    )
-    command.add_argument(
-        "--address-file",
-        type=Path,
-        default=DEFAULT_ADDRESS_FILE,
-        help="the exchange.json that `agentx up` wrote (default: %(default)s)",
-    )
-
-
-async def _connect(arguments: argparse.Namespace) -> Agent:
-    """Connect with ``--key`` to the exchange the arguments (or the address file) name.
-
-    Without ``--url`` the address file must exist: falling back to a default
-    port would silently reach whatever else listens there.
-    """
-    if arguments.url is None and not arguments.address_file.exists():
-        raise CommandError(
-            f"{arguments.address_file} not found: start the exchange with `agentx up`, "
-            "or give --address-file DATA_DIR/exchange.json or --url"
-        )
-    url, exchange_id = locate_exchange(arguments.url, arguments.exchange_id, arguments.address_file)
-    options = AgentOptions(exchange_id=exchange_id, name="agentx-cli")
-    return await Agent.connect(url, AgentKeys.load(arguments.key), options=options)
-
-
 async def _evidence(arguments: argparse.Namespace) -> int:
-    async with await _connect(arguments) as operator:
+    async with await connect_agent(arguments, arguments.key, name=AGENT_NAME) as operator:
         bundle = await operator.evidence(arguments.contract_id)
     if arguments.json:
         print_json(bundle)
@@ -722,7 +692,7 @@ async def _fees(arguments: argparse.Namespace) -> int:
     except ValueError:
         print("agentx fees: use KIND=BPS and PREFIX=BPS (or PREFIX=none)", file=sys.stderr)
         return EXIT_USAGE
-    async with await _connect(arguments) as agent:
+    async with await connect_agent(arguments, arguments.key, name=AGENT_NAME) as agent:
         if rates or categories:
             table = await OperatorClient(agent).set_fees(
                 rates=rates, categories=categories, reason=arguments.reason
@@ -745,7 +715,7 @@ def _pairs(texts: list[str]) -> list[tuple[str, str]]:
 
 
 async def _analytics(arguments: argparse.Namespace) -> int:
-    async with await _connect(arguments) as agent:
+    async with await connect_agent(arguments, arguments.key, name=AGENT_NAME) as agent:
         report = await agent.analytics(days=arguments.days, capability=arguments.capability)
     if arguments.json:
         print_json(report)
@@ -764,7 +734,7 @@ async def _resolve(arguments: argparse.Namespace) -> int:
     if not 0 <= arguments.provider_share_percent <= 100:
         print("agentx resolve: --provider-share-percent is 0 to 100", file=sys.stderr)
         return EXIT_USAGE
-    async with await _connect(arguments) as agent:
+    async with await connect_agent(arguments, arguments.key, name=AGENT_NAME) as agent:
         view = await OperatorClient(agent).resolve(
             arguments.contract_id,
             provider_share_bps=arguments.provider_share_percent * 100,
@@ -778,7 +748,7 @@ async def _resolve(arguments: argparse.Namespace) -> int:
 
 
 async def _link(arguments: argparse.Namespace) -> int:
-    async with await _connect(arguments) as agent:
+    async with await connect_agent(arguments, arguments.key, name=AGENT_NAME) as agent:
         linked = await agent.link_human(arguments.code)
     print(f"linked {linked.agent_id} to the portal account as {linked.label!r}")
     return EXIT_OK
@@ -947,7 +917,7 @@ def _one_line(error: Exception) -> str:
 
 
 async def _subscriptions(arguments: argparse.Namespace) -> int:
-    async with await _connect(arguments) as agent:
+    async with await connect_agent(arguments, arguments.key, name=AGENT_NAME) as agent:
         if arguments.cancel is not None:
             view = await agent.cancel_subscription(arguments.cancel)
             ends = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(view.period_ends_at_ms // 1000))

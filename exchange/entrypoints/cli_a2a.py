@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import signal
 import sys
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from agent_client.bridges.a2a_gateway import A2AGateway, GatewayConfig
 from agent_client.credit_text import MILLICREDITS_PER_CREDIT, format_millicredits
 from agent_client.limits import PRICE_MILLICREDITS_MAX
 from exchange.entrypoints.agent_connection import add_exchange_location, connect_agent
+from exchange.entrypoints.cli_arguments import credits_argument, port_argument
 
 __all__ = ["COMMAND", "add_command", "run"]
 
@@ -54,13 +54,13 @@ def add_command(commands: Any) -> None:
     )
     command.add_argument(
         "--budget-credits",
-        type=_credits(BUDGET_MILLICREDITS_MAX),
+        type=credits_argument(BUDGET_MILLICREDITS_MAX),
         required=True,
         help="the most the gateway spends in its lifetime, in credits",
     )
     command.add_argument(
         "--max-price-credits",
-        type=_credits(PRICE_MILLICREDITS_MAX),
+        type=credits_argument(PRICE_MILLICREDITS_MAX),
         default=DEFAULT_MAX_PRICE_MILLICREDITS,
         help="the most one task may cost, in credits "
         f"(default: {format_millicredits(DEFAULT_MAX_PRICE_MILLICREDITS)})",
@@ -70,32 +70,10 @@ def add_command(commands: Any) -> None:
     )
     command.add_argument(
         "--port",
-        type=_port,
+        type=port_argument,
         default=0,
         help="listen port; 0 picks a free one (default: %(default)s)",
     )
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65_535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
-    return int(text)
-
-
-def _credits(maximum_millicredits: int) -> Any:
-    def parse(text: str) -> int:
-        """Credits as typed (``2.5``) to exact millicredits, or a usage error."""
-        try:
-            amount = Decimal(text) * MILLICREDITS_PER_CREDIT
-        except InvalidOperation as exc:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of credits") from exc
-        if not amount.is_finite() or amount != amount.to_integral_value():
-            raise argparse.ArgumentTypeError(f"{text!r}: credits count to 0.001 at most")
-        if not 0 <= amount <= maximum_millicredits:
-            raise argparse.ArgumentTypeError(f"{text!r} is out of range")
-        return int(amount)
-
-    return parse
 
 
 async def run(arguments: argparse.Namespace) -> int:

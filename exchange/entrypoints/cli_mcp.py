@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,10 @@ from agent_client.bridges.mcp_buyer import (
     new_http_token,
     serve_stdio,
 )
-from agent_client.credit_text import MILLICREDITS_PER_CREDIT, format_millicredits
+from agent_client.credit_text import format_millicredits
 from agent_client.limits import PRICE_MILLICREDITS_MAX
 from exchange.entrypoints.agent_connection import add_exchange_location, connect_agent
+from exchange.entrypoints.cli_arguments import credits_argument, port_argument
 from exchange.entrypoints.command_errors import CommandError
 
 __all__ = ["COMMAND", "add_command", "run"]
@@ -35,6 +35,8 @@ COMMAND = "mcp"
 TOKEN_VARIABLE = "AGENTX_MCP_TOKEN"
 TOKEN_FILE_CHARS_MAX = 4_096
 EXIT_OK = 0
+
+_price_credits = credits_argument(PRICE_MILLICREDITS_MAX)
 
 
 def add_command(commands: Any) -> None:
@@ -49,7 +51,7 @@ def add_command(commands: Any) -> None:
     add_exchange_location(command)
     command.add_argument(
         "--http-port",
-        type=_port,
+        type=port_argument,
         default=None,
         help="serve streamable HTTP on 127.0.0.1:PORT/mcp instead of stdio; 0 picks a free "
         "port and prints it (default: stdio)",
@@ -64,14 +66,14 @@ def add_command(commands: Any) -> None:
     )
     command.add_argument(
         "--max-price-credits",
-        type=_millicredits,
+        type=_price_credits,
         default=DEFAULT_MAX_PRICE_MILLICREDITS,
         help="refuse any hire (and quote budget) above this many credits "
         f"(default: {format_millicredits(DEFAULT_MAX_PRICE_MILLICREDITS)})",
     )
     command.add_argument(
         "--approval-above-credits",
-        type=_millicredits,
+        type=_price_credits,
         default=None,
         help="answer 'needs approval' instead of hiring above this many credits "
         "(default: none; the portal's approval threshold applies anyway)",
@@ -100,25 +102,6 @@ def http_token(path: Path | None, /) -> tuple[str, str]:
     if len(token) < HTTP_TOKEN_CHARS_MIN:
         raise CommandError(f"the MCP HTTP token must be at least {HTTP_TOKEN_CHARS_MIN} characters")
     return token, told
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65_535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
-    return int(text)
-
-
-def _millicredits(text: str) -> int:
-    """Credits as typed (``2.5``) to exact millicredits, or a usage error."""
-    try:
-        amount = Decimal(text) * MILLICREDITS_PER_CREDIT
-    except InvalidOperation as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of credits") from exc
-    if not amount.is_finite() or amount != amount.to_integral_value():
-        raise argparse.ArgumentTypeError(f"{text!r}: credits count to 0.001 at most")
-    if not 0 <= amount <= PRICE_MILLICREDITS_MAX:
-        raise argparse.ArgumentTypeError(f"{text!r} is out of range")
-    return int(amount)
 
 
 async def run(arguments: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,10 @@ from agent_client.bridges.mcp_provider import (
     TaskNotPerformed,
     serve_mcp_server,
 )
-from agent_client.credit_text import MILLICREDITS_PER_CREDIT, format_millicredits
+from agent_client.credit_text import format_millicredits
+from agent_client.limits import PRICE_MILLICREDITS_MAX
 from exchange.entrypoints.agent_connection import add_exchange_location, connect_agent
+from exchange.entrypoints.cli_arguments import credits_to_millicredits
 
 __all__ = ["COMMAND", "add_command", "run"]
 
@@ -130,7 +131,7 @@ def _config(arguments: argparse.Namespace) -> McpProviderConfig:
         tool, separator, credits = pair.partition("=")
         if not tool or not separator:
             raise ValueError(f"--price-for {pair!r}: use TOOL=CREDITS")
-        prices_by_tool[tool] = _millicredits(credits, what=f"--price-for {tool}")
+        prices_by_tool[tool] = _price_millicredits(credits, what=f"--price-for {tool}")
     if not 0 < arguments.call_timeout <= 3600:
         raise ValueError("--call-timeout must be more than 0 and at most 3600 s")
     if not 0 < arguments.quote_validity <= 3600:
@@ -139,7 +140,7 @@ def _config(arguments: argparse.Namespace) -> McpProviderConfig:
         raise ValueError("--calls-max must be between 1 and 64")
     return McpProviderConfig(
         command=tuple(command),
-        price_millicredits=_millicredits(arguments.price, what="--price"),
+        price_millicredits=_price_millicredits(arguments.price, what="--price"),
         prefix=arguments.prefix,
         prices_by_tool=prices_by_tool,
         tools=tuple(arguments.tool),
@@ -149,15 +150,12 @@ def _config(arguments: argparse.Namespace) -> McpProviderConfig:
     )
 
 
-def _millicredits(text: str, *, what: str) -> int:
-    """Credits as typed ("2", "0.5") in millicredits; at most three decimals, above 0."""
+def _price_millicredits(text: str, *, what: str) -> int:
+    """A price as typed ("2", "0.5") in millicredits: above 0, at most three decimals."""
     try:
-        amount = Decimal(text.strip()) * MILLICREDITS_PER_CREDIT
-    except InvalidOperation:
-        raise ValueError(f"{what}: {text!r} is not a number of credits") from None
-    if amount != amount.to_integral_value() or not 0 < amount <= 10**12:
-        raise ValueError(f"{what}: {text!r} credits must be above 0 with at most 3 decimals")
-    return int(amount)
+        return credits_to_millicredits(text, minimum=1, maximum=PRICE_MILLICREDITS_MAX)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
 
 
 def _print_serving(report: ServingReport) -> None:

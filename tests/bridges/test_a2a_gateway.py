@@ -67,48 +67,21 @@ from agent_client.bridges.a2a_tasks import (
     task_state_for,
 )
 from agent_client.exchange_address import ExchangeAddress, write_exchange_address
-from human_portal.controls import approvals_for_user, decide_approval, set_controls
-from tests.exchange import conftest as exchange_fixtures
+from tests.bridges.bridge_helpers import (
+    BUYER_GRANT_MILLICREDITS,
+    CAPABILITY,
+    INPUT_SCHEMA,
+    PRICE_MILLICREDITS,
+    PROCESS_TIMEOUT_S,
+    HeldUpper,
+    approve_the_waiting_hire,
+    buyer_needing_approval,
+    serving_provider,
+)
 from tests.exchange.conftest import RunningExchange
-from tests.portal import conftest as portal_fixtures
 from tests.portal.conftest import Harness
 
-# Fixtures found by name: the real exchange per test (tests/exchange/conftest.py),
-# and for the portal's approvals the exchange with its portal (tests/portal/conftest.py).
-exchange = exchange_fixtures.exchange
-harness = portal_fixtures.harness
-offline_stripe = portal_fixtures.offline_stripe
-database_extra_version_locations = portal_fixtures.database_extra_version_locations
-
-CAPABILITY = "text.upper"
-PRICE_MILLICREDITS = 2_000
-BUYER_GRANT_MILLICREDITS = 100_000
-INPUT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"text": {"type": "string", "maxLength": 100}},
-    "required": ["text"],
-    "additionalProperties": False,
-    "examples": [{"text": "hello"}],
-}
-PROCESS_TIMEOUT_S = 30.0
 HTTP_TIMEOUT_S = 30.0
-
-
-async def _upper(task: Any) -> Any:
-    return {"upper": task["text"].upper()}
-
-
-async def _provider(exchange: RunningExchange, handler: Any = _upper) -> Agent:
-    provider = await exchange.agent()
-    await provider.advertise(
-        CAPABILITY,
-        description="Upper-cases a text.",
-        price_millicredits=PRICE_MILLICREDITS,
-        input_schema=INPUT_SCHEMA,
-        tags=["text"],
-    )
-    await provider.serve(CAPABILITY, handler, pricing=PRICE_MILLICREDITS)
-    return provider
 
 
 async def _available(agent: Agent) -> int:
@@ -181,7 +154,7 @@ def _status_text(task: Task) -> str:
 async def test_a_client_verifies_the_card_and_buys_the_result_with_escrow(
     exchange: RunningExchange, exchange_keys: AgentKeys
 ):
-    provider = await _provider(exchange)
+    provider = await serving_provider(exchange)
     buyer = await exchange.funded_agent(BUYER_GRANT_MILLICREDITS)
     buyer_before, provider_before = await _available(buyer), await _available(provider)
     async with _gateway(exchange, buyer, exchange_keys) as gateway:
@@ -220,7 +193,7 @@ async def test_a_client_verifies_the_card_and_buys_the_result_with_escrow(
 async def test_text_parts_fill_the_text_field_and_the_stream_shows_each_state(
     exchange: RunningExchange, exchange_keys: AgentKeys
 ):
-    await _provider(exchange)
+    await serving_provider(exchange)
     buyer = await exchange.funded_agent(BUYER_GRANT_MILLICREDITS)
     async with _gateway(exchange, buyer, exchange_keys) as gateway:
         card = await _card(gateway.base_url, CAPABILITY, exchange.worker.exchange_id)
@@ -237,7 +210,7 @@ async def test_text_parts_fill_the_text_field_and_the_stream_shows_each_state(
 async def test_bad_messages_end_rejected_or_failed_and_spend_nothing(
     exchange: RunningExchange, exchange_keys: AgentKeys
 ):
-    await _provider(exchange)
+    await serving_provider(exchange)
     buyer = await exchange.funded_agent(BUYER_GRANT_MILLICREDITS)
     before = await _available(buyer)
     async with _gateway(exchange, buyer, exchange_keys) as gateway:
@@ -281,24 +254,18 @@ async def test_bad_messages_end_rejected_or_failed_and_spend_nothing(
 async def test_more_tasks_than_the_bound_at_once_are_rejected(
     exchange: RunningExchange, exchange_keys: AgentKeys
 ):
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def slow_upper(task: Any) -> Any:
-        started.set()
-        await release.wait()
-        return await _upper(task)
-
-    await _provider(exchange, slow_upper)
+    held = HeldUpper()
+    await serving_provider(exchange, held)
     buyer = await exchange.funded_agent(BUYER_GRANT_MILLICREDITS)
     limits = GatewayLimits(tasks_running_max=1)
     async with _gateway(exchange, buyer, exchange_keys, limits=limits) as gateway:
         card = await _card(gateway.base_url, CAPABILITY, exchange.worker.exchange_id)
         first = asyncio.create_task(_send(card, _message(new_data_part({"text": "one"}))))
-        await asyncio.wait_for(started.wait(), HTTP_TIMEOUT_S)
+        await asyncio.wait_for(held.started.wait(), HTTP_TIMEOUT_S)
         busy, _ = await _send(card, _message(new_data_part({"text": "two"})))
         assert busy.status.state == TaskState.TASK_STATE_REJECTED
         assert "at most 1 tasks at once" in _status_text(busy)
-        release.set()
+        held.release.set()
         done, _ = await first
         assert done.status.state == TaskState.TASK_STATE_COMPLETED, _status_text(done)
     await exchange.check_invariants()
@@ -307,16 +274,10 @@ async def test_more_tasks_than_the_bound_at_once_are_rejected(
 async def test_a_cancel_before_the_hire_spends_nothing_and_after_it_the_contract_runs_on(
     exchange: RunningExchange, exchange_keys: AgentKeys
 ):
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def slow_upper(task: Any) -> Any:
-        started.set()
-        await release.wait()
-        return await _upper(task)
-
+    held = HeldUpper()
     silent = await exchange.agent()
     await silent.advertise("text.silent", description="Never quotes.", price_millicredits=1_000)
-    await _provider(exchange, slow_upper)
+    await serving_provider(exchange, held)
     buyer = await exchange.funded_agent(BUYER_GRANT_MILLICREDITS)
     limits = GatewayLimits(quote_timeout_s=5.0)
     async with (
@@ -335,12 +296,12 @@ async def test_a_cancel_before_the_hire_spends_nothing_and_after_it_the_contract
         client = factory.create(card)
         request = _message(new_data_part({"text": "late"}))
         [response] = [each async for each in client.send_message(request)]
-        await asyncio.wait_for(started.wait(), HTTP_TIMEOUT_S)
+        await asyncio.wait_for(held.started.wait(), HTTP_TIMEOUT_S)
         await asyncio.sleep(0.2)
         canceled = await client.cancel_task(CancelTaskRequest(id=response.task.id))
         assert canceled.status.state == TaskState.TASK_STATE_CANCELED
         assert "was hired" in _status_text(canceled)
-        release.set()
+        held.release.set()
         # The gateway follows the contract to its end: the delivery is accepted.
         for _ in range(600):
             if gateway.budget.reserved_millicredits == 0:
@@ -368,7 +329,7 @@ async def test_oversized_requests_are_refused_before_any_handler(
 async def test_agentx_a2a_runs_as_a_subprocess_and_sells_through_signed_cards(
     exchange: RunningExchange, exchange_keys: AgentKeys, tmp_path: Path
 ):
-    provider = await _provider(exchange)
+    provider = await serving_provider(exchange)
     buyer_keys = AgentKeys.generate()
     buyer_keys.save(tmp_path / "buyer.seed")
     exchange_keys.save(tmp_path / "exchange.seed")
@@ -412,23 +373,7 @@ async def test_agentx_a2a_runs_as_a_subprocess_and_sells_through_signed_cards(
 async def test_a_hire_above_the_approval_threshold_waits_in_auth_required_for_the_human(
     harness: Harness, exchange_keys: AgentKeys
 ):
-    provider = await harness.agent()
-    await provider.advertise(
-        CAPABILITY, description="Upper-cases a text.", price_millicredits=PRICE_MILLICREDITS
-    )
-    await provider.serve(CAPABILITY, _upper, pricing=PRICE_MILLICREDITS)
-    user = await harness.user()
-    buyer = await harness.linked_agent(user)
-    await harness.mint(buyer.agent_id, BUYER_GRANT_MILLICREDITS)
-    await set_controls(
-        harness.context,
-        user,
-        buyer.agent_id,
-        daily_limit_millicredits=None,
-        contract_limit_millicredits=None,
-        approval_threshold_millicredits=1_000,
-        frozen=False,
-    )
+    user, buyer = await buyer_needing_approval(harness, approval_threshold_millicredits=1_000)
     limits = GatewayLimits(approval_poll_interval_s=0.2)
     config = GatewayConfig(budget_millicredits=10_000, max_price_millicredits=5_000, limits=limits)
     gateway = A2AGateway(buyer, exchange_keys, config)
@@ -439,10 +384,7 @@ async def test_a_hire_above_the_approval_threshold_waits_in_auth_required_for_th
         assert waiting.status.state == TaskState.TASK_STATE_AUTH_REQUIRED, _status_text(waiting)
         assert "approve it in the portal" in _status_text(waiting)
         assert (await buyer.balance()).held_millicredits == 0
-        approvals = await harness.context.read(
-            lambda connection: approvals_for_user(connection, user.user_id, limit=10)
-        )
-        await decide_approval(harness.context, user, approvals[0].contract_id, approve=True)
+        await approve_the_waiting_hire(harness, user)
         done = await _wait_terminal(card, waiting.id)
         assert done.status.state == TaskState.TASK_STATE_COMPLETED, _status_text(done)
         assert get_data_parts(done.artifacts[0].parts) == [{"upper": "PLEASE"}]

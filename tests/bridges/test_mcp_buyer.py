@@ -42,29 +42,19 @@ from agent_client.bridges.mcp_buyer_content import (
     hire_tool_name,
 )
 from agent_client.bridges.mcp_buyer_schema import task_problems
-from human_portal.controls import approvals_for_user, decide_approval, set_controls
-from tests.exchange import conftest as exchange_fixtures
+from tests.bridges.bridge_helpers import (
+    BUYER_GRANT_MILLICREDITS,
+    CAPABILITY,
+    INPUT_SCHEMA,
+    PRICE_MILLICREDITS,
+    PROCESS_TIMEOUT_S,
+    approve_the_waiting_hire,
+    buyer_needing_approval,
+    serving_provider,
+)
 from tests.exchange.conftest import RunningExchange
-from tests.portal import conftest as portal_fixtures
 from tests.portal.conftest import Harness
 
-# Fixtures found by name: the real exchange per test (tests/exchange/conftest.py),
-# and for the portal's approvals the exchange with its portal (tests/portal/conftest.py),
-# whose database also holds the portal's tables.
-exchange = exchange_fixtures.exchange
-harness = portal_fixtures.harness
-offline_stripe = portal_fixtures.offline_stripe
-database_extra_version_locations = portal_fixtures.database_extra_version_locations
-
-CAPABILITY = "text.upper"
-PRICE_MILLICREDITS = 2_000
-BUYER_GRANT_MILLICREDITS = 100_000
-INPUT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"text": {"type": "string", "maxLength": 100}},
-    "required": ["text"],
-    "additionalProperties": False,
-}
 STATIC_TOOL_NAMES = {
     "find_services",
     "get_quotes",
@@ -75,24 +65,6 @@ STATIC_TOOL_NAMES = {
     "balance",
     "recent_transactions",
 }
-PROCESS_TIMEOUT_S = 30.0
-
-
-async def _upper(task: Any) -> Any:
-    return {"upper": task["text"].upper()}
-
-
-async def _provider(exchange: RunningExchange, *, price_millicredits: int) -> Agent:
-    provider = await exchange.agent()
-    await provider.advertise(
-        CAPABILITY,
-        description="Upper-cases a text",
-        price_millicredits=price_millicredits,
-        input_schema=INPUT_SCHEMA,
-        tags=["text"],
-    )
-    await provider.serve(CAPABILITY, _upper, pricing=price_millicredits)
-    return provider
 
 
 async def _available(agent: Agent) -> tuple[int, int]:
@@ -136,7 +108,7 @@ async def _refused_without_the_token(url: str, token: str) -> None:
 
 
 async def test_a_host_completes_a_whole_deal_over_streamable_http(exchange: RunningExchange):
-    provider = await _provider(exchange, price_millicredits=PRICE_MILLICREDITS)
+    provider = await serving_provider(exchange)
     buyer = await exchange.funded_agent(BUYER_GRANT_MILLICREDITS)
     token = new_http_token()
     server = buyer_server(BuyerTools(buyer, settings=BuyerSettings()))
@@ -221,7 +193,7 @@ async def test_agentx_mcp_serves_a_host_over_stdio(exchange: RunningExchange, tm
 
 
 async def test_bad_calls_are_clear_tool_errors_and_spend_nothing(exchange: RunningExchange):
-    provider = await _provider(exchange, price_millicredits=PRICE_MILLICREDITS)
+    provider = await serving_provider(exchange)
     buyer = await exchange.funded_agent(BUYER_GRANT_MILLICREDITS)
     tools = BuyerTools(buyer, settings=BuyerSettings(max_price_millicredits=PRICE_MILLICREDITS))
     async with Client(buyer_server(tools)) as client:
@@ -262,7 +234,7 @@ async def test_bad_calls_are_clear_tool_errors_and_spend_nothing(exchange: Runni
 
 
 async def test_a_quoted_price_above_the_ceiling_is_refused_at_hire(exchange: RunningExchange):
-    await _provider(exchange, price_millicredits=PRICE_MILLICREDITS)
+    await serving_provider(exchange)
     buyer = await exchange.funded_agent(BUYER_GRANT_MILLICREDITS)
     tools = BuyerTools(buyer, settings=BuyerSettings())
     async with Client(buyer_server(tools)) as client:
@@ -280,7 +252,7 @@ async def test_a_quoted_price_above_the_ceiling_is_refused_at_hire(exchange: Run
 async def test_a_price_above_the_approval_threshold_needs_the_humans_approval(
     exchange: RunningExchange,
 ):
-    provider = await _provider(exchange, price_millicredits=PRICE_MILLICREDITS)
+    provider = await serving_provider(exchange)
     buyer = await exchange.funded_agent(BUYER_GRANT_MILLICREDITS)
     settings = BuyerSettings(approval_above_millicredits=1_000)
     async with Client(buyer_server(BuyerTools(buyer, settings=settings))) as client:
@@ -298,23 +270,7 @@ async def test_a_price_above_the_approval_threshold_needs_the_humans_approval(
 async def test_the_portals_approval_threshold_waits_for_the_human_then_the_same_quote_hires(
     harness: Harness,
 ):
-    provider = await harness.agent()
-    await provider.advertise(
-        CAPABILITY, description="Upper-cases a text", price_millicredits=PRICE_MILLICREDITS
-    )
-    await provider.serve(CAPABILITY, _upper, pricing=PRICE_MILLICREDITS)
-    user = await harness.user()
-    buyer = await harness.linked_agent(user)
-    await harness.mint(buyer.agent_id, BUYER_GRANT_MILLICREDITS)
-    await set_controls(
-        harness.context,
-        user,
-        buyer.agent_id,
-        daily_limit_millicredits=None,
-        contract_limit_millicredits=None,
-        approval_threshold_millicredits=1_000,
-        frozen=False,
-    )
+    user, buyer = await buyer_needing_approval(harness, approval_threshold_millicredits=1_000)
     async with Client(buyer_server(BuyerTools(buyer, settings=BuyerSettings()))) as client:
         quote_id = await _quote_id(client)
         waiting = await client.call_tool("hire", {"quote_id": quote_id, "task": {"text": "a"}})
@@ -323,10 +279,7 @@ async def test_the_portals_approval_threshold_waits_for_the_human_then_the_same_
         assert waiting.structured_content is not None
         assert waiting.structured_content["status"] == "waiting_for_approval"
         assert await _available(buyer) == (BUYER_GRANT_MILLICREDITS, 0)
-        approvals = await harness.context.read(
-            lambda connection: approvals_for_user(connection, user.user_id, limit=10)
-        )
-        await decide_approval(harness.context, user, approvals[0].contract_id, approve=True)
+        await approve_the_waiting_hire(harness, user)
         hired = await client.call_tool("hire", {"quote_id": quote_id, "task": {"text": "a"}})
         assert not hired.is_error, _text(hired)
     assert await _available(buyer) == (

@@ -52,11 +52,7 @@ from tests.bridges.tiny_mcp_server import (
     FAIL_INPUT_SCHEMA,
     SHOUT_INPUT_SCHEMA,
 )
-from tests.exchange import conftest as exchange_fixtures
 from tests.exchange.conftest import RunningExchange
-
-# The real exchange per test (tests/exchange/conftest.py), found by name.
-exchange = exchange_fixtures.exchange
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 TINY_SERVER = (sys.executable, "-m", "tests.bridges.tiny_mcp_server")

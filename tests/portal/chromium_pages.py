@@ -12,7 +12,7 @@ from pathlib import Path
 
 from playwright.async_api import BrowserContext, Page, async_playwright
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "STEP_TIMEOUT_MS", "chromium_page"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "STEP_TIMEOUT_MS", "chromium_page", "sign_up_in_page"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -48,3 +48,13 @@ async def chromium_page(
             yield browser, page
         finally:
             await browser.close()
+
+
+async def sign_up_in_page(page: Page, portal_url: str, email: str, password: str) -> None:
+    """Open an account through the portal's sign-up form, as a person would; ends signed in."""
+    await page.goto(f"{portal_url}/sign-up")
+    await page.fill("input[name=email]", email)
+    await page.fill("input[name=password]", password)
+    await page.fill("input[name=password_again]", password)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{portal_url}/dashboard")

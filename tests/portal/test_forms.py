@@ -30,7 +30,7 @@ from agent_client import ExchangeError, QuoteRequest
 from human_portal.linking import linked_agents
 from human_portal.payouts import connect_onboarding_url, refresh_connect_status
 from human_portal.portal_tables import agent_controls, payouts, topups
-from tests.portal.chromium_pages import CHROMIUM, chromium_page
+from tests.portal.chromium_pages import CHROMIUM, chromium_page, sign_up_in_page
 from tests.portal.conftest import OPERATOR_EMAIL, PASSWORD, Browser
 from tests.portal.money_helpers import available
 from tests.portal.test_payouts import complete_onboarding
@@ -244,12 +244,7 @@ async def test_a_bad_custom_top_up_keeps_the_amount_and_the_custom_choice_and_bu
 ):
     email = "topper@example.com"
     async with chromium_page(tmp_path / "profile", width=390, height=844) as (_, page):
-        await page.goto(f"{harness.url}/sign-up")
-        await page.fill("input[name=email]", email)
-        await page.fill("input[name=password]", PASSWORD)
-        await page.fill("input[name=password_again]", PASSWORD)
-        await page.click("button[type=submit]")
-        await page.wait_for_url(f"{harness.url}/dashboard")
+        await sign_up_in_page(page, harness.url, email, PASSWORD)
         user = await harness.user_named(email)
         await harness.linked_agent(user, label="first")
         second = await harness.linked_agent(user, label="second")

@@ -34,7 +34,7 @@ from human_portal.payouts import (
     request_cash_out,
 )
 from human_portal.reports import ChartDay, TransactionLine, chart_days, spending_chart_svg
-from tests.portal.chromium_pages import CHROMIUM, chromium_page
+from tests.portal.chromium_pages import CHROMIUM, chromium_page, sign_up_in_page
 from tests.portal.conftest import PASSWORD
 from tests.portal.money_helpers import available
 from tests.portal.test_payouts import complete_onboarding
@@ -42,21 +42,11 @@ from tests.portal.test_payouts import complete_onboarding
 CREDIT = 1_000
 PRICE = 2 * CREDIT
 FEE = PRICE * 500 // 10_000  # the default 5 % on a settled contract
-CSV_COLUMNS = [
-    "time_utc",
-    "agent_id",
-    "agent_label",
-    "kind",
-    "direction",
-    "amount_millicredits",
-    "amount_credits",
-    "is_hold",
-    "counterparty_account_id",
-    "reference",
-    "transfer_id",
-    "description",
-    "fee_millicredits",
-]
+# The export's first line, exactly as a spreadsheet or a script reads it.
+CSV_HEADER = (
+    "time_utc,agent_id,agent_label,kind,direction,amount_millicredits,amount_credits,is_hold,"
+    "counterparty_account_id,reference,transfer_id,description,fee_millicredits"
+)
 
 
 async def upper(task):
@@ -119,7 +109,7 @@ async def test_a_released_purchase_is_one_entry_for_the_buyer_and_one_for_the_pr
     assert [row[2] for row in sales] == [rows_saying(rows, "Sold")[0][2]]
 
     exported = (await browser.client.get("/transactions.csv")).text
-    assert exported.splitlines()[0] == ",".join(CSV_COLUMNS)
+    assert exported.splitlines()[0] == CSV_HEADER
     lines = list(csv.DictReader(io.StringIO(exported)))
     by_kind = sorted(
         (line["agent_label"], line["kind"], line["description"], line["fee_millicredits"])
@@ -264,12 +254,7 @@ async def test_a_subscription_period_and_a_digital_good_name_what_was_bought(har
 async def test_more_than_a_page_of_entries_pages_through_next_at_phone_width(harness, tmp_path):
     email = "pages@example.com"
     async with chromium_page(tmp_path / "profile", width=390, height=844) as (_, page):
-        await page.goto(f"{harness.url}/sign-up")
-        await page.fill("input[name=email]", email)
-        await page.fill("input[name=password]", PASSWORD)
-        await page.fill("input[name=password_again]", PASSWORD)
-        await page.click("button[type=submit]")
-        await page.wait_for_url(f"{harness.url}/dashboard")
+        await sign_up_in_page(page, harness.url, email, PASSWORD)
         user = await harness.user_named(email)
         left = await harness.linked_agent(user, label="left")
         right = await harness.linked_agent(user, label="right")

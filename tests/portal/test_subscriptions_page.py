@@ -24,7 +24,7 @@ from agent_client.protocol import SubscriptionState
 from agent_client.signing import SystemClock
 from human_portal.subscription_reports import credits_and_dollars, period_in_words
 from human_portal.web.common import time_text
-from tests.portal.chromium_pages import CHROMIUM, chromium_page
+from tests.portal.chromium_pages import CHROMIUM, chromium_page, sign_up_in_page
 from tests.portal.conftest import PASSWORD, Browser
 from tests.portal.money_helpers import available
 
@@ -277,12 +277,7 @@ def test_an_amount_is_said_in_credits_and_dollars(amount_millicredits, text):
 async def test_the_page_fits_a_390_px_screen(harness, tmp_path):
     email = "phone@example.com"
     async with chromium_page(tmp_path / "chromium-profile", width=390, height=844) as (_, page):
-        await page.goto(f"{harness.url}/sign-up")
-        await page.fill("input[name=email]", email)
-        await page.fill("input[name=password]", PASSWORD)
-        await page.fill("input[name=password_again]", PASSWORD)
-        await page.click("button[type=submit]")
-        await page.wait_for_url(f"{harness.url}/dashboard")
+        await sign_up_in_page(page, harness.url, email, PASSWORD)
         user = await harness.user_named(email)
         buyer = await harness.linked_agent(user, label="a rather long agent label")
         await harness.mint(buyer.agent_id, 3 * CREDIT)
