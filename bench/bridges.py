@@ -22,11 +22,10 @@ buyer (one bridge) each. Per phase it prints deals/s, latency p50/p99 (ms),
 the ratio to the direct phase of the same mode (``rate_ratio``: deals/s over
 direct's, ``p50_ratio``: p50 over direct's) and the CPU ms per deal of this
 process (buyer, bridge, client and provider) and of the exchange process,
-from ``/proc``. ``quote_p50_ms`` is the quote step alone (direct and MCP):
-the MCP ``get_quotes`` tool collects for its whole ``timeout_s`` (it asks
-for up to 10 quotes), so the MCP phases pay ``--quote-wait-s`` per deal
-whatever the exchange does; direct and A2A stop at the first quote (one
-provider listed).
+from ``/proc``. ``quote_p50_ms`` is the quote step alone (direct and MCP).
+Every path stops collecting quotes once each provider listing the
+capability has answered (one here); ``--quote-wait-s`` is only the MCP
+``get_quotes`` timeout, reached when a provider stays silent.
 
 The exchange runs as in production, in its own process (``agentx up``, NATS
 auth on, bench/exchange_process.py). At the end each buyer must have paid
