@@ -32,12 +32,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing.synchronize
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -45,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark_main import run_benchmark
 from deals import sign_and_verify_rates
 from exchange_process import child_process, cpu_s, nats_server_pid, percentiles
 
@@ -219,16 +218,7 @@ def parse_arguments() -> argparse.Namespace | str:
 
 
 def main() -> int:
-    arguments = parse_arguments()
-    if isinstance(arguments, str):
-        print(arguments, file=sys.stderr)
-        return 2
-    summary = asyncio.run(main_async(arguments))
-    if arguments.json:
-        print(json.dumps(summary))
-    else:
-        print_text(summary)
-    return 0
+    return run_benchmark(parse_arguments, main_async, print_text)
 
 
 if __name__ == "__main__":

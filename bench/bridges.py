@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -61,6 +60,7 @@ import httpx
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.helpers import get_data_parts, new_data_part
 from a2a.types import Message, Role, SendMessageRequest, Task, TaskState
+from benchmark_main import run_benchmark
 from exchange_process import (
     RunningExchange,
     cpu_s,
@@ -515,16 +515,12 @@ def parse_arguments() -> argparse.Namespace | str:
 
 
 def main() -> int:
-    arguments = parse_arguments()
-    if isinstance(arguments, str):
-        print(arguments, file=sys.stderr)
-        return 2
-    summary = asyncio.run(main_async(arguments))
-    if arguments.json:
-        print(json.dumps(summary))
-    else:
-        print_text(summary)
-    return 0 if summary["balances_add_up"] and summary["ledger_balanced"] else 1
+    return run_benchmark(
+        parse_arguments,
+        main_async,
+        print_text,
+        passed=lambda summary: summary["balances_add_up"] and summary["ledger_balanced"],
+    )
 
 
 if __name__ == "__main__":

@@ -62,7 +62,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -74,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from benchmark_main import run_benchmark
 from deals import (
     ROUND_TRIPS_PER_DEAL,
     RUNS_MAX,
@@ -459,16 +459,9 @@ def parse_arguments() -> argparse.Namespace | str:
 
 
 def main() -> int:
-    arguments = parse_arguments()
-    if isinstance(arguments, str):
-        print(arguments, file=sys.stderr)
-        return 2
-    summary = asyncio.run(main_async(arguments))
-    if arguments.json:
-        print(json.dumps(summary))
-    else:
-        print_text(summary)
-    return 0 if summary["ledger_balanced"] else 1
+    return run_benchmark(
+        parse_arguments, main_async, print_text, passed=lambda summary: summary["ledger_balanced"]
+    )
 
 
 if __name__ == "__main__":

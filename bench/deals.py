@@ -81,7 +81,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import json
 import math
 import multiprocessing
 import multiprocessing.synchronize
@@ -96,6 +95,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
+from benchmark_main import run_benchmark
 from exchange_process import (
     RunningExchange,
     child_process,
@@ -952,16 +952,9 @@ def parse_arguments() -> argparse.Namespace | str:
 
 
 def main() -> int:
-    arguments = parse_arguments()
-    if isinstance(arguments, str):
-        print(arguments, file=sys.stderr)
-        return 2
-    summary = asyncio.run(main_async(arguments))
-    if arguments.json:
-        print(json.dumps(summary))
-    else:
-        print_text(summary)
-    return 0 if summary["ledger_balanced"] else 1
+    return run_benchmark(
+        parse_arguments, main_async, print_text, passed=lambda summary: summary["ledger_balanced"]
+    )
 
 
 if __name__ == "__main__":

@@ -69,7 +69,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing
 import multiprocessing.queues
 import multiprocessing.synchronize
@@ -86,6 +85,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
+from benchmark_main import run_benchmark
 from deals import call_cpu_us, sign_and_verify_rates
 from exchange_process import (
     RunningExchange,
@@ -850,16 +850,12 @@ def parse_arguments() -> argparse.Namespace | str:
 
 
 def main() -> int:
-    arguments = parse_arguments()
-    if isinstance(arguments, str):
-        print(arguments, file=sys.stderr)
-        return 2
-    summary = asyncio.run(main_async(arguments))
-    if arguments.json:
-        print(json.dumps(summary))
-    else:
-        print_text(summary)
-    return 0 if summary["ledger_balanced"] and summary["sessions_settled_exactly"] else 1
+    return run_benchmark(
+        parse_arguments,
+        main_async,
+        print_text,
+        passed=lambda summary: summary["ledger_balanced"] and summary["sessions_settled_exactly"],
+    )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import json
 import math
 import os
 import statistics
@@ -70,6 +69,7 @@ from typing import Any, TypeVar
 
 import nacl.public
 import sqlalchemy as sa
+from benchmark_main import run_benchmark
 from deals import sign_and_verify_rates
 from exchange_process import ledger_problems, nats_server_pid, percentiles
 from ledger import POSTGRES_URL_VARIABLE, fresh_postgres, fresh_sqlite, prepare, wallet_id
@@ -562,16 +562,7 @@ def parse_arguments() -> argparse.Namespace | str:
 
 
 def main() -> int:
-    arguments = parse_arguments()
-    if isinstance(arguments, str):
-        print(arguments, file=sys.stderr)
-        return 2
-    summary = asyncio.run(main_async(arguments))
-    if arguments.json:
-        print(json.dumps(summary))
-    else:
-        print_text(summary)
-    return 0 if passed(summary) else 1
+    return run_benchmark(parse_arguments, main_async, print_text, passed=passed)
 
 
 if __name__ == "__main__":
