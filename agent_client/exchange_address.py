@@ -21,7 +21,6 @@ from agent_client.protocol import AgentId
 
 __all__ = [
     "DEFAULT_ADDRESS_FILE",
-    "DEFAULT_NATS_URL",
     "ExchangeAddress",
     "locate_exchange",
     "read_exchange_address",
@@ -31,7 +30,6 @@ __all__ = [
 ADDRESS_FILE_BYTES_MAX = 4096
 # Where `agentx up` writes it with its default data directory.
 DEFAULT_ADDRESS_FILE = Path("var/agentx/exchange.json")
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 class ExchangeAddress(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,10 +66,16 @@ def locate_exchange(
     """The NATS URL to use and the exchange id to pin.
 
     What the caller names wins; what it leaves out comes from the address
-    file if there is one; without either, the default URL and no pin (the
-    id is then learned from the exchange's signed ``info``).
+    file. Without a URL the file must exist (AddressFileError): falling back
+    to a default port would silently reach whatever else listens there.
     """
-    if url is None and address_file.exists():
-        address = read_exchange_address(address_file)
-        return address.nats_url, exchange_id or address.exchange_id
-    return url or DEFAULT_NATS_URL, exchange_id
+    if url is not None:
+        return url, exchange_id
+    if not address_file.exists():
+        raise AddressFileError(
+            f"{address_file} not found: start the exchange with `agentx up`, "
+            "or give --address-file DATA_DIR/exchange.json or --url",
+            path=str(address_file),
+        )
+    address = read_exchange_address(address_file)
+    return address.nats_url, exchange_id or address.exchange_id

@@ -55,15 +55,8 @@ async def main(
 
 def run(arguments: argparse.Namespace) -> int:
     """Buy, or say in one line why not: no exchange, no key, no credits, no answer."""
-    if arguments.url is None and not arguments.address_file.exists():
-        print(
-            f"buyer: {arguments.address_file} not found: start the exchange with `agentx up`"
-            " (or give --address-file or --url)",
-            file=sys.stderr,
-        )
-        return 1
-    url, exchange_id = locate_exchange(arguments.url, None, arguments.address_file)
     try:
+        url, exchange_id = locate_exchange(arguments.url, None, arguments.address_file)
         return asyncio.run(main(url, exchange_id, arguments.key, arguments.text, arguments.budget))
     except AgentClientError as exc:
         print(f"buyer: {exc}", file=sys.stderr)

@@ -53,15 +53,8 @@ async def main(url: str, exchange_id: str | None, key: Path, price_millicredits:
 
 def run(arguments: argparse.Namespace) -> int:
     """Serve until Ctrl-C, or say in one line why not: no exchange, no key, no answer."""
-    if arguments.url is None and not arguments.address_file.exists():
-        print(
-            f"provider: {arguments.address_file} not found: start the exchange with `agentx up`"
-            " (or give --address-file or --url)",
-            file=sys.stderr,
-        )
-        return 1
-    url, exchange_id = locate_exchange(arguments.url, None, arguments.address_file)
     try:
+        url, exchange_id = locate_exchange(arguments.url, None, arguments.address_file)
         asyncio.run(main(url, exchange_id, arguments.key, arguments.price))
     except AgentClientError as exc:
         print(f"provider: {exc}", file=sys.stderr)

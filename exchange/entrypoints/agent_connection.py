@@ -14,7 +14,6 @@ from pathlib import Path
 
 from agent_client import (
     DEFAULT_ADDRESS_FILE,
-    AddressFileError,
     Agent,
     AgentKeys,
     AgentOptions,
@@ -48,16 +47,6 @@ async def connect_agent(arguments: argparse.Namespace, key_path: Path, /, *, nam
 
 
 def exchange_location(arguments: argparse.Namespace, /) -> tuple[str, str | None]:
-    """The NATS URL and the exchange id to pin, from the arguments or the address file.
-
-    Without ``--url`` the address file must exist: falling back to a default
-    port would silently reach whatever else listens there.
-    """
-    address_file: Path = arguments.address_file
-    if arguments.url is None and not address_file.exists():
-        raise AddressFileError(
-            f"{address_file} not found: start the exchange with `agentx up`, "
-            "or give --address-file DATA_DIR/exchange.json or --url",
-            path=str(address_file),
-        )
-    return locate_exchange(arguments.url, arguments.exchange_id, address_file)
+    """The NATS URL and the exchange id to pin, from the arguments or the address file
+    (which must exist without ``--url``: AddressFileError)."""
+    return locate_exchange(arguments.url, arguments.exchange_id, arguments.address_file)
