@@ -7,7 +7,7 @@ not import the portal) and the portal show amounts by one rule.
 
 from __future__ import annotations
 
-__all__ = ["MILLICREDITS_PER_CREDIT", "format_millicredits"]
+__all__ = ["MILLICREDITS_PER_CREDIT", "credits_in_words", "format_millicredits"]
 
 # The wallet's unit (wallet.money), restated: the client does not depend on the wallet.
 MILLICREDITS_PER_CREDIT = 1_000
@@ -21,3 +21,9 @@ def format_millicredits(amount_millicredits: int, /) -> str:
     if fraction == 0:
         return f"{sign}{whole:,}"
     return f"{sign}{whole:,}.{fraction:03d}".rstrip("0")
+
+
+def credits_in_words(amount_millicredits: int, /) -> str:
+    """'1 credit', '2.5 credits': an amount with its unit."""
+    unit = "credit" if amount_millicredits == MILLICREDITS_PER_CREDIT else "credits"
+    return f"{format_millicredits(amount_millicredits)} {unit}"

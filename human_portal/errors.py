@@ -31,7 +31,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from wallet import MILLICREDITS_PER_CREDIT, MILLICREDITS_PER_USD_CENT
+from agent_client.credit_text import credits_in_words
+from wallet import MILLICREDITS_PER_USD_CENT
 
 __all__ = [
     "AgentFrozen",
@@ -199,13 +200,10 @@ class ServiceUnavailable(PortalError):
 def _credits_and_dollars(amount_millicredits: int, /) -> str:
     """'117 credits ($11.70)': people read credits and dollars, never millicredits.
 
-    Written out here because the money formatters (``money_rules``) raise
-    these errors and so cannot be imported by them. A fraction of a cent is
-    cut, never rounded up.
+    The dollars are written out here because the portal's money formatters
+    (``money_rules``) raise these errors and so cannot be imported by them.
+    A fraction of a cent is cut, never rounded up.
     """
-    whole, fraction = divmod(abs(amount_millicredits), MILLICREDITS_PER_CREDIT)
-    credits = f"{whole:,}" if fraction == 0 else f"{whole:,}.{fraction:03d}".rstrip("0")
     dollars, cents = divmod(abs(amount_millicredits) // MILLICREDITS_PER_USD_CENT, 100)
     sign = "-" if amount_millicredits < 0 else ""
-    unit = "credit" if amount_millicredits == MILLICREDITS_PER_CREDIT else "credits"
-    return f"{sign}{credits} {unit} ({sign}${dollars:,}.{cents:02d})"
+    return f"{credits_in_words(amount_millicredits)} ({sign}${dollars:,}.{cents:02d})"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agent_client.credit_text import credits_in_words
 from agent_client.protocol import ContractState
 from exchange.domain.spending_rules import Controls, start_of_day_ms
 from exchange.use_cases.contract_reports import contracts_of_agents
@@ -28,14 +29,13 @@ from human_portal.ledger_accounts import agent_account_id
 from human_portal.linking import LinkedAgent, linked_agents
 from human_portal.money_rules import format_millicredits
 from human_portal.portal_context import PortalContext
-from wallet import MILLICREDITS_PER_CREDIT, MILLICREDITS_PER_USD_CENT
+from wallet import MILLICREDITS_PER_USD_CENT
 
 __all__ = [
     "AgentHeadline",
     "ContractInWords",
     "Headline",
     "contracts_in_words",
-    "credits_text",
     "load_headline",
 ]
 
@@ -47,12 +47,6 @@ _STATE_WORDS = {
     ContractState.REFUNDED: "refunded to the buyer",
     ContractState.RESOLVED: "dispute settled",
 }
-
-
-def credits_text(amount_millicredits: int, /) -> str:
-    """'1 credit', '2.5 credits': an amount in words."""
-    unit = "credit" if amount_millicredits == MILLICREDITS_PER_CREDIT else "credits"
-    return f"{format_millicredits(amount_millicredits)} {unit}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +88,7 @@ class AgentHeadline:
         limit = self.controls.contract_limit_millicredits if self.controls is not None else None
         if limit is None:
             return "No limit per contract"
-        return f"At most {credits_text(limit)} per contract"
+        return f"At most {credits_in_words(limit)} per contract"
 
     @property
     def approval_text(self) -> str:
@@ -103,7 +97,7 @@ class AgentHeadline:
         )
         if threshold is None:
             return "Never asks for your approval"
-        return f"Asks your approval above {credits_text(threshold)}"
+        return f"Asks your approval above {credits_in_words(threshold)}"
 
     @property
     def frozen_text(self) -> str:

@@ -31,9 +31,9 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agent_client.credit_text import credits_in_words
 from exchange.domain.spending_rules import ApprovalStatus, RefusalCause
 from human_portal import limits
-from human_portal.headline import credits_text
 from human_portal.ledger_accounts import agent_account_id
 from human_portal.linking import LinkedAgent, linked_agents
 from human_portal.money_rules import format_cents
@@ -113,7 +113,7 @@ class _Agents:
         return (
             f"Your agent {self.name(row['agent_id'])} {did} {row['capability']} "
             f"from {self.name(row['provider_id'])} for "
-            f"{credits_text(row['price_millicredits'])}"
+            f"{credits_in_words(row['price_millicredits'])}"
         )
 
 
@@ -295,8 +295,8 @@ async def _low_balances(
                 at_ms,
                 link.agent_id,
                 f"Your agent {agents.name(link.agent_id)} has "
-                f"{credits_text(available)} available, less than "
-                f"{credits_text(limits.LOW_BALANCE_MILLICREDITS)}: it cannot buy "
+                f"{credits_in_words(available)} available, less than "
+                f"{credits_in_words(limits.LOW_BALANCE_MILLICREDITS)}: it cannot buy "
                 "much until you top it up.",
                 "/top-up",
                 "Top it up",
@@ -366,7 +366,7 @@ async def _top_ups(
                 Notice(NoticeKind.TOP_UP_CANCELED, at_ms, agent_id, text, "/top-up", "Try again")
             )
             continue
-        text = f"{what} was paid: {credits_text(row['credits_millicredits'])} added."
+        text = f"{what} was paid: {credits_in_words(row['credits_millicredits'])} added."
         notices.append(
             Notice(NoticeKind.TOP_UP_PAID, at_ms, agent_id, text, history, "See history")
         )
@@ -374,7 +374,7 @@ async def _top_ups(
             text = (
                 f"{format_cents(row['refunded_cents'])} of your top-up of "
                 f"{format_cents(row['total_cents'])} for {agents.name(agent_id)} was refunded; "
-                f"{credits_text(row['clawed_back_millicredits'])} taken back."
+                f"{credits_in_words(row['clawed_back_millicredits'])} taken back."
             )
             notices.append(
                 Notice(NoticeKind.TOP_UP_REFUNDED, at_ms, agent_id, text, history, "See history")

@@ -19,14 +19,15 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_client import limits as protocol_limits
+from agent_client.credit_text import credits_in_words
 from agent_client.protocol import SubscriptionState, SubscriptionView
 from exchange.use_cases.subscriptions import request_cancellation, subscriptions_of
 from human_portal.accounts import User
 from human_portal.errors import NotFound
 from human_portal.linking import LinkedAgent, linked_agent_ids, linked_agents
-from human_portal.money_rules import format_cents, format_millicredits
+from human_portal.money_rules import format_cents
 from human_portal.portal_context import PortalContext
-from wallet import MILLICREDITS_PER_CREDIT, MILLICREDITS_PER_USD_CENT
+from wallet import MILLICREDITS_PER_USD_CENT
 
 __all__ = [
     "SUBSCRIPTIONS_SHOWN_PER_AGENT_MAX",
@@ -77,12 +78,11 @@ def period_in_words(period_s: int, /) -> str:
 def credits_and_dollars(amount_millicredits: int, /) -> str:
     """1,000 → "1 credit ($0.10)"; an amount below a cent's precision says "≈"."""
     assert amount_millicredits >= 0
-    noun = "credit" if amount_millicredits == MILLICREDITS_PER_CREDIT else "credits"
     # Rounded half up: every amount here is a price or a sum of prices, never negative.
     cents, rest = divmod(amount_millicredits, MILLICREDITS_PER_USD_CENT)
     rounded_cents = cents + (1 if 2 * rest >= MILLICREDITS_PER_USD_CENT else 0)
     dollars = format_cents(rounded_cents) if rest == 0 else f"≈{format_cents(rounded_cents)}"
-    return f"{format_millicredits(amount_millicredits)} {noun} ({dollars})"
+    return f"{credits_in_words(amount_millicredits)} ({dollars})"
 
 
 @dataclass(frozen=True, slots=True)
