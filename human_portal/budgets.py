@@ -30,6 +30,7 @@ from exchange.domain.spending_rules import (
 )
 from human_portal import limits
 from human_portal.portal_tables import agent_controls, approvals, spending_refusals
+from wallet.prepared_statements import PreparedStatement, among, id_list
 
 _MILLISECONDS_PER_DAY = 24 * 3600 * 1000
 
@@ -41,6 +42,20 @@ __all__ = [
 ]
 
 
+_CONTROLS_COLUMNS = tuple(column.name for column in agent_controls.columns)
+assert _CONTROLS_COLUMNS[0] == "agent_id"
+# Run for every contract opening (the exchange's hot path): prepared once.
+_select_locked_controls = PreparedStatement(
+    lambda dialect: (
+        sa.select(agent_controls)
+        .where(among(dialect, agent_controls.c.agent_id, "ids"))
+        .order_by(agent_controls.c.agent_id)  # one lock order: no deadlocks between groups
+        .with_for_update()
+    ),
+    ("ids",),
+)
+
+
 class PortalSpendingControls:
     """The portal's tables as the exchange's ``SpendingControls`` port."""
 
@@ -49,13 +64,12 @@ class PortalSpendingControls:
     ) -> Mapping[str, Controls]:
         if not agent_ids:
             return {}
-        found = await connection.execute(
-            sa.select(agent_controls)
-            .where(agent_controls.c.agent_id.in_(sorted(set(agent_ids))))
-            .order_by(agent_controls.c.agent_id)  # one lock order: no deadlocks between groups
-            .with_for_update()
-        )
-        return {str(row["agent_id"]): _controls_from_row(dict(row)) for row in found.mappings()}
+        ids = id_list(connection, sorted(set(agent_ids)))
+        found = await _select_locked_controls.rows(connection, (ids,))
+        return {
+            str(row[0]): _controls_from_row(dict(zip(_CONTROLS_COLUMNS, row, strict=True)))
+            for row in found
+        }
 
     async def approval_statuses(
         self, connection: AsyncConnection, requests: Sequence[SpendingRequest], /

@@ -49,9 +49,10 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_dbapi,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.util import await_only
 
-__all__ = ["inline_write_dbapi"]
+__all__ = ["inline_sqlite_connection", "inline_write_dbapi"]
 
 T = TypeVar("T")
 
@@ -156,6 +157,12 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         """A statement: on the event loop's thread while the write lock is held."""
         return self._call(function, *args, inline=self.holds_write_lock)
 
+    def inline_connection(self) -> sqlite3.Connection | None:
+        """The ``sqlite3`` connection, if a statement may run on it now on this thread."""
+        if self.holds_write_lock and not self._hops_unfinished:
+            return self.raw
+        return None
+
     def begin_write(self) -> None:
         """BEGIN IMMEDIATE: inline if the lock is free, else wait for it in aiosqlite's thread."""
         if not self._call(self._try_begin_write, inline=True):
@@ -239,3 +246,15 @@ class _DBAPI(AsyncAdapt_aiosqlite_dbapi):
 def inline_write_dbapi() -> AsyncAdapt_aiosqlite_dbapi:
     """The DB-API module to pass as ``module=`` to an aiosqlite engine."""
     return _DBAPI(aiosqlite, sqlite3)
+
+
+def inline_sqlite_connection(connection: Connection | None, /) -> sqlite3.Connection | None:
+    """The ``sqlite3`` connection under ``connection`` when a statement may run on it
+    directly (its write transaction is held and nothing is left in aiosqlite's
+    thread); None otherwise, or when ``connection`` is not this adapter's."""
+    if connection is None or connection.closed or connection.invalidated:
+        return None
+    adapted = connection.connection.dbapi_connection
+    if not isinstance(adapted, _Connection):
+        return None
+    return adapted.inline_connection()

@@ -8,6 +8,7 @@ for the exchange.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from exchange.domain.contract_states import (
     ContractState,
 )
 from exchange.errors import ErrorCode, ExchangeError
+from wallet.prepared_statements import PreparedStatement, among, id_list
 
 __all__ = [
     "add_audit_record",
@@ -56,7 +58,7 @@ async def insert_contracts(connection: AsyncConnection, rows: Sequence[ContractR
     if not rows:
         return
     try:
-        await connection.execute(contracts.insert(), [_contract_values(row) for row in rows])
+        await _insert_contracts.run_many(connection, [_contract_values(row) for row in rows])
     except IntegrityError as exc:
         if len(rows) > 1:
             raise
@@ -67,23 +69,44 @@ async def insert_contracts(connection: AsyncConnection, rows: Sequence[ContractR
         ) from exc
 
 
-def _contract_values(contract: ContractRow) -> dict[str, Any]:
-    values = {field: getattr(contract, field) for field in ContractRow.__slots__}
-    values["state"] = contract.state.value
-    return values
+# The table's columns are ContractRow's fields, in the same order.
+_CONTRACT_COLUMNS: tuple[str, ...] = tuple(column.name for column in contracts.columns)
+assert ContractRow.__slots__ == _CONTRACT_COLUMNS
+_insert_contracts = PreparedStatement(lambda _dialect: contracts.insert(), _CONTRACT_COLUMNS)
+
+
+def _contract_values(contract: ContractRow) -> tuple[Any, ...]:
+    return tuple(
+        contract.state.value if column == "state" else getattr(contract, column)
+        for column in _CONTRACT_COLUMNS
+    )
+
+
+_select_contract = PreparedStatement(
+    lambda _dialect: sa.select(contracts).where(
+        contracts.c.contract_id == sa.bindparam("contract_id")
+    ),
+    ("contract_id",),
+)
+_select_contracts = PreparedStatement(
+    lambda dialect: sa.select(contracts).where(among(dialect, contracts.c.contract_id, "ids")),
+    ("ids",),
+)
+# Locked in id order, the order every group takes them in (PostgreSQL).
+_select_locked_contracts = PreparedStatement(
+    lambda dialect: (
+        sa.select(contracts)
+        .where(among(dialect, contracts.c.contract_id, "ids"))
+        .order_by(contracts.c.contract_id)
+        .with_for_update()
+    ),
+    ("ids",),
+)
 
 
 async def get_contract(connection: AsyncConnection, contract_id: str, /) -> ContractRow | None:
-    row = (
-        (
-            await connection.execute(
-                sa.select(contracts).where(contracts.c.contract_id == contract_id)
-            )
-        )
-        .mappings()
-        .one_or_none()
-    )
-    return None if row is None else _contract_from_row(row)
+    rows = await _select_contract.rows(connection, (contract_id,))
+    return _contract_from_values(rows[0]) if rows else None
 
 
 async def get_contracts(
@@ -96,11 +119,9 @@ async def get_contracts(
     """
     if not contract_ids:
         return {}
-    statement = sa.select(contracts).where(contracts.c.contract_id.in_(sorted(contract_ids)))
-    if for_update:
-        statement = statement.order_by(contracts.c.contract_id).with_for_update()
-    rows = (await connection.execute(statement)).mappings()
-    return {str(row["contract_id"]): _contract_from_row(row) for row in rows}
+    query = _select_locked_contracts if for_update else _select_contracts
+    rows = await query.rows(connection, (id_list(connection, sorted(contract_ids)),))
+    return {str(row[0]): _contract_from_values(row) for row in rows}
 
 
 async def contracts_of_agents(
@@ -131,7 +152,12 @@ async def contracts_in_state(
     return [_contract_from_row(row) for row in (await connection.execute(statement)).mappings()]
 
 
-def _contract_from_row(row: sa.RowMapping) -> ContractRow:
+def _contract_from_values(row: Sequence[Any]) -> ContractRow:
+    """A row of ``_CONTRACT_COLUMNS``, as the driver gave it."""
+    return _contract_from_row(dict(zip(_CONTRACT_COLUMNS, row, strict=True)))
+
+
+def _contract_from_row(row: Mapping[Any, Any]) -> ContractRow:
     values = dict(row)
     values["state"] = ContractState(values["state"])
     values["buyer_cancel_requested"] = bool(values["buyer_cancel_requested"])
@@ -164,7 +190,30 @@ async def transition_contracts(
     for move in moves:
         by_columns.setdefault(tuple(sorted(move.changes)), []).append(move)
     for columns, same_shape in by_columns.items():
-        statement = (
+        rows = [
+            (
+                move.contract_id,
+                move.from_state.value,
+                move.to_state.value,
+                *(move.changes[column] for column in columns),
+            )
+            for move in same_shape
+        ]
+        moved = await _move_statement(columns).run_many(connection, rows)
+        if moved not in (-1, len(rows)):
+            raise ExchangeError(
+                ErrorCode.INVALID_STATE, f"{len(rows) - moved} contracts moved under a group"
+            )
+
+
+@functools.lru_cache(maxsize=64)
+def _move_statement(columns: tuple[str, ...], /) -> PreparedStatement:
+    """The UPDATE of a move changing ``columns`` (a handful of shapes: one per kind of step)."""
+    assert set(columns) <= set(_CONTRACT_COLUMNS) - {"contract_id", "state"}
+    changed = (f"move_{column}" for column in columns)
+    names = ("move_contract_id", "move_from_state", "move_to_state", *changed)
+    return PreparedStatement(
+        lambda _dialect: (
             contracts.update()
             .where(
                 contracts.c.contract_id == sa.bindparam("move_contract_id"),
@@ -174,22 +223,9 @@ async def transition_contracts(
                 state=sa.bindparam("move_to_state"),
                 **{column: sa.bindparam(f"move_{column}") for column in columns},
             )
-        )
-        parameters = [
-            {
-                "move_contract_id": move.contract_id,
-                "move_from_state": move.from_state.value,
-                "move_to_state": move.to_state.value,
-                **{f"move_{column}": move.changes[column] for column in columns},
-            }
-            for move in same_shape
-        ]
-        result = await connection.execute(statement, parameters)
-        if result.rowcount not in (-1, len(parameters)):
-            raise ExchangeError(
-                ErrorCode.INVALID_STATE,
-                f"{len(parameters) - result.rowcount} contracts moved under a group",
-            )
+        ),
+        names,
+    )
 
 
 async def open_escrow_total(connection: AsyncConnection, /) -> int:
@@ -233,11 +269,22 @@ async def due_contract_ids(connection: AsyncConnection, /, *, now_ms: int, limit
     return [str(contract_id) for contract_id in (await connection.execute(statement)).scalars()]
 
 
+_EVENT_COLUMNS = ("contract_id", "event", "actor_id", "to_state", "detail", "at_ms")
+_insert_events = PreparedStatement(
+    lambda _dialect: contract_events.insert().values(
+        {column: sa.bindparam(column) for column in _EVENT_COLUMNS}
+    ),
+    _EVENT_COLUMNS,
+)
+
+
 async def add_contract_events(
     connection: AsyncConnection, rows: Sequence[Mapping[str, Any]], /
 ) -> None:
-    if rows:
-        await connection.execute(contract_events.insert(), list(rows))
+    """Insert events, each with exactly the keys of ``_EVENT_COLUMNS``."""
+    await _insert_events.run_many(
+        connection, [tuple(row[column] for column in _EVENT_COLUMNS) for row in rows]
+    )
 
 
 async def contract_event_rows(
@@ -252,9 +299,20 @@ async def contract_event_rows(
     return [dict(row) for row in (await connection.execute(statement)).mappings()]
 
 
+_OUTBOX_COLUMNS = ("notice_id", "subject", "payload", "created_at_ms", "published_at_ms")
+_insert_notices = PreparedStatement(
+    lambda _dialect: outbox.insert().values(
+        {column: sa.bindparam(column) for column in _OUTBOX_COLUMNS}
+    ),
+    _OUTBOX_COLUMNS,
+)
+
+
 async def add_outbox_notices(connection: AsyncConnection, notices: list[dict[str, Any]], /) -> None:
-    if notices:
-        await connection.execute(outbox.insert(), notices)
+    """Insert notices, each with exactly the keys of ``_OUTBOX_COLUMNS``."""
+    await _insert_notices.run_many(
+        connection, [tuple(notice[column] for column in _OUTBOX_COLUMNS) for notice in notices]
+    )
 
 
 async def unpublished_notices(
@@ -273,8 +331,14 @@ async def mark_notices_published(
     connection: AsyncConnection, notice_ids: list[str], /, *, now_ms: int
 ) -> None:
     if notice_ids:
-        await connection.execute(
-            outbox.update()
-            .where(outbox.c.notice_id.in_(notice_ids), outbox.c.published_at_ms.is_(None))
-            .values(published_at_ms=now_ms)
-        )
+        await _mark_published.run(connection, (now_ms, id_list(connection, notice_ids)))
+
+
+_mark_published = PreparedStatement(
+    lambda dialect: (
+        outbox.update()
+        .where(among(dialect, outbox.c.notice_id, "ids"), outbox.c.published_at_ms.is_(None))
+        .values(published_at_ms=sa.bindparam("now_ms"))
+    ),
+    ("now_ms", "ids"),
+)

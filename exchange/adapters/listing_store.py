@@ -36,6 +36,7 @@ from exchange.domain.search_plans import (
 )
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.limits import SEARCH_CANDIDATES_MAX, SEARCH_TEXT_COUNT_MAX
+from wallet.prepared_statements import PreparedStatement, among, id_list
 
 __all__ = [
     "add_listing_revision",
@@ -77,9 +78,17 @@ async def get_listings(
     """The listings among ``listing_ids`` that exist, by id (one query)."""
     if not listing_ids:
         return {}
-    statement = sa.select(listings).where(listings.c.listing_id.in_(sorted(set(listing_ids))))
-    rows = (await connection.execute(statement)).mappings()
-    return {str(row["listing_id"]): dict(row) for row in rows}
+    values = (id_list(connection, sorted(set(listing_ids))),)
+    rows = await _select_listings.rows(connection, values)
+    return {str(row[0]): dict(zip(_LISTING_COLUMNS, row, strict=True)) for row in rows}
+
+
+_LISTING_COLUMNS = tuple(column.name for column in listings.columns)
+assert _LISTING_COLUMNS[0] == "listing_id"
+_select_listings = PreparedStatement(
+    lambda dialect: sa.select(listings).where(among(dialect, listings.c.listing_id, "ids")),
+    ("ids",),
+)
 
 
 async def insert_listing(connection: AsyncConnection, values: Mapping[str, Any], /) -> bool:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from exchange.adapters.exchange_tables import metadata
 from exchange.domain.negotiation_rules import AcceptedNegotiation
 from exchange.errors import ErrorCode, ExchangeError
+from wallet.prepared_statements import PreparedStatement, among, id_list
 
 __all__ = [
     "accepted_negotiations",
@@ -55,12 +56,20 @@ async def accepted_negotiations(
     """The contract each of ``negotiation_ids`` already opened, for those that did."""
     if not negotiation_ids:
         return {}
-    found = await connection.execute(
-        sa.select(negotiations.c.negotiation_id, negotiations.c.contract_id).where(
-            negotiations.c.negotiation_id.in_(list(negotiation_ids))
-        )
-    )
+    found = await _select_accepted.rows(connection, (id_list(connection, negotiation_ids),))
     return {str(negotiation_id): str(contract_id) for negotiation_id, contract_id in found}
+
+
+_select_accepted = PreparedStatement(
+    lambda dialect: sa.select(negotiations.c.negotiation_id, negotiations.c.contract_id).where(
+        among(dialect, negotiations.c.negotiation_id, "ids")
+    ),
+    ("ids",),
+)
+_insert_negotiations = PreparedStatement(
+    lambda _dialect: negotiations.insert(),
+    tuple(column.name for column in negotiations.columns),
+)
 
 
 async def insert_negotiations(
@@ -81,9 +90,8 @@ async def insert_negotiations(
     if not accepted:
         return
     try:
-        await connection.execute(
-            negotiations.insert(),
-            [_negotiation_values(*entry) for entry in accepted],
+        await _insert_negotiations.run_many(
+            connection, [_negotiation_values(*entry) for entry in accepted]
         )
     except IntegrityError as exc:
         if len(accepted) > 1:
@@ -96,13 +104,14 @@ async def insert_negotiations(
 
 def _negotiation_values(
     negotiation: AcceptedNegotiation, contract_id: str, created_at_ms: int
-) -> dict[str, object]:
-    return {
-        "negotiation_id": negotiation.negotiation_id,
-        "contract_id": contract_id,
-        "rfq_id": negotiation.rfq_id,
-        "buyer_id": negotiation.buyer_id,
-        "provider_id": negotiation.provider_id,
-        "accepted_round": negotiation.round,
-        "created_at_ms": created_at_ms,
-    }
+) -> tuple[object, ...]:
+    """The values of the table's columns, in its order."""
+    return (
+        negotiation.negotiation_id,
+        contract_id,
+        negotiation.rfq_id,
+        negotiation.buyer_id,
+        negotiation.provider_id,
+        negotiation.round,
+        created_at_ms,
+    )
