@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -161,10 +162,20 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        if connection.get_execution_options().get(_READ_ONLY_OPTION):
-            connection.exec_driver_sql("BEGIN")
-        else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight on the driver's cursor: every write transaction starts here,
+        # and SQLAlchemy's statement layer would cost more than the BEGIN.
+        # Errors are raised as SQLAlchemy's, as through the engine.
+        read_only = connection.get_execution_options().get(_READ_ONLY_OPTION)
+        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+        dbapi_connection = connection.connection.dbapi_connection
+        assert dbapi_connection is not None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(begin)
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(begin, (), error, sqlite3.Error) from error
+        finally:
+            cursor.close()
 
 
 @contextlib.asynccontextmanager
