@@ -88,6 +88,10 @@ GROUP_QUEUE_MAX: Final = 8_192
 # Deliveries of stored results (up to 16 MiB each, read into memory to be
 # checked) one worker checks at once: at most 64 MiB of results in memory.
 STORED_RESULT_DELIVERIES_MAX: Final = 4
+# Contracts whose delivery terms (output schema, provider, sealed) a worker
+# remembers from their opening, so a delivery needs no read first: at most
+# 16 MiB, as a schema is at most 16 KiB (exchange/use_cases/opened_contracts.py).
+OPENED_CONTRACTS_KEPT_MAX: Final = 1024
 
 # Checking a result against the provider's output schema (exchange/domain/delivery_checks.py).
 # Regular expressions run on RE2 in linear time, but jsonschema's own work can

@@ -83,6 +83,7 @@ from exchange.use_cases.contract_views import (
 from exchange.use_cases.exchange_context import ExchangeContext, OutboxNotice
 from exchange.use_cases.group_commit import GroupCommitter
 from exchange.use_cases.offer_checks import verified_offer
+from exchange.use_cases.opened_contracts import DeliveryTerms
 from exchange.use_cases.results import read_stored_result
 from exchange.use_cases.spending import purchase_request
 from wallet import FeeKind
@@ -116,6 +117,9 @@ class ContractUseCases:
         outcome = await self._groups.submit(job)
         if isinstance(outcome, ExchangeError):
             raise outcome
+        if isinstance(job, OpenJob):
+            # As opened: with the output schema the listing had then.
+            self._context.opened_contracts.remember(outcome.contract)
         await self._context.publish_soon(outcome.notices)
         return contract_view(outcome.contract)
 
@@ -288,12 +292,17 @@ class ContractUseCases:
         # twice), against the schema kept when the contract opened: it never
         # changes, and neither does seal_result. A sealed result is ciphertext.
         if not request.sealed:
-            contract = await self._context.run(read)
-            if not contract.seal_result:
+            opened = self._context.opened_contracts
+            terms = opened.terms_for(request.contract_id, provider_id)
+            if terms is None:
+                contract = await self._context.run(read)
+                opened.remember(contract)
+                terms = DeliveryTerms.of(contract)
+            if not terms.seal_result:
                 await check_result_against_schema(
                     msgspec.json.decode(result_bytes),
-                    contract.output_schema,
-                    contract_id=contract.contract_id,
+                    terms.output_schema,
+                    contract_id=request.contract_id,
                 )
 
         def step(contract: ContractRow, now_ms: int) -> Step:

@@ -44,6 +44,7 @@ from exchange.limits import (
     STORED_RESULT_DELIVERIES_MAX,
 )
 from exchange.use_cases.group_commit import GroupCommitter
+from exchange.use_cases.opened_contracts import OpenedContracts
 from exchange.use_cases.relay_backoff import RelayBackoff
 from exchange.use_cases.spending import NoSpendingControls, SpendingControls
 from wallet import FeeSchedule, SqlLedger, run_transaction
@@ -161,6 +162,8 @@ class ExchangeContext:
         assert 1 <= group_size_max <= GROUP_JOBS_MAX
         self.group_size_max = group_size_max
         self.contract_groups: GroupCommitter[Any, Any] | None = None
+        # The delivery terms of the contracts this worker opened last.
+        self.opened_contracts = OpenedContracts()
         is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if is_sqlite else None
         # Notices published but not yet marked so in the outbox; marked in one
