@@ -30,6 +30,8 @@ __all__ = [
     "ID_LENGTH_MAX",
     "PENDING_TIMEOUT_S_MAX",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "SQLITE_CHECKPOINT_COMMITS",
+    "SQLITE_CHECKPOINT_ROWS",
     "TIMESTAMP_US_MAX",
     "TRANSACTION_ATTEMPTS_MAX",
     "TRANSACTION_RETRY_DELAY_BASE_MS",
@@ -98,6 +100,12 @@ DATABASE_POOL_SIZE = 10
 DATABASE_POOL_OVERFLOW_MAX = 10
 DATABASE_POOL_TIMEOUT_S = 30
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# A connection copies the WAL back into the database (a checkpoint, in
+# aiosqlite's thread: it may fsync) after this many commits or changed rows,
+# whichever comes first; SQLite's own checkpoint after 1,000 pages would run
+# inside a COMMIT, which runs on the event loop's thread (wallet.sqlite_driver).
+SQLITE_CHECKPOINT_COMMITS = 64
+SQLITE_CHECKPOINT_ROWS = 2_000
 
 assert ID_LENGTH_MAX > 0
 assert USER_DATA_LENGTH_MAX > 0

@@ -15,11 +15,17 @@ keeps that promise with fewer of them:
   in other connections never block it. Its statements run directly on the
   event loop's thread, on the ``sqlite3`` connection aiosqlite owns. So does
   ``ROLLBACK``, which only releases locks.
+* So does ``COMMIT``: in WAL mode with ``synchronous=NORMAL`` it appends
+  the transaction's pages to the WAL and syncs nothing (measured: 85 µs
+  less CPU per transaction than a hop). The step that may fsync, the
+  checkpoint copying the WAL back into the database, is not left to SQLite
+  (which would run it inside a COMMIT after 1,000 pages): it is turned off
+  (``wal_autocheckpoint=0``), and each connection runs a ``PASSIVE``
+  checkpoint in aiosqlite's thread after ``SQLITE_CHECKPOINT_COMMITS``
+  commits or ``SQLITE_CHECKPOINT_ROWS`` changed rows, which bounds the WAL.
 * ``BEGIN IMMEDIATE`` is first tried on the event loop's thread with a busy
   timeout of zero. Only when another connection holds the write lock does it
   go to aiosqlite's thread, to wait there up to the normal busy timeout.
-* ``COMMIT`` goes to aiosqlite's thread: it may run a WAL checkpoint and
-  fsync.
 * Every other statement (reads outside a write transaction, including a
   read-only transaction's deferred ``BEGIN``, which takes its snapshot at the
   first read) goes to aiosqlite's thread, executed and fetched in one hop.
@@ -51,6 +57,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.util import await_only
+
+from wallet.limits import SQLITE_CHECKPOINT_COMMITS, SQLITE_CHECKPOINT_ROWS
 
 __all__ = ["inline_sqlite_connection", "inline_write_dbapi"]
 
@@ -133,7 +141,14 @@ class _Cursor:
 
 
 class _Connection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("_aiosqlite", "_hops_lock", "_hops_unfinished", "holds_write_lock")
+    __slots__ = (
+        "_aiosqlite",
+        "_changes_at_checkpoint",
+        "_commits_since_checkpoint",
+        "_hops_lock",
+        "_hops_unfinished",
+        "holds_write_lock",
+    )
 
     def __init__(self, dbapi: Any, connection: aiosqlite.Connection) -> None:
         super().__init__(dbapi, connection)  # type: ignore[arg-type]
@@ -143,6 +158,9 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         # even if their caller stopped waiting (cancelled).
         self._hops_unfinished = 0
         self._hops_lock = threading.Lock()
+        # Since this connection's last checkpoint (see commit).
+        self._commits_since_checkpoint = 0
+        self._changes_at_checkpoint = 0
 
     @property
     def raw(self) -> sqlite3.Connection:
@@ -183,12 +201,35 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         return True
 
     def commit(self) -> None:
-        # COMMIT may checkpoint the WAL and fsync, so it never runs inline.
+        # In WAL mode with synchronous=NORMAL a COMMIT appends the transaction's
+        # pages to the WAL and syncs nothing, so it runs inline. What may sync
+        # is a checkpoint: SQLite's automatic one is off on these connections
+        # (wallet.database), and ours runs in aiosqlite's thread.
         try:
-            if self._aiosqlite._connection is not None:
-                self._call(self.raw.commit, inline=False)
+            if self._aiosqlite._connection is None:
+                return
+            self._call(self.raw.commit, inline=True)
         finally:
             self.holds_write_lock = False
+        self._checkpoint_if_due()
+
+    def _checkpoint_if_due(self) -> None:
+        """Copy the WAL back into the database after enough commits or changed rows."""
+        self._commits_since_checkpoint += 1
+        changes = self.raw.total_changes
+        if (
+            self._commits_since_checkpoint < SQLITE_CHECKPOINT_COMMITS
+            and changes - self._changes_at_checkpoint < SQLITE_CHECKPOINT_ROWS
+        ):
+            return
+        self._commits_since_checkpoint = 0
+        self._changes_at_checkpoint = changes
+        self._call(self._checkpoint, inline=False)
+
+    def _checkpoint(self) -> None:
+        # PASSIVE: copies what it can without waiting for readers or writers.
+        # Its row is fetched, so that no statement stays open on the connection.
+        self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def rollback(self) -> None:
         # ROLLBACK only releases locks, so it may run inline.

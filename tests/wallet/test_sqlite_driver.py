@@ -21,9 +21,9 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from wallet import LedgerRejected
+from wallet import LedgerRejected, sqlite_driver
 from wallet.database import open_database, read_transaction, run_transaction
-from wallet.limits import SQLITE_BUSY_TIMEOUT_MS
+from wallet.limits import SQLITE_BUSY_TIMEOUT_MS, SQLITE_CHECKPOINT_COMMITS
 
 # A lock holder waits for the loop this long; well under the busy timeout.
 _LOOP_PROOF_TIMEOUT_S = 10
@@ -173,3 +173,36 @@ async def test_executemany_and_row_counts_match_the_stock_driver(engine):
     assert renamed_count == 2
     assert rows == [(1, "item 1"), (2, "item 2!"), (3, "item 3!")]
     assert await _labels(engine) == ["item 1", "item 2!", "item 3!"]
+
+
+async def test_commits_run_inline_and_our_checkpoints_keep_the_wal_bounded(
+    engine, tmp_path, monkeypatch
+):
+    # SQLite's automatic checkpoint is off (it would run inside a COMMIT on
+    # the event loop's thread); the driver's own, in aiosqlite's thread, must
+    # keep the WAL from growing with every commit. Each commit writes a page.
+    page = "x" * 4_000
+    commits = 4 * SQLITE_CHECKPOINT_COMMITS
+    hops: list[str] = []
+    hop = sqlite_driver._Connection._hop
+
+    async def counted_hop(self: Any, function: Any, /, *args: Any) -> Any:
+        hops.append(getattr(function, "__name__", ""))
+        return await hop(self, function, *args)
+
+    monkeypatch.setattr(sqlite_driver._Connection, "_hop", counted_hop)
+
+    async def add_page(connection: AsyncConnection) -> None:
+        await connection.execute(text("INSERT INTO item (label) VALUES (:label)"), {"label": page})
+
+    for _ in range(commits):
+        await run_transaction(engine, add_page)
+    wal_pages = (tmp_path / "driver.sqlite3-wal").stat().st_size // 4096
+    # Without checkpoints the WAL would hold two pages or more per commit (the
+    # row's and its table's); with them it is reused after each checkpoint.
+    assert wal_pages < commits
+    # The commits themselves did not hop: only the checkpoints did.
+    checkpoints = [hop for hop in hops if hop == "_checkpoint"]
+    assert len(checkpoints) >= commits // SQLITE_CHECKPOINT_COMMITS - 1
+    assert len(hops) == len(checkpoints), hops
+    assert len(await _labels(engine)) == commits
