@@ -36,8 +36,29 @@ No real exchange can settle deals faster than this on the same machine;
 Run alone, it starts its own nats-server with auth on (the auth callout in
 this process).
 
+``--notices core`` measures the design proposed instead of a durable
+consumer per agent (each costs nats-server about 52 KB of memory): live
+notices over core NATS. The stand-in publishes each sealed notice as a
+plain message to the agent's inbox (``subjects.notice_deliver_subject``,
+``_INBOX.<id>.notices``, the one place under auth an agent may read its
+notices, and where JetStream pushes them today), numbered per agent; the
+agent reads it with a plain subscription and checks it exactly as before
+(the notice stays signed for ``subjects.notifications(<id>)``, as today).
+Nothing is stored, no consumer is made, nothing is acknowledged; catching
+up after a gap would be served from the exchange's outbox on request,
+which a stand-in without state cannot show. Two things the design needs
+that the protocol does not have yet, so the floor makes do:
+
+* the sequence number: no notice document has a field for it, so it rides
+  in a NATS header (``Agentx-Notice-Seq``), unsigned and unread, only so
+  that the message's size and parsing are honest;
+* the exchange's key may publish to the notify subjects but not into an
+  agent's inbox (``broker/permissions.py``): core mode grants it
+  ``_INBOX.*.notices`` in this process's auth callout (``live_notice_grant``).
+
     python bench/protocol_floor.py                    # closed loop, 64 buyers
     python bench/protocol_floor.py --rate 200 --json  # open loop, p99 at 200/s
+    python bench/protocol_floor.py --compare-notices  # JetStream and core, alternately
 """
 
 from __future__ import annotations
@@ -45,22 +66,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
+import enum
+import functools
 import math
 import multiprocessing
 import multiprocessing.synchronize
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import msgspec
+from benchmark_main import run_benchmark
 from exchange_process import child_process, cpu_s, percentiles
+from nats.aio.client import Client
 from signed_rfq import PRICE_MILLICREDITS, check_quote, quote_for, sealed_rfq
 
 from agent_client import AgentKeys, limits, subjects
@@ -100,9 +125,21 @@ from agent_client.transport import (
     connect_nats,
     flush_subscriptions,
 )
-from broker import AccessPolicy
+from broker import AccessPolicy, auth_callout
+from broker.nats_jwt import UserPermissions
 from broker.nats_process import EmbeddedNatsServer, NatsServerConfig
+from broker.permissions import Role, permissions_for
 from broker.streams import ensure_notice_consumer, ensure_notice_stream, notice_consumer_name
+
+
+class NoticeDelivery(enum.Enum):
+    """How the stand-in hands each agent its notices."""
+
+    # Stored in the notice stream, pushed by the agent's durable consumer, acknowledged.
+    JETSTREAM = "jetstream"
+    # A plain core-NATS message to the agent's inbox, numbered per agent; nothing stored.
+    CORE = "core"
+
 
 # The stand-in's endpoints: agentx.v2.x.<agent id>.floor.<step>.
 FLOOR_ENDPOINT = "floor"
@@ -129,6 +166,8 @@ COUNTERPARTY_NOTICES_PER_STEP: dict[str, tuple[str, ...]] = {
     "accept": ("provider",),
 }
 SUBSCRIBE_STEP = "subscribe"
+# Core mode: each notice's number in its recipient's sequence (see the module docstring).
+NOTICE_SEQUENCE_HEADER = "Agentx-Notice-Seq"
 # The contract's state after each step, as the exchange's replies and notices say it.
 STATE_AFTER_STEP: dict[str, ContractState] = {
     "open": ContractState.OPEN,
@@ -184,6 +223,7 @@ class StandIn:
     seed: bytes
     provider_id: str
     counterparty_notices_only: bool = False
+    notices: NoticeDelivery = NoticeDelivery.JETSTREAM
 
 
 def run_stand_in(stand_in: StandIn, ready: multiprocessing.synchronize.Event) -> None:
@@ -198,32 +238,14 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
     replay_guard = ReplayGuard()
     client = await connect_nats(stand_in.nats_url, keys, name="bench-floor-exchange")
     js = client.jetstream()
-    publishing: set[asyncio.Task[None]] = set()
     notices = notices_per_step(counterparty_only=stand_in.counterparty_notices_only)
+    publisher = NoticePublisher(client, keys, clock, stand_in.notices)
     record = sealed_record(keys, stand_in.provider_id, clock)
-
-    def sealed_notice(recipient: str, contract_id: str, step: str, role: str) -> bytes:
-        header = make_header(
-            keys,
-            audience=recipient,
-            subject=subjects.notifications(recipient),
-            lifetime_s=NOTICE_LIFETIME_S,
-            clock=clock,
-        )
-        document = notice_document(header, contract_id, step, role)
-        return json_encoder.encode(seal(document, keys))
-
-    async def publish(recipient: str, payload: bytes) -> None:
-        await js.publish(
-            subjects.notifications(recipient),
-            payload,
-            timeout=REQUEST_TIMEOUT_S,
-            headers={"Nats-Msg-Id": new_nonce()},
-        )
 
     async def reply_for(agent_id: str, step: str, request: Document) -> Reply:
         if step == SUBSCRIBE_STEP:
             assert isinstance(request, SubscribeNotices)
+            assert stand_in.notices is NoticeDelivery.JETSTREAM
             await ensure_notice_consumer(js, agent_id)
             return NoticesReply(
                 deliver_subject=subjects.notice_deliver_subject(agent_id),
@@ -256,16 +278,15 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
         await client.publish(message.reply, signed)
         if step == SUBSCRIBE_STEP:
             return
-        # After the answer, in the background, as the exchange publishes after commit.
+        # After the answer, as the exchange publishes after commit.
         assert isinstance(request, GetContract)
         contract_id = request.contract_id
         for role in notices[step]:
             recipient = stand_in.provider_id if role == "provider" else buyer_of(contract_id)
-            task = asyncio.create_task(
-                publish(recipient, sealed_notice(recipient, contract_id, step, role))
+            build = functools.partial(
+                notice_document, contract_id=contract_id, step=step, role=role
             )
-            publishing.add(task)
-            task.add_done_callback(publishing.discard)
+            await publisher.send(recipient, build)
 
     dispatcher = BoundedDispatcher(answer, concurrency_max=HANDLER_CONCURRENCY_MAX)
     try:
@@ -275,6 +296,90 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
         await stop.wait()
     finally:
         await client.close()
+
+
+class NoticePublisher:
+    """Seals notices with the exchange's key and sends them the way ``delivery`` says.
+
+    JetStream: each is stored in the notice stream in a task of its own, as
+    the exchange publishes after its commit (the publish waits for the
+    stream's acknowledgement). Core: each is a plain message to the
+    recipient's inbox, sent at once and in order, since there is nothing to
+    wait for, with its number in the recipient's sequence.
+    """
+
+    def __init__(
+        self, client: Client, keys: AgentKeys, clock: Clock, delivery: NoticeDelivery
+    ) -> None:
+        self._client = client
+        self._js = client.jetstream()
+        self._keys = keys
+        self._clock = clock
+        self._delivery = delivery
+        self._publishing: set[asyncio.Task[None]] = set()
+        # One entry per agent of the market (the buyers and the provider).
+        self._last_sequence_by_recipient: dict[str, int] = {}
+
+    async def send(self, recipient: str, build: Callable[[Header], Document]) -> None:
+        """Seal the notice ``build`` makes for ``recipient`` and send it."""
+        header = make_header(
+            self._keys,
+            audience=recipient,
+            subject=subjects.notifications(recipient),
+            lifetime_s=NOTICE_LIFETIME_S,
+            clock=self._clock,
+        )
+        payload = json_encoder.encode(seal(build(header), self._keys))
+        if self._delivery is NoticeDelivery.CORE:
+            await self._publish_live(recipient, payload)
+            return
+        task = asyncio.create_task(self._store(recipient, payload))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish_live(self, recipient: str, payload: bytes) -> None:
+        sequence = self._last_sequence_by_recipient.get(recipient, 0) + 1
+        self._last_sequence_by_recipient[recipient] = sequence
+        await self._client.publish(
+            subjects.notice_deliver_subject(recipient),
+            payload,
+            headers={NOTICE_SEQUENCE_HEADER: str(sequence)},
+        )
+
+    async def _store(self, recipient: str, payload: bytes) -> None:
+        await self._js.publish(
+            subjects.notifications(recipient),
+            payload,
+            timeout=REQUEST_TIMEOUT_S,
+            headers={"Nats-Msg-Id": new_nonce()},
+        )
+
+
+@contextlib.contextmanager
+def live_notice_grant() -> Iterator[None]:
+    """While open, this process's auth callout also lets the exchange's key publish
+    live notices into the agents' inboxes (``_INBOX.*.notices``).
+
+    An agent may read only its own inbox prefix, where JetStream pushes its
+    notices today; the exchange's key may publish to the notify subjects
+    but not there (``broker/permissions.py``). Live notices need that one
+    grant more; until the permissions have it, the floor's own server adds
+    it here, for core mode only. Connections authorised meanwhile keep it.
+    """
+
+    def with_live_notices(role: Role, identity: str, /) -> UserPermissions:
+        permissions = permissions_for(role, identity)
+        if role is not Role.EXCHANGE:
+            return permissions
+        publish = permissions.pub
+        allowed = (*publish.allow, subjects.notice_deliver_subject("*"))
+        return msgspec.structs.replace(
+            permissions, pub=msgspec.structs.replace(publish, allow=allowed)
+        )
+
+    # The callout looks the function up in its own module on each connection.
+    with mock.patch.object(auth_callout, "permissions_for", with_live_notices):
+        yield
 
 
 def sealed_record(keys: AgentKeys, provider_id: str, clock: Clock) -> Envelope:
@@ -336,7 +441,7 @@ def notice_document(header: Header, contract_id: str, step: str, role: str) -> D
 
 
 class FloorAgent:
-    """One identity with its own connection and durable notice consumer, as an Agent has."""
+    """One identity with its own connection and its notices (a durable consumer today)."""
 
     def __init__(self, keys: AgentKeys, connection: NatsConnection, exchange_id: str) -> None:
         self.keys = keys
@@ -352,14 +457,24 @@ class FloorAgent:
         connection = await NatsConnection.connect(nats_url, keys, name="bench-floor-agent")
         return cls(keys, connection, exchange_id)
 
-    async def listen(self, on_notice: Callable[[Document], Awaitable[None]]) -> None:
-        """Ask the stand-in for a notice consumer, as an Agent asks the exchange, and listen."""
+    async def listen(
+        self, on_notice: Callable[[Document], Awaitable[None]], *, notices: NoticeDelivery
+    ) -> None:
+        """Ask the stand-in for a notice consumer, as an Agent asks the exchange, and listen;
+        or, for live notices, just listen on the inbox subject they come to."""
 
         async def handle(message: IncomingMessage) -> None:
             notice = self.verified_notice(message.data)
             if notice is not None:
                 await on_notice(notice)
 
+        if notices is NoticeDelivery.CORE:
+            await self.connection.subscribe(
+                subjects.notice_deliver_subject(self.agent_id),
+                handle,
+                concurrency_max=HANDLER_CONCURRENCY_MAX,
+            )
+            return
         reply = await self.request(SUBSCRIBE_STEP, lambda header: SubscribeNotices(header=header))
         assert isinstance(reply, NoticesReply), reply
         await self.connection.subscribe(
@@ -422,7 +537,7 @@ class FloorAgent:
         await self.connection.close()
 
 
-async def serve_as_provider(provider: FloorAgent) -> None:
+async def serve_as_provider(provider: FloorAgent, *, notices: NoticeDelivery) -> None:
     """Quote every RFQ and deliver every contract ``provider`` is told opened."""
     replay_guard = ReplayGuard()
     delivering: set[asyncio.Task[None]] = set()
@@ -443,7 +558,7 @@ async def serve_as_provider(provider: FloorAgent) -> None:
     await provider.connection.subscribe(
         subjects.rfq(FLOOR_CAPABILITY), quote, concurrency_max=HANDLER_CONCURRENCY_MAX
     )
-    await provider.listen(on_notice)
+    await provider.listen(on_notice, notices=notices)
 
 
 class Buyer:
@@ -456,9 +571,11 @@ class Buyer:
         self._deliveries: dict[str, asyncio.Future[None]] = {}
 
     @classmethod
-    async def start(cls, nats_url: str, exchange_id: str, provider_id: str) -> Buyer:
+    async def start(
+        cls, nats_url: str, exchange_id: str, provider_id: str, *, notices: NoticeDelivery
+    ) -> Buyer:
         buyer = cls(await FloorAgent.connect(nats_url, exchange_id), provider_id)
-        await buyer.agent.listen(buyer.on_notice)
+        await buyer.agent.listen(buyer.on_notice, notices=notices)
         return buyer
 
     async def on_notice(self, notice: Document) -> None:
@@ -506,6 +623,7 @@ async def floor_market(
     buyers_count: int,
     *,
     counterparty_notices_only: bool,
+    notices: NoticeDelivery,
 ) -> AsyncIterator[tuple[list[Buyer], int]]:
     """The stand-in, a provider and ``buyers_count`` buyers; yields them and the stand-in's pid.
 
@@ -516,19 +634,39 @@ async def floor_market(
     buyers: list[Buyer] = []
     try:
         stand_in = StandIn(
-            nats_url, exchange_keys.seed_text(), provider.agent_id, counterparty_notices_only
+            nats_url,
+            exchange_keys.seed_text(),
+            provider.agent_id,
+            counterparty_notices_only,
+            notices,
         )
         async with child_process(run_stand_in, stand_in, name="exchange stand-in") as stand_in_pid:
-            await serve_as_provider(provider)
+            await serve_as_provider(provider, notices=notices)
             for _ in range(buyers_count):
                 buyers.append(
-                    await Buyer.start(nats_url, exchange_keys.agent_id, provider.agent_id)
+                    await Buyer.start(
+                        nats_url, exchange_keys.agent_id, provider.agent_id, notices=notices
+                    )
                 )
             yield buyers, stand_in_pid
     finally:
         for buyer in buyers:
             await buyer.agent.close()
         await provider.close()
+
+
+def cpu_now_s(pids: Mapping[str, int], /) -> dict[str, float]:
+    return {name: cpu_s(pid) for name, pid in pids.items()}
+
+
+def cpu_ms_per_deal(
+    started_s: Mapping[str, float], pids: Mapping[str, int], deals: int, /
+) -> dict[str, float]:
+    """The CPU each process (by the name its figure takes) spent per deal since ``started_s``."""
+    return {
+        f"floor_cpu_ms_per_deal_{name}": (cpu_s(pid) - started_s[name]) * 1000 / max(1, deals)
+        for name, pid in pids.items()
+    }
 
 
 async def floor_closed_loop(
@@ -539,6 +677,7 @@ async def floor_closed_loop(
     in_flight: int = IN_FLIGHT_DEFAULT,
     seconds: float = SECONDS_DEFAULT,
     counterparty_notices_only: bool = False,
+    notices: NoticeDelivery = NoticeDelivery.JETSTREAM,
 ) -> dict[str, float]:
     """Deals per second with ``in_flight`` buyers each dealing one after another.
 
@@ -548,7 +687,11 @@ async def floor_closed_loop(
     """
     latencies_s: list[float] = []
     async with floor_market(
-        nats_url, exchange_keys, in_flight, counterparty_notices_only=counterparty_notices_only
+        nats_url,
+        exchange_keys,
+        in_flight,
+        counterparty_notices_only=counterparty_notices_only,
+        notices=notices,
     ) as (buyers, stand_in_pid):
         deadline = time.perf_counter() + seconds
 
@@ -559,19 +702,15 @@ async def floor_closed_loop(
                 latencies_s.append(time.perf_counter() - started)
 
         pids = {"stand_in": stand_in_pid, "agents": os.getpid(), **nats_server_pids}
-        cpu_started_s = {name: cpu_s(pid) for name, pid in pids.items()}
+        cpu_started_s = cpu_now_s(pids)
         started = time.perf_counter()
         await asyncio.gather(*(trade(buyer) for buyer in buyers))
         elapsed_s = time.perf_counter() - started
-        cpu_used_s = {name: cpu_s(pid) - cpu_started_s[name] for name, pid in pids.items()}
-    deals = max(1, len(latencies_s))
+        cpu_figures = cpu_ms_per_deal(cpu_started_s, pids, len(latencies_s))
     return {
         "floor_deals_per_s": len(latencies_s) / elapsed_s,
         **floor_percentiles(latencies_s),
-        **{
-            f"floor_cpu_ms_per_deal_{name}": used * 1000 / deals
-            for name, used in cpu_used_s.items()
-        },
+        **cpu_figures,
     }
 
 
@@ -582,17 +721,29 @@ async def floor_open_loop(
     rate_per_s: float,
     seconds: float,
     counterparty_notices_only: bool = False,
+    notices: NoticeDelivery = NoticeDelivery.JETSTREAM,
+    nats_server_pids: Mapping[str, int] | None = None,
 ) -> dict[str, float]:
-    """A deal due every 1/rate s on a free buyer; latency from its scheduled start."""
+    """A deal due every 1/rate s on a free buyer; latency from its scheduled start.
+
+    Given ``nats_server_pids``, also the CPU per deal as ``floor_closed_loop``
+    gives it, over the whole schedule (idle gaps included).
+    """
     deals_total = max(1, round(rate_per_s * seconds))
     buyers_count = max(8, math.ceil(rate_per_s * OPEN_LOOP_DEAL_COVERS_S))
     latencies_s: list[float] = []
     async with floor_market(
-        nats_url, exchange_keys, buyers_count, counterparty_notices_only=counterparty_notices_only
-    ) as (buyers, _):
+        nats_url,
+        exchange_keys,
+        buyers_count,
+        counterparty_notices_only=counterparty_notices_only,
+        notices=notices,
+    ) as (buyers, stand_in_pid):
         free = asyncio.Queue[Buyer]()
         for buyer in buyers:
             free.put_nowait(buyer)
+        pids = {"stand_in": stand_in_pid, "agents": os.getpid(), **(nats_server_pids or {})}
+        cpu_started_s = cpu_now_s(pids)
         first_due = time.perf_counter() + SCHEDULE_LEAD_S
 
         async def deal(due: float) -> None:
@@ -610,10 +761,12 @@ async def floor_open_loop(
             tasks.append(asyncio.create_task(deal(due)))
         await asyncio.gather(*tasks)
         elapsed_s = time.perf_counter() - first_due
+        cpu_figures = cpu_ms_per_deal(cpu_started_s, pids, len(latencies_s))
     return {
         "floor_offered_rate_per_s": rate_per_s,
         "floor_achieved_rate_per_s": len(latencies_s) / elapsed_s,
         **floor_percentiles(latencies_s),
+        **(cpu_figures if nats_server_pids is not None else {}),
     }
 
 
@@ -621,45 +774,117 @@ def floor_percentiles(latencies_s: list[float]) -> dict[str, float]:
     return {f"floor_{name}": value for name, value in percentiles(latencies_s).items()}
 
 
+async def floor_run(
+    nats_url: str,
+    nats_server_pid: int,
+    exchange_keys: AgentKeys,
+    arguments: argparse.Namespace,
+    notices: NoticeDelivery,
+) -> dict[str, float]:
+    """One run of the floor's own main: closed loop, or open loop with ``--rate``."""
+    nats_server_pids = {"nats_server": nats_server_pid}
+    counterparty_only = arguments.counterparty_notices_only
+    if arguments.rate is None:
+        return await floor_closed_loop(
+            nats_url,
+            nats_server_pids,
+            exchange_keys,
+            in_flight=arguments.in_flight,
+            counterparty_notices_only=counterparty_only,
+            notices=notices,
+        )
+    return await floor_open_loop(
+        nats_url,
+        exchange_keys,
+        rate_per_s=arguments.rate,
+        seconds=arguments.duration,
+        counterparty_notices_only=counterparty_only,
+        notices=notices,
+        nats_server_pids=nats_server_pids,
+    )
+
+
+def deliveries_of(arguments: argparse.Namespace) -> tuple[NoticeDelivery, ...]:
+    if arguments.compare_notices:
+        return (NoticeDelivery.JETSTREAM, NoticeDelivery.CORE)
+    return (NoticeDelivery(arguments.notices),)
+
+
 async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
     exchange_keys = AgentKeys.generate()
     access = AccessPolicy(exchange_ids=frozenset({exchange_keys.agent_id}))
-    with tempfile.TemporaryDirectory(prefix="agentx-bench-floor-") as data_dir:
+    deliveries = deliveries_of(arguments)
+    runs: dict[NoticeDelivery, list[dict[str, float]]] = {delivery: [] for delivery in deliveries}
+    grant = live_notice_grant() if NoticeDelivery.CORE in deliveries else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="agentx-bench-floor-") as data_dir, grant:
         config = NatsServerConfig(data_dir=Path(data_dir))
         async with EmbeddedNatsServer(config, access=access) as server:
-            client = await connect_nats(server.url, exchange_keys, name="bench-floor-setup")
-            try:
-                await ensure_notice_stream(client.jetstream())
-            finally:
-                await client.close()
+            if NoticeDelivery.JETSTREAM in deliveries:
+                client = await connect_nats(server.url, exchange_keys, name="bench-floor-setup")
+                try:
+                    await ensure_notice_stream(client.jetstream())
+                finally:
+                    await client.close()
             nats_server_pid = server.process_id
             assert nats_server_pid is not None
-            counterparty_only = arguments.counterparty_notices_only
-
-            async def one_run() -> dict[str, float]:
-                if arguments.rate is None:
-                    return await floor_closed_loop(
-                        server.url,
-                        {"nats_server": nats_server_pid},
-                        exchange_keys,
-                        in_flight=arguments.in_flight,
-                        counterparty_notices_only=counterparty_only,
+            for index in range(arguments.runs):
+                # Which goes first alternates, so that neither always meets a warmer machine.
+                for delivery in deliveries if index % 2 == 0 else deliveries[::-1]:
+                    runs[delivery].append(
+                        await floor_run(
+                            server.url, nats_server_pid, exchange_keys, arguments, delivery
+                        )
                     )
-                return await floor_open_loop(
-                    server.url,
-                    exchange_keys,
-                    rate_per_s=arguments.rate,
-                    seconds=arguments.duration,
-                    counterparty_notices_only=counterparty_only,
-                )
+    return summarize(arguments, runs)
 
-            runs = [await one_run() for _ in range(arguments.runs)]
+
+def medians(runs: list[dict[str, float]], /) -> dict[str, float]:
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+
+
+def summarize(
+    arguments: argparse.Namespace, runs: Mapping[NoticeDelivery, list[dict[str, float]]]
+) -> dict[str, Any]:
+    """One delivery: the medians of its figures, as always. Both: each one's medians and
+    the ratio core/jetstream of each figure."""
     summary: dict[str, Any] = {
-        name: statistics.median(run[name] for run in runs) for name in runs[0]
+        "notices_per_deal": notices_per_deal(counterparty_only=arguments.counterparty_notices_only)
     }
-    summary["notices_per_deal"] = notices_per_deal(counterparty_only=counterparty_only)
-    summary["runs"] = runs
-    return summary
+    if len(runs) == 1:
+        ((delivery, only_runs),) = runs.items()
+        return {**medians(only_runs), **summary, "notices": delivery.value, "runs": only_runs}
+    jetstream = medians(runs[NoticeDelivery.JETSTREAM])
+    core = medians(runs[NoticeDelivery.CORE])
+    return {
+        **summary,
+        "notices": "compared",
+        "runs_count": arguments.runs,
+        "jetstream": jetstream,
+        "core": core,
+        "core_vs_jetstream": {
+            name: core[name] / jetstream[name] if jetstream[name] else math.nan
+            for name in jetstream
+        },
+        "runs": {delivery.value: delivery_runs for delivery, delivery_runs in runs.items()},
+    }
+
+
+def print_text(summary: dict[str, Any]) -> None:
+    for name, value in summary.items():
+        if name in ("runs", "jetstream", "core", "core_vs_jetstream"):
+            continue
+        shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+        print(f"{name:<40} {shown}")
+    if summary["notices"] != "compared":
+        return
+    print(f"\n{'notices (medians)':<40} {'jetstream':>12} {'core':>12} {'core/js':>8}")
+    for name, ratio in summary["core_vs_jetstream"].items():
+        jetstream, core = summary["jetstream"][name], summary["core"][name]
+        print(f"{name:<40} {jetstream:>12,.3f} {core:>12,.3f} {ratio:>8.3f}")
+    for delivery, delivery_runs in summary["runs"].items():
+        print(f"{delivery} per run:")
+        for index, run in enumerate(delivery_runs, start=1):
+            print(f"  {index}: " + "  ".join(f"{name} {value:,.3f}" for name, value in run.items()))
 
 
 def parse_arguments() -> argparse.Namespace | str:
@@ -673,6 +898,18 @@ def parse_arguments() -> argparse.Namespace | str:
         action="store_true",
         help="a notice only to the party that did not cause the step (not the protocol today)",
     )
+    delivery = parser.add_mutually_exclusive_group()
+    delivery.add_argument(
+        "--notices",
+        choices=[choice.value for choice in NoticeDelivery],
+        default=NoticeDelivery.JETSTREAM.value,
+        help="jetstream: stream, durable consumer, ack (today); core: live core-NATS notices",
+    )
+    delivery.add_argument(
+        "--compare-notices",
+        action="store_true",
+        help="run jetstream and core alternately in each run; medians of both and core/jetstream",
+    )
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
     if not (1 <= arguments.in_flight <= 1_000 and 1 <= arguments.runs <= 20):
@@ -685,22 +922,7 @@ def parse_arguments() -> argparse.Namespace | str:
 
 
 def main() -> int:
-    arguments = parse_arguments()
-    if isinstance(arguments, str):
-        print(arguments, file=sys.stderr)
-        return 2
-    summary = asyncio.run(main_async(arguments))
-    if arguments.json:
-        print(json.dumps(summary))
-    else:
-        for name, value in summary.items():
-            if name != "runs":
-                print(
-                    f"{name:<40} {value:,.3f}"
-                    if isinstance(value, float)
-                    else f"{name:<40} {value}"
-                )
-    return 0
+    return run_benchmark(parse_arguments, main_async, print_text)
 
 
 if __name__ == "__main__":
