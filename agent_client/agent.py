@@ -266,6 +266,8 @@ class Agent:
         # keeps the RFQ one), so that remembered notices never crowd out RFQ
         # nonces (or the reverse).
         self._notice_guard = ReplayGuard(entries_max=NOTICE_NONCES_MAX)
+        # Within the exchange's per-agent limit, however many tasks ask at once.
+        self._requests_in_flight = asyncio.Semaphore(limits.REQUESTS_IN_FLIGHT_MAX)
         self._notices = _Notices()
         self._state = AgentState.OPEN
         self._buyer_desk = BuyerDesk(connection, keys, clock=clock)
@@ -1165,9 +1167,10 @@ class Agent:
         # The document lives a little longer than the request's timeout, so a
         # slow but successful answer does not see it expire mid-flight.
         lifetime_s = min(timeout_s + 5, limits.REQUEST_LIFETIME_MAX_S)
-        header = self._header(audience=audience, subject=subject, lifetime_s=lifetime_s)
-        payload = json_encoder.encode(seal(build(header), self._keys))
-        reply_bytes = await self._connection.request(subject, payload, timeout_s=timeout_s)
+        async with self._requests_in_flight:
+            header = self._header(audience=audience, subject=subject, lifetime_s=lifetime_s)
+            payload = json_encoder.encode(seal(build(header), self._keys))
+            reply_bytes = await self._connection.request(subject, payload, timeout_s=timeout_s)
         _, reply = open_reply(
             reply_bytes,
             signer_id=signer_id,

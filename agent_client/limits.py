@@ -16,6 +16,11 @@ CLOCK_SKEW_MAX_S: Final = 30
 # A request to the exchange is short-lived; bounding its lifetime bounds the
 # replay cache, which must remember a nonce for as long as the document lives.
 REQUEST_LIFETIME_MAX_S: Final = 60
+# Requests one Agent sends at once; more wait their turn in the client. The
+# exchange answers at most 64 of one agent's at once and treats an agent that
+# keeps sending past that as a flood (broker/limits.py); half leaves room for
+# requests the client gave up on (timed out) that the exchange still works on.
+REQUESTS_IN_FLIGHT_MAX: Final = 32
 # Quotes are evidence a buyer may accept a while after receiving them.
 QUOTE_VALIDITY_MAX_S: Final = 3600
 QUOTE_VALIDITY_DEFAULT_S: Final = 60

@@ -87,6 +87,8 @@ AGENT_REQUEST_BURST: Final = 2_000
 # Requests of one agent being answered at once: a quarter of an exchange
 # worker's 256 (exchange/limits.py REQUEST_CONCURRENCY_MAX).
 AGENT_REQUESTS_IN_FLIGHT_MAX: Final = 64
+# The Python client keeps well within it, so a busy honest agent is never a flood.
+assert AGENT_REQUESTS_IN_FLIGHT_MAX >= 2 * protocol_limits.REQUESTS_IN_FLIGHT_MAX
 # Requests that fail the receiver's checks (malformed, forged, replayed): an
 # honest client sends almost none, so a small budget; spent, every request
 # of that agent is refused before decoding until it recovers.
