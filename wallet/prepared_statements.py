@@ -22,7 +22,9 @@ text. Each run hands the driver a tuple of values:
   through ``exec_driver_sql``: SQLAlchemy's connection and transaction
   handling, without building or compiling anything.
 
-Rows come back as the driver's tuples, in the order of the statement's
+A statement run for its count has its cursor closed at once, so that no
+statement stays open on the connection (SQLite refuses to commit past
+one). Rows come back as the driver's tuples, in the order of the statement's
 columns, with no type processing: a caller converts what it needs (SQLite
 returns booleans as 0 or 1). Values are given by name at construction and
 by position at each run; the compiled order is checked once.
@@ -107,8 +109,8 @@ class PreparedStatement:
         ordered = _reordered(values, order)
         raw = _inline(connection)
         if raw is not None:
-            with _as_sqlalchemy_errors(sql, ordered):
-                return raw.execute(sql, ordered).rowcount
+            with _as_sqlalchemy_errors(sql, ordered), contextlib.closing(raw.cursor()) as cursor:
+                return cursor.execute(sql, ordered).rowcount
         return (await connection.exec_driver_sql(sql, ordered)).rowcount
 
     async def run_many(self, connection: AsyncConnection, rows: Sequence[Values], /) -> int:
@@ -120,8 +122,8 @@ class PreparedStatement:
         ordered = [_reordered(values, order) for values in rows]
         raw = _inline(connection)
         if raw is not None:
-            with _as_sqlalchemy_errors(sql, ordered):
-                return raw.executemany(sql, ordered).rowcount
+            with _as_sqlalchemy_errors(sql, ordered), contextlib.closing(raw.cursor()) as cursor:
+                return cursor.executemany(sql, ordered).rowcount
         return (await connection.exec_driver_sql(sql, ordered)).rowcount
 
     def _sql(self, connection: AsyncConnection) -> tuple[str, _Order | None]:
