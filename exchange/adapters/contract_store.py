@@ -136,7 +136,7 @@ async def contracts_of_agents(
         .order_by(contracts.c.updated_at_ms.desc())
         .limit(limit)
     )
-    return [_contract_from_row(row) for row in (await connection.execute(statement)).mappings()]
+    return [_contract_from_values(row) for row in await connection.execute(statement)]
 
 
 async def contracts_in_state(
@@ -149,16 +149,12 @@ async def contracts_in_state(
         .order_by(contracts.c.updated_at_ms)
         .limit(limit)
     )
-    return [_contract_from_row(row) for row in (await connection.execute(statement)).mappings()]
+    return [_contract_from_values(row) for row in await connection.execute(statement)]
 
 
 def _contract_from_values(row: Sequence[Any]) -> ContractRow:
-    """A row of ``_CONTRACT_COLUMNS``, as the driver gave it."""
-    return _contract_from_row(dict(zip(_CONTRACT_COLUMNS, row, strict=True)))
-
-
-def _contract_from_row(row: Mapping[Any, Any]) -> ContractRow:
-    values = dict(row)
+    """A row of ``_CONTRACT_COLUMNS`` (the whole table, in its order)."""
+    values = dict(zip(_CONTRACT_COLUMNS, row, strict=True))
     values["state"] = ContractState(values["state"])
     values["buyer_cancel_requested"] = bool(values["buyer_cancel_requested"])
     values["seal_result"] = bool(values["seal_result"])
