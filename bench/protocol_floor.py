@@ -2,10 +2,11 @@
 
 A settled deal is 4 signed round trips (RFQ/quote, ``contract.open``,
 ``contract.deliver``, ``contract.accept``), the last three answered by the
-exchange with signed replies bound to their requests, and 7 exchange-signed
+exchange with signed replies bound to their requests, and 4 exchange-signed
 notices that JetStream stores and delivers to the parties' durable
 consumers, which verify and acknowledge each (docs/PROTOCOL.md, sections
-1.4 and 1.7). This runs exactly that message pattern, under NATS auth as
+1.4 and 1.7: a notice goes only where the reply has not told the party
+already, and a settlement to both). This runs exactly that message pattern, under NATS auth as
 the exchange runs, with no contract, ledger or database:
 
 * a stand-in for the exchange, in its own process as the exchange is,
@@ -14,8 +15,9 @@ the exchange runs, with no contract, ledger or database:
   (``verify_request``), answers at once with a signed reply bound to the
   request (``sign_reply``: every answer of the exchange is one), then seals
   the step's notices with its key and publishes them to the notice stream
-  in the background, as the exchange does after its commit (2 for an
-  opening, 3 for a delivery, 2 for an acceptance). Agents have no
+  in the background, as the exchange does after its commit (1 for an
+  opening, 1 for a delivery, 2 for an acceptance; ``--notice-table
+  before`` sends the 7 the protocol sent until 2026-12-06: 2, 3 and 2). Agents have no
   JetStream API, so it also creates each agent's notice consumer when
   asked, as the exchange's ``notices.subscribe`` does;
 * in this process, a provider answers signed RFQs on the RFQ subject with
@@ -58,7 +60,8 @@ that the protocol does not have yet, so the floor makes do:
 
     python bench/protocol_floor.py                    # closed loop, 64 buyers
     python bench/protocol_floor.py --rate 200 --json  # open loop, p99 at 200/s
-    python bench/protocol_floor.py --compare-notices  # JetStream and core, alternately
+    python bench/protocol_floor.py --compare jetstream:before,jetstream:sent,core:sent
+                                      # designs alternately in each run, ratios to the first
 """
 
 from __future__ import annotations
@@ -152,19 +155,57 @@ HANDLER_CONCURRENCY_MAX = 256
 RESULT_SHA256 = "0" * 64
 NOTICE_LIFETIME_S = 3600
 RECORD_LIFETIME_S = 3600
-# Who gets which notice, as the exchange sends them (PROTOCOL.md 1.7.1).
-NOTICES_PER_STEP: dict[str, tuple[str, ...]] = {
-    "open": ("provider", "buyer"),
-    "deliver": ("buyer", "provider", "buyer-delivered"),
-    "accept": ("buyer", "provider"),
+
+
+class NoticeTable(enum.Enum):
+    """Which notices each step sends, and to whom."""
+
+    # As the exchange sends them (PROTOCOL.md 1.7.1): none the reply already
+    # told its requester, except a settlement; a buyer's delivery news is
+    # notice.delivered alone.
+    SENT = "sent"
+    # As the protocol sent them until 2026-12-06: every change to both parties.
+    BEFORE = "before"
+    # Only to the party that did not cause the step (settlements too): not the protocol.
+    COUNTERPARTY = "counterparty"
+
+
+NOTICES_PER_STEP: dict[NoticeTable, dict[str, tuple[str, ...]]] = {
+    NoticeTable.SENT: {
+        "open": ("provider",),
+        "deliver": ("buyer-delivered",),
+        "accept": ("buyer", "provider"),
+    },
+    NoticeTable.BEFORE: {
+        "open": ("provider", "buyer"),
+        "deliver": ("buyer", "provider", "buyer-delivered"),
+        "accept": ("buyer", "provider"),
+    },
+    NoticeTable.COUNTERPARTY: {
+        "open": ("provider",),
+        "deliver": ("buyer-delivered",),
+        "accept": ("provider",),
+    },
 }
-# What the floor would be if the protocol told only the party that did not
-# cause a step (the one that caused it has the answer): --counterparty-notices-only.
-COUNTERPARTY_NOTICES_PER_STEP: dict[str, tuple[str, ...]] = {
-    "open": ("provider",),
-    "deliver": ("buyer-delivered",),
-    "accept": ("provider",),
-}
+
+
+@dataclass(frozen=True, slots=True)
+class FloorDesign:
+    """How notices travel and which are sent: ``jetstream:sent`` is the protocol today."""
+
+    delivery: NoticeDelivery = NoticeDelivery.JETSTREAM
+    table: NoticeTable = NoticeTable.SENT
+
+    @classmethod
+    def parse(cls, text: str, /) -> FloorDesign:
+        delivery, _, table = text.partition(":")
+        return cls(NoticeDelivery(delivery), NoticeTable(table or NoticeTable.SENT.value))
+
+    @property
+    def name(self) -> str:
+        return f"{self.delivery.value}:{self.table.value}"
+
+
 SUBSCRIBE_STEP = "subscribe"
 # Core mode: each notice's number in its recipient's sequence (see the module docstring).
 NOTICE_SEQUENCE_HEADER = "Agentx-Notice-Seq"
@@ -185,16 +226,11 @@ DEAL_NUMBER_MAX = 9_999_999  # a contract id is the buyer's id, a dot and this
 assert REQUEST_TIMEOUT_S <= limits.REQUEST_LIFETIME_MAX_S
 
 
-def notices_per_step(*, counterparty_only: bool) -> dict[str, tuple[str, ...]]:
-    return COUNTERPARTY_NOTICES_PER_STEP if counterparty_only else NOTICES_PER_STEP
+def notices_per_deal(table: NoticeTable, /) -> int:
+    return sum(len(recipients) for recipients in NOTICES_PER_STEP[table].values())
 
 
-def notices_per_deal(*, counterparty_only: bool) -> int:
-    table = notices_per_step(counterparty_only=counterparty_only)
-    return sum(len(recipients) for recipients in table.values())
-
-
-assert notices_per_deal(counterparty_only=False) == 7
+assert [notices_per_deal(table) for table in NoticeTable] == [4, 7, 3]
 
 
 def step_subject(agent_id: str, step: str, /) -> str:
@@ -222,8 +258,7 @@ class StandIn:
     nats_url: str
     seed: bytes
     provider_id: str
-    counterparty_notices_only: bool = False
-    notices: NoticeDelivery = NoticeDelivery.JETSTREAM
+    design: FloorDesign = FloorDesign()
 
 
 def run_stand_in(stand_in: StandIn, ready: multiprocessing.synchronize.Event) -> None:
@@ -238,14 +273,14 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
     replay_guard = ReplayGuard()
     client = await connect_nats(stand_in.nats_url, keys, name="bench-floor-exchange")
     js = client.jetstream()
-    notices = notices_per_step(counterparty_only=stand_in.counterparty_notices_only)
-    publisher = NoticePublisher(client, keys, clock, stand_in.notices)
+    notices = NOTICES_PER_STEP[stand_in.design.table]
+    publisher = NoticePublisher(client, keys, clock, stand_in.design.delivery)
     record = sealed_record(keys, stand_in.provider_id, clock)
 
     async def reply_for(agent_id: str, step: str, request: Document) -> Reply:
         if step == SUBSCRIBE_STEP:
             assert isinstance(request, SubscribeNotices)
-            assert stand_in.notices is NoticeDelivery.JETSTREAM
+            assert stand_in.design.delivery is NoticeDelivery.JETSTREAM
             await ensure_notice_consumer(js, agent_id)
             return NoticesReply(
                 deliver_subject=subjects.notice_deliver_subject(agent_id),
@@ -622,8 +657,7 @@ async def floor_market(
     exchange_keys: AgentKeys,
     buyers_count: int,
     *,
-    counterparty_notices_only: bool,
-    notices: NoticeDelivery,
+    design: FloorDesign,
 ) -> AsyncIterator[tuple[list[Buyer], int]]:
     """The stand-in, a provider and ``buyers_count`` buyers; yields them and the stand-in's pid.
 
@@ -633,13 +667,8 @@ async def floor_market(
     provider = await FloorAgent.connect(nats_url, exchange_keys.agent_id)
     buyers: list[Buyer] = []
     try:
-        stand_in = StandIn(
-            nats_url,
-            exchange_keys.seed_text(),
-            provider.agent_id,
-            counterparty_notices_only,
-            notices,
-        )
+        stand_in = StandIn(nats_url, exchange_keys.seed_text(), provider.agent_id, design)
+        notices = design.delivery
         async with child_process(run_stand_in, stand_in, name="exchange stand-in") as stand_in_pid:
             await serve_as_provider(provider, notices=notices)
             for _ in range(buyers_count):
@@ -676,8 +705,7 @@ async def floor_closed_loop(
     *,
     in_flight: int = IN_FLIGHT_DEFAULT,
     seconds: float = SECONDS_DEFAULT,
-    counterparty_notices_only: bool = False,
-    notices: NoticeDelivery = NoticeDelivery.JETSTREAM,
+    design: FloorDesign = FloorDesign(),
 ) -> dict[str, float]:
     """Deals per second with ``in_flight`` buyers each dealing one after another.
 
@@ -690,8 +718,7 @@ async def floor_closed_loop(
         nats_url,
         exchange_keys,
         in_flight,
-        counterparty_notices_only=counterparty_notices_only,
-        notices=notices,
+        design=design,
     ) as (buyers, stand_in_pid):
         deadline = time.perf_counter() + seconds
 
@@ -720,8 +747,7 @@ async def floor_open_loop(
     *,
     rate_per_s: float,
     seconds: float,
-    counterparty_notices_only: bool = False,
-    notices: NoticeDelivery = NoticeDelivery.JETSTREAM,
+    design: FloorDesign = FloorDesign(),
     nats_server_pids: Mapping[str, int] | None = None,
 ) -> dict[str, float]:
     """A deal due every 1/rate s on a free buyer; latency from its scheduled start.
@@ -736,8 +762,7 @@ async def floor_open_loop(
         nats_url,
         exchange_keys,
         buyers_count,
-        counterparty_notices_only=counterparty_notices_only,
-        notices=notices,
+        design=design,
     ) as (buyers, stand_in_pid):
         free = asyncio.Queue[Buyer]()
         for buyer in buyers:
@@ -779,42 +804,34 @@ async def floor_run(
     nats_server_pid: int,
     exchange_keys: AgentKeys,
     arguments: argparse.Namespace,
-    notices: NoticeDelivery,
+    design: FloorDesign,
 ) -> dict[str, float]:
     """One run of the floor's own main: closed loop, or open loop with ``--rate``."""
     nats_server_pids = {"nats_server": nats_server_pid}
-    counterparty_only = arguments.counterparty_notices_only
     if arguments.rate is None:
         return await floor_closed_loop(
             nats_url,
             nats_server_pids,
             exchange_keys,
             in_flight=arguments.in_flight,
-            counterparty_notices_only=counterparty_only,
-            notices=notices,
+            design=design,
         )
     return await floor_open_loop(
         nats_url,
         exchange_keys,
         rate_per_s=arguments.rate,
         seconds=arguments.duration,
-        counterparty_notices_only=counterparty_only,
-        notices=notices,
+        design=design,
         nats_server_pids=nats_server_pids,
     )
-
-
-def deliveries_of(arguments: argparse.Namespace) -> tuple[NoticeDelivery, ...]:
-    if arguments.compare_notices:
-        return (NoticeDelivery.JETSTREAM, NoticeDelivery.CORE)
-    return (NoticeDelivery(arguments.notices),)
 
 
 async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
     exchange_keys = AgentKeys.generate()
     access = AccessPolicy(exchange_ids=frozenset({exchange_keys.agent_id}))
-    deliveries = deliveries_of(arguments)
-    runs: dict[NoticeDelivery, list[dict[str, float]]] = {delivery: [] for delivery in deliveries}
+    designs: tuple[FloorDesign, ...] = arguments.designs
+    deliveries = {design.delivery for design in designs}
+    runs: dict[FloorDesign, list[dict[str, float]]] = {design: [] for design in designs}
     grant = live_notice_grant() if NoticeDelivery.CORE in deliveries else contextlib.nullcontext()
     with tempfile.TemporaryDirectory(prefix="agentx-bench-floor-") as data_dir, grant:
         config = NatsServerConfig(data_dir=Path(data_dir))
@@ -829,10 +846,10 @@ async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
             assert nats_server_pid is not None
             for index in range(arguments.runs):
                 # Which goes first alternates, so that neither always meets a warmer machine.
-                for delivery in deliveries if index % 2 == 0 else deliveries[::-1]:
-                    runs[delivery].append(
+                for design in designs if index % 2 == 0 else designs[::-1]:
+                    runs[design].append(
                         await floor_run(
-                            server.url, nats_server_pid, exchange_keys, arguments, delivery
+                            server.url, nats_server_pid, exchange_keys, arguments, design
                         )
                     )
     return summarize(arguments, runs)
@@ -843,48 +860,59 @@ def medians(runs: list[dict[str, float]], /) -> dict[str, float]:
 
 
 def summarize(
-    arguments: argparse.Namespace, runs: Mapping[NoticeDelivery, list[dict[str, float]]]
+    arguments: argparse.Namespace, runs: Mapping[FloorDesign, list[dict[str, float]]]
 ) -> dict[str, Any]:
-    """One delivery: the medians of its figures, as always. Both: each one's medians and
-    the ratio core/jetstream of each figure."""
-    summary: dict[str, Any] = {
-        "notices_per_deal": notices_per_deal(counterparty_only=arguments.counterparty_notices_only)
-    }
+    """One design: the medians of its figures, as always. Several: each one's medians
+    and each figure's ratio to the first design's."""
     if len(runs) == 1:
-        ((delivery, only_runs),) = runs.items()
-        return {**medians(only_runs), **summary, "notices": delivery.value, "runs": only_runs}
-    jetstream = medians(runs[NoticeDelivery.JETSTREAM])
-    core = medians(runs[NoticeDelivery.CORE])
+        ((design, only_runs),) = runs.items()
+        return {
+            **medians(only_runs),
+            "notices": design.name,
+            "notices_per_deal": notices_per_deal(design.table),
+            "runs": only_runs,
+        }
+    by_design = {design.name: medians(design_runs) for design, design_runs in runs.items()}
+    first = next(iter(by_design.values()))
     return {
-        **summary,
         "notices": "compared",
         "runs_count": arguments.runs,
-        "jetstream": jetstream,
-        "core": core,
-        "core_vs_jetstream": {
-            name: core[name] / jetstream[name] if jetstream[name] else math.nan
-            for name in jetstream
+        "notices_per_deal": {design.name: notices_per_deal(design.table) for design in runs},
+        "medians": by_design,
+        "ratios_to_first": {
+            name: {
+                figure: value / first[figure] if first[figure] else math.nan
+                for figure, value in figures.items()
+            }
+            for name, figures in by_design.items()
         },
-        "runs": {delivery.value: delivery_runs for delivery, delivery_runs in runs.items()},
+        "runs": {design.name: design_runs for design, design_runs in runs.items()},
     }
 
 
 def print_text(summary: dict[str, Any]) -> None:
-    for name, value in summary.items():
-        if name in ("runs", "jetstream", "core", "core_vs_jetstream"):
-            continue
-        shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
-        print(f"{name:<40} {shown}")
     if summary["notices"] != "compared":
+        for name, value in summary.items():
+            if name != "runs":
+                shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+                print(f"{name:<40} {shown}")
         return
-    print(f"\n{'notices (medians)':<40} {'jetstream':>12} {'core':>12} {'core/js':>8}")
-    for name, ratio in summary["core_vs_jetstream"].items():
-        jetstream, core = summary["jetstream"][name], summary["core"][name]
-        print(f"{name:<40} {jetstream:>12,.3f} {core:>12,.3f} {ratio:>8.3f}")
-    for delivery, delivery_runs in summary["runs"].items():
-        print(f"{delivery} per run:")
-        for index, run in enumerate(delivery_runs, start=1):
-            print(f"  {index}: " + "  ".join(f"{name} {value:,.3f}" for name, value in run.items()))
+    names = list(summary["medians"])
+    print(f"designs compared, medians of {summary['runs_count']} runs each:")
+    print(f"{'':<40}" + "".join(f"{name:>18}" for name in names))
+    per_deal = summary["notices_per_deal"]
+    print(f"{'notices_per_deal':<40}" + "".join(f"{per_deal[name]:>18}" for name in names))
+    for figure in summary["medians"][names[0]]:
+        cells = "".join(
+            f"{summary['medians'][name][figure]:>10,.3f}"
+            f" ×{summary['ratios_to_first'][name][figure]:<5.2f}"
+            for name in names
+        )
+        print(f"{figure:<40}{cells}")
+    for name, design_runs in summary["runs"].items():
+        print(f"{name} per run:")
+        for index, run in enumerate(design_runs, start=1):
+            print(f"  {index}: " + "  ".join(f"{key} {value:,.3f}" for key, value in run.items()))
 
 
 def parse_arguments() -> argparse.Namespace | str:
@@ -893,22 +921,17 @@ def parse_arguments() -> argparse.Namespace | str:
     parser.add_argument("--rate", type=float, help="open loop: deals started per second")
     parser.add_argument("--duration", type=float, default=10.0, help="open loop: seconds")
     parser.add_argument("--runs", type=int, default=3, help="medians over this many runs")
-    parser.add_argument(
-        "--counterparty-notices-only",
-        action="store_true",
-        help="a notice only to the party that did not cause the step (not the protocol today)",
-    )
-    delivery = parser.add_mutually_exclusive_group()
-    delivery.add_argument(
+    design = parser.add_mutually_exclusive_group()
+    design.add_argument(
         "--notices",
-        choices=[choice.value for choice in NoticeDelivery],
-        default=NoticeDelivery.JETSTREAM.value,
-        help="jetstream: stream, durable consumer, ack (today); core: live core-NATS notices",
+        default="jetstream:sent",
+        help="DELIVERY:TABLE, DELIVERY jetstream (stream, durable consumer, ack: today) or "
+        "core (live core-NATS notices), TABLE sent (today), before (until 2026-12-06) or "
+        "counterparty",
     )
-    delivery.add_argument(
-        "--compare-notices",
-        action="store_true",
-        help="run jetstream and core alternately in each run; medians of both and core/jetstream",
+    design.add_argument(
+        "--compare",
+        help="several designs, comma-separated, run alternately; ratios to the first",
     )
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
@@ -918,6 +941,14 @@ def parse_arguments() -> argparse.Namespace | str:
         return "--rate 0..5,000 per second"
     if not (0 < arguments.duration <= 600):
         return "--duration 0..600 s"
+    try:
+        arguments.designs = tuple(
+            FloorDesign.parse(text) for text in (arguments.compare or arguments.notices).split(",")
+        )
+    except ValueError as exc:
+        return f"a design is DELIVERY:TABLE, e.g. jetstream:sent or core:before ({exc})"
+    if not 1 <= len(set(arguments.designs)) == len(arguments.designs) <= 4:
+        return "--compare: one to four different designs"
     return arguments
 
 

@@ -68,7 +68,6 @@ __all__ = [
     "already_accepted_error",
     "apply_contract_group",
     "decide_transition",
-    "updated_notice",
 ]
 
 
@@ -239,11 +238,26 @@ def event_values(
 
 
 def transition_notices(
-    context: ExchangeContext, contract: ContractRow, event: ContractEvent, detail: str
+    context: ExchangeContext,
+    contract: ContractRow,
+    event: ContractEvent,
+    detail: str,
+    *,
+    requester_id: str,
 ) -> list[OutboxNotice]:
+    """The news of a transition, to each party its reply does not already tell.
+
+    The party whose request made the transition has the contract as it now
+    is in its reply, so it gets a notice only of a settlement (the money
+    moved; ``wait_settled`` waits for it). A buyer learns of a delivery
+    from ``notice.delivered`` alone. (PROTOCOL.md section 1.7.1.)
+    """
+    told_by_reply = requester_id if contract.state not in SETTLED_STATES else None
+    told_by_delivered = contract.buyer_id if event is ContractEvent.DELIVER else None
     notices = [
         updated_notice(context, agent_id, contract, event, detail)
         for agent_id in (contract.buyer_id, contract.provider_id)
+        if agent_id not in (told_by_reply, told_by_delivered)
     ]
     if event is ContractEvent.DELIVER:
         assert contract.result_sha256 is not None
@@ -529,7 +543,13 @@ def _record_transitions(
         )
         notices: list[OutboxNotice] = []
         if entry.step.notify:
-            notices = transition_notices(context, entry.after, entry.event, entry.step.detail)
+            notices = transition_notices(
+                context,
+                entry.after,
+                entry.event,
+                entry.step.detail,
+                requester_id=entry.job.actor_id,
+            )
         writes.notices.extend(notices)
         outcomes[entry.index] = Applied(entry.after, notices)
 

@@ -71,7 +71,6 @@ from exchange.use_cases.contract_groups import (
     TransitionJob,
     already_accepted_error,
     apply_contract_group,
-    updated_notice,
 )
 from exchange.use_cases.contract_reports import contract_event_entry
 from exchange.use_cases.contract_views import (
@@ -158,7 +157,7 @@ class ContractUseCases:
         )
 
     def _opening_notices(self, contract: ContractRow) -> list[OutboxNotice]:
-        """The task to the provider, the news to the buyer."""
+        """The task to the provider; the buyer learns of the opening from its reply."""
         return [
             self._context.notice(
                 contract.provider_id,
@@ -169,7 +168,6 @@ class ContractUseCases:
                     seal_result=contract.seal_result,
                 ),
             ),
-            updated_notice(self._context, contract.buyer_id, contract, ContractEvent.OPEN, ""),
         ]
 
     async def _raise_if_already_accepted(self, envelope: Envelope, buyer_id: str) -> None:

@@ -15,10 +15,16 @@ import asyncio
 
 import sqlalchemy as sa
 
+from agent_client import subjects
+from agent_client.signing import open_envelope
 from exchange.adapters.exchange_tables import outbox
 from exchange.use_cases import exchange_context as context_module
 from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
 from wallet import open_database
+
+# A settled deal's notices (PROTOCOL.md section 1.7.1): the task to the
+# provider, the delivery to the buyer, the release to both.
+NOTICES_PER_DEAL = 4
 
 
 class GatedPublisher:
@@ -73,6 +79,24 @@ async def settle(contract) -> None:
     await contract.accept_delivery(await contract.wait_delivery(timeout_s=10))
 
 
+async def notices_by_recipient(database_url: str) -> dict[str, list[str]]:
+    """Each recipient's notices in the outbox, sorted: the kind, and the event if any."""
+    engine = open_database(database_url)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(sa.select(outbox.c.subject, outbox.c.payload))
+            rows = list(result)
+    finally:
+        await engine.dispose()
+    received: dict[str, list[str]] = {}
+    for subject, payload in rows:
+        document = open_envelope(payload.encode()).document
+        kind = document.__struct_config__.tag
+        event = getattr(document, "event", None)
+        received.setdefault(subject, []).append(kind if event is None else f"{kind}:{event}")
+    return {subject: sorted(kinds) for subject, kinds in received.items()}
+
+
 async def test_a_step_is_answered_while_its_notices_still_wait_for_jetstream(exchange):
     buyer, quote = await quoted_buyer(exchange)
     publisher = gated_publisher(exchange)
@@ -80,8 +104,8 @@ async def test_a_step_is_answered_while_its_notices_still_wait_for_jetstream(exc
 
     contract = await asyncio.wait_for(buyer.hire(quote, {"n": 1}), timeout=10)
 
-    # Answered, committed, and both notices still waiting at the gate.
-    assert len(publisher.attempted) == 2 and publisher.published == []
+    # Answered, committed, and the provider's notice still waiting at the gate.
+    assert len(publisher.attempted) == 1 and publisher.published == []
     rows = await outbox_rows(exchange.worker.config.database_url)
     assert sorted(notice_id for notice_id, _ in rows) == sorted(publisher.attempted)
     publisher.gate.set()
@@ -105,7 +129,7 @@ async def test_stopping_the_worker_publishes_the_notices_in_flight(exchange):
 
     assert sorted(publisher.published) == sorted(publisher.attempted)
     rows = await outbox_rows(exchange.worker.config.database_url)
-    assert len(rows) == 2 and all(published_at is not None for _, published_at in rows)
+    assert len(rows) == 1 and all(published_at is not None for _, published_at in rows)
     await exchange.restart()
     await exchange.check_invariants()
 
@@ -114,11 +138,11 @@ async def test_notices_whose_publish_failed_are_relayed_from_the_outbox(exchange
     monkeypatch.setattr(context_module, "OUTBOX_RELAY_DELAY_MS", 0)
     buyer, quote = await quoted_buyer(exchange)
     publisher = gated_publisher(exchange)
-    publisher.failures_left = 2  # both notices of the opening
+    publisher.failures_left = 1  # the opening's one notice, to the provider
 
     contract = await buyer.hire(quote, {"n": 1})
     for _ in range(100):
-        if len(publisher.attempted) >= 2:
+        if publisher.attempted:
             break
         await asyncio.sleep(0.01)
     unpublished = [
@@ -126,7 +150,7 @@ async def test_notices_whose_publish_failed_are_relayed_from_the_outbox(exchange
         for notice_id, at in await outbox_rows(exchange.worker.config.database_url)
         if at is None
     ]
-    assert sorted(unpublished) == sorted(publisher.attempted[:2])
+    assert unpublished == publisher.attempted[:1]
 
     # The provider hears of the contract only through the relay.
     await exchange.worker.relay_outbox()
@@ -138,12 +162,13 @@ async def test_notices_whose_publish_failed_are_relayed_from_the_outbox(exchange
         if all(published_at is not None for _, published_at in rows):
             break
         await asyncio.sleep(0.1)
-    assert len(rows) == 7 and all(published_at is not None for _, published_at in rows)
+    assert len(rows) == NOTICES_PER_DEAL
+    assert all(published_at is not None for _, published_at in rows)
     await exchange.check_invariants()
 
 
 async def test_past_the_in_flight_bound_a_step_waits_for_its_own_notices(exchange, monkeypatch):
-    monkeypatch.setattr(context_module, "NOTICES_PUBLISHING_MAX", 2)
+    monkeypatch.setattr(context_module, "NOTICES_PUBLISHING_MAX", 1)
     first_buyer, first_quote = await quoted_buyer(exchange)
     second_buyer = await exchange.funded_agent(PRICE)
     second_quote = await echo_quote(second_buyer)
@@ -153,11 +178,41 @@ async def test_past_the_in_flight_bound_a_step_waits_for_its_own_notices(exchang
     first = await asyncio.wait_for(first_buyer.hire(first_quote, {"n": 1}), timeout=10)
     second_hire = asyncio.create_task(second_buyer.hire(second_quote, {"n": 2}))
     await asyncio.sleep(0.3)
-    assert not second_hire.done(), "two notices are in flight: the second step must wait"
-    assert len(publisher.attempted) >= 4  # the second opening's own, at the gate too
+    assert not second_hire.done(), "a notice is in flight: the second step must wait"
+    assert len(publisher.attempted) >= 2  # the second opening's own, at the gate too
     publisher.gate.set()
     second = await asyncio.wait_for(second_hire, timeout=10)
 
     await settle(first)
     await settle(second)
+    await exchange.check_invariants()
+
+
+async def test_a_party_is_sent_only_what_its_reply_did_not_tell_it(exchange):
+    """The requester of a step has the contract in its reply: no notice of it, except
+    a settlement, which reaches both parties (wait_settled waits for it)."""
+    provider = await exchange.agent()
+    await open_echo_shop(provider)
+    buyer = await exchange.funded_agent(2 * PRICE)
+    contract = await buyer.hire(await echo_quote(buyer), {"n": 1})
+    await settle(contract)
+    assert (await buyer.wait_settled(contract.contract_id, timeout_s=10)).state == "released"
+    to_provider = subjects.notifications(provider.agent_id)
+    to_buyer = subjects.notifications(buyer.agent_id)
+    assert await notices_by_recipient(exchange.worker.config.database_url) == {
+        to_provider: ["notice.contract_opened", "notice.contract_updated:accept"],
+        to_buyer: ["notice.contract_updated:accept", "notice.delivered"],
+    }
+
+    # A dispute is news to the provider only: the buyer asked for it.
+    disputed = await buyer.hire(await echo_quote(buyer), {"n": 2})
+    await disputed.wait_delivery(timeout_s=10)
+    await disputed.reject_delivery(reason="not what I asked")
+    received = await notices_by_recipient(exchange.worker.config.database_url)
+    assert received[to_provider].count("notice.contract_updated:reject") == 1
+    assert received[to_buyer] == [
+        "notice.contract_updated:accept",
+        "notice.delivered",
+        "notice.delivered",
+    ]
     await exchange.check_invariants()
