@@ -25,7 +25,7 @@ the writer's timeout) and ``close()``, which drains the queue.
 """
 
 from wallet.batching import BatchingLedger, WriterState
-from wallet.database import open_database, run_transaction
+from wallet.database import HeldConnection, open_database, run_transaction
 from wallet.errors import (
     InvariantViolation,
     LedgerClosed,
@@ -107,6 +107,7 @@ __all__ = [
     "BatchingLedger",
     "FeeKind",
     "FeeSchedule",
+    "HeldConnection",
     "InvariantViolation",
     "LedgerClosed",
     "LedgerConflict",

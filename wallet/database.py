@@ -18,7 +18,9 @@ Two databases are supported, each with its own way of never losing a race:
 
 ``run_transaction`` retries a unit of work that lost a race (a deadlock, a
 serialization failure, a busy SQLite database, a duplicate-insert race) a
-bounded number of times.
+bounded number of times. A writer that runs one transaction at a time may
+keep its connection between them (``HeldConnection``) instead of taking it
+from the pool and handing it back each time.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import contextlib
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from sqlalchemy import event
@@ -57,6 +60,7 @@ from wallet.limits import (
 from wallet.sqlite_driver import inline_write_dbapi
 
 __all__ = [
+    "HeldConnection",
     "async_database_url",
     "open_database",
     "read_transaction",
@@ -211,6 +215,80 @@ async def run_transaction(
     database errors are translated into the wallet's errors; the caller's own
     exceptions pass through untouched (and roll the transaction back).
     """
+    return await _retried(engine.begin, work, attempts_max=attempts_max)
+
+
+class HeldConnection:
+    """One connection a single writer keeps between its transactions, run one at a time.
+
+    Taking a connection from the pool and handing it back costs as much CPU
+    as a short transaction itself (a one-row insert on SQLite: 186 µs
+    through ``engine.begin()``, 93 µs on a kept connection, measured), and
+    the exchange's SQLite writer runs every transaction behind one lock
+    anyway. Transactions run and retry as ``run_transaction``'s do. After
+    any failure, the caller's own included, the connection goes back to the
+    pool and the next transaction takes one afresh: failing work then costs
+    what it costs through ``run_transaction``, and no connection a failed or
+    cancelled rollback left inside a transaction is used again. After
+    ``close`` each transaction takes its own connection. The caller must not
+    run two transactions on it at once.
+    """
+
+    def __init__(self, engine: AsyncEngine, /) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+        self._closed = False
+
+    async def run(
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        /,
+        *,
+        attempts_max: int = TRANSACTION_ATTEMPTS_MAX,
+    ) -> T:
+        return await _retried(self._transaction, work, attempts_max=attempts_max)
+
+    async def close(self) -> None:
+        self._closed = True
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await _close_quietly(connection)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        if self._closed:
+            async with self._engine.begin() as fresh:
+                yield fresh
+            return
+        held = self._connection
+        if held is None:
+            held = self._connection = await self._engine.connect()
+        try:
+            async with held.begin():
+                yield held
+        except BaseException:
+            # The rollback may have failed or been cancelled, leaving the driver
+            # inside a transaction SQLAlchemy no longer tracks: hand it back for
+            # the pool's own rollback and start afresh (as run_transaction would).
+            self._connection = None
+            await _close_quietly(held)
+            raise
+
+
+async def _close_quietly(connection: AsyncConnection) -> None:
+    """Hand a connection back; one that cannot roll back cleanly is dropped by the pool."""
+    with contextlib.suppress(SQLAlchemyError, OSError):
+        await connection.close()
+
+
+async def _retried(
+    begin: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    /,
+    *,
+    attempts_max: int,
+) -> T:
+    """``work`` in a transaction ``begin`` starts; again, up to ``attempts_max``, on a lost race."""
     if not 1 <= attempts_max <= TRANSACTION_ATTEMPTS_MAX:
         raise ValueOutOfRange(
             "attempts_max", attempts_max, minimum=1, maximum=TRANSACTION_ATTEMPTS_MAX
@@ -218,7 +296,7 @@ async def run_transaction(
     for attempt in range(1, attempts_max + 1):
         try:
             with translated_errors():
-                async with engine.begin() as connection:
+                async with begin() as connection:
                     return await work(connection)
         except LedgerConflict as exc:
             if attempt == attempts_max:

@@ -47,7 +47,7 @@ from exchange.use_cases.group_commit import GroupCommitter
 from exchange.use_cases.opened_contracts import OpenedContracts
 from exchange.use_cases.relay_backoff import RelayBackoff
 from exchange.use_cases.spending import NoSpendingControls, SpendingControls
-from wallet import FeeSchedule, SqlLedger, run_transaction
+from wallet import FeeSchedule, HeldConnection, SqlLedger, run_transaction
 
 __all__ = [
     "ExchangeContext",
@@ -166,6 +166,8 @@ class ExchangeContext:
         self.opened_contracts = OpenedContracts()
         is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if is_sqlite else None
+        # SQLite's one writer keeps its connection between transactions (wallet.database).
+        self._writer_connection = HeldConnection(engine) if is_sqlite else None
         # Notices published but not yet marked so in the outbox; marked in one
         # transaction by flush_published (the relay loop calls it).
         self._published_unmarked: list[str] = []
@@ -197,13 +199,13 @@ class ExchangeContext:
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
         try:
-            if self._write_lock is None:
+            if self._write_lock is None or self._writer_connection is None:
                 return await run_transaction(self.engine, work)
             # SQLite takes one writer at a time. Queueing here, in order, beats
             # letting the driver's busy handler sleep and retry: that starves
             # unlucky transactions for seconds under load (measured).
             async with self._write_lock:
-                return await run_transaction(self.engine, work)
+                return await self._writer_connection.run(work)
         except EscrowError as exc:
             raise escrow_refused_error(exc) from exc
 
@@ -213,6 +215,9 @@ class ExchangeContext:
             await self.contract_groups.close()
         while self._publishing:
             await asyncio.gather(*self._publishing)
+        if self._write_lock is not None and self._writer_connection is not None:
+            async with self._write_lock:
+                await self._writer_connection.close()
 
     def notice_header(self, agent_id: str) -> Header:
         return make_header(
