@@ -1086,7 +1086,8 @@ class DeliveredNotice(_Signed, frozen=True, tag="notice.delivered"):
 
 
 class ContractUpdatedNotice(_Signed, frozen=True, tag="notice.contract_updated"):
-    """Sent to both parties on every transition of a contract."""
+    """A transition of a contract, to the party whose request did not cause it,
+    and to both parties when it settles the contract (PROTOCOL.md 1.7.1)."""
 
     contract_id: Identifier
     state: ContractState

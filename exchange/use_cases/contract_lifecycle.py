@@ -7,9 +7,10 @@ quote, the result's bytes), then hands one job to the worker's group commit
 :func:`~exchange.use_cases.contract_groups.apply_contract_group` with the
 other steps of its group, in one transaction: the contract is loaded, who
 may cause the event is checked, the escrow is held or settled, the state is
-compare-and-set, the event is recorded in the contract's history and a
-notice to each party is staged in the outbox. Notices are published after
-commit. A lone step is a group of one: there is no other path.
+compare-and-set, the event is recorded in the contract's history and the
+notices are staged in the outbox (to each party its reply has not told,
+``transition_notices``). Notices are published after commit. A lone step
+is a group of one: there is no other path.
 """
 
 from __future__ import annotations
