@@ -164,10 +164,9 @@ class ExchangeContext:
         self.contract_groups: GroupCommitter[Any, Any] | None = None
         # The delivery terms of the contracts this worker opened last.
         self.opened_contracts = OpenedContracts()
-        is_sqlite = engine.dialect.name == "sqlite"
-        self._write_lock: asyncio.Lock | None = asyncio.Lock() if is_sqlite else None
-        # SQLite's one writer keeps its connection between transactions (wallet.database).
-        self._writer_connection = HeldConnection(engine) if is_sqlite else None
+        # SQLite takes one writer at a time: this worker's transactions queue
+        # for it in order, on one kept connection (wallet.database.HeldConnection).
+        self.sqlite_writer = HeldConnection(engine) if engine.dialect.name == "sqlite" else None
         # Notices published but not yet marked so in the outbox; marked in one
         # transaction by flush_published (the relay loop calls it).
         self._published_unmarked: list[str] = []
@@ -199,13 +198,9 @@ class ExchangeContext:
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
         try:
-            if self._write_lock is None or self._writer_connection is None:
+            if self.sqlite_writer is None:
                 return await run_transaction(self.engine, work)
-            # SQLite takes one writer at a time. Queueing here, in order, beats
-            # letting the driver's busy handler sleep and retry: that starves
-            # unlucky transactions for seconds under load (measured).
-            async with self._write_lock:
-                return await self._writer_connection.run(work)
+            return await self.sqlite_writer.run(work)
         except EscrowError as exc:
             raise escrow_refused_error(exc) from exc
 
@@ -215,9 +210,8 @@ class ExchangeContext:
             await self.contract_groups.close()
         while self._publishing:
             await asyncio.gather(*self._publishing)
-        if self._write_lock is not None and self._writer_connection is not None:
-            async with self._write_lock:
-                await self._writer_connection.close()
+        if self.sqlite_writer is not None:
+            await self.sqlite_writer.close()
 
     def notice_header(self, agent_id: str) -> Header:
         return make_header(

@@ -48,9 +48,9 @@ async def impatient_buyer(exchange) -> Agent:
 @contextlib.asynccontextmanager
 async def database_held(exchange, lock_row: sa.Select) -> AsyncIterator[None]:
     """Make the worker's next write wait: its writer lock (SQLite), or a row (PostgreSQL)."""
-    writer_lock = exchange.worker.context._write_lock
-    if writer_lock is not None:
-        async with writer_lock:
+    sqlite_writer = exchange.worker.context.sqlite_writer
+    if sqlite_writer is not None:
+        async with sqlite_writer.turn:
             yield
         return
     async with exchange.worker.engine.begin() as connection:

@@ -7,12 +7,13 @@ transactions share one driver connection and none goes back to the pool,
 that after a failure the connection goes back and the next transaction
 takes a fresh one (also when the rollback itself failed and left the
 driver inside the transaction), that lost races are retried as
-``run_transaction`` retries them, and that after ``close`` nothing stays
-checked out.
+``run_transaction`` retries them, that concurrent callers take turns in
+the order they came, and that after ``close`` nothing stays checked out.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,27 @@ async def test_after_close_each_transaction_takes_its_own_connection(engine):
     await held.run(await insert(2))
     assert checked_out(engine) == 0
     assert await stored(engine) == [1, 2]
+
+
+async def test_concurrent_transactions_take_turns_in_arrival_order(engine):
+    held = HeldConnection(engine)
+    running: list[int] = []
+    overlaps: list[int] = []
+
+    async def slow_insert(n: int) -> None:
+        async def work(connection: AsyncConnection) -> None:
+            running.append(n)
+            overlaps.append(len(running))
+            await asyncio.sleep(0.01)  # another caller would run now, without the turns
+            await connection.execute(text("INSERT INTO notes (n) VALUES (:n)"), {"n": n})
+            running.remove(n)
+
+        await held.run(work)
+
+    order = [5, 1, 4, 2, 3]
+    await asyncio.gather(*(slow_insert(n) for n in order))
+    assert overlaps == [1] * len(order)
+    async with engine.connect() as connection:
+        rows = await connection.execute(text("SELECT n FROM notes ORDER BY rowid"))
+        assert list(rows.scalars()) == order
+    await held.close()
