@@ -189,3 +189,22 @@ def test_a_walk_probes_the_text_only_for_words_most_listings_contain_on_early_pa
     assert choose_plan({text: 900}, page_end=21, listing_count=0, candidates_max=100) == (
         SearchPlan()
     )
+
+
+async def test_a_search_run_many_times_is_planned_for_its_own_values(catalog):
+    """PostgreSQL switches a statement run often to a generic plan, blind to the values
+    (a common word with a narrow price range then took 20 to 60 ms instead of 1). A search
+    plans for its own values, only inside its own transaction; the answers stay right."""
+    engine, rows = catalog
+    for price_max in range(500, 5_000, 500):  # more runs than PostgreSQL's five custom plans
+        query = SearchQuery(text_terms=("zork",), price_max_millicredits=price_max)
+        async with read_transaction(engine) as connection:
+            found, has_more = await listing_store.search_listings(connection, query)
+            assert ([row["listing_id"] for row in found], has_more) == expected_page(rows, query)
+            if engine.dialect.name == "postgresql":
+                mode = await connection.exec_driver_sql("SHOW plan_cache_mode")
+                assert mode.scalar_one() == "force_custom_plan"
+    if engine.dialect.name == "postgresql":
+        async with read_transaction(engine) as connection:
+            mode = await connection.exec_driver_sql("SHOW plan_cache_mode")
+            assert mode.scalar_one() == "auto"  # every other statement keeps the default
