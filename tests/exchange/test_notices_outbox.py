@@ -62,17 +62,20 @@ async def quoted_buyer(exchange):
     return buyer, await echo_quote(buyer)
 
 
-async def outbox_rows(database_url: str) -> list[tuple[str, int | None]]:
-    """(notice id, published at) of every outbox row, read on a connection of our own."""
+async def outbox_select(database_url: str, *columns: sa.Column) -> list[sa.Row]:
+    """``columns`` of every outbox row, read on a connection of our own."""
     engine = open_database(database_url)
     try:
         async with engine.connect() as connection:
-            result = await connection.execute(
-                sa.select(outbox.c.notice_id, outbox.c.published_at_ms)
-            )
-            return [(row.notice_id, row.published_at_ms) for row in result]
+            return list(await connection.execute(sa.select(*columns)))
     finally:
         await engine.dispose()
+
+
+async def outbox_rows(database_url: str) -> list[tuple[str, int | None]]:
+    """(notice id, published at) of every outbox row."""
+    rows = await outbox_select(database_url, outbox.c.notice_id, outbox.c.published_at_ms)
+    return [(row.notice_id, row.published_at_ms) for row in rows]
 
 
 async def settle(contract) -> None:
@@ -81,15 +84,8 @@ async def settle(contract) -> None:
 
 async def notices_by_recipient(database_url: str) -> dict[str, list[str]]:
     """Each recipient's notices in the outbox, sorted: the kind, and the event if any."""
-    engine = open_database(database_url)
-    try:
-        async with engine.connect() as connection:
-            result = await connection.execute(sa.select(outbox.c.subject, outbox.c.payload))
-            rows = list(result)
-    finally:
-        await engine.dispose()
     received: dict[str, list[str]] = {}
-    for subject, payload in rows:
+    for subject, payload in await outbox_select(database_url, outbox.c.subject, outbox.c.payload):
         document = open_envelope(payload.encode()).document
         kind = document.__struct_config__.tag
         event = getattr(document, "event", None)

@@ -46,7 +46,7 @@ async def driver_connection_of(connection: AsyncConnection) -> Any:
     return (await connection.get_raw_connection()).driver_connection
 
 
-async def insert(n: int) -> Any:
+def insert(n: int) -> Any:
     async def work(connection: AsyncConnection) -> Any:
         await connection.execute(text("INSERT INTO notes (n) VALUES (:n)"), {"n": n})
         return await driver_connection_of(connection)
@@ -65,8 +65,8 @@ def checked_out(engine: AsyncEngine) -> int:
 
 async def test_transactions_share_one_connection_until_one_fails(engine):
     held = HeldConnection(engine)
-    first = await held.run(await insert(1))
-    second = await held.run(await insert(2))
+    first = await held.run(insert(1))
+    second = await held.run(insert(2))
     assert first is second
     assert checked_out(engine) == 1  # kept between transactions, not handed back
 
@@ -77,7 +77,7 @@ async def test_transactions_share_one_connection_until_one_fails(engine):
     with pytest.raises(_WorkFailed):
         await held.run(failing)
     assert checked_out(engine) == 0  # handed back after the failure
-    await held.run(await insert(4))
+    await held.run(insert(4))
     assert checked_out(engine) == 1
     assert await stored(engine) == [1, 2, 4]
     await held.close()
@@ -86,7 +86,7 @@ async def test_transactions_share_one_connection_until_one_fails(engine):
 
 async def test_a_rollback_that_failed_leaves_no_transaction_behind(engine, monkeypatch):
     held = HeldConnection(engine)
-    await held.run(await insert(1))
+    await held.run(insert(1))
     real_rollback = sqlite_driver._Connection.rollback
     refusals: list[int] = []
 
@@ -107,7 +107,7 @@ async def test_a_rollback_that_failed_leaves_no_transaction_behind(engine, monke
     assert refusals == [1]
     # The driver was left inside the failed transaction; the next one must
     # neither fail on BEGIN nor commit the failed insert with its own.
-    await held.run(await insert(3))
+    await held.run(insert(3))
     assert await stored(engine) == [1, 3]
     await held.close()
     assert checked_out(engine) == 0
@@ -137,9 +137,9 @@ async def test_a_lost_race_is_retried_on_the_kept_connection(engine):
 
 async def test_after_close_each_transaction_takes_its_own_connection(engine):
     held = HeldConnection(engine)
-    await held.run(await insert(1))
+    await held.run(insert(1))
     await held.close()
-    await held.run(await insert(2))
+    await held.run(insert(2))
     assert checked_out(engine) == 0
     assert await stored(engine) == [1, 2]
 
