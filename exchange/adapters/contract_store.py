@@ -34,15 +34,15 @@ __all__ = [
     "contract_event_rows",
     "contracts_in_state",
     "contracts_of_agents",
+    "delete_outbox_notices",
     "due_contract_ids",
     "get_contract",
     "get_contracts",
     "insert_contracts",
-    "mark_notices_published",
     "open_escrow_total",
+    "outbox_notices",
     "settled_contracts_not_adding_up",
     "transition_contracts",
-    "unpublished_notices",
 ]
 
 
@@ -295,7 +295,7 @@ async def contract_event_rows(
     return [dict(row) for row in (await connection.execute(statement)).mappings()]
 
 
-_OUTBOX_COLUMNS = ("notice_id", "subject", "payload", "created_at_ms", "published_at_ms")
+_OUTBOX_COLUMNS = ("notice_id", "subject", "payload", "created_at_ms")
 _insert_notices = PreparedStatement(
     lambda _dialect: outbox.insert().values(
         {column: sa.bindparam(column) for column in _OUTBOX_COLUMNS}
@@ -311,30 +311,26 @@ async def add_outbox_notices(connection: AsyncConnection, notices: list[dict[str
     )
 
 
-async def unpublished_notices(
+async def outbox_notices(
     connection: AsyncConnection, /, *, created_before_ms: int, limit: int
 ) -> list[dict[str, Any]]:
+    """The oldest notices still in the outbox (not yet stored by JetStream)."""
     statement = (
         sa.select(outbox)
-        .where(outbox.c.published_at_ms.is_(None), outbox.c.created_at_ms <= created_before_ms)
+        .where(outbox.c.created_at_ms <= created_before_ms)
         .order_by(outbox.c.created_at_ms)
         .limit(limit)
     )
     return [dict(row) for row in (await connection.execute(statement)).mappings()]
 
 
-async def mark_notices_published(
-    connection: AsyncConnection, notice_ids: list[str], /, *, now_ms: int
-) -> None:
+async def delete_outbox_notices(connection: AsyncConnection, notice_ids: list[str], /) -> None:
+    """Drop notices JetStream has stored: the stream keeps them from now on."""
     if notice_ids:
-        await _mark_published.run(connection, (now_ms, id_list(connection, notice_ids)))
+        await _delete_notices.run(connection, (id_list(connection, notice_ids),))
 
 
-_mark_published = PreparedStatement(
-    lambda dialect: (
-        outbox.update()
-        .where(among(dialect, outbox.c.notice_id, "ids"), outbox.c.published_at_ms.is_(None))
-        .values(published_at_ms=sa.bindparam("now_ms"))
-    ),
-    ("now_ms", "ids"),
+_delete_notices = PreparedStatement(
+    lambda dialect: outbox.delete().where(among(dialect, outbox.c.notice_id, "ids")),
+    ("ids",),
 )

@@ -112,6 +112,7 @@ contract_events = Table(
     Column("at_ms", BigInteger, nullable=False),
 )
 
+# The notices JetStream has not stored yet: each is deleted once it has.
 outbox = Table(
     "exchange_outbox",
     metadata,
@@ -119,7 +120,6 @@ outbox = Table(
     Column("subject", Text, nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
-    Column("published_at_ms", BigInteger, nullable=True),
 )
 
 operator_audit = Table(

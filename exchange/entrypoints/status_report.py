@@ -16,7 +16,7 @@ It shows, each section saying what it could not see rather than failing:
 * **Streams**: the exchange's JetStream streams with their replicas, leader
   and messages; JetStream's API is also the exchange key's only.
 * **Database** (with ``--database-url``): whether it answers ``SELECT 1``,
-  and the outbox backlog (notices committed, not yet published).
+  and the outbox backlog (notices committed, not yet stored by JetStream).
 
 On a terminal the sections are tables (``exchange/entrypoints/cli_tables.py``);
 in a pipe they are plain aligned columns, and ``--json`` prints the sections

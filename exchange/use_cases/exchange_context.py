@@ -3,8 +3,9 @@
 Notices follow the outbox pattern: a use case seals its notices and writes
 them to the outbox table in the same transaction as the change they report;
 after commit they are published to JetStream (deduplicated by notice id) and
-marked published. If the worker dies in between, the relay publishes them
-later, so a committed transition is never left unannounced.
+deleted from the outbox, which so holds only what JetStream has not stored
+yet. If the worker dies in between, the relay publishes them later, so a
+committed transition is never left unannounced.
 
 A step's reply does not wait for JetStream: its notices are already safe in
 the outbox, so they are published in the background (``publish_soon``) and
@@ -167,9 +168,9 @@ class ExchangeContext:
         # SQLite takes one writer at a time: this worker's transactions queue
         # for it in order, on one kept connection (wallet.database.HeldConnection).
         self.sqlite_writer = HeldConnection(engine) if engine.dialect.name == "sqlite" else None
-        # Notices published but not yet marked so in the outbox; marked in one
+        # Notices published but still in the outbox; deleted from it in one
         # transaction by flush_published (the relay loop calls it).
-        self._published_unmarked: list[str] = []
+        self._published_unflushed: list[str] = []
         # Background publishes (publish_soon) and how many notices they carry.
         self._publishing: set[asyncio.Task[None]] = set()
         self._notices_publishing = 0
@@ -239,7 +240,6 @@ class ExchangeContext:
                     "subject": notice.subject,
                     "payload": notice.payload.decode(),
                     "created_at_ms": created_at_ms,
-                    "published_at_ms": None,
                 }
                 for notice in notices
             ],
@@ -271,17 +271,17 @@ class ExchangeContext:
     async def publish(self, notices: Sequence[OutboxNotice]) -> int:
         """After commit: publish and wait for JetStream; how many failed (they wait for the relay).
 
-        Successes are marked published later, many in one transaction: a
+        Successes leave the outbox later, many in one transaction: a
         notice the relay re-publishes before that is dropped by JetStream's
         duplicate window (the notice id is the message id), so the worst case
         is a wasted publish, never a second delivery.
         """
         # Concurrently: each publish waits for JetStream's acknowledgement.
         published = await asyncio.gather(*(self._publish_one(notice) for notice in notices))
-        self._published_unmarked.extend(
+        self._published_unflushed.extend(
             notice.notice_id for notice, ok in zip(notices, published, strict=True) if ok
         )
-        if len(self._published_unmarked) >= OUTBOX_BATCH_MAX:
+        if len(self._published_unflushed) >= OUTBOX_BATCH_MAX:
             await self.flush_published()
         return published.count(False)
 
@@ -317,7 +317,7 @@ class ExchangeContext:
         created_before_ms = now_ms - OUTBOX_RELAY_DELAY_MS
 
         async def work(connection: AsyncConnection) -> list[dict[str, Any]]:
-            return await contract_store.unpublished_notices(
+            return await contract_store.outbox_notices(
                 connection, created_before_ms=created_before_ms, limit=OUTBOX_BATCH_MAX
             )
 
@@ -345,14 +345,14 @@ class ExchangeContext:
             log.info("outbox relay: notices are being published again")
 
     async def flush_published(self) -> int:
-        """Mark the notices published since the last flush, in one transaction."""
-        notice_ids, self._published_unmarked = self._published_unmarked, []
+        """Delete from the outbox, in one transaction, the notices published since the
+        last flush: JetStream keeps them from now on."""
+        notice_ids, self._published_unflushed = self._published_unflushed, []
         if not notice_ids:
             return 0
-        now_ms = self.clock.now_ms()
 
         async def work(connection: AsyncConnection) -> None:
-            await contract_store.mark_notices_published(connection, notice_ids, now_ms=now_ms)
+            await contract_store.delete_outbox_notices(connection, notice_ids)
 
         await self.run(work)
         return len(notice_ids)

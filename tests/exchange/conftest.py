@@ -14,13 +14,14 @@ import pytest_asyncio
 from nats.aio.client import Client
 
 from agent_client import Agent, AgentKeys, AgentOptions, OperatorClient, subjects
-from agent_client.protocol import Reply
+from agent_client.protocol import Document, Reply
 from agent_client.replies import open_reply
 from agent_client.signing import SystemClock
 from agent_client.transport import connect_nats
 from broker import EmbeddedNatsServer
 from broker.signed_service import AgentEvictor
 from exchange import ExchangeConfig, ExchangeWorker, check_exchange_invariants, migrate_database
+from tests.exchange.stored_notices import stored_notices, wait_outbox_empty
 
 
 @dataclass
@@ -65,6 +66,15 @@ class RunningExchange:
 
     async def check_invariants(self) -> None:
         await check_exchange_invariants(self.worker.engine)
+
+    async def notices_to(self, agent_id: str) -> list[Document]:
+        """The notices JetStream stores for ``agent_id``, oldest first, once every notice
+        committed so far has left the outbox."""
+        await wait_outbox_empty(self.worker.engine, flush=self.worker.context.flush_published)
+        client = await self.raw_connection(self.worker.config.keys)
+        return [
+            notice for _, notice in await stored_notices(client, subjects.notifications(agent_id))
+        ]
 
     async def raw_connection(self, keys: AgentKeys) -> Client:
         """A plain NATS connection authenticated as ``keys``, for hand-made messages."""

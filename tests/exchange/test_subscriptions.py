@@ -36,10 +36,9 @@ from agent_client.signing import (
     b64decode,
     b64encode,
     make_header,
-    open_envelope,
     seal,
 )
-from exchange.adapters.exchange_tables import outbox, subscription_charges
+from exchange.adapters.exchange_tables import subscription_charges
 from exchange.use_cases.subscriptions import request_cancellation
 from human_portal.portal_tables import agent_controls, approvals
 from tests.exchange.echo_shop import CAPABILITY, open_echo_shop
@@ -63,7 +62,7 @@ class TimeTravel:
     The worker's clock is moved only while the timers run: the agents keep
     the real time, so their requests and the exchange's answers stay valid.
     Notices the timers sign then carry a future time the agents refuse; the
-    tests read those from the outbox instead (:func:`staged_events`).
+    tests read those from the notice stream instead (:func:`staged_events`).
     """
 
     def __init__(self, exchange) -> None:
@@ -90,22 +89,13 @@ def travel(exchange):
 
 
 async def staged_events(exchange, subscription_id, agent_id):
-    """The events of the notices staged for ``agent_id`` about a subscription, in order."""
-    async with exchange.worker.engine.connect() as connection:
-        rows = await connection.execute(
-            sa.select(outbox.c.payload, outbox.c.subject).order_by(outbox.c.created_at_ms)
-        )
-        events = []
-        for payload, subject in rows:
-            if subject != subjects.notifications(agent_id):
-                continue
-            document = open_envelope(payload.encode()).document
-            if (
-                isinstance(document, SubscriptionNotice)
-                and document.subscription.subscription_id == subscription_id
-            ):
-                events.append(document.event)
-        return events
+    """The events of the notices sent to ``agent_id`` about a subscription, in order."""
+    return [
+        notice.event
+        for notice in await exchange.notices_to(agent_id)
+        if isinstance(notice, SubscriptionNotice)
+        and notice.subscription.subscription_id == subscription_id
+    ]
 
 
 async def shop_with_plan(exchange, *, trial_s=0, price=PRICE, plan="monthly"):
@@ -536,7 +526,6 @@ async def test_malformed_plan_and_subscribe_documents_are_refused_before_any_use
 
 
 def _request_subject(keys, document_type):
-    from agent_client import subjects
     from agent_client.protocol import endpoint_of
 
     return subjects.exchange_request(keys.agent_id, endpoint_of(document_type))

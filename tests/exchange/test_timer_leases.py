@@ -15,7 +15,7 @@ What it proves, and how:
 * Three real workers, each in its own OS process, on one PostgreSQL
   database and the session's nats-server, with fast sweepers racing: every
   contract whose delivery deadline passed is refunded exactly once (one
-  refund event per contract, one refund notice per party in the outbox, the
+  refund event per contract, one refund notice per party on the stream, the
   buyers whole again, the ledger invariants), one worker did every sweep
   pass (one holder of the lease throughout, taken once), and the relay left
   no notice unpublished.
@@ -42,19 +42,20 @@ import pytest_asyncio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from agent_client import Agent, AgentKeys, AgentOptions, OperatorClient, QuoteRequest
+from agent_client import Agent, AgentKeys, AgentOptions, OperatorClient, QuoteRequest, subjects
 from agent_client.protocol import ContractUpdatedNotice
-from agent_client.signing import open_envelope
+from agent_client.transport import connect_nats
 from escrow import Escrow
 from exchange import check_exchange_invariants, migrate_database
 from exchange.adapters import timer_lease_store
-from exchange.adapters.exchange_tables import contract_events, contracts, outbox
+from exchange.adapters.exchange_tables import contract_events, contracts
 from exchange.limits import TIMER_LEASE_TTL_INTERVALS
 from exchange.use_cases import ExchangeContext
 from exchange.use_cases import exchange_context as context_module
 from exchange.use_cases.exchange_context import OutboxNotice
 from exchange.use_cases.relay_backoff import RelayBackoff
 from exchange.use_cases.timer_leases import TimerLease, TimerLeases
+from tests.exchange.stored_notices import stored_notices, wait_outbox_empty
 from wallet import SqlLedger, open_database, run_transaction
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -155,9 +156,9 @@ async def test_of_many_workers_racing_for_a_lease_exactly_one_wins(engine, lease
     assert await lease_of(engine) == TimerLease(JOB, winner, T0_MS, T0_MS + TTL_MS)
 
 
-async def test_only_the_lease_holder_runs_a_pass(engine):
+async def test_only_the_lease_holder_runs_a_pass(bare_context):
     clock = MovableClock()
-    context = bare_context(engine, clock)
+    context = bare_context(clock)
     first = TimerLeases(context, holder="first", ttl_s=1)
     second = TimerLeases(context, holder="second", ttl_s=1)
     passes: list[str] = []
@@ -195,19 +196,32 @@ class RefusingPublisher:
             raise ConnectionError("no responders for the notice stream (test)")
 
 
-def bare_context(
-    engine: AsyncEngine, clock: MovableClock, publisher: RefusingPublisher | None = None
-) -> ExchangeContext:
-    ledger = SqlLedger(engine)
-    return ExchangeContext(
-        engine,
-        ledger,
-        Escrow(ledger),
-        publisher or RefusingPublisher(),
-        keys=AgentKeys.generate(),
-        clock=clock,
-        operator_ids=frozenset(),
-    )
+BareContext = Callable[..., ExchangeContext]
+
+
+@pytest_asyncio.fixture
+async def bare_context(engine: AsyncEngine) -> AsyncIterator[BareContext]:
+    """Makes contexts on ``engine`` with no worker around them; closes them after the test
+    (on SQLite each keeps the writer's connection)."""
+    made: list[ExchangeContext] = []
+
+    def make(clock: MovableClock, publisher: RefusingPublisher | None = None) -> ExchangeContext:
+        ledger = SqlLedger(engine)
+        context = ExchangeContext(
+            engine,
+            ledger,
+            Escrow(ledger),
+            publisher or RefusingPublisher(),
+            keys=AgentKeys.generate(),
+            clock=clock,
+            operator_ids=frozenset(),
+        )
+        made.append(context)
+        return context
+
+    yield make
+    for context in made:
+        await context.close()
 
 
 def test_the_relay_backoff_doubles_to_its_cap_and_resets_after_a_success():
@@ -231,11 +245,11 @@ RELAY_MINUTE_S = 60
 
 
 async def test_the_relay_backs_off_while_jetstream_refuses_and_logs_each_change_once(
-    engine, caplog
+    bare_context, caplog
 ):
     clock = MovableClock()
     publisher = RefusingPublisher()
-    context = bare_context(engine, clock, publisher)
+    context = bare_context(clock, publisher)
     notices = [OutboxNotice(f"n{n}", f"test.notices.{n}", b"{}") for n in range(NOTICES)]
 
     async def stage(connection: AsyncConnection) -> None:
@@ -312,6 +326,8 @@ class WorkerCluster:
     nats_url: str
     database_url: str
     operator_keys: AgentKeys
+    # The workers' key: it may read the notice stream.
+    exchange_keys: AgentKeys
     engine: AsyncEngine
     workers: list[WorkerProcess] = field(default_factory=list)
     agents: list[Agent] = field(default_factory=list)
@@ -396,7 +412,7 @@ async def cluster(
     seed_path = tmp_path / "exchange.seed"
     exchange_keys.save(seed_path)
     engine = open_database(database_url)
-    running = WorkerCluster(nats_url, database_url, operator_keys, engine)
+    running = WorkerCluster(nats_url, database_url, operator_keys, exchange_keys, engine)
     try:
         for number in range(WORKERS):
             running.workers.append(
@@ -489,7 +505,9 @@ async def contract_states(connection: AsyncConnection, contract_ids: list[str]) 
     return {str(contract_id): str(state) for contract_id, state in found}
 
 
-async def check_refunded_once(cluster: WorkerCluster, contract_ids: list[str]) -> None:
+async def check_refunded_once(
+    cluster: WorkerCluster, contract_ids: list[str], parties: list[Agent]
+) -> None:
     """One refund event per contract, one refund notice to each party, the invariants."""
     async with cluster.engine.connect() as connection:
         events = collections.Counter(
@@ -500,16 +518,19 @@ async def check_refunded_once(cluster: WorkerCluster, contract_ids: list[str]) -
                 )
             )
         )
-        payloads = [
-            (str(subject), str(payload))
-            for subject, payload in await connection.execute(
-                sa.select(outbox.c.subject, outbox.c.payload)
-            )
-        ]
     assert events == collections.Counter(contract_ids)
+    await wait_outbox_empty(cluster.engine, timeout_s=SETTLED_TIMEOUT_S)
+    client = await connect_nats(cluster.nats_url, cluster.exchange_keys, name="test-reader")
+    try:
+        sent = [
+            entry
+            for party in parties
+            for entry in await stored_notices(client, subjects.notifications(party.agent_id))
+        ]
+    finally:
+        await client.close()
     refund_notices: collections.Counter[tuple[str, str]] = collections.Counter()
-    for subject, payload in payloads:
-        notice = open_envelope(payload.encode()).document
+    for subject, notice in sent:
         if isinstance(notice, ContractUpdatedNotice) and notice.state == "refunded":
             refund_notices[(notice.contract_id, subject)] += 1
     # Two parties, so two subjects per contract, each told once.
@@ -518,22 +539,6 @@ async def check_refunded_once(cluster: WorkerCluster, contract_ids: list[str]) -
         contract_id: 2 for contract_id in contract_ids
     }
     await check_exchange_invariants(cluster.engine)
-
-
-async def wait_outbox_published(engine: AsyncEngine) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SETTLED_TIMEOUT_S
-    while True:
-        async with engine.connect() as connection:
-            unpublished = (
-                await connection.execute(
-                    sa.select(sa.func.count()).where(outbox.c.published_at_ms.is_(None))
-                )
-            ).scalar_one()
-        if unpublished == 0:
-            return
-        assert loop.time() < deadline, f"{unpublished} notices never published"
-        await asyncio.sleep(POLL_S)
 
 
 def lease_takings(cluster: WorkerCluster, job: str) -> list[str]:
@@ -562,12 +567,11 @@ async def test_three_racing_workers_refund_each_missed_deadline_once(cluster):
             provider, buyers, per_buyer=CONTRACTS_PER_BUYER, delivery_within_s=3
         )
         await wait_refunded(cluster.engine, contract_ids)
-        await wait_outbox_published(cluster.engine)
     finally:
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
 
-    await check_refunded_once(cluster, contract_ids)
+    await check_refunded_once(cluster, contract_ids, [provider, *buyers])
     for buyer in buyers:
         balance = await buyer.balance()
         assert (balance.available_millicredits, balance.held_millicredits) == (GRANT, 0)
@@ -609,8 +613,7 @@ async def test_when_the_sweeping_worker_is_killed_another_takes_over_and_finishe
     # It waited for the dead worker's lease to run out before taking the job.
     assert successor.acquired_at_ms > doomed_lease.expires_at_ms
     assert lease_takings(cluster, JOB).count(successor.holder) == 1
-    await wait_outbox_published(cluster.engine)
-    await check_refunded_once(cluster, early + late)
+    await check_refunded_once(cluster, early + late, [provider, early_buyer, late_buyer])
     for buyer, hired in ((early_buyer, EARLY_CONTRACTS), (late_buyer, LATE_CONTRACTS)):
         balance = await buyer.balance()
         assert balance.held_millicredits == 0
