@@ -63,12 +63,20 @@ and ``cpu_ms_per_deal_*_without_signed_replies`` is the measured CPU per
 deal less it: that is how the "without signed replies" figures are
 obtained; they are estimates, not runs without signed replies.
 
+``floor_cpu_ms_per_deal_stand_in`` is the CPU the floor's stand-in spent
+per deal: what the protocol's messages cost a server that keeps no state.
+``cpu_ms_per_deal_exchange_above_stand_in`` is the exchange's CPU per deal
+less it (the exchange's own work: state, ledger, outbox, timers), and
+``cpu_exchange_vs_stand_in`` their ratio.
+
 After each run, with the exchange stopped, the exchange invariants are
 checked on its SQLite file; ``ledger_balanced`` is that check, and the
-benchmark exits 1 if it fails. ``--runs K`` repeats everything K times, each
-with a fresh exchange process and data directory, and reports the median of
-each figure plus the per-run values of the key ones (``runs``). Prints text,
-or one JSON object with --json.
+benchmark exits 1 if it fails. ``database_bytes_per_deal`` is the bytes that
+file uses (its pages less the free ones) over the deals settled: what a
+deal leaves on disk, contracts, ledger and outbox together. ``--runs K``
+repeats everything K times, each with a fresh exchange process and data
+directory, and reports the median of each figure plus the per-run values
+of the key ones (``runs``). Prints text, or one JSON object with --json.
 
     python bench/deals.py --deals 500 --concurrency 32
     python bench/deals.py --rate 200 --duration 10
@@ -100,6 +108,7 @@ from exchange_process import (
     RunningExchange,
     child_process,
     cpu_s,
+    database_bytes,
     embedded_exchange,
     ledger_problems,
     nats_server_pid,
@@ -787,6 +796,9 @@ async def measure_once(arguments: argparse.Namespace, *, auth: bool) -> dict[str
             figures.update(await protocol_floor(exchange, arguments))
         # The exchange has stopped: check what it left in its database file.
         problems = await ledger_problems(exchange.database_url)
+        figures["database_bytes_per_deal"] = database_bytes(exchange.database_url) / max(
+            1, figures["deals"]
+        )
     for problem in problems:
         print(f"ledger invariant violated: {problem}", file=sys.stderr)
     figures["ledger_balanced"] = not problems
@@ -801,6 +813,13 @@ async def measure_once(arguments: argparse.Namespace, *, auth: bool) -> dict[str
     )
     floor_rate = "floor_deals_per_s" if arguments.rate is None else "floor_achieved_rate_per_s"
     figures["ratio_vs_floor"] = deals_per_s / figures[floor_rate]
+    # The stand-in's CPU is what the protocol's messages cost a stateless server:
+    # beyond it is the exchange's own work (state, ledger, outbox, timers).
+    stand_in_ms = figures["floor_cpu_ms_per_deal_stand_in"]
+    figures["cpu_ms_per_deal_exchange_above_stand_in"] = (
+        figures["cpu_ms_per_deal_exchange"] - stand_in_ms
+    )
+    figures["cpu_exchange_vs_stand_in"] = figures["cpu_ms_per_deal_exchange"] / stand_in_ms
     return figures
 
 
@@ -820,6 +839,7 @@ async def protocol_floor(
         exchange.exchange_keys,
         rate_per_s=arguments.rate,
         seconds=arguments.duration,
+        nats_server_pids={"nats_server": nats_server_pid(exchange.pid or os.getpid())},
     )
 
 

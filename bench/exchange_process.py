@@ -21,11 +21,14 @@ import multiprocessing
 import multiprocessing.synchronize
 import os
 import signal
+import sqlite3
 import statistics
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from agent_client import AgentKeys
 from exchange import EmbeddedStack, StackConfig, check_exchange_invariants
@@ -36,6 +39,7 @@ __all__ = [
     "child_pids",
     "child_process",
     "cpu_s",
+    "database_bytes",
     "embedded_exchange",
     "ledger_problems",
     "memory_kib",
@@ -151,6 +155,19 @@ async def ledger_problems(database_url: str, /) -> list[str]:
     finally:
         await engine.dispose()
     return []
+
+
+def database_bytes(database_url: str, /) -> int:
+    """The bytes an SQLite database file uses: its pages less the free ones (so what
+    deletes gave back does not count), read after the exchange stopped."""
+    path = make_url(database_url).database
+    assert path, database_url
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        page_size, pages, free = (
+            connection.execute(f"PRAGMA {pragma}").fetchone()[0]
+            for pragma in ("page_size", "page_count", "freelist_count")
+        )
+    return int(page_size * (pages - free))
 
 
 def memory_kib(pid: int, /) -> dict[str, int]:
