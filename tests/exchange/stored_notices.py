@@ -27,9 +27,10 @@ STORED_NOTICES_MAX = 1_000
 ALL_NOTICES = "agentx.v2.agent.*.notify"
 
 
-async def outbox_count(engine: AsyncEngine) -> int:
+async def outbox_ids(engine: AsyncEngine) -> list[str]:
+    """The notices still in the outbox (JetStream has not stored them yet)."""
     async with engine.connect() as connection:
-        return int(await connection.scalar(sa.select(sa.func.count()).select_from(outbox)) or 0)
+        return list(await connection.scalars(sa.select(outbox.c.notice_id)))
 
 
 async def wait_outbox_empty(
@@ -48,7 +49,7 @@ async def wait_outbox_empty(
     while True:
         if flush is not None:
             await flush()
-        left = await outbox_count(engine)
+        left = len(await outbox_ids(engine))
         if left == 0:
             return
         assert loop.time() < deadline, f"{left} notices never left the outbox"

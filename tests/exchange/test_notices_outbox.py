@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 
-import sqlalchemy as sa
-
-from exchange.adapters.exchange_tables import outbox
 from exchange.use_cases import exchange_context as context_module
+from tests.exchange import stored_notices
 from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
 from wallet import open_database
 
@@ -61,12 +59,11 @@ async def quoted_buyer(exchange):
 
 
 async def outbox_ids(database_url: str) -> list[str]:
-    """The notices still in the outbox (JetStream has not stored them yet), read on a
-    connection of our own."""
+    """The notices still in the outbox, read on an engine of our own (the worker's may
+    be stopped)."""
     engine = open_database(database_url)
     try:
-        async with engine.connect() as connection:
-            return list(await connection.scalars(sa.select(outbox.c.notice_id)))
+        return await stored_notices.outbox_ids(engine)
     finally:
         await engine.dispose()
 
