@@ -161,8 +161,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            # Checkpoints run in aiosqlite's thread (wallet.sqlite_driver), not
-            # inside a COMMIT on the event loop's thread.
+            # Checkpoints run in a thread of their own (wallet.sqlite_driver),
+            # not inside a COMMIT on the event loop's thread.
             cursor.execute("PRAGMA wal_autocheckpoint=0")
         finally:
             cursor.close()

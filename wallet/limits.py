@@ -100,10 +100,11 @@ DATABASE_POOL_SIZE = 10
 DATABASE_POOL_OVERFLOW_MAX = 10
 DATABASE_POOL_TIMEOUT_S = 30
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-# A connection copies the WAL back into the database (a checkpoint, in
-# aiosqlite's thread: it may fsync) after this many commits or changed rows,
-# whichever comes first; SQLite's own checkpoint after 1,000 pages would run
-# inside a COMMIT, which runs on the event loop's thread (wallet.sqlite_driver).
+# A connection asks for the WAL to be copied back into the database (a
+# checkpoint: it may fsync; it runs in a thread of its own and nobody waits
+# for it) after this many commits or changed rows, whichever comes first;
+# SQLite's own checkpoint after 1,000 pages would run inside a COMMIT, which
+# runs on the event loop's thread (wallet.sqlite_driver).
 SQLITE_CHECKPOINT_COMMITS = 64
 SQLITE_CHECKPOINT_ROWS = 2_000
 

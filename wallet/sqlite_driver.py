@@ -20,9 +20,14 @@ keeps that promise with fewer of them:
   less CPU per transaction than a hop). The step that may fsync, the
   checkpoint copying the WAL back into the database, is not left to SQLite
   (which would run it inside a COMMIT after 1,000 pages): it is turned off
-  (``wal_autocheckpoint=0``), and each connection runs a ``PASSIVE``
-  checkpoint in aiosqlite's thread after ``SQLITE_CHECKPOINT_COMMITS``
-  commits or ``SQLITE_CHECKPOINT_ROWS`` changed rows, which bounds the WAL.
+  (``wal_autocheckpoint=0``). After ``SQLITE_CHECKPOINT_COMMITS`` commits
+  or ``SQLITE_CHECKPOINT_ROWS`` changed rows a connection asks for a
+  ``PASSIVE`` checkpoint, which bounds the WAL, and does not wait for it: it
+  runs in a thread of its own, on a connection of its own, while the writer
+  goes on (WAL mode lets both work at once). Run on the writer's own
+  connection, every statement of the next transactions queued behind its
+  fsyncs: measured at 50 deals/s, each contract step's p99 was 10 ms
+  instead of 4.
 * ``BEGIN IMMEDIATE`` is first tried on the event loop's thread with a busy
   timeout of zero. Only when another connection holds the write lock does it
   go to aiosqlite's thread, to wait there up to the normal busy timeout.
@@ -45,8 +50,11 @@ ledger's concurrency tests run on this adapter.
 from __future__ import annotations
 
 import collections
+import logging
+import queue
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -61,6 +69,8 @@ from sqlalchemy.util import await_only
 from wallet.limits import SQLITE_CHECKPOINT_COMMITS, SQLITE_CHECKPOINT_ROWS
 
 __all__ = ["inline_sqlite_connection", "inline_write_dbapi"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -143,8 +153,10 @@ class _Cursor:
 class _Connection(AsyncAdapt_aiosqlite_connection):
     __slots__ = (
         "_aiosqlite",
+        "_busy_timeout_ms",
         "_changes_at_checkpoint",
         "_commits_since_checkpoint",
+        "_database_file",
         "_hops_lock",
         "_hops_unfinished",
         "holds_write_lock",
@@ -161,6 +173,9 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         # Since this connection's last checkpoint (see commit).
         self._commits_since_checkpoint = 0
         self._changes_at_checkpoint = 0
+        self._busy_timeout_ms: int | None = None
+        # The file checkpoints are asked for; "" for a database in memory.
+        self._database_file: str | None = None
 
     @property
     def raw(self) -> sqlite3.Connection:
@@ -188,7 +203,10 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         self.holds_write_lock = True
 
     def _try_begin_write(self) -> bool:
-        busy_timeout_ms = int(self.raw.execute("PRAGMA busy_timeout").fetchone()[0])
+        if self._busy_timeout_ms is None:
+            # Set once when the connection opens (wallet.database); read once.
+            self._busy_timeout_ms = int(self.raw.execute("PRAGMA busy_timeout").fetchone()[0])
+        busy_timeout_ms = self._busy_timeout_ms
         self.raw.execute("PRAGMA busy_timeout=0")
         try:
             self.raw.execute(_BEGIN_WRITE)
@@ -224,12 +242,10 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
             return
         self._commits_since_checkpoint = 0
         self._changes_at_checkpoint = changes
-        self._call(self._checkpoint, inline=False)
-
-    def _checkpoint(self) -> None:
-        # PASSIVE: copies what it can without waiting for readers or writers.
-        # Its row is fetched, so that no statement stays open on the connection.
-        self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        if self._database_file is None:
+            self._database_file = self._call(_main_database_file, self.raw, inline=True)
+        if self._database_file:
+            background_checkpoints.request(self._database_file)
 
     def rollback(self) -> None:
         # ROLLBACK only releases locks, so it may run inline.
@@ -266,6 +282,79 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         finally:
             with self._hops_lock:
                 self._hops_unfinished -= 1
+
+
+def _main_database_file(connection: sqlite3.Connection, /) -> str:
+    """The path of the connection's main database; "" if it lives in memory."""
+    for _seq, name, path in connection.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return str(path)
+    return ""
+
+
+def checkpoint_file(path: str, /) -> None:
+    """A ``PASSIVE`` checkpoint of ``path``'s WAL, on a connection of its own.
+
+    PASSIVE copies what it can without waiting for readers or writers. The
+    file is opened read-write but never created: a database removed
+    meanwhile is an error, not a new empty file.
+    """
+    uri = f"file:{urllib.parse.quote(path)}?mode=rw"
+    connection = sqlite3.connect(uri, uri=True, timeout=0, check_same_thread=False)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        connection.close()
+
+
+class BackgroundCheckpoints:
+    """Checkpoints asked for by commits, run one at a time in a daemon thread.
+
+    ``request`` never waits: a file whose checkpoint is already queued or
+    running is not queued again (the one under way covers it). A failed
+    checkpoint is logged and leaves the WAL to the next one; SQLite's WAL is
+    safe to leave uncheckpointed, even if the process stops mid-way.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._unfinished: set[str] = set()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def unfinished(self) -> int:
+        """Files whose checkpoint is queued or running."""
+        with self._lock:
+            return len(self._unfinished)
+
+    def request(self, path: str, /) -> None:
+        with self._lock:
+            if path in self._unfinished:
+                return
+            self._unfinished.add(path)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sqlite-checkpoints", daemon=True
+                )
+                self._thread.start()
+        self._files.put(path)
+
+    def _run(self) -> None:
+        while True:
+            path = self._files.get()
+            try:
+                checkpoint_file(path)
+            except sqlite3.Error as error:
+                log.warning("SQLite checkpoint of %s failed: %s", path, error)
+            finally:
+                with self._lock:
+                    self._unfinished.discard(path)
+
+
+# One per process: checkpoints are rare (one per SQLITE_CHECKPOINT_COMMITS
+# commits) and short, so one thread serves every database file.
+background_checkpoints = BackgroundCheckpoints()
 
 
 async def _now(function: Callable[..., T], /, *args: Any) -> T:
