@@ -12,6 +12,7 @@ free, that failures roll back and leave the connection usable, and that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -187,7 +188,7 @@ async def _add_page(connection: AsyncConnection) -> None:
 
 async def _checkpoints_finished() -> None:
     for _ in range(_CHECKPOINT_WAIT_S * 100):
-        if not sqlite_driver.background_checkpoints.unfinished:
+        if not sqlite_driver.background_checkpoints.pending:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the checkpoint thread did not finish")
@@ -197,11 +198,15 @@ async def test_commits_run_inline_and_our_checkpoints_keep_the_wal_bounded(
     engine, tmp_path, monkeypatch
 ):
     # SQLite's automatic checkpoint is off (it would run inside a COMMIT on
-    # the event loop's thread); the driver's own, in a thread of their own,
-    # must keep the WAL from growing with every commit. Each commit writes a
-    # page.
+    # the event loop's thread); the driver's own must keep the WAL from
+    # growing with every commit. Each commit writes a page. Under load the
+    # writer commits while a background checkpoint copies, which then ends
+    # with frames left, and the WAL only starts over once every frame is
+    # copied: here each background pass ends so (another connection appends
+    # a frame right after it), and the writer's next commit must finish it.
     rounds = 4
     commits = rounds * SQLITE_CHECKPOINT_COMMITS
+    database = str(tmp_path / "driver.sqlite3")
     hops: list[str] = []
     hop = sqlite_driver._Connection._hop
     checkpointed: list[str] = []
@@ -211,25 +216,40 @@ async def test_commits_run_inline_and_our_checkpoints_keep_the_wal_bounded(
         hops.append(getattr(function, "__name__", ""))
         return await hop(self, function, *args)
 
-    def counted_checkpoint(path: str) -> None:
+    def checkpoint_while_appended(path: str) -> None:
+        # A frame lands after the checkpoint's snapshot was fixed (a reader
+        # holds it, as the checkpoint copies no further than that), exactly
+        # as when the writer commits during the copy.
         checkpointed.append(path)
-        checkpoint_file(path)
+        with (
+            contextlib.closing(sqlite3.connect(path, isolation_level=None)) as reader,
+            contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other,
+        ):
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM item").fetchall()
+            other.execute("INSERT INTO item (label) VALUES ('appended meanwhile')")
+            checkpoint_file(path)
+            reader.execute("COMMIT")
 
     monkeypatch.setattr(sqlite_driver._Connection, "_hop", counted_hop)
-    monkeypatch.setattr(sqlite_driver, "checkpoint_file", counted_checkpoint)
+    monkeypatch.setattr(sqlite_driver, "checkpoint_file", checkpoint_while_appended)
 
     for _ in range(rounds):
         for _ in range(SQLITE_CHECKPOINT_COMMITS):
             await run_transaction(engine, _add_page)
         await _checkpoints_finished()
+    await run_transaction(engine, _add_page)  # finishes the last round's checkpoint
     wal_pages = (tmp_path / "driver.sqlite3-wal").stat().st_size // 4096
     # Without checkpoints the WAL would hold two pages or more per commit (the
     # row's and its table's); with them it is reused after each checkpoint.
     assert wal_pages < commits
-    assert checkpointed == [str(tmp_path / "driver.sqlite3")] * rounds
-    # Neither the commits nor the checkpoints went through aiosqlite's thread.
-    assert hops == []
-    assert len(await _labels(engine)) == commits
+    assert checkpointed == [database] * rounds
+    # The commits ran inline; the writer's finishing checkpoints hopped, one
+    # after each background pass. (A BEGIN may also have waited in aiosqlite's
+    # thread, "execute", while the stand-in writer above held the lock.)
+    assert hops.count("_checkpoint_passive") == rounds
+    assert set(hops) <= {"_checkpoint_passive", "execute"}, hops
+    assert len(await _labels(engine)) == commits + 1 + rounds
 
 
 async def test_a_commit_never_waits_for_a_checkpoint(engine, monkeypatch):
@@ -280,10 +300,10 @@ async def test_a_failed_checkpoint_logs_one_line_and_the_thread_goes_on(tmp_path
         for _ in range(2):
             checkpoints.request(missing)
             for _ in range(_CHECKPOINT_WAIT_S * 100):
-                if not checkpoints.unfinished:
+                if not checkpoints.pending:
                     break
                 await asyncio.sleep(0.01)
-            assert checkpoints.unfinished == 0
+            assert checkpoints.pending == 0
     # One line per failure, and the second request was served after the first failed.
     assert [record.message.count("\n") for record in caplog.records] == [0, 0]
     assert all("SQLite checkpoint" in record.message for record in caplog.records)
