@@ -73,7 +73,10 @@ After each run, with the exchange stopped, the exchange invariants are
 checked on its SQLite file; ``ledger_balanced`` is that check, and the
 benchmark exits 1 if it fails. ``database_bytes_per_deal`` is the bytes that
 file uses (its pages less the free ones) over the deals settled: what a
-deal leaves on disk, contracts, ledger and outbox together. ``--runs K``
+deal leaves on disk, contracts, ledger and outbox together.
+``wal_bytes_after_load`` is the size of its write-ahead log right after the
+load, before the exchange stops: checkpoints must keep it bounded (it does
+not grow with the run's length). ``--runs K``
 repeats everything K times, each with a fresh exchange process and data
 directory, and reports the median of each figure plus the per-run values
 of the key ones (``runs``). Prints text, or one JSON object with --json.
@@ -114,6 +117,7 @@ from exchange_process import (
     nats_server_pid,
     percentiles,
     running_exchange,
+    wal_bytes,
 )
 from protocol_floor import floor_closed_loop, floor_open_loop
 from signed_rfq import CAPABILITY, PRICE_MILLICREDITS, check_quote, quote_for, sealed_rfq
@@ -792,6 +796,8 @@ async def measure_once(arguments: argparse.Namespace, *, auth: bool) -> dict[str
                     duration_s=arguments.duration,
                     buyers_max=arguments.buyers_max,
                 )
+            # While the exchange still runs: stopping checkpoints and removes the WAL.
+            figures["wal_bytes_after_load"] = wal_bytes(exchange.database_url)
             figures.update(await request_reply_limits(exchange.nats_url))
             figures.update(await protocol_floor(exchange, arguments))
         # The exchange has stopped: check what it left in its database file.

@@ -46,6 +46,7 @@ __all__ = [
     "nats_server_pid",
     "percentiles",
     "running_exchange",
+    "wal_bytes",
 ]
 
 START_TIMEOUT_S = 60.0
@@ -168,6 +169,16 @@ def database_bytes(database_url: str, /) -> int:
             for pragma in ("page_size", "page_count", "freelist_count")
         )
     return int(page_size * (pages - free))
+
+
+def wal_bytes(database_url: str, /) -> int:
+    """The size of an SQLite database's write-ahead log now (0 when there is none)."""
+    path = make_url(database_url).database
+    assert path, database_url
+    try:
+        return os.path.getsize(f"{path}-wal")
+    except FileNotFoundError:
+        return 0
 
 
 def memory_kib(pid: int, /) -> dict[str, int]:
