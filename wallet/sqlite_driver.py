@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -347,6 +348,11 @@ class BackgroundCheckpoints:
     """
 
     def __init__(self) -> None:
+        self._start_over()
+        # A forked child has none of the parent's threads: it starts its own.
+        os.register_at_fork(after_in_child=self._start_over)
+
+    def _start_over(self) -> None:
         self._lock = threading.Lock()
         self._files: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._pending: set[str] = set()
@@ -387,8 +393,10 @@ class BackgroundCheckpoints:
             try:
                 checkpoint_file(path)
                 copied = True
-            except sqlite3.Error as error:
-                log.warning("SQLite checkpoint of %s failed: %s", path, error)
+            except Exception as error:
+                # Any error: a dead thread would leave every file pending, and
+                # the WAL would grow without bound.
+                log.warning("SQLite checkpoint of %s failed: %r", path, error)
             finally:
                 with self._lock:
                     self._pending.discard(path)

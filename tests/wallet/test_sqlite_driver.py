@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import sqlite3
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -307,3 +310,65 @@ async def test_a_failed_checkpoint_logs_one_line_and_the_thread_goes_on(tmp_path
     # One line per failure, and the second request was served after the first failed.
     assert [record.message.count("\n") for record in caplog.records] == [0, 0]
     assert all("SQLite checkpoint" in record.message for record in caplog.records)
+
+
+async def test_any_error_in_a_checkpoint_leaves_the_thread_serving(tmp_path, monkeypatch, caplog):
+    # Were the thread to die, every file would stay pending for good and no
+    # WAL would ever be copied again.
+    calls: list[str] = []
+
+    def fails_once(path: str) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            raise RuntimeError("not an sqlite3 error")
+
+    monkeypatch.setattr(sqlite_driver, "checkpoint_file", fails_once)
+    checkpoints = sqlite_driver.BackgroundCheckpoints()
+    with caplog.at_level("WARNING", logger=sqlite_driver.__name__):
+        for name in ("first.sqlite3", "second.sqlite3"):
+            checkpoints.request(str(tmp_path / name))
+            for _ in range(_CHECKPOINT_WAIT_S * 100):
+                if not checkpoints.pending:
+                    break
+                await asyncio.sleep(0.01)
+    assert checkpoints.pending == 0
+    assert calls == [str(tmp_path / "first.sqlite3"), str(tmp_path / "second.sqlite3")]
+    assert checkpoints.take_copied(str(tmp_path / "second.sqlite3"))
+    assert not checkpoints.take_copied(str(tmp_path / "first.sqlite3"))
+    assert len(caplog.records) == 1
+
+
+def _checkpoint_in_forked_child(checkpoints: Any, path: str) -> None:
+    checkpoints.request(path)
+    for _ in range(_CHECKPOINT_WAIT_S * 100):
+        if not checkpoints.pending:
+            sys.exit(0 if checkpoints.take_copied(path) else 2)
+        time.sleep(0.01)
+    sys.exit(1)
+
+
+def test_a_forked_child_runs_its_own_checkpoints(tmp_path):
+    # The parent's thread does not exist in a forked child: without a thread
+    # of its own there, the child's files would stay pending for good.
+    database = str(tmp_path / "forked.sqlite3")
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE item (id INTEGER PRIMARY KEY)")
+    checkpoints = sqlite_driver.BackgroundCheckpoints()
+    checkpoints.request(database)  # the parent's thread is running now
+    # Forked only once that thread waits for work: a fork while another
+    # thread is inside SQLite may copy its locks held into the child.
+    for _ in range(_CHECKPOINT_WAIT_S * 100):
+        if not checkpoints.pending:
+            break
+        time.sleep(0.01)
+    assert checkpoints.pending == 0
+    child = multiprocessing.get_context("fork").Process(
+        target=_checkpoint_in_forked_child, args=(checkpoints, database)
+    )
+    child.start()
+    child.join(_CHECKPOINT_WAIT_S * 2)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+    assert child.exitcode == 0
