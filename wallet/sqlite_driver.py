@@ -393,6 +393,11 @@ class BackgroundCheckpoints:
             try:
                 checkpoint_file(path)
                 copied = True
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    log.warning("SQLite checkpoint of %s failed: %r", path, error)
+                # Busy: another connection is checkpointing the file or closing
+                # it (the last one to close copies the WAL itself). Not a fault.
             except Exception as error:
                 # Any error: a dead thread would leave every file pending, and
                 # the WAL would grow without bound.

@@ -372,3 +372,25 @@ def test_a_forked_child_runs_its_own_checkpoints(tmp_path):
         child.kill()
         child.join()
     assert child.exitcode == 0
+
+
+async def test_a_busy_database_is_skipped_without_a_warning(tmp_path, caplog):
+    # Busy is what a checkpoint meets when another connection checkpoints or
+    # closes the file (at every engine's dispose): not a fault to log.
+    database = str(tmp_path / "busy.sqlite3")
+    with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE item (id INTEGER PRIMARY KEY)")
+    checkpoints = sqlite_driver.BackgroundCheckpoints()
+    with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as holder:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("INSERT INTO item DEFAULT VALUES")  # keeps the file locked
+        with caplog.at_level("DEBUG", logger=sqlite_driver.__name__):
+            checkpoints.request(database)
+            for _ in range(_CHECKPOINT_WAIT_S * 100):
+                if not checkpoints.pending:
+                    break
+                await asyncio.sleep(0.01)
+    assert checkpoints.pending == 0
+    assert not checkpoints.take_copied(database)
+    assert [record.levelname for record in caplog.records] == []
