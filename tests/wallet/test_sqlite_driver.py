@@ -189,12 +189,23 @@ async def _add_page(connection: AsyncConnection) -> None:
     await connection.execute(text("INSERT INTO item (label) VALUES (:label)"), {"label": _PAGE})
 
 
-async def _checkpoints_finished() -> None:
+async def _checkpoints_finished(
+    checkpoints: sqlite_driver.BackgroundCheckpoints = sqlite_driver.background_checkpoints,
+) -> None:
     for _ in range(_CHECKPOINT_WAIT_S * 100):
-        if not sqlite_driver.background_checkpoints.pending:
+        if not checkpoints.pending:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the checkpoint thread did not finish")
+
+
+def _checkpoints_finished_blocking(checkpoints: sqlite_driver.BackgroundCheckpoints) -> bool:
+    """The same without an event loop (a forked child, a plain test)."""
+    for _ in range(_CHECKPOINT_WAIT_S * 100):
+        if not checkpoints.pending:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 async def test_commits_run_inline_and_our_checkpoints_keep_the_wal_bounded(
@@ -302,11 +313,7 @@ async def test_a_failed_checkpoint_logs_one_line_and_the_thread_goes_on(tmp_path
     with caplog.at_level("WARNING", logger=sqlite_driver.__name__):
         for _ in range(2):
             checkpoints.request(missing)
-            for _ in range(_CHECKPOINT_WAIT_S * 100):
-                if not checkpoints.pending:
-                    break
-                await asyncio.sleep(0.01)
-            assert checkpoints.pending == 0
+            await _checkpoints_finished(checkpoints)
     # One line per failure, and the second request was served after the first failed.
     assert [record.message.count("\n") for record in caplog.records] == [0, 0]
     assert all("SQLite checkpoint" in record.message for record in caplog.records)
@@ -327,11 +334,7 @@ async def test_any_error_in_a_checkpoint_leaves_the_thread_serving(tmp_path, mon
     with caplog.at_level("WARNING", logger=sqlite_driver.__name__):
         for name in ("first.sqlite3", "second.sqlite3"):
             checkpoints.request(str(tmp_path / name))
-            for _ in range(_CHECKPOINT_WAIT_S * 100):
-                if not checkpoints.pending:
-                    break
-                await asyncio.sleep(0.01)
-    assert checkpoints.pending == 0
+            await _checkpoints_finished(checkpoints)
     assert calls == [str(tmp_path / "first.sqlite3"), str(tmp_path / "second.sqlite3")]
     assert checkpoints.take_copied(str(tmp_path / "second.sqlite3"))
     assert not checkpoints.take_copied(str(tmp_path / "first.sqlite3"))
@@ -340,11 +343,9 @@ async def test_any_error_in_a_checkpoint_leaves_the_thread_serving(tmp_path, mon
 
 def _checkpoint_in_forked_child(checkpoints: Any, path: str) -> None:
     checkpoints.request(path)
-    for _ in range(_CHECKPOINT_WAIT_S * 100):
-        if not checkpoints.pending:
-            sys.exit(0 if checkpoints.take_copied(path) else 2)
-        time.sleep(0.01)
-    sys.exit(1)
+    if not _checkpoints_finished_blocking(checkpoints):
+        sys.exit(1)
+    sys.exit(0 if checkpoints.take_copied(path) else 2)
 
 
 def test_a_forked_child_runs_its_own_checkpoints(tmp_path):
@@ -358,11 +359,7 @@ def test_a_forked_child_runs_its_own_checkpoints(tmp_path):
     checkpoints.request(database)  # the parent's thread is running now
     # Forked only once that thread waits for work: a fork while another
     # thread is inside SQLite may copy its locks held into the child.
-    for _ in range(_CHECKPOINT_WAIT_S * 100):
-        if not checkpoints.pending:
-            break
-        time.sleep(0.01)
-    assert checkpoints.pending == 0
+    assert _checkpoints_finished_blocking(checkpoints)
     child = multiprocessing.get_context("fork").Process(
         target=_checkpoint_in_forked_child, args=(checkpoints, database)
     )
@@ -387,10 +384,6 @@ async def test_a_busy_database_is_skipped_without_a_warning(tmp_path, caplog):
         holder.execute("INSERT INTO item DEFAULT VALUES")  # keeps the file locked
         with caplog.at_level("DEBUG", logger=sqlite_driver.__name__):
             checkpoints.request(database)
-            for _ in range(_CHECKPOINT_WAIT_S * 100):
-                if not checkpoints.pending:
-                    break
-                await asyncio.sleep(0.01)
-    assert checkpoints.pending == 0
+            await _checkpoints_finished(checkpoints)
     assert not checkpoints.take_copied(database)
     assert [record.levelname for record in caplog.records] == []
