@@ -395,20 +395,25 @@ class BackgroundCheckpoints:
             try:
                 checkpoint_file(path)
                 copied = True
-            except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
-                    log.warning("SQLite checkpoint of %s failed: %r", path, error)
-                # Busy: another connection is checkpointing the file or closing
-                # it (the last one to close copies the WAL itself). Not a fault.
             except Exception as error:
-                # Any error: a dead thread would leave every file pending, and
-                # the WAL would grow without bound.
-                log.warning("SQLite checkpoint of %s failed: %r", path, error)
+                # Any error is caught: a dead thread would leave every file
+                # pending, and the WAL would grow without bound. Busy is no
+                # fault: another connection is checkpointing the file or
+                # closing it (the last one to close copies the WAL itself).
+                if not _is_busy(error):
+                    log.warning("SQLite checkpoint of %s failed: %r", path, error)
             finally:
                 with self._lock:
                     self._pending.discard(path)
                     if copied:
                         self._copied.add(path)
+
+
+def _is_busy(error: Exception, /) -> bool:
+    return (
+        isinstance(error, sqlite3.OperationalError)
+        and error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+    )
 
 
 # One per process: checkpoints are rare (one per SQLITE_CHECKPOINT_COMMITS
