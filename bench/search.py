@@ -304,7 +304,7 @@ async def insert_catalog(engine: AsyncEngine, catalog: Catalog) -> float:
 class NoNotices:
     """Searches send no notices; the context still needs somewhere to send them."""
 
-    async def publish_notice(self, subject: str, payload: bytes, /, **options: Any) -> None:
+    async def publish_notices(self, notices: Any) -> list[None]:
         raise AssertionError("a search sent a notice")
 
 

@@ -54,8 +54,9 @@ STREAMS_CHECK_INTERVAL_S: Final = 10.0
 OUTBOX_BATCH_MAX: Final = 500
 # Several workers share one database: each sweep and the relay run on the one
 # worker holding that job's lease (exchange/use_cases/timer_leases.py). The
-# holder renews it every pass, so the lease outlives several passes and lapses
-# this many sweep intervals after its holder died or stalled.
+# holder renews it at its first pass after half of it has run, so the lease
+# outlives several passes and lapses this many sweep intervals after its
+# holder died or stalled.
 TIMER_LEASE_TTL_INTERVALS: Final = 5
 # Each loop sleeps its interval stretched or shrunk by up to this fraction, so
 # workers (and one worker's loops) do not all wake and query at one instant.
@@ -65,9 +66,10 @@ TIMER_JITTER_FRACTION: Final = 0.2
 OUTBOX_RELAY_BACKOFF_MIN_S: Final = 1.0
 OUTBOX_RELAY_BACKOFF_MAX_S: Final = 30.0
 
-# A holder's next pass (at most an interval and its jitter away) must come well
-# before its lease lapses, or workers would take the job from each other.
-assert TIMER_LEASE_TTL_INTERVALS >= 2 * (1 + TIMER_JITTER_FRACTION)
+# A holder renews once half the lease has run; at least two passes (each at most
+# an interval and its jitter away) must fit in the other half, or a pass that
+# runs late would let workers take the job from each other.
+assert TIMER_LEASE_TTL_INTERVALS / 2 >= 2 * (1 + TIMER_JITTER_FRACTION)
 assert 0 < TIMER_JITTER_FRACTION < 1
 assert 0 < OUTBOX_RELAY_BACKOFF_MIN_S <= OUTBOX_RELAY_BACKOFF_MAX_S
 # Notices being published after their step's reply went out (bounded, so a

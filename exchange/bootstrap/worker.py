@@ -173,11 +173,15 @@ class ExchangeWorker:
         except StreamSetupFailed:
             await self.stop()  # a worker without its streams must not serve
             raise
+        notices = JetStreamNoticePublisher(
+            self._client, inbox_prefix=subjects.inbox_prefix(self.config.keys.agent_id)
+        )
+        await notices.start()
         context = ExchangeContext(
             self._engine,
             ledger,
             Escrow(ledger),
-            JetStreamNoticePublisher(js),
+            notices,
             keys=self.config.keys,
             clock=self._clock,
             operator_ids=self.config.operator_ids,

@@ -68,7 +68,11 @@ _K = TypeVar("_K")
 class NoticePublisher(Protocol):
     """Where notices go after commit (JetStream in production); must deduplicate by id."""
 
-    async def publish_notice(self, subject: str, payload: bytes, /, *, notice_id: str) -> None: ...
+    async def publish_notices(
+        self, notices: Sequence[OutboxNotice], /
+    ) -> Sequence[BaseException | None]:
+        """For each notice, None once it is stored, else why not (the outbox keeps it)."""
+        ...
 
 
 class ResultStore(Protocol):
@@ -276,32 +280,33 @@ class ExchangeContext:
         duplicate window (the notice id is the message id), so the worst case
         is a wasted publish, never a second delivery.
         """
-        # Concurrently: each publish waits for JetStream's acknowledgement.
-        published = await asyncio.gather(*(self._publish_one(notice) for notice in notices))
+        if not notices:
+            return 0
+        try:
+            failures = await self.publisher.publish_notices(notices)
+        except Exception as exc:
+            failures = [exc] * len(notices)
         self._published_unflushed.extend(
-            notice.notice_id for notice, ok in zip(notices, published, strict=True) if ok
+            notice.notice_id
+            for notice, failure in zip(notices, failures, strict=True)
+            if failure is None
         )
         if len(self._published_unflushed) >= OUTBOX_BATCH_MAX:
             await self.flush_published()
-        return published.count(False)
+        failed = [failure for failure in failures if failure is not None]
+        self._note_publishing(failed[0] if failed else None)
+        return len(failed)
 
-    async def _publish_one(self, notice: OutboxNotice) -> bool:
-        try:
-            await self.publisher.publish_notice(
-                notice.subject, notice.payload, notice_id=notice.notice_id
-            )
-        except Exception as exc:
-            # One line when publishing starts failing (JetStream down), not one
-            # per notice: the outbox keeps them all for the relay.
-            if not self._publishing_fails:
-                self._publishing_fails = True
-                log.warning("notices are not being published (%r); the relay retries them", exc)
-            return False
-        if self._publishing_fails:
+    def _note_publishing(self, failure: BaseException | None) -> None:
+        """One line when publishing starts failing (JetStream down), not one per
+        notice: the outbox keeps them all for the relay; one when it works again."""
+        if failure is not None and not self._publishing_fails:
+            self._publishing_fails = True
+            log.warning("notices are not being published (%r); the relay retries them", failure)
+        elif failure is None and self._publishing_fails:
             self._publishing_fails = False
             log.info("notices are being published again")
             self._relay_backoff.retry_now()  # the relay need not sit out its delay
-        return True
 
     async def relay_outbox(self) -> int:
         """Publish the outbox's notices that are OUTBOX_RELAY_DELAY_MS old and still unpublished.

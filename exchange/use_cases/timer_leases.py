@@ -5,8 +5,10 @@ Every worker runs the same loops, but a pass of a job (``contracts.sweep``,
 the database (exchange/adapters/timer_lease_store.py). The others wake, find the
 lease held and go back to sleep, so three workers do one pass per interval
 instead of three passes in lockstep racing for the same rows. The holder
-renews its lease by running again; if it dies or stalls, the lease lapses
-after its time to live and the next worker to wake takes the job over.
+renews its lease by running again once half its time to live has gone (a
+renewal is a write transaction: renewing on every pass cost five a second,
+one per job); if it dies or stalls, the lease lapses after its time to live
+and the next worker to wake takes the job over.
 
 The lease is about wasted work and log noise, not about money: every timer
 step locks its row and re-checks it before applying (so two passes that do
@@ -60,13 +62,24 @@ class TimerLeases:
         self._ttl_ms = max(1, round(ttl_s * 1000))
         # Jobs this worker held after its last attempt: a change is logged once.
         self._held: set[str] = set()
+        # When this worker last took or renewed each job it holds, by its clock.
+        self._renewed_at_ms: dict[str, int] = {}
 
     async def run_if_leader(self, job: str, run_pass: Callable[[], Awaitable[int]], /) -> int:
         """Run one pass of ``job`` if this worker holds its lease (taking or renewing it
         first); what the pass did, or 0 when another worker holds the job."""
-        if not await self._acquire(job):
+        if not self._renewed_lately(job) and not await self._acquire(job):
             return 0
         return await run_pass()
+
+    def _renewed_lately(self, job: str) -> bool:
+        """Whether this worker renewed its lease on ``job`` less than half a time to
+        live ago: nobody else can have taken it since (it runs a whole time to
+        live), so the pass needs no transaction to know it may run."""
+        renewed_at_ms = self._renewed_at_ms.get(job)
+        if renewed_at_ms is None:
+            return False
+        return self._context.clock.now_ms() - renewed_at_ms < self._ttl_ms // 2
 
     async def leases(self) -> list[TimerLease]:
         """Every job's lease as the database has it (for operators and tests)."""
@@ -81,6 +94,7 @@ class TimerLeases:
         takes the jobs at its next wake-up instead of after the time to live."""
         now_ms = self._context.clock.now_ms()
         jobs, self._held = sorted(self._held), set()
+        self._renewed_at_ms.clear()
 
         async def work(connection: AsyncConnection) -> None:
             for job in jobs:
@@ -99,6 +113,10 @@ class TimerLeases:
             )
 
         held = await self._context.run(work)
+        if held:
+            self._renewed_at_ms[job] = now_ms
+        else:
+            self._renewed_at_ms.pop(job, None)
         was_held = job in self._held
         if held and not was_held:
             self._held.add(job)

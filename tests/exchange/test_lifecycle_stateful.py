@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import hypothesis.strategies as st
@@ -47,7 +48,7 @@ from exchange.use_cases.exchange_accounts import (
     ensure_agent_accounts,
     ensure_platform_accounts,
 )
-from exchange.use_cases.exchange_context import LifecycleSettings
+from exchange.use_cases.exchange_context import LifecycleSettings, OutboxNotice
 from wallet import FeeSchedule, LedgerId, NewTransfer, SqlLedger, TransferCode, open_database
 
 FEE_RATE_BPS = 500
@@ -72,8 +73,9 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.published: list[str] = []
 
-    async def publish_notice(self, subject: str, payload: bytes, /, *, notice_id: str) -> None:
-        self.published.append(notice_id)
+    async def publish_notices(self, notices: Sequence[OutboxNotice]) -> list[None]:
+        self.published.extend(notice.notice_id for notice in notices)
+        return [None] * len(notices)
 
 
 @dataclass

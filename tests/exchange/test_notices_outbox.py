@@ -34,14 +34,19 @@ class GatedPublisher:
         self.attempted: list[str] = []
         self.published: list[str] = []
 
-    async def publish_notice(self, subject: str, payload: bytes, /, *, notice_id: str) -> None:
-        self.attempted.append(notice_id)
+    async def publish_notices(self, notices):
+        self.attempted.extend(notice.notice_id for notice in notices)
         await self.gate.wait()
-        if self.failures_left > 0:
-            self.failures_left -= 1
-            raise ConnectionError("JetStream is unreachable (test)")
-        await self.real.publish_notice(subject, payload, notice_id=notice_id)
-        self.published.append(notice_id)
+        refused = min(self.failures_left, len(notices))
+        self.failures_left -= refused
+        failures = [ConnectionError("JetStream is unreachable (test)")] * refused
+        failures += await self.real.publish_notices(notices[refused:])
+        self.published.extend(
+            notice.notice_id
+            for notice, failure in zip(notices, failures, strict=True)
+            if failure is None
+        )
+        return failures
 
 
 def gated_publisher(exchange) -> GatedPublisher:

@@ -97,11 +97,11 @@ class RecordingPublisher:
         self.notice_ids: list[str] = []
         self._noted = asyncio.Condition()
 
-    async def publish_notice(self, subject: str, payload: bytes, /, *, notice_id: str) -> None:
+    async def publish_notices(self, notices: Any) -> Any:
         async with self._noted:
-            self.notice_ids.append(notice_id)
+            self.notice_ids.extend(notice.notice_id for notice in notices)
             self._noted.notify_all()
-        await self.real.publish_notice(subject, payload, notice_id=notice_id)
+        return await self.real.publish_notices(notices)
 
     async def published(self, notice_ids: set[str]) -> set[str]:
         """Every notice published, once ``notice_ids`` are (they go in the background)."""

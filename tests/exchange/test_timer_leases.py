@@ -33,7 +33,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,6 +180,30 @@ async def test_only_the_lease_holder_runs_a_pass(bare_context):
     assert passes == ["first", "second", "first"]
 
 
+async def test_a_holder_renews_its_lease_only_once_half_of_it_has_run(bare_context):
+    clock = MovableClock()
+    context = bare_context(clock)
+    holder = TimerLeases(context, holder="holder", ttl_s=1)
+    other = TimerLeases(context, holder="other", ttl_s=1)
+
+    async def run_pass() -> int:
+        return 1
+
+    assert await holder.run_if_leader(JOB, run_pass) == 1
+    taken = await lease_of(context.engine)
+    assert taken == TimerLease(JOB, "holder", T0_MS, T0_MS + 1_000)
+    clock.now += 400  # less than half the lease: no renewal, the pass still runs
+    assert await holder.run_if_leader(JOB, run_pass) == 1
+    assert await lease_of(context.engine) == taken
+    assert await other.run_if_leader(JOB, run_pass) == 0
+    clock.now += 200  # more than half: this pass renews it
+    assert await holder.run_if_leader(JOB, run_pass) == 1
+    assert await lease_of(context.engine) == TimerLease(JOB, "holder", T0_MS, T0_MS + 1_600)
+    # Past the first lease's end, within the renewed one: still the holder's.
+    clock.now += 500
+    assert await other.run_if_leader(JOB, run_pass) == 0
+
+
 # --- the relay's backoff ---------------------------------------------------------------
 
 
@@ -190,10 +214,11 @@ class RefusingPublisher:
         self.available = False
         self.attempts: list[str] = []
 
-    async def publish_notice(self, subject: str, payload: bytes, /, *, notice_id: str) -> None:
-        self.attempts.append(notice_id)
+    async def publish_notices(self, notices: Sequence[OutboxNotice]) -> list[Exception | None]:
+        self.attempts.extend(notice.notice_id for notice in notices)
         if not self.available:
-            raise ConnectionError("no responders for the notice stream (test)")
+            return [ConnectionError("no responders for the notice stream (test)")] * len(notices)
+        return [None] * len(notices)
 
 
 BareContext = Callable[..., ExchangeContext]

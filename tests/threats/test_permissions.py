@@ -167,6 +167,8 @@ async def test_an_agent_cannot_publish_as_someone_else_or_into_their_inbox(excha
         subjects.portal_requests_of(victim.agent_id).replace(">", "cash_out"),
         f"{subjects.inbox_prefix(victim.agent_id)}.forged",
         subjects.notifications(victim.agent_id),
+        # A forged acknowledgement would drop a notice JetStream never stored.
+        f"{subjects.inbox_prefix(exchange.worker.exchange_id)}.notice_acks.0",
     ]
     for subject in targets:
         await attacker.client.publish(subject, b"{}")
