@@ -8,9 +8,11 @@ connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
@@ -64,16 +66,26 @@ class _PublishAck(msgspec.Struct):
 _publish_ack_decoder = msgspec.json.Decoder(_PublishAck)
 
 
+@dataclass(slots=True, eq=False)
+class _Batch:
+    """One call's notices waiting for JetStream: why each is not stored yet, or None."""
+
+    failures: list[BaseException | None]
+    unanswered: int
+    all_answered: asyncio.Future[None]
+
+
 class JetStreamNoticePublisher:
     """Publishes notices into the notice stream, a batch at a time; the notice id
     deduplicates retries.
 
     Each notice is a plain publish whose reply subject, inside the worker's
-    own inbox, carries a number; JetStream answers each there, and the batch
-    waits once for all the answers. Through ``js.publish`` each notice was a
-    request of its own, awaited in a task of its own: a task, a timer, a
-    random token and a JSON parse per notice (docs/PERFORMANCE.md, "Fifth
-    pass").
+    own inbox, carries a number; JetStream answers each there, one
+    subscription takes the answers, and the batch waits once, until the
+    last answer or the timeout. Through ``js.publish`` each notice was a
+    request of its own, awaited in a task of its own: a task, a future, a
+    timer, a random token and a JSON parse per notice (docs/PERFORMANCE.md,
+    "Fifth pass").
     """
 
     def __init__(
@@ -88,9 +100,8 @@ class JetStreamNoticePublisher:
         self._timeout_s = timeout_s
         self._reply_prefix = f"{inbox_prefix}.notice_acks."
         self._numbers = itertools.count()
-        # Each answer carries why the notice was not stored, or None (no future
-        # is left holding an exception nobody reads).
-        self._waiting: dict[str, asyncio.Future[BaseException | None]] = {}
+        # Reply number -> the batch and the notice's place in it.
+        self._waiting: dict[str, tuple[_Batch, int]] = {}
         self._subscription: Subscription | None = None
 
     async def start(self) -> None:
@@ -108,58 +119,55 @@ class JetStreamNoticePublisher:
         assert self._subscription is not None, "start() first"
         if not notices:
             return []
-        loop = asyncio.get_running_loop()
-        answers: list[asyncio.Future[BaseException | None]] = []
-        replies: list[str] = []
+        unanswered = TimeoutError("JetStream did not acknowledge the notice in time")
+        batch = _Batch(
+            [unanswered] * len(notices), len(notices), asyncio.get_running_loop().create_future()
+        )
+        numbers: list[str] = []
         try:
-            for notice in notices:
-                answer, reply = self._expect_answer(loop)
-                answers.append(answer)
-                replies.append(reply)
+            for index, notice in enumerate(notices):
+                number = str(next(self._numbers))
+                numbers.append(number)
+                self._waiting[number] = (batch, index)
                 try:
                     await self._client.publish(
                         notice.subject,
                         notice.payload,
-                        reply=reply,
+                        reply=self._reply_prefix + number,
                         headers={"Nats-Msg-Id": notice.notice_id},
                     )
                 except (nats.errors.Error, OSError) as exc:
-                    answer.set_result(exc)
-            await asyncio.wait(answers, timeout=self._timeout_s)
+                    self._answer(number, exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._timeout_s):
+                    await batch.all_answered
         finally:
-            for reply in replies:
-                self._waiting.pop(reply.rpartition(".")[2], None)
-        return [_failure(answer) for answer in answers]
-
-    def _expect_answer(
-        self, loop: asyncio.AbstractEventLoop
-    ) -> tuple[asyncio.Future[BaseException | None], str]:
-        number = str(next(self._numbers))
-        answer: asyncio.Future[BaseException | None] = loop.create_future()
-        self._waiting[number] = answer
-        return answer, self._reply_prefix + number
+            for number in numbers:
+                self._waiting.pop(number, None)
+        return batch.failures
 
     async def _on_answer(self, message: Msg) -> None:
-        answer = self._waiting.pop(message.subject.rpartition(".")[2], None)
-        if answer is None or answer.done():
-            return  # too late: the batch stopped waiting, the relay publishes it again
+        number = message.subject.rpartition(".")[2]
         try:
             acknowledged = _publish_ack_decoder.decode(message.data)
         except msgspec.DecodeError:
             # An empty answer with a status header: no stream took the subject.
-            answer.set_result(ConnectionError(f"no acknowledgement: {message.headers}"))
+            self._answer(number, ConnectionError(f"no acknowledgement: {message.headers}"))
             return
         if acknowledged.error is not None or acknowledged.stream != NOTICE_STREAM:
-            answer.set_result(ConnectionError(f"refused: {acknowledged.error}"))
+            self._answer(number, ConnectionError(f"refused: {acknowledged.error}"))
             return
-        answer.set_result(None)
+        self._answer(number, None)
 
-
-def _failure(answer: asyncio.Future[BaseException | None]) -> BaseException | None:
-    if answer.done():
-        return answer.result()
-    answer.cancel()
-    return TimeoutError("JetStream did not acknowledge the notice in time")
+    def _answer(self, number: str, failure: BaseException | None) -> None:
+        waiting = self._waiting.pop(number, None)
+        if waiting is None:
+            return  # too late: the batch stopped waiting, the relay publishes it again
+        batch, index = waiting
+        batch.failures[index] = failure
+        batch.unanswered -= 1
+        if batch.unanswered == 0 and not batch.all_answered.done():
+            batch.all_answered.set_result(None)
 
 
 class JetStreamResultStore:

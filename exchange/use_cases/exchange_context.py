@@ -178,6 +178,8 @@ class ExchangeContext:
         # Background publishes (publish_soon) and how many notices they carry.
         self._publishing: set[asyncio.Task[None]] = set()
         self._notices_publishing = 0
+        # Notices for the background batch that starts at the loop's next turn.
+        self._notices_queued: list[OutboxNotice] = []
         # Whether the last publish failed: a change is logged once, not each notice.
         self._publishing_fails = False
         # The relay waits, ever longer, while JetStream refuses its notices.
@@ -252,6 +254,9 @@ class ExchangeContext:
     async def publish_soon(self, notices: Sequence[OutboxNotice]) -> None:
         """After commit: publish in the background, so the caller can reply at once.
 
+        Notices queued in one turn of the event loop go out as one batch: a
+        group's callers are all woken at once, so a group's notices share one
+        publish call (one wait for JetStream's answers) instead of one each.
         At most NOTICES_PUBLISHING_MAX notices are in flight this way; past
         that the caller publishes its own and waits (back-pressure, so a slow
         JetStream cannot pile up tasks). ``close`` waits for them all.
@@ -262,11 +267,14 @@ class ExchangeContext:
             await self.publish(notices)
             return
         self._notices_publishing += len(notices)
-        task = asyncio.create_task(self._publish_counted(notices))
-        self._publishing.add(task)
-        task.add_done_callback(self._publishing.discard)
+        if not self._notices_queued:
+            task = asyncio.create_task(self._publish_queued())
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+        self._notices_queued.extend(notices)
 
-    async def _publish_counted(self, notices: Sequence[OutboxNotice]) -> None:
+    async def _publish_queued(self) -> None:
+        notices, self._notices_queued = self._notices_queued, []
         try:
             await self.publish(notices)
         finally:

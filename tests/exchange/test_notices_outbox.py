@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 
+from agent_client import AgentKeys, subjects
 from exchange.use_cases import exchange_context as context_module
+from exchange.use_cases.exchange_context import OutboxNotice
 from tests.exchange import stored_notices
 from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
 from wallet import open_database
@@ -33,9 +35,12 @@ class GatedPublisher:
         self.failures_left = 0
         self.attempted: list[str] = []
         self.published: list[str] = []
+        # The notice ids of each call, in order.
+        self.batches: list[list[str]] = []
 
     async def publish_notices(self, notices):
         self.attempted.extend(notice.notice_id for notice in notices)
+        self.batches.append([notice.notice_id for notice in notices])
         await self.gate.wait()
         refused = min(self.failures_left, len(notices))
         self.failures_left -= refused
@@ -230,4 +235,26 @@ async def test_the_outbox_keeps_only_what_jetstream_has_not_stored(exchange, mon
     await settle(contract)
     assert len(await exchange.notices_to(provider.agent_id)) == 4
     assert await outbox_ids(exchange.worker.config.database_url) == []
+    await exchange.check_invariants()
+
+
+async def test_notices_queued_in_one_turn_of_the_loop_are_published_as_one_batch(exchange):
+    """A group's callers are woken together: their notices share one publish call
+    (one wait for JetStream's answers), not one call each."""
+    publisher = gated_publisher(exchange)
+    publisher.gate.clear()
+    context = exchange.worker.context
+    # Nobody listens to this agent's notices: the stream just keeps them.
+    subject = subjects.notifications(AgentKeys.generate().agent_id)
+    notices = [OutboxNotice(f"batched-{number}", subject, b"{}") for number in range(5)]
+
+    # Five callers, each with its own notice, in one turn of the loop.
+    await asyncio.gather(*(context.publish_soon([notice]) for notice in notices))
+    await asyncio.sleep(0.2)
+    assert publisher.batches == [[notice.notice_id for notice in notices]]
+
+    publisher.gate.set()
+    await exchange.worker.stop()  # waits for the notices in flight
+    assert sorted(publisher.published) == sorted(notice.notice_id for notice in notices)
+    await exchange.restart()
     await exchange.check_invariants()
