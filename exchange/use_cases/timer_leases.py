@@ -60,10 +60,9 @@ class TimerLeases:
         self._context = context
         self.holder = holder
         self._ttl_ms = max(1, round(ttl_s * 1000))
-        # Jobs this worker held after its last attempt: a change is logged once.
-        self._held: set[str] = set()
-        # When this worker last took or renewed each job it holds, by its clock.
-        self._renewed_at_ms: dict[str, int] = {}
+        # The jobs this worker held after its last attempt (a change is logged
+        # once), each with when it took or last renewed the lease, by its clock.
+        self._held: dict[str, int] = {}
 
     async def run_if_leader(self, job: str, run_pass: Callable[[], Awaitable[int]], /) -> int:
         """Run one pass of ``job`` if this worker holds its lease (taking or renewing it
@@ -76,7 +75,7 @@ class TimerLeases:
         """Whether this worker renewed its lease on ``job`` less than half a time to
         live ago: nobody else can have taken it since (it runs a whole time to
         live), so the pass needs no transaction to know it may run."""
-        renewed_at_ms = self._renewed_at_ms.get(job)
+        renewed_at_ms = self._held.get(job)
         if renewed_at_ms is None:
             return False
         return self._context.clock.now_ms() - renewed_at_ms < self._ttl_ms // 2
@@ -93,8 +92,7 @@ class TimerLeases:
         """Give up every lease this worker holds (it is stopping): another worker
         takes the jobs at its next wake-up instead of after the time to live."""
         now_ms = self._context.clock.now_ms()
-        jobs, self._held = sorted(self._held), set()
-        self._renewed_at_ms.clear()
+        jobs, self._held = sorted(self._held), {}
 
         async def work(connection: AsyncConnection) -> None:
             for job in jobs:
@@ -113,15 +111,11 @@ class TimerLeases:
             )
 
         held = await self._context.run(work)
+        was_held = self._held.pop(job, None) is not None
         if held:
-            self._renewed_at_ms[job] = now_ms
-        else:
-            self._renewed_at_ms.pop(job, None)
-        was_held = job in self._held
-        if held and not was_held:
-            self._held.add(job)
-            log.info("worker %s took the timer lease %s", self.holder, job)
-        elif was_held and not held:
-            self._held.discard(job)
+            self._held[job] = now_ms
+            if not was_held:
+                log.info("worker %s took the timer lease %s", self.holder, job)
+        elif was_held:
             log.warning("worker %s lost the timer lease %s to another worker", self.holder, job)
         return held
