@@ -150,8 +150,9 @@ class JetStreamNoticePublisher:
         number = message.subject.rpartition(".")[2]
         try:
             acknowledged = _publish_ack_decoder.decode(message.data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             # An empty answer with a status header: no stream took the subject.
+            # (msgspec stops nesting deeper than its limit with RecursionError.)
             self._answer(number, ConnectionError(f"no acknowledgement: {message.headers}"))
             return
         if acknowledged.error is not None or acknowledged.stream != NOTICE_STREAM:

@@ -29,6 +29,9 @@ INBOX = "_INBOX.publisher-test"
 # expect none set a short one.
 ANSWER_TIMEOUT_S = 5.0
 SHORT_TIMEOUT_S = 0.2
+# Bad answers: nested past msgspec's depth limit, and most of a message's room.
+NESTING = 100_000
+OVERSIZE_BYTES = 900_000
 # A stand-in stream's subject, outside the notice stream.
 ELSEWHERE = "publisher-test.elsewhere"
 
@@ -109,8 +112,13 @@ async def test_a_subject_no_stream_takes_is_not_published(client):
         b'{"stream": "SOMEONE_ELSES", "seq": 1}',
         b"not json at all",
         b'["stream", "AGENTX_NOTICES"]',
+        b'{"stream": "AGENTX_NOTICES", "error": {"detail": '
+        + b"[" * NESTING
+        + b"]" * NESTING
+        + b"}}",
+        b'{"stream": "' + b"x" * OVERSIZE_BYTES + b'"}',
     ],
-    ids=["refused", "another stream", "junk", "wrong shape"],
+    ids=["refused", "another stream", "junk", "wrong shape", "deeply nested", "oversize"],
 )
 async def test_an_answer_that_is_not_the_notice_streams_acknowledgement_is_a_failure(
     client, answer
