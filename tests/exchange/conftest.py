@@ -23,6 +23,8 @@ from broker.signed_service import AgentEvictor
 from exchange import ExchangeConfig, ExchangeWorker, check_exchange_invariants, migrate_database
 from tests.exchange.stored_notices import stored_notices, wait_outbox_empty
 
+TIMERS_ASLEEP_S = 3_600  # a sweep interval no test outlives
+
 
 @dataclass
 class RunningExchange:
@@ -51,6 +53,12 @@ class RunningExchange:
         )
         await self.worker.start()
         return self.worker
+
+    async def put_timers_to_sleep(self, **config_changes: object) -> ExchangeWorker:
+        """Restart with the timer loop asleep, so that only the test's own
+        sweeps run: a pass of the loop, while a test has moved the clock or
+        just made a row due, would take the step the test checks."""
+        return await self.restart(sweep_interval_s=TIMERS_ASLEEP_S, **config_changes)
 
     def keys_of(self, agent: Agent) -> AgentKeys:
         """Tests forge documents with an agent's own keys to reach edge cases."""

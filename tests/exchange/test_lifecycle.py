@@ -67,7 +67,7 @@ async def test_a_missed_delivery_deadline_refunds_the_buyer(exchange):
 
 
 async def test_a_missed_deadline_counts_before_the_sweeper_runs(exchange):
-    await exchange.restart(sweep_interval_s=3600)
+    await exchange.put_timers_to_sleep()
     provider, buyer, contract = await deal_until_hired(exchange, handler=never, delivery_within_s=1)
     await asyncio.sleep(1.2)
     # The provider is too late: refused although no sweeper has refunded yet.
@@ -200,7 +200,7 @@ async def test_accept_and_reject_racing_on_one_delivery_have_one_winner(exchange
 
 
 async def test_release_racing_the_review_timer_and_the_sweeper_has_one_winner(exchange):
-    await exchange.restart(sweep_interval_s=3600, lifecycle=LifecycleSettings(review_window_s=1))
+    await exchange.put_timers_to_sleep(lifecycle=LifecycleSettings(review_window_s=1))
     provider, buyer, contract = await deal_until_hired(exchange)
     delivery = await contract.wait_delivery(timeout_s=10)
     await asyncio.sleep(1.1)

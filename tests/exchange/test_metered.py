@@ -139,6 +139,7 @@ async def test_the_ceiling_caps_calls_and_captures(exchange):
 
 
 async def test_the_buyers_close_leaves_the_claim_window_then_the_sweeper_releases(exchange):
+    await exchange.put_timers_to_sleep()
     provider, buyer = await metered_pair(exchange)
     session = await open_session(buyer, provider)
     await session.call("a")
@@ -163,6 +164,7 @@ async def test_the_buyers_close_leaves_the_claim_window_then_the_sweeper_release
 
 
 async def test_an_expired_session_enters_its_claim_window_then_closes(exchange):
+    await exchange.put_timers_to_sleep()
     provider, buyer = await metered_pair(exchange)
     session = await open_session(buyer, provider, session_s=1)
     context = exchange.worker.context

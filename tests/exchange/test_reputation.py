@@ -194,7 +194,7 @@ async def test_refunds_disputes_and_unique_buyers_count_from_settled_contracts_o
 
 
 async def test_a_contract_released_by_its_review_window_can_be_rated_before_the_sweep(exchange):
-    await exchange.restart(sweep_interval_s=3600, lifecycle=LifecycleSettings(review_window_s=1))
+    await exchange.put_timers_to_sleep(lifecycle=LifecycleSettings(review_window_s=1))
     provider = await open_shop(exchange)
     buyer = await exchange.funded_agent(GRANT)
     contract = await hire(buyer)

@@ -46,7 +46,6 @@ from tests.exchange.echo_shop import CAPABILITY, open_echo_shop
 PRICE = 1_000
 PERIOD_S = 3_600
 FEE_BPS = 500  # the seeds' subscription fee
-TIMERS_ASLEEP_S = 3_600
 
 
 class _Shifted:
@@ -84,10 +83,7 @@ class TimeTravel:
 
 @pytest.fixture
 async def travel(exchange):
-    # The worker's own timer loop would race the traveller: a pass it runs
-    # while the clock is moved (or a due row it finds first) takes the step
-    # the test counts. Asleep, only the traveller sweeps.
-    await exchange.restart(sweep_interval_s=TIMERS_ASLEEP_S)
+    await exchange.put_timers_to_sleep()
     traveller = TimeTravel(exchange)
     yield traveller
     traveller.back()
