@@ -8,14 +8,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.adapters.exchange_tables import fees
+from wallet.prepared_statements import PreparedStatement
 
 __all__ = ["fee_rows", "write_fee_rows"]
 
 
+# Every worker reads the table every second: prepared.
+_select_fee_rows = PreparedStatement(
+    lambda _dialect: sa.select(fees.c.name, fees.c.rate_bps, fees.c.updated_at_ms), ()
+)
+
+
 async def fee_rows(connection: AsyncConnection, /) -> tuple[dict[str, int], int]:
     """The rates set, by name, and when the table last changed (0: never)."""
-    found = await connection.execute(sa.select(fees.c.name, fees.c.rate_bps, fees.c.updated_at_ms))
-    rows = list(found)
+    rows = await _select_fee_rows.rows(connection)
     return {str(name): int(rate) for name, rate, _ in rows}, max(
         (int(at) for _, _, at in rows), default=0
     )

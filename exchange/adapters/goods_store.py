@@ -25,6 +25,7 @@ from exchange.adapters.exchange_tables import (
 from exchange.domain.goods_rules import GoodsItemRow, GoodsVersionRow, LicenceRow
 from exchange.errors import ErrorCode, ExchangeError
 from wallet.ledger_tables import ledger_transfers
+from wallet.prepared_statements import PreparedStatement
 
 __all__ = [
     "add_draft",
@@ -160,13 +161,20 @@ async def versions_announcing(
     connection: AsyncConnection, /, *, limit: int
 ) -> list[tuple[str, int]]:
     """Versions whose holders are not all notified yet."""
-    statement = (
+    rows = await _select_versions_announcing.rows(connection, (limit,))
+    return [(str(item_id), int(version)) for item_id, version in rows]
+
+
+# Run every second on every worker, mostly finding nothing: prepared.
+_select_versions_announcing = PreparedStatement(
+    lambda _dialect: (
         sa.select(goods_versions.c.item_id, goods_versions.c.version)
         .where(goods_versions.c.notices_done.is_(False))
         .order_by(goods_versions.c.published_at_ms)
-        .limit(limit)
-    )
-    return [(str(row[0]), int(row[1])) for row in await connection.execute(statement)]
+        .limit(sa.bindparam("limit"))
+    ),
+    ("limit",),
+)
 
 
 async def goods_payment_problems(connection: AsyncConnection, /) -> dict[str, int]:

@@ -18,6 +18,7 @@ from agent_client.protocol import MeteredState
 from exchange.adapters.exchange_tables import metered_claims, metered_sessions
 from exchange.domain.metered_rules import MeteredRow
 from exchange.errors import ErrorCode, ExchangeError
+from wallet.prepared_statements import PreparedStatement
 
 __all__ = [
     "add_claim",
@@ -98,25 +99,32 @@ async def claim_rows(
     return rows[:limit], len(rows) > limit
 
 
-async def due_session_ids(connection: AsyncConnection, /, *, now_ms: int, limit: int) -> list[str]:
-    """Sessions whose expiry or claim window has passed."""
-    statement = (
+# Run every second on every worker, mostly finding nothing: prepared.
+_select_due_sessions = PreparedStatement(
+    lambda _dialect: (
         sa.select(metered_sessions.c.contract_id)
         .where(
             sa.or_(
                 sa.and_(
                     metered_sessions.c.state == MeteredState.OPEN.value,
-                    metered_sessions.c.expires_at_ms <= now_ms,
+                    metered_sessions.c.expires_at_ms <= sa.bindparam("now_ms"),
                 ),
                 sa.and_(
                     metered_sessions.c.state == MeteredState.CLOSING.value,
-                    metered_sessions.c.closes_at_ms <= now_ms,
+                    metered_sessions.c.closes_at_ms <= sa.bindparam("now_ms"),
                 ),
             )
         )
-        .limit(limit)
-    )
-    return [str(contract_id) for contract_id in (await connection.execute(statement)).scalars()]
+        .limit(sa.bindparam("limit"))
+    ),
+    ("now_ms", "limit"),
+)
+
+
+async def due_session_ids(connection: AsyncConnection, /, *, now_ms: int, limit: int) -> list[str]:
+    """Sessions whose expiry or claim window has passed."""
+    rows = await _select_due_sessions.rows(connection, (now_ms, limit))
+    return [str(contract_id) for (contract_id,) in rows]
 
 
 async def metered_totals(connection: AsyncConnection, /) -> dict[str, int]:

@@ -20,6 +20,7 @@ from exchange.domain.subscription_rules import PlanRow, SubscriptionRow
 from exchange.errors import ErrorCode, ExchangeError
 from wallet import TransferCode, TransferFlags
 from wallet.ledger_tables import ledger_transfers
+from wallet.prepared_statements import PreparedStatement
 
 __all__ = [
     "add_charge",
@@ -146,13 +147,20 @@ async def add_charge(connection: AsyncConnection, values: Mapping[str, Any], /) 
 async def due_subscription_ids(
     connection: AsyncConnection, /, *, now_ms: int, limit: int
 ) -> list[str]:
-    statement = (
+    rows = await _select_due_subscriptions.rows(connection, (now_ms, limit))
+    return [str(found) for (found,) in rows]
+
+
+# Run every second on every worker, mostly finding nothing: prepared.
+_select_due_subscriptions = PreparedStatement(
+    lambda _dialect: (
         sa.select(subscriptions.c.subscription_id)
-        .where(subscriptions.c.due_at_ms <= now_ms)
+        .where(subscriptions.c.due_at_ms <= sa.bindparam("now_ms"))
         .order_by(subscriptions.c.due_at_ms)
-        .limit(limit)
-    )
-    return [str(found) for found in (await connection.execute(statement)).scalars()]
+        .limit(sa.bindparam("limit"))
+    ),
+    ("now_ms", "limit"),
+)
 
 
 async def list_subscriptions(

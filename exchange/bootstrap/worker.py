@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +39,7 @@ from exchange.adapters.jetstream import (
     JetStreamResultStore,
 )
 from exchange.bootstrap.components import extra_migration_paths, spending_controls
+from exchange.bootstrap.periodic import Job, run_periodically
 from exchange.bootstrap.worker_metrics import WorkerMetrics
 from exchange.entrypoints.nats_endpoints import ExchangeEndpoints
 from exchange.limits import (
@@ -47,7 +47,6 @@ from exchange.limits import (
     REQUEST_CONCURRENCY_MAX,
     STREAMS_CHECK_INTERVAL_S,
     SWEEP_INTERVAL_S,
-    TIMER_JITTER_FRACTION,
     TIMER_LEASE_TTL_INTERVALS,
 )
 from exchange.migrations import VERSIONS_PATH as EXCHANGE_MIGRATIONS
@@ -248,13 +247,14 @@ class ExchangeWorker:
             "subscriptions.sweep": self.subscriptions.sweep,
             "outbox.relay": self.relay_outbox,
         }
+        # One timer for all of them (exchange/bootstrap/periodic.py).
+        every_tick = [
+            *(self._leader_only(job, run_pass) for job, run_pass in leased_jobs.items()),
+            self.fees.refresh,
+            context.flush_published,
+        ]
         return [
-            *(
-                asyncio.create_task(self._every(interval_s, self._leader_only(job, run_pass)))
-                for job, run_pass in leased_jobs.items()
-            ),
-            asyncio.create_task(self._every(interval_s, self.fees.refresh)),
-            asyncio.create_task(self._every(interval_s, context.flush_published)),
+            asyncio.create_task(self._every(interval_s, *every_tick)),
             asyncio.create_task(self._every(STREAMS_CHECK_INTERVAL_S, self.ensure_streams)),
         ]
 
@@ -308,19 +308,17 @@ class ExchangeWorker:
         """Publish notices whose publish after commit did not happen (or failed)."""
         return await self.context.relay_outbox()
 
-    async def _every(self, interval_s: float, job: Callable[[], Awaitable[int]]) -> None:
-        """Run a periodic job until cancelled; a failing run is logged, not fatal."""
-        while True:
-            # Jittered, so that workers started together do not query in lockstep.
-            jitter = random.uniform(-TIMER_JITTER_FRACTION, TIMER_JITTER_FRACTION)
-            await asyncio.sleep(interval_s * (1 + jitter))
-            try:
-                self.metrics.job_passed(job.__name__, await job())
-            except Exception as exc:
-                self.metrics.job_failed(job.__name__, exc)
-                # One line: a job failing every second (JetStream down) must
-                # not fill the log with tracebacks.
-                log.warning("background job %s failed; it runs again: %r", job.__name__, exc)
+    async def _every(self, interval_s: float, *jobs: Job) -> None:
+        await run_periodically(interval_s, jobs, passed=self._passed, failed=self._failed)
+
+    def _passed(self, job: Job, done: int, /) -> None:
+        self.metrics.job_passed(job.__name__, done)
+
+    def _failed(self, job: Job, error: Exception, /) -> None:
+        self.metrics.job_failed(job.__name__, error)
+        # One line: a job failing every second (JetStream down) must not fill
+        # the log with tracebacks.
+        log.warning("background job %s failed; it runs again: %r", job.__name__, error)
 
     async def stop(self) -> None:
         """Stop taking requests, finish those in flight, then disconnect."""

@@ -329,7 +329,7 @@ class ExchangeContext:
             return 0
         created_before_ms = now_ms - OUTBOX_RELAY_DELAY_MS
 
-        async def work(connection: AsyncConnection) -> list[dict[str, Any]]:
+        async def work(connection: AsyncConnection) -> list[tuple[str, str, str]]:
             return await contract_store.outbox_notices(
                 connection, created_before_ms=created_before_ms, limit=OUTBOX_BATCH_MAX
             )
@@ -337,8 +337,8 @@ class ExchangeContext:
         rows = await self.run(work)
         failed = await self.publish(
             [
-                OutboxNotice(row["notice_id"], row["subject"], row["payload"].encode())
-                for row in rows
+                OutboxNotice(notice_id, subject, payload.encode())
+                for notice_id, subject, payload in rows
             ]
         )
         self._note_relay_outcome(failed, len(rows))
