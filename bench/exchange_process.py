@@ -24,6 +24,7 @@ import signal
 import sqlite3
 import statistics
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,6 +215,17 @@ def cpu_s(pid: int, /) -> float:
     # utime and stime are the 14th and 15th fields; the first two are gone.
     user_ticks, system_ticks = int(fields[11]), int(fields[12])
     return (user_ticks + system_ticks) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_ms_per_s(pids: dict[str, int], /, *, window_s: float) -> dict[str, float]:
+    """The CPU each process uses per second of wall time over the next ``window_s``."""
+    started_cpu_s = {name: cpu_s(pid) for name, pid in pids.items()}
+    started = time.perf_counter()
+    await asyncio.sleep(window_s)
+    elapsed_s = time.perf_counter() - started
+    return {
+        name: (cpu_s(pid) - started_cpu_s[name]) * 1000 / elapsed_s for name, pid in pids.items()
+    }
 
 
 def nats_server_pid(parent_pid: int, /) -> int:

@@ -25,14 +25,13 @@ import multiprocessing.synchronize
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from benchmark_main import run_benchmark
 from exchange_process import (
     child_process,
-    cpu_s,
+    cpu_ms_per_s,
     ledger_problems,
     nats_server_pid,
     running_exchange,
@@ -56,12 +55,10 @@ def parse_arguments() -> argparse.Namespace | str:
     parser.add_argument("--window-s", type=float, default=20.0)
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
-    if not 1 <= arguments.runs <= RUNS_MAX:
-        return f"--runs must be 1..{RUNS_MAX}"
-    if not 1 <= arguments.windows <= WINDOWS_MAX:
-        return f"--windows must be 1..{WINDOWS_MAX}"
-    if not 1 <= arguments.window_s <= WINDOW_S_MAX:
-        return f"--window-s must be 1..{WINDOW_S_MAX:.0f}"
+    bounds = {"runs": RUNS_MAX, "windows": WINDOWS_MAX, "window_s": WINDOW_S_MAX}
+    for name, most in bounds.items():
+        if not 1 <= getattr(arguments, name) <= most:
+            return f"--{name.replace('_', '-')} must be 1..{most:g}"
     return arguments
 
 
@@ -107,17 +104,6 @@ async def one_run(arguments: argparse.Namespace) -> dict[str, Any]:
         "exchange_windows": [round(w["exchange"], 2) for w in windows],
         "limit_windows": [round(w["limit"], 2) for w in windows],
         "ledger_problems": problems,
-    }
-
-
-async def cpu_ms_per_s(pids: dict[str, int], /, *, window_s: float) -> dict[str, float]:
-    """Each process's CPU per second of wall time over one window."""
-    started_cpu_s = {name: cpu_s(pid) for name, pid in pids.items()}
-    started = time.perf_counter()
-    await asyncio.sleep(window_s)
-    elapsed_s = time.perf_counter() - started
-    return {
-        name: (cpu_s(pid) - started_cpu_s[name]) * 1000 / elapsed_s for name, pid in pids.items()
     }
 
 

@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark_main import run_benchmark
-from exchange_process import cpu_s, memory_kib
+from exchange_process import cpu_ms_per_s, cpu_s, memory_kib
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -171,13 +171,7 @@ async def idle_cpu_ms_per_s(pids: dict[str, int], /, *, idle_s: float) -> dict[s
     interest).
     """
     await asyncio.sleep(SETTLE_S)
-    cpu_started_s = {name: cpu_s(pid) for name, pid in pids.items()}
-    started = time.perf_counter()
-    await asyncio.sleep(idle_s)
-    elapsed_s = time.perf_counter() - started
-    return {
-        name: (cpu_s(pid) - cpu_started_s[name]) * 1000 / elapsed_s for name, pid in pids.items()
-    }
+    return await cpu_ms_per_s(pids, window_s=idle_s)
 
 
 async def create_consumers(
