@@ -3,7 +3,7 @@
 Every job runs a pass each tick (``SWEEP_INTERVAL_S``). A timer per job
 woke an idle worker seven times a second, and each wake-up on cold caches
 cost more than the pass it started: one wake-up a tick for all the jobs
-took an idle `agentx up` from about 12 to 4 ms of CPU a second
+took an idle `agentx up` from about 11 to 3.5 ms of CPU a second
 (docs/PERFORMANCE.md, "Sixth pass").
 
 A tick starts a pass of every job whose last pass has ended, side by side,
