@@ -57,8 +57,9 @@ async def test_a_slow_pass_holds_up_no_other_job_and_is_not_started_twice():
         await until(lambda: len(recorder.passed.get("quick", [])) >= 5)
         assert slow_started == 1 and "slow" not in recorder.passed
         release.set()
-        await until(lambda: recorder.passed.get("slow") == [7, 7])
-        assert slow_started >= 2
+        # Passes keep coming at every tick: wait for two, not for exactly two.
+        await until(lambda: len(recorder.passed.get("slow", [])) >= 2)
+        assert set(recorder.passed["slow"]) == {7} and slow_started >= 2
     finally:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
@@ -80,7 +81,8 @@ async def test_a_failing_pass_is_reported_and_runs_again_beside_the_others():
 
     loop = periodically(recorder, flaky, steady)
     try:
-        await until(lambda: recorder.passed.get("flaky") == [3])
+        await until(lambda: "flaky" in recorder.passed)
+        assert set(recorder.passed["flaky"]) == {3}
         assert recorder.failed == {"flaky": ["down 1", "down 2"]}
         assert len(recorder.passed["steady"]) >= 3
     finally:
