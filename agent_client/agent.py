@@ -26,6 +26,7 @@ signed request path (:meth:`Agent._signed_request`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections import OrderedDict
@@ -39,6 +40,7 @@ from msgspec import Struct
 from agent_client import limits, subjects
 from agent_client.contracts import Contract, Delivery
 from agent_client.errors import (
+    AgentClientError,
     AgentClosed,
     ExchangeError,
     ProtocolError,
@@ -71,10 +73,12 @@ from agent_client.metering import (
     request_metered_offer,
 )
 from agent_client.negotiation import BuyerDesk
+from agent_client.notice_acks import NoticeAcks
 from agent_client.offers import QuoteCollection, QuoteRequest, ReceivedQuote
 from agent_client.protocol import (
     SETTLED_STATES,
     AcceptDelivery,
+    AcknowledgeNotices,
     Advertise,
     AnalyticsReply,
     BalanceReply,
@@ -119,6 +123,7 @@ from agent_client.protocol import (
     MeteredEvidenceReply,
     MeteredNotice,
     MeteredView,
+    NoticesAckedReply,
     NoticesReply,
     OpenContract,
     PlanView,
@@ -181,6 +186,8 @@ log = logging.getLogger(__name__)
 EXCHANGE_AUDIENCE = "exchange"
 PENDING_NOTICES_MAX = 10_000
 NOTICE_NONCES_MAX = 200_000
+# How long closing waits for the last acknowledgements of notices.
+NOTICE_ACKS_CLOSING_S = 2.0
 DELIVERY_POLL_INTERVAL_S = 3.0
 
 
@@ -281,6 +288,7 @@ class Agent:
         )
         self._subscriptions = SubscriptionDesk(self._request)
         self._goods_notices = GoodsNotices()
+        self._notice_acks = NoticeAcks(self._acknowledge_notices)
         self.agent_id = keys.agent_id
         self.exchange_id = exchange_id
         self.portal_id = portal_id
@@ -334,6 +342,11 @@ class Agent:
         """Stop serving, let running handlers finish, and disconnect."""
         if self._state is AgentState.CLOSED:
             return
+        # What is handled by now is acknowledged, if the exchange answers soon; a
+        # notice handled later comes again to the next process of this agent.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(NOTICE_ACKS_CLOSING_S):
+                await self._notice_acks.close()
         self._state = AgentState.CLOSED
         # Hired tasks in flight get a short grace period to deliver.
         await self._provider.close(grace_s=self._options.close_grace_s)
@@ -1204,28 +1217,70 @@ class Agent:
             raise SignatureRejected(ErrorCode.SIGNER_MISMATCH, "not signed by the exchange")
 
     async def _listen_for_notices(self) -> None:
-        # The exchange keeps a durable consumer for this agent: notices sent
-        # while it was offline wait in the stream and arrive now, pushed into
-        # this agent's own inbox prefix (nobody else may receive there).
+        # Listen first, then ask: the exchange answers notices.subscribe by
+        # sending again what this agent has not acknowledged, and those must
+        # find the subscription in place. The subject lies inside this agent's
+        # own inbox prefix: nobody else may receive there.
+        await self._connection.subscribe(
+            subjects.notice_deliver_subject(self.agent_id),
+            self._on_notice_message,
+            queue=subjects.notice_queue_group(self.agent_id),
+            concurrency_max=self._options.handler_concurrency_max,
+        )
+        await self._ask_for_notices()
+        # Notices sent while the connection was down were lost on the way:
+        # asking again has them sent again.
+        self._connection.when_reconnected(self._ask_for_notices_again)
+
+    async def _ask_for_notices(self) -> None:
         reply = expect_reply(
             await self._request(SubscribeNotices, _subscribe_notices_request), NoticesReply
         )
-        if not reply.deliver_subject.startswith(subjects.inbox_prefix(self.agent_id) + "."):
+        if reply.deliver_subject != subjects.notice_deliver_subject(self.agent_id):
             raise ProtocolError(
-                ErrorCode.MALFORMED, "notices must arrive inside this agent's inbox"
+                ErrorCode.MALFORMED, "notices must arrive on this agent's notice subject"
             )
-        await self._connection.subscribe(
-            reply.deliver_subject,
-            self._on_notice,
-            queue=reply.queue_group,
-            acknowledge=True,
-            concurrency_max=self._options.handler_concurrency_max,
+
+    async def _ask_for_notices_again(self) -> None:
+        if self._state is AgentState.CLOSED:
+            return
+        try:
+            await self._ask_for_notices()
+        except AgentClientError as exc:
+            # The exchange sends unacknowledged notices again after its ack wait anyway.
+            log.warning("could not ask for missed notices after a reconnect: %s", exc)
+
+    async def _acknowledge_notices(self, notice_ids: list[str]) -> None:
+        expect_reply(
+            await self._request(
+                AcknowledgeNotices,
+                lambda header: AcknowledgeNotices(header=header, notice_ids=notice_ids),
+            ),
+            NoticesAckedReply,
         )
 
-    async def _on_notice(self, message: IncomingMessage) -> None:
-        notice = self._verified_notice(message)
-        if notice is None:
-            return
+    async def _on_notice_message(self, message: IncomingMessage) -> None:
+        notice_id = await self._on_notice(message)
+        if notice_id is not None:
+            # Acknowledged once handled, even if the handler failed: a notice
+            # that breaks a handler would break it again.
+            self._notice_acks.add(notice_id)
+
+    async def _on_notice(self, message: IncomingMessage) -> str | None:
+        """Handle one notice; its id if it was the exchange's (new or a repeat)."""
+        verified = self._verified_notice(message)
+        if verified is None:
+            return None
+        notice, first_time = verified
+        if not first_time:
+            return notice.header.nonce
+        try:
+            await self._handle_notice(notice)
+        except Exception:
+            log.exception("a notice handler failed for %s", type(notice).__name__)
+        return notice.header.nonce
+
+    async def _handle_notice(self, notice: Document) -> None:
         if isinstance(notice, ContractOpenedNotice):
             # The task may run long; the notice is acknowledged now and the
             # exchange refuses a second delivery if it ever came again.
@@ -1243,8 +1298,9 @@ class Agent:
         elif isinstance(notice, SubscriptionNotice):
             await self._subscriptions.observe(notice)
 
-    def _verified_notice(self, message: IncomingMessage) -> Document | None:
-        """A notice signed by the exchange for this agent, seen for the first time."""
+    def _verified_notice(self, message: IncomingMessage) -> tuple[Document, bool] | None:
+        """A notice signed by the exchange for this agent, and whether it is the first
+        time it came (the exchange sends again what it has not heard acknowledged)."""
         try:
             opened = open_envelope(message.data)
             if not isinstance(opened.document, _NOTICE_TYPES):
@@ -1262,13 +1318,13 @@ class Agent:
             log.warning("ignored a notice: %s", exc)
             return None
         header = verified.document.header
-        # JetStream may redeliver; the nonce makes each notice count once.
+        # The nonce makes each notice count once.
         if self._notice_guard.seen(header.issuer, header.nonce):
-            return None
+            return verified.document, False
         self._notice_guard.remember(
             header.issuer, header.nonce, header.expires_at_ms, now_ms=self._clock.now_ms()
         )
-        return verified.document
+        return verified.document, True
 
 
 _NOTICE_TYPES = (

@@ -24,9 +24,18 @@ REQUESTS_IN_FLIGHT_MAX: Final = 32
 # Quotes are evidence a buyer may accept a while after receiving them.
 QUOTE_VALIDITY_MAX_S: Final = 3600
 QUOTE_VALIDITY_DEFAULT_S: Final = 60
-# Notices wait in the exchange's JetStream stream for offline agents; they
-# stay verifiable (and the stream keeps them) this long.
+# Notices wait in the exchange's outbox for offline agents; they stay
+# verifiable (and the outbox keeps them) this long.
 NOTICE_LIFETIME_MAX_S: Final = 8 * 24 * 3600
+# Notice ids in one notices.ack at most.
+NOTICE_ACK_IDS_MAX: Final = 256
+# A client acknowledges what it handled at most this often, or once it holds
+# NOTICE_ACK_BATCH ids: one signed request per batch, not one per notice.
+NOTICE_ACK_INTERVAL_S: Final = 1.0
+NOTICE_ACK_BATCH: Final = 100
+# Ids handled but not yet acknowledged that a client keeps (the exchange
+# sends again whatever it never heard of, so past this the oldest are dropped).
+NOTICE_ACKS_PENDING_MAX: Final = 10_000
 # Negotiation: after the first quote, the buyer may send at most this many
 # counter-offers to a provider, each answered by one new quote (round 1, 2,
 # ...). The bound keeps the chatter finite and the evidence small: a

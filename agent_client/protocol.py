@@ -29,6 +29,7 @@ __all__ = [
     "HOLDING_STATES",
     "SETTLED_STATES",
     "AcceptDelivery",
+    "AcknowledgeNotices",
     "Advertise",
     "AnalyticsReply",
     "BalanceReply",
@@ -112,6 +113,7 @@ __all__ = [
     "Mint",
     "MintReply",
     "Notice",
+    "NoticesAckedReply",
     "NoticesReply",
     "OpenContract",
     "OpenMetered",
@@ -919,12 +921,21 @@ class CashOut(_Signed, frozen=True, tag="portal.cash_out"):
 
 
 class SubscribeNotices(_Signed, frozen=True, tag="notices.subscribe"):
-    """An agent asks the exchange to set up its notice consumer (at every connect).
+    """An agent says it listens for its notices (at every connect and reconnect).
 
-    Agents have no JetStream API permission; the exchange creates (or keeps)
-    the agent's durable consumer, which pushes notices to a subject inside
-    the agent's own inbox prefix, and answers where (:class:`NoticesReply`).
+    The agent queue-subscribes its notice subject first; the exchange answers
+    where (:class:`NoticesReply`) and then sends again, oldest first, every
+    notice the agent has not acknowledged that is not in flight (PROTOCOL.md
+    section 1.7.2).
     """
+
+
+class AcknowledgeNotices(_Signed, frozen=True, tag="notices.ack"):
+    """An agent has handled these notices (their ``header.nonce``): the exchange
+    stops sending them. Ids that are not the signer's, or already acknowledged,
+    are ignored, so a repeat is harmless."""
+
+    notice_ids: Annotated[list[Nonce], Meta(min_length=1, max_length=limits.NOTICE_ACK_IDS_MAX)]
 
 
 # --- Documents signed by the exchange ---------------------------------------------
@@ -954,6 +965,7 @@ EXCHANGE_REQUEST_TYPES: tuple[type[_Signed], ...] = (
     Transfer,
     Mint,
     SubscribeNotices,
+    AcknowledgeNotices,
     OpenMetered,
     ClaimUsage,
     CloseMetered,
@@ -1592,11 +1604,18 @@ class InfoReply(_Reply, frozen=True, tag="info"):
 
 
 class NoticesReply(_Reply, frozen=True, tag="notices"):
-    """Where the agent's notices arrive: queue-subscribe ``deliver_subject`` with
-    ``queue_group`` and acknowledge each message (PROTOCOL.md section 1.7.2)."""
+    """Where the agent's notices arrive: the agent queue-subscribes ``deliver_subject``
+    with ``queue_group`` (before asking) and acknowledges what it handled with
+    ``notices.ack`` (PROTOCOL.md section 1.7.2)."""
 
     deliver_subject: str
     queue_group: str
+
+
+class NoticesAckedReply(_Reply, frozen=True, tag="notices_acked"):
+    """How many of the acknowledged notices the exchange still held, and dropped."""
+
+    removed: int
 
 
 class ChunkStoredReply(_Reply, frozen=True, tag="chunk_stored"):
@@ -1635,6 +1654,7 @@ Reply = (
     | ReputationReply
     | TransferReply
     | NoticesReply
+    | NoticesAckedReply
     | ChunkStoredReply
     | ResultChunkReply
     | MeteredReply
@@ -1702,6 +1722,7 @@ Document = (
     | DeliveredNotice
     | ContractUpdatedNotice
     | SubscribeNotices
+    | AcknowledgeNotices
     | MeteredOfferRequest
     | MeteredOffer
     | OpenMetered

@@ -33,6 +33,7 @@ __all__ = [
     "metered_offers",
     "negotiation",
     "notice_deliver_subject",
+    "notice_queue_group",
     "notifications",
     "portal_requests_of",
     "result_chunk",
@@ -128,9 +129,15 @@ def inbox_prefix(agent_id: str, /) -> str:
 
 
 def notice_deliver_subject(agent_id: str, /) -> str:
-    """Where JetStream pushes an agent's notices: inside its own inbox prefix,
+    """Where the exchange sends an agent's notices: inside its own inbox prefix,
     so that only its own connections can receive them."""
     return f"{inbox_prefix(agent_id)}.notices"
+
+
+def notice_queue_group(agent_id: str, /) -> str:
+    """The queue group an agent's processes share its notices in (each notice
+    reaches one of them)."""
+    return f"notices_{agent_id}"
 
 
 def result_chunk(contract_id: str, index: int, /) -> str:

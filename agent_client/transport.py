@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 import nats.errors
@@ -120,6 +121,7 @@ async def connect_nats(
     *,
     name: str,
     connect_timeout_s: float = CONNECT_TIMEOUT_DEFAULT_S,
+    reconnected: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
     """Connect as ``keys``: the server's nonce is signed with the agent key (nkey).
 
@@ -127,7 +129,9 @@ async def connect_nats(
     own key; the server's auth callout grants each key its permissions, and
     every reply inbox lives under the key's own prefix (``_INBOX.<id>``), the
     only one it may receive on. ``url`` may list several servers, separated
-    by commas. The first connection must succeed within
+    by commas. ``reconnected`` runs after each reconnect (subscriptions are
+    back by then; what was published to them meanwhile is not). The first
+    connection must succeed within
     ``connect_timeout_s``, or this raises AgentClientError saying why (the
     server refused the key, nothing listens, ...); after that the client
     reconnects for as long as it lives. Connection errors are logged one
@@ -155,6 +159,7 @@ async def connect_nats(
             max_reconnect_attempts=-1,
             allow_reconnect=True,
             error_cb=on_error,
+            **({} if reconnected is None else {"reconnected_cb": reconnected}),
         )
     )
     refusal = asyncio.ensure_future(refused.wait())
@@ -208,6 +213,19 @@ class NatsConnection:
     def __init__(self, client: Client, /) -> None:
         self._client = client
         self._dispatchers: list[BoundedDispatcher] = []
+        self._reconnect_listeners: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._listener_tasks: set[asyncio.Task[None]] = set()
+
+    def when_reconnected(self, listener: Callable[[], Coroutine[Any, Any, None]], /) -> None:
+        """Run ``listener`` after each reconnect (connections made by :meth:`connect`)."""
+        self._reconnect_listeners.append(listener)
+
+    async def _reconnected(self) -> None:
+        for listener in list(self._reconnect_listeners):
+            # nats-py awaits this callback in its reconnect path: do not hold it up.
+            task = asyncio.create_task(listener())
+            self._listener_tasks.add(task)
+            task.add_done_callback(self._listener_tasks.discard)
 
     @classmethod
     async def connect(
@@ -219,7 +237,19 @@ class NatsConnection:
         name: str,
         connect_timeout_s: float = CONNECT_TIMEOUT_DEFAULT_S,
     ) -> NatsConnection:
-        return cls(await connect_nats(url, keys, name=name, connect_timeout_s=connect_timeout_s))
+        listeners: list[NatsConnection] = []
+
+        async def reconnected() -> None:
+            for connection in listeners:
+                await connection._reconnected()
+
+        connection = cls(
+            await connect_nats(
+                url, keys, name=name, connect_timeout_s=connect_timeout_s, reconnected=reconnected
+            )
+        )
+        listeners.append(connection)
+        return connection
 
     @property
     def max_payload_bytes(self) -> int:

@@ -4,9 +4,9 @@ The same closed loop as ``bench/deals.py`` (C buyers each settling deals
 one after another against one provider; its deal loop, limits and floor
 are imported from there, not copied), run against ``agentx cluster``'s
 composition (``exchange/bootstrap/cluster.py``): ``--nodes`` nats-server
-nodes with the notice stream and result bucket replicated on each (R3 on
-three), ``--workers`` ``agentx worker`` OS processes in one queue group,
-no portal, and a fresh PostgreSQL database created through
+nodes with the result stream replicated on each (R3 on three),
+``--workers`` ``agentx worker`` OS processes in one queue group, no
+portal, and a fresh PostgreSQL database created through
 ``--database-url`` (default: ``AGENTX_TEST_POSTGRES_URL``) and dropped
 afterwards. The agents (this process) are given the cluster's URL list, so
 each connects to a node of its choosing, as clients of the cluster do.
@@ -29,8 +29,10 @@ Figures, over the timed part of each run, per settled deal:
   after up to 10 s, so the readings wait ``POSTGRES_STATS_SETTLE_S``
   before the timed part and after it;
 * ``group_*``: the group commit's transactions and contract steps, from the
-  workers' ``agentx_group_size`` histograms; ``notices_per_deal`` and
-  ``notice_bytes_mean``: what the notice stream stored (a node's ``/jsz``);
+  workers' ``agentx_group_size`` histograms; ``notice_ack_requests_per_deal``:
+  the agents' ``notices.ack`` requests the workers answered (their
+  ``agentx_requests_total``), each a batch of acknowledged notices (notices
+  go live on core NATS, so no stream holds them to count);
 * ``idle_cpu_ms_per_s_*``: each kind's CPU with no deal running (NATS
   heartbeats, the workers' periodic passes), watched in the same quiet
   window, and ``cpu_ms_per_deal_*_net_of_idle``: the timed part's CPU
@@ -45,11 +47,12 @@ Then, as ``bench/deals.py`` does, in the same run: plain and signed
 request/reply rates (between agents on the URL list, so across routes when
 they land on different nodes), ed25519 rates, and the protocol's floor
 (``bench/protocol_floor.py``) at the same concurrency against a stand-in
-on the same cluster (its notices go through the R3 stream), with its CPU
-per node. ``ratio_vs_floor`` is deals/s over the floor's. After each run
-the ledger invariants are checked on the run's database; the benchmark
-exits 1 if they fail. ``--runs K`` repeats everything on a fresh cluster
-and database and reports medians, and each run's key figures.
+on the same cluster (its notices live on core NATS, acknowledged in
+batches, as the exchange's), with its CPU per node. ``ratio_vs_floor`` is
+deals/s over the floor's. After each run the ledger invariants are checked
+on the run's database; the benchmark exits 1 if they fail. ``--runs K``
+repeats everything on a fresh cluster and database and reports medians,
+and each run's key figures.
 
 Closed loop only: the open loop (``--rate``) stays with ``bench/deals.py``.
 
@@ -89,8 +92,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from agent_client.protocol import AcknowledgeNotices, endpoint_of
 from broker.limits import CLUSTER_NODES_MAX
-from broker.streams import NOTICE_STREAM
 from exchange.bootstrap.cluster import WORKERS_MAX, ClusterConfig, ExchangeCluster
 from wallet.database import async_database_url
 
@@ -104,6 +107,8 @@ QUIET_WINDOW_S = 5.0
 # settling waits, the limits and the floor, stopping.
 RUN_TIMEOUT_S = 900.0
 METRICS_TIMEOUT_S = 5.0
+# The label of the notices.ack requests in the workers' agentx_requests_total.
+NOTICE_ACK_LABEL = f'endpoint="{endpoint_of(AcknowledgeNotices)}"'
 # The counters of pg_stat_database read for the run's database.
 POSTGRES_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
 # The server's own processes, shared by every database, by their process titles.
@@ -141,8 +146,7 @@ class Reading:
     loadavg_1m: float
     groups: float
     group_steps: float
-    notices: float
-    notice_bytes: float
+    notice_acks: float
 
 
 def postgres_processes(title_part: str, /) -> dict[int, float]:
@@ -169,9 +173,10 @@ def machine_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-async def group_commit_counts(metrics_urls: list[str], /) -> tuple[float, float]:
-    """Groups committed and contract steps in them, summed over the workers' metrics."""
-    groups = steps = 0.0
+async def worker_counts(metrics_urls: list[str], /) -> tuple[float, float, float]:
+    """Groups committed, contract steps in them and notices.ack requests answered
+    (whatever the answer), summed over the workers' metrics."""
+    groups = steps = notice_acks = 0.0
     async with httpx.AsyncClient(timeout=METRICS_TIMEOUT_S) as client:
         for url in metrics_urls:
             for line in (await client.get(url)).text.splitlines():
@@ -179,19 +184,9 @@ async def group_commit_counts(metrics_urls: list[str], /) -> tuple[float, float]
                     groups += float(line.split()[1])
                 elif line.startswith("agentx_group_size_sum "):
                     steps += float(line.split()[1])
-    return groups, steps
-
-
-async def notice_stream_state(monitor_url: str, /) -> tuple[float, float]:
-    """The notice stream's messages and bytes, from a node's monitor (``/jsz``)."""
-    async with httpx.AsyncClient(timeout=METRICS_TIMEOUT_S) as client:
-        response = await client.get(f"{monitor_url}/jsz", params={"streams": "true"})
-    for account in response.json().get("account_details", []):
-        for stream in account.get("stream_detail", []):
-            if stream["name"] == NOTICE_STREAM:
-                state = stream["state"]
-                return float(state["messages"]), float(state["bytes"])
-    raise RuntimeError(f"no {NOTICE_STREAM} stream on {monitor_url}")
+                elif line.startswith("agentx_requests_total{") and NOTICE_ACK_LABEL in line:
+                    notice_acks += float(line.rsplit(maxsplit=1)[1])
+    return groups, steps, notice_acks
 
 
 async def database_counters(admin: AsyncEngine, database_name: str, /) -> dict[str, float]:
@@ -226,8 +221,6 @@ class ClusterMeter:
         self._pids = pids
         self._metrics_urls = [worker.metrics_url or "" for worker in cluster.workers]
         assert all(self._metrics_urls), "every worker serves metrics"
-        # Every node holds a replica of the notice stream; the first one's will do.
-        self._monitor_url = cluster.nats.monitor_urls[0]
         self._admin = admin
         self._database_name = database_name
         self._start: Reading | None = None
@@ -268,17 +261,14 @@ class ClusterMeter:
         figures["group_transactions_per_deal"] = groups / deals
         figures["group_steps_per_deal"] = steps / deals
         figures["group_steps_per_transaction"] = steps / max(1.0, groups)
-        notices = end.notices - start.notices
-        figures["notices_per_deal"] = notices / deals
-        figures["notice_bytes_mean"] = (end.notice_bytes - start.notice_bytes) / max(1.0, notices)
+        figures["notice_ack_requests_per_deal"] = (end.notice_acks - start.notice_acks) / deals
         return figures
 
     async def _counters(self) -> dict[str, float]:
         return await database_counters(self._admin, self._database_name)
 
     async def _read(self) -> Reading:
-        groups, steps = await group_commit_counts(self._metrics_urls)
-        notices, notice_bytes = await notice_stream_state(self._monitor_url)
+        groups, steps, notice_acks = await worker_counts(self._metrics_urls)
         return Reading(
             at_s=time.perf_counter(),
             cpu_s_by_name={name: cpu_s(pid) for name, pid in self._pids.items()},
@@ -287,8 +277,7 @@ class ClusterMeter:
             loadavg_1m=os.getloadavg()[0],
             groups=groups,
             group_steps=steps,
-            notices=notices,
-            notice_bytes=notice_bytes,
+            notice_acks=notice_acks,
         )
 
     def _used_s(self, start: Reading, end: Reading) -> dict[str, float]:

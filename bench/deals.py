@@ -39,8 +39,9 @@ the deals settled: on a small machine it shows which process runs out first.
 
 Last in each run comes the protocol's floor (``bench/protocol_floor.py``):
 the same deals' signed messages and notices, at the same concurrency or
-offered rate, against a stand-in that verifies, answers and publishes
-notices but keeps no state (and signs its replies, as the exchange must).
+offered rate, against a stand-in that verifies, answers, sends notices on
+core NATS and takes their batched acknowledgements, as the exchange does,
+but keeps no state (and signs its replies, as the exchange must).
 ``floor_*`` are its figures and
 ``ratio_vs_floor`` is deals/s (achieved rate) over the floor's: how much of
 what the protocol itself allows on this machine the exchange delivers.

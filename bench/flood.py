@@ -72,7 +72,7 @@ from agent_client.protocol import Envelope, GetContract, SignedReply, json_encod
 from agent_client.signing import SystemClock, b64encode, make_header, open_envelope
 from agent_client.transport import connect_nats
 from broker import EmbeddedNatsServer, NatsServerConfig
-from exchange import limits as limits_of_exchange
+from broker import limits as broker_limits
 
 TARGET_P99_RATIO_MAX = 3.0
 # Buyers started before the windows. With few, a stall of the exchange also
@@ -470,15 +470,15 @@ async def control_window(
 
 
 def admission_limits_text() -> str:
-    """The per-agent admission limits in force: exchange/limits.py's defaults."""
+    """The per-agent admission limits in force: broker/limits.py's defaults."""
     return (
-        f"{limits_of_exchange.AGENT_REQUESTS_PER_S:,.0f} requests/s"
-        f" (burst {limits_of_exchange.AGENT_REQUEST_BURST:,}),"
-        f" {limits_of_exchange.AGENT_REQUESTS_IN_FLIGHT_MAX} in flight,"
-        f" {limits_of_exchange.AGENT_PROTOCOL_ERRORS_PER_S:g} protocol errors/s"
-        f" (burst {limits_of_exchange.AGENT_PROTOCOL_ERROR_BURST}),"
-        f" {limits_of_exchange.AGENT_REFUSAL_ANSWERS_PER_S:g} rate_limited answers/s"
-        f" (burst {limits_of_exchange.AGENT_REFUSAL_ANSWER_BURST})"
+        f"{broker_limits.AGENT_REQUESTS_PER_S:,.0f} requests/s"
+        f" (burst {broker_limits.AGENT_REQUEST_BURST:,}),"
+        f" {broker_limits.AGENT_REQUESTS_IN_FLIGHT_MAX} in flight,"
+        f" {broker_limits.AGENT_PROTOCOL_ERRORS_PER_S:g} protocol errors/s"
+        f" (burst {broker_limits.AGENT_PROTOCOL_ERROR_BURST}),"
+        f" {broker_limits.AGENT_REFUSAL_ANSWERS_PER_S:g} rate_limited answers/s"
+        f" (burst {broker_limits.AGENT_REFUSAL_ANSWER_BURST})"
     )
 
 

@@ -1,10 +1,11 @@
 """Benchmark: what a durable notice consumer per agent costs nats-server, beside core subscriptions.
 
-Today every agent has a durable JetStream push consumer on the notice stream
-(``broker.streams.notice_consumer_config``, created by
-``ensure_notice_consumer``), kept until it has been unused for 8 days; the
-alternative is one plain core-NATS subscription per online agent on its
-notification subject. Each run starts three fresh nats-servers
+Until 2026-12-07 every agent had a durable JetStream push consumer on the
+notice stream (``notice_consumer_config``, created by
+``ensure_notice_consumer``, both now in ``bench/jetstream_notices.py``),
+kept until it had been unused for 8 days; the alternative, which the
+exchange now uses (live notices), is one plain core-NATS subscription per
+online agent. Each run starts three fresh nats-servers
 (``EmbeddedNatsServer``, JetStream on, each store in a temporary directory,
 loopback, a free port), each with the notice stream: ``durable`` gets the
 consumers, ``core`` the plain subscriptions, ``raw`` nothing more. It reads
@@ -71,14 +72,7 @@ from typing import Any
 
 from benchmark_main import run_benchmark
 from exchange_process import cpu_ms_per_s, cpu_s, memory_kib
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
-from agent_client import AgentKeys, subjects
-from agent_client.transport import connect_nats
-from broker import EmbeddedNatsServer, NatsServerConfig
-from broker.limits import SUBSCRIPTIONS_PER_CONNECTION_MAX
-from broker.streams import (
+from jetstream_notices import (
     NOTICE_CONSUMERS_MAX,
     NOTICE_STREAM,
     ensure_notice_consumer,
@@ -86,6 +80,13 @@ from broker.streams import (
     notice_consumer_name,
     notice_stream_config,
 )
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from agent_client import AgentKeys, subjects
+from agent_client.transport import connect_nats
+from broker import EmbeddedNatsServer, NatsServerConfig
+from broker.limits import SUBSCRIPTIONS_PER_CONNECTION_MAX
 
 AGENTS_DEFAULT = (1_000, 5_000, 10_000)
 # The stream refuses consumers beyond its max_consumers.
@@ -384,7 +385,7 @@ def extrapolate(
         "core_idle_cpu_ms_per_s": medians["core_idle_cpu_ms_per_s_per_1000"] * online_thousands,
         "core_idle_cpu_resolution_ms_per_s": cpu_resolution_ms_per_s_per_1000 * online_thousands,
         "stream_max_consumers": max_consumers,
-        # nats-server reads 0 and -1 as its default of 1,000 (broker/streams.py).
+        # nats-server reads 0 and -1 as its default of 1,000 (bench/jetstream_notices.py).
         "stream_allows_registered_target": max_consumers >= REGISTERED_AGENTS_TARGET,
     }
 

@@ -3,27 +3,42 @@
 A settled deal is 4 signed round trips (RFQ/quote, ``contract.open``,
 ``contract.deliver``, ``contract.accept``), the last three answered by the
 exchange with signed replies bound to their requests, and 4 exchange-signed
-notices that JetStream stores and delivers to the parties' durable
-consumers, which verify and acknowledge each (docs/PROTOCOL.md, sections
-1.4 and 1.7: a notice goes only where the reply has not told the party
-already, and a settlement to both). This runs exactly that message pattern, under NATS auth as
-the exchange runs, with no contract, ledger or database:
+notices, which the parties verify and acknowledge (docs/PROTOCOL.md,
+sections 1.4 and 1.7: a notice goes only where the reply has not told the
+party already, and a settlement to both). This runs exactly that message
+pattern, under NATS auth as the exchange runs, with no contract, ledger,
+outbox or database:
 
 * a stand-in for the exchange, in its own process as the exchange is,
   connects with the exchange's key (only that key may serve the agents'
   request subjects), verifies each request as the exchange's endpoints do
   (``verify_request``), answers at once with a signed reply bound to the
   request (``sign_reply``: every answer of the exchange is one), then seals
-  the step's notices with its key and publishes them to the notice stream
-  in the background, as the exchange does after its commit (1 for an
-  opening, 1 for a delivery, 2 for an acceptance; ``--notice-table
-  before`` sends the 7 the protocol sent until 2026-12-06: 2, 3 and 2). Agents have no
-  JetStream API, so it also creates each agent's notice consumer when
-  asked, as the exchange's ``notices.subscribe`` does;
+  the step's notices with its key and sends them, as the exchange does
+  after its commit (1 for an opening, 1 for a delivery, 2 for an
+  acceptance; ``--notices core:before`` sends the 7 the protocol sent until
+  2026-12-06: 2, 3 and 2). Each notice is a plain core-NATS message to its
+  recipient's notice subject (``subjects.notice_deliver_subject``,
+  ``_INBOX.<id>.notices``: inside the agent's own inbox prefix, which only
+  it may read; the broker lets the exchange's key publish there). It
+  answers ``notices.subscribe`` (where the notices arrive) and
+  ``notices.ack``: one signature verified per batch of acknowledged ids,
+  and a signed ``NoticesAckedReply``. It keeps no outbox, so it sends
+  nothing again; what the exchange's outbox costs (a row per notice
+  inserted, and deleted when acknowledged) is the exchange's own work;
 * in this process, a provider answers signed RFQs on the RFQ subject with
   signed quotes and delivers when it is told a contract opened; buyers run
   the deal: quote, open, wait for the delivery notice, accept. Each agent
-  connects with its own key and checks every reply (``open_reply``).
+  connects with its own key, checks every reply (``open_reply``), and
+  listens for its notices as the Agent does (``_listen_for_notices``):
+  queue-subscribes its notice subject first, then asks
+  (``notices.subscribe``); it checks each notice (signature, audience,
+  issuer, once only) and acknowledges the ids it handled in batches, as
+  the client does (``agent_client.notice_acks.NoticeAcks``: once a second,
+  or per 100 ids), each batch one signed ``notices.ack`` request. Ids still
+  waiting when the timed part ends are acknowledged before its CPU is read,
+  so every notice's acknowledgement is in the CPU figures;
+  ``floor_notice_ack_requests_per_deal`` is how many requests that took.
 
 The agents send their steps on their own request subjects
 (``agentx.v2.x.<id>.floor.<step>``), which only the exchange key may serve,
@@ -38,27 +53,22 @@ No real exchange can settle deals faster than this on the same machine;
 Run alone, it starts its own nats-server with auth on (the auth callout in
 this process).
 
-``--notices core`` measures the design proposed instead of a durable
-consumer per agent (each costs nats-server about 52 KB of memory): live
-notices over core NATS. The stand-in publishes each sealed notice as a
-plain message to the agent's inbox (``subjects.notice_deliver_subject``,
-``_INBOX.<id>.notices``, the one place under auth an agent may read its
-notices, and where JetStream pushes them today), numbered per agent; the
-agent reads it with a plain subscription and checks it exactly as before
-(the notice stays signed for ``subjects.notifications(<id>)``, as today).
-Nothing is stored, no consumer is made, nothing is acknowledged; catching
-up after a gap would be served from the exchange's outbox on request,
-which a stand-in without state cannot show. Two things the design needs
-that the protocol does not have yet, so the floor makes do:
+``--notices jetstream[:TABLE]`` measures the notices' former design instead
+(until 2026-12-07), kept as the baseline to compare with
+(``bench/jetstream_notices.py``): the stand-in stores each notice in the
+JetStream stream ``AGENTX_NOTICES`` on ``subjects.notifications(<id>)``
+(waiting for the stream's acknowledgement, in a task of its own), creates
+each agent's durable push consumer when asked (``notices.subscribe``), and
+the consumer pushes the notices to the same ``_INBOX.<id>.notices``; the
+agent acknowledges each message to JetStream (unsigned, one per notice),
+and sends no ``notices.ack``. The broker no longer grants what that needs
+(the exchange's key publishing to the notify subjects, an agent
+acknowledging to its consumer), so the floor's own auth callout grants it
+for these modes (``jetstream_notice_grant``): they run only in this
+script's own main, not beside an exchange. Notices are signed for
+``subjects.notifications(<id>)`` in every mode, as the exchange signs them.
 
-* the sequence number: no notice document has a field for it, so it rides
-  in a NATS header (``Agentx-Notice-Seq``), unsigned and unread, only so
-  that the message's size and parsing are honest;
-* the exchange's key may publish to the notify subjects but not into an
-  agent's inbox (``broker/permissions.py``): core mode grants it
-  ``_INBOX.*.notices`` in this process's auth callout (``live_notice_grant``).
-
-    python bench/protocol_floor.py                    # closed loop, 64 buyers
+    python bench/protocol_floor.py                    # closed loop, 64 buyers, core:sent
     python bench/protocol_floor.py --rate 200 --json  # open loop, p99 at 200/s
     python bench/protocol_floor.py --compare jetstream:before,jetstream:sent,core:sent
                                       # designs alternately in each run, ratios to the first
@@ -88,12 +98,20 @@ from unittest import mock
 import msgspec
 from benchmark_main import run_benchmark
 from exchange_process import child_process, cpu_s, percentiles
+from jetstream_notices import (
+    NOTICE_STREAM,
+    ensure_notice_consumer,
+    ensure_notice_stream,
+    notice_consumer_name,
+)
 from nats.aio.client import Client
 from signed_rfq import PRICE_MILLICREDITS, check_quote, quote_for, sealed_rfq
 
 from agent_client import AgentKeys, limits, subjects
 from agent_client.agent import EXCHANGE_AUDIENCE
+from agent_client.notice_acks import NoticeAcks
 from agent_client.protocol import (
+    AcknowledgeNotices,
     ContractRecord,
     ContractReply,
     ContractState,
@@ -104,6 +122,7 @@ from agent_client.protocol import (
     Envelope,
     GetContract,
     Header,
+    NoticesAckedReply,
     NoticesReply,
     Reply,
     SubscribeNotices,
@@ -132,16 +151,17 @@ from broker import AccessPolicy, auth_callout
 from broker.nats_jwt import UserPermissions
 from broker.nats_process import EmbeddedNatsServer, NatsServerConfig
 from broker.permissions import Role, permissions_for
-from broker.streams import ensure_notice_consumer, ensure_notice_stream, notice_consumer_name
 
 
 class NoticeDelivery(enum.Enum):
     """How the stand-in hands each agent its notices."""
 
-    # Stored in the notice stream, pushed by the agent's durable consumer, acknowledged.
-    JETSTREAM = "jetstream"
-    # A plain core-NATS message to the agent's inbox, numbered per agent; nothing stored.
+    # As the exchange sends them: a plain core-NATS message to the agent's notice
+    # subject, acknowledged in batches with signed notices.ack requests.
     CORE = "core"
+    # The former design (the baseline): stored in the notice stream, pushed by the
+    # agent's durable consumer, each acknowledged to JetStream.
+    JETSTREAM = "jetstream"
 
 
 # The stand-in's endpoints: agentx.v2.x.<agent id>.floor.<step>.
@@ -191,9 +211,9 @@ NOTICES_PER_STEP: dict[NoticeTable, dict[str, tuple[str, ...]]] = {
 
 @dataclass(frozen=True, slots=True)
 class FloorDesign:
-    """How notices travel and which are sent: ``jetstream:sent`` is the protocol today."""
+    """How notices travel and which are sent: ``core:sent`` is the protocol today."""
 
-    delivery: NoticeDelivery = NoticeDelivery.JETSTREAM
+    delivery: NoticeDelivery = NoticeDelivery.CORE
     table: NoticeTable = NoticeTable.SENT
 
     @classmethod
@@ -207,8 +227,8 @@ class FloorDesign:
 
 
 SUBSCRIBE_STEP = "subscribe"
-# Core mode: each notice's number in its recipient's sequence (see the module docstring).
-NOTICE_SEQUENCE_HEADER = "Agentx-Notice-Seq"
+# Core mode: an agent's batch of acknowledged notice ids (notices.ack).
+ACK_STEP = "ack"
 # The contract's state after each step, as the exchange's replies and notices say it.
 STATE_AFTER_STEP: dict[str, ContractState] = {
     "open": ContractState.OPEN,
@@ -280,12 +300,23 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
     async def reply_for(agent_id: str, step: str, request: Document) -> Reply:
         if step == SUBSCRIBE_STEP:
             assert isinstance(request, SubscribeNotices)
-            assert stand_in.design.delivery is NoticeDelivery.JETSTREAM
-            await ensure_notice_consumer(js, agent_id)
+            if stand_in.design.delivery is NoticeDelivery.JETSTREAM:
+                await ensure_notice_consumer(js, agent_id)
+                queue_group = notice_consumer_name(agent_id)
+            else:
+                # The exchange also sends again what the agent has not acknowledged;
+                # the stand-in keeps nothing to send.
+                queue_group = subjects.notice_queue_group(agent_id)
             return NoticesReply(
                 deliver_subject=subjects.notice_deliver_subject(agent_id),
-                queue_group=notice_consumer_name(agent_id),
+                queue_group=queue_group,
             )
+        if step == ACK_STEP:
+            assert isinstance(request, AcknowledgeNotices)
+            assert stand_in.design.delivery is NoticeDelivery.CORE
+            # The exchange deletes the signer's own ids from its outbox; with no
+            # outbox, every distinct id counts as one it held.
+            return NoticesAckedReply(removed=len(set(request.notice_ids)))
         assert isinstance(request, GetContract)
         state = STATE_AFTER_STEP[step]
         return contract_reply(request.contract_id, state, stand_in.provider_id, record, clock)
@@ -311,7 +342,7 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
             clock=clock,
         )
         await client.publish(message.reply, signed)
-        if step == SUBSCRIBE_STEP:
+        if step in (SUBSCRIBE_STEP, ACK_STEP):
             return
         # After the answer, as the exchange publishes after commit.
         assert isinstance(request, GetContract)
@@ -336,11 +367,11 @@ async def serve_steps(stand_in: StandIn, ready: multiprocessing.synchronize.Even
 class NoticePublisher:
     """Seals notices with the exchange's key and sends them the way ``delivery`` says.
 
-    JetStream: each is stored in the notice stream in a task of its own, as
-    the exchange publishes after its commit (the publish waits for the
-    stream's acknowledgement). Core: each is a plain message to the
-    recipient's inbox, sent at once and in order, since there is nothing to
-    wait for, with its number in the recipient's sequence.
+    Core (the exchange's design): each is a plain message to the recipient's
+    notice subject, sent at once and in order, since there is nothing to
+    wait for. JetStream (the former design): each is stored in the notice
+    stream in a task of its own, as the exchange published after its commit
+    (the publish waits for the stream's acknowledgement).
     """
 
     def __init__(
@@ -352,8 +383,6 @@ class NoticePublisher:
         self._clock = clock
         self._delivery = delivery
         self._publishing: set[asyncio.Task[None]] = set()
-        # One entry per agent of the market (the buyers and the provider).
-        self._last_sequence_by_recipient: dict[str, int] = {}
 
     async def send(self, recipient: str, build: Callable[[Header], Document]) -> None:
         """Seal the notice ``build`` makes for ``recipient`` and send it."""
@@ -373,13 +402,8 @@ class NoticePublisher:
         task.add_done_callback(self._publishing.discard)
 
     async def _publish_live(self, recipient: str, payload: bytes) -> None:
-        sequence = self._last_sequence_by_recipient.get(recipient, 0) + 1
-        self._last_sequence_by_recipient[recipient] = sequence
-        await self._client.publish(
-            subjects.notice_deliver_subject(recipient),
-            payload,
-            headers={NOTICE_SEQUENCE_HEADER: str(sequence)},
-        )
+        # As exchange/adapters/live_notices.py sends each.
+        await self._client.publish(subjects.notice_deliver_subject(recipient), payload)
 
     async def _store(self, recipient: str, payload: bytes) -> None:
         await self._js.publish(
@@ -391,29 +415,34 @@ class NoticePublisher:
 
 
 @contextlib.contextmanager
-def live_notice_grant() -> Iterator[None]:
-    """While open, this process's auth callout also lets the exchange's key publish
-    live notices into the agents' inboxes (``_INBOX.*.notices``).
+def jetstream_notice_grant() -> Iterator[None]:
+    """While open, this process's auth callout also grants what the notices' former
+    design needs: the exchange's key publishing notices into the notice stream
+    (``subjects.notifications(<id>)``), and each agent acknowledging to its own
+    durable consumer (``$JS.ACK.AGENTX_NOTICES.notices_<id>.>``).
 
-    An agent may read only its own inbox prefix, where JetStream pushes its
-    notices today; the exchange's key may publish to the notify subjects
-    but not there (``broker/permissions.py``). Live notices need that one
-    grant more; until the permissions have it, the floor's own server adds
-    it here, for core mode only. Connections authorised meanwhile keep it.
+    The broker granted both until notices went live (``broker/permissions.py``
+    lets the exchange publish into ``_INBOX.*.notices`` instead); the floor's
+    own server adds them here, for the JetStream modes only. Connections
+    authorised meanwhile keep them.
     """
 
-    def with_live_notices(role: Role, identity: str, /) -> UserPermissions:
+    def with_jetstream_notices(role: Role, identity: str, /) -> UserPermissions:
         permissions = permissions_for(role, identity)
-        if role is not Role.EXCHANGE:
+        if role is Role.EXCHANGE:
+            granted = subjects.notifications("*")
+        elif role is Role.AGENT:
+            granted = f"$JS.ACK.{NOTICE_STREAM}.{notice_consumer_name(identity)}.>"
+        else:
             return permissions
         publish = permissions.pub
-        allowed = (*publish.allow, subjects.notice_deliver_subject("*"))
         return msgspec.structs.replace(
-            permissions, pub=msgspec.structs.replace(publish, allow=allowed)
+            permissions,
+            pub=msgspec.structs.replace(publish, allow=(*publish.allow, granted)),
         )
 
     # The callout looks the function up in its own module on each connection.
-    with mock.patch.object(auth_callout, "permissions_for", with_live_notices):
+    with mock.patch.object(auth_callout, "permissions_for", with_jetstream_notices):
         yield
 
 
@@ -476,7 +505,7 @@ def notice_document(header: Header, contract_id: str, step: str, role: str) -> D
 
 
 class FloorAgent:
-    """One identity with its own connection and its notices (a durable consumer today)."""
+    """One identity with its own connection, its notices and their acknowledgements."""
 
     def __init__(self, keys: AgentKeys, connection: NatsConnection, exchange_id: str) -> None:
         self.keys = keys
@@ -485,6 +514,10 @@ class FloorAgent:
         self.exchange_id = exchange_id
         self.clock = SystemClock()
         self._notice_guard = ReplayGuard()
+        # Core mode: handled notices' ids, acknowledged in batches as the Agent does.
+        self._acks = NoticeAcks(self._acknowledge)
+        # Signed notices.ack requests this agent sent (each answered).
+        self.ack_requests = 0
 
     @classmethod
     async def connect(cls, nats_url: str, exchange_id: str) -> FloorAgent:
@@ -495,23 +528,34 @@ class FloorAgent:
     async def listen(
         self, on_notice: Callable[[Document], Awaitable[None]], *, notices: NoticeDelivery
     ) -> None:
-        """Ask the stand-in for a notice consumer, as an Agent asks the exchange, and listen;
-        or, for live notices, just listen on the inbox subject they come to."""
+        """Listen for notices as the Agent does (core), or as it did (JetStream).
+
+        Core: queue-subscribe the notice subject first, then ask the stand-in
+        (``notices.subscribe``); each notice handled is acknowledged with the
+        next batch, a repeat too (as ``Agent._on_notice_message`` does).
+        JetStream: ask the stand-in for a durable consumer, then subscribe to
+        where it pushes, acknowledging each message to JetStream.
+        """
 
         async def handle(message: IncomingMessage) -> None:
-            notice = self.verified_notice(message.data)
-            if notice is not None:
+            notice, first_time = self.verified_notice(message.data)
+            if first_time:
                 await on_notice(notice)
+            if notices is NoticeDelivery.CORE:
+                self._acks.add(notice.header.nonce)
 
         if notices is NoticeDelivery.CORE:
             await self.connection.subscribe(
                 subjects.notice_deliver_subject(self.agent_id),
                 handle,
+                queue=subjects.notice_queue_group(self.agent_id),
                 concurrency_max=HANDLER_CONCURRENCY_MAX,
             )
-            return
         reply = await self.request(SUBSCRIBE_STEP, lambda header: SubscribeNotices(header=header))
         assert isinstance(reply, NoticesReply), reply
+        assert reply.deliver_subject == subjects.notice_deliver_subject(self.agent_id), reply
+        if notices is NoticeDelivery.CORE:
+            return
         await self.connection.subscribe(
             reply.deliver_subject,
             handle,
@@ -520,8 +564,9 @@ class FloorAgent:
             concurrency_max=HANDLER_CONCURRENCY_MAX,
         )
 
-    def verified_notice(self, data: bytes) -> Document | None:
-        """The checks the Agent runs on a notice: signature, audience, issuer, once only."""
+    def verified_notice(self, data: bytes) -> tuple[Document, bool]:
+        """The checks the Agent runs on a notice (signature, audience, issuer), and
+        whether it is the first time it came (its nonce makes it count once)."""
         opened = open_envelope(data)
         document = verify_evidence(
             opened,
@@ -534,11 +579,23 @@ class FloorAgent:
         ).document
         header = document.header
         if self._notice_guard.seen(header.issuer, header.nonce):
-            return None
+            return document, False
         self._notice_guard.remember(
             header.issuer, header.nonce, header.expires_at_ms, now_ms=self.clock.now_ms()
         )
-        return document
+        return document, True
+
+    async def _acknowledge(self, notice_ids: list[str]) -> None:
+        """One batch: a signed notices.ack, its signed reply checked (``NoticeAcks`` sends)."""
+        reply = await self.request(
+            ACK_STEP, lambda header: AcknowledgeNotices(header=header, notice_ids=notice_ids)
+        )
+        assert isinstance(reply, NoticesAckedReply), reply
+        self.ack_requests += 1
+
+    async def acknowledge_now(self) -> None:
+        """Send the ids still waiting at once (the batch timer stops until the next notice)."""
+        await self._acks.close()
 
     async def request(self, step: str, build: Callable[[Header], Document]) -> Reply:
         """A signed request to the stand-in; its signed reply checked as the Agent checks one."""
@@ -605,14 +662,6 @@ class Buyer:
         self.deals_done = 0
         self._deliveries: dict[str, asyncio.Future[None]] = {}
 
-    @classmethod
-    async def start(
-        cls, nats_url: str, exchange_id: str, provider_id: str, *, notices: NoticeDelivery
-    ) -> Buyer:
-        buyer = cls(await FloorAgent.connect(nats_url, exchange_id), provider_id)
-        await buyer.agent.listen(buyer.on_notice, notices=notices)
-        return buyer
-
     async def on_notice(self, notice: Document) -> None:
         if isinstance(notice, DeliveredNotice):
             future = self._deliveries.get(notice.contract_id)
@@ -651,6 +700,27 @@ class Buyer:
 # --- the measurement ----------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class FloorMarket:
+    """The provider and the buyers, with the stand-in's pid."""
+
+    provider: FloorAgent
+    buyers: list[Buyer]
+    stand_in_pid: int
+
+    @property
+    def agents(self) -> list[FloorAgent]:
+        return [self.provider, *(buyer.agent for buyer in self.buyers)]
+
+    def ack_requests(self) -> int:
+        """The signed notices.ack requests the agents have sent so far."""
+        return sum(agent.ack_requests for agent in self.agents)
+
+    async def acknowledge_now(self) -> None:
+        """Every agent sends the notice ids still waiting for their batch."""
+        await asyncio.gather(*(agent.acknowledge_now() for agent in self.agents))
+
+
 @contextlib.asynccontextmanager
 async def floor_market(
     nats_url: str,
@@ -658,30 +728,33 @@ async def floor_market(
     buyers_count: int,
     *,
     design: FloorDesign,
-) -> AsyncIterator[tuple[list[Buyer], int]]:
-    """The stand-in, a provider and ``buyers_count`` buyers; yields them and the stand-in's pid.
+) -> AsyncIterator[FloorMarket]:
+    """The stand-in, a provider and ``buyers_count`` buyers.
 
     The stand-in connects with ``exchange_keys``: under NATS auth only the
-    exchange's key may serve the agents' request subjects.
+    exchange's key may serve the agents' request subjects. On exit the
+    agents send their last acknowledgements and close while the stand-in
+    still answers (the stack unwinds in reverse), then it stops.
     """
-    provider = await FloorAgent.connect(nats_url, exchange_keys.agent_id)
-    buyers: list[Buyer] = []
-    try:
+    notices = design.delivery
+    async with contextlib.AsyncExitStack() as stack:
+        provider = await FloorAgent.connect(nats_url, exchange_keys.agent_id)
+        stack.push_async_callback(provider.close)
         stand_in = StandIn(nats_url, exchange_keys.seed_text(), provider.agent_id, design)
-        notices = design.delivery
-        async with child_process(run_stand_in, stand_in, name="exchange stand-in") as stand_in_pid:
-            await serve_as_provider(provider, notices=notices)
-            for _ in range(buyers_count):
-                buyers.append(
-                    await Buyer.start(
-                        nats_url, exchange_keys.agent_id, provider.agent_id, notices=notices
-                    )
-                )
-            yield buyers, stand_in_pid
-    finally:
-        for buyer in buyers:
-            await buyer.agent.close()
-        await provider.close()
+        stand_in_pid = await stack.enter_async_context(
+            child_process(run_stand_in, stand_in, name="exchange stand-in")
+        )
+        stack.push_async_callback(provider.acknowledge_now)
+        await serve_as_provider(provider, notices=notices)
+        buyers: list[Buyer] = []
+        for _ in range(buyers_count):
+            agent = await FloorAgent.connect(nats_url, exchange_keys.agent_id)
+            stack.push_async_callback(agent.close)
+            stack.push_async_callback(agent.acknowledge_now)
+            buyer = Buyer(agent, provider.agent_id)
+            await agent.listen(buyer.on_notice, notices=notices)
+            buyers.append(buyer)
+        yield FloorMarket(provider, buyers, stand_in_pid)
 
 
 def cpu_now_s(pids: Mapping[str, int], /) -> dict[str, float]:
@@ -711,7 +784,8 @@ async def floor_closed_loop(
 
     Also the CPU each process spent per deal: the stand-in, the agents (this
     process) and the nats-servers (``nats_server_pids``: each one's pid by
-    the name its figure takes, e.g. ``{"nats_server": pid}``).
+    the name its figure takes, e.g. ``{"nats_server": pid}``), the timed
+    part's notices all acknowledged; and the acknowledgements it took.
     """
     latencies_s: list[float] = []
     async with floor_market(
@@ -719,7 +793,7 @@ async def floor_closed_loop(
         exchange_keys,
         in_flight,
         design=design,
-    ) as (buyers, stand_in_pid):
+    ) as market:
         deadline = time.perf_counter() + seconds
 
         async def trade(buyer: Buyer) -> None:
@@ -728,16 +802,20 @@ async def floor_closed_loop(
                 await buyer.deal()
                 latencies_s.append(time.perf_counter() - started)
 
-        pids = {"stand_in": stand_in_pid, "agents": os.getpid(), **nats_server_pids}
+        pids = {"stand_in": market.stand_in_pid, "agents": os.getpid(), **nats_server_pids}
         cpu_started_s = cpu_now_s(pids)
+        acks_started = market.ack_requests()
         started = time.perf_counter()
-        await asyncio.gather(*(trade(buyer) for buyer in buyers))
+        await asyncio.gather(*(trade(buyer) for buyer in market.buyers))
         elapsed_s = time.perf_counter() - started
+        await market.acknowledge_now()
         cpu_figures = cpu_ms_per_deal(cpu_started_s, pids, len(latencies_s))
+        acks = market.ack_requests() - acks_started
     return {
         "floor_deals_per_s": len(latencies_s) / elapsed_s,
         **floor_percentiles(latencies_s),
         **cpu_figures,
+        "floor_notice_ack_requests_per_deal": acks / max(1, len(latencies_s)),
     }
 
 
@@ -753,7 +831,8 @@ async def floor_open_loop(
     """A deal due every 1/rate s on a free buyer; latency from its scheduled start.
 
     Given ``nats_server_pids``, also the CPU per deal as ``floor_closed_loop``
-    gives it, over the whole schedule (idle gaps included).
+    gives it, over the whole schedule (idle gaps included); and, as it does,
+    the acknowledgements per deal.
     """
     deals_total = max(1, round(rate_per_s * seconds))
     buyers_count = max(8, math.ceil(rate_per_s * OPEN_LOOP_DEAL_COVERS_S))
@@ -763,12 +842,17 @@ async def floor_open_loop(
         exchange_keys,
         buyers_count,
         design=design,
-    ) as (buyers, stand_in_pid):
+    ) as market:
         free = asyncio.Queue[Buyer]()
-        for buyer in buyers:
+        for buyer in market.buyers:
             free.put_nowait(buyer)
-        pids = {"stand_in": stand_in_pid, "agents": os.getpid(), **(nats_server_pids or {})}
+        pids = {
+            "stand_in": market.stand_in_pid,
+            "agents": os.getpid(),
+            **(nats_server_pids or {}),
+        }
         cpu_started_s = cpu_now_s(pids)
+        acks_started = market.ack_requests()
         first_due = time.perf_counter() + SCHEDULE_LEAD_S
 
         async def deal(due: float) -> None:
@@ -786,12 +870,15 @@ async def floor_open_loop(
             tasks.append(asyncio.create_task(deal(due)))
         await asyncio.gather(*tasks)
         elapsed_s = time.perf_counter() - first_due
+        await market.acknowledge_now()
         cpu_figures = cpu_ms_per_deal(cpu_started_s, pids, len(latencies_s))
+        acks = market.ack_requests() - acks_started
     return {
         "floor_offered_rate_per_s": rate_per_s,
         "floor_achieved_rate_per_s": len(latencies_s) / elapsed_s,
         **floor_percentiles(latencies_s),
         **(cpu_figures if nats_server_pids is not None else {}),
+        "floor_notice_ack_requests_per_deal": acks / max(1, len(latencies_s)),
     }
 
 
@@ -832,7 +919,11 @@ async def main_async(arguments: argparse.Namespace) -> dict[str, Any]:
     designs: tuple[FloorDesign, ...] = arguments.designs
     deliveries = {design.delivery for design in designs}
     runs: dict[FloorDesign, list[dict[str, float]]] = {design: [] for design in designs}
-    grant = live_notice_grant() if NoticeDelivery.CORE in deliveries else contextlib.nullcontext()
+    grant = (
+        jetstream_notice_grant()
+        if NoticeDelivery.JETSTREAM in deliveries
+        else contextlib.nullcontext()
+    )
     with tempfile.TemporaryDirectory(prefix="agentx-bench-floor-") as data_dir, grant:
         config = NatsServerConfig(data_dir=Path(data_dir))
         async with EmbeddedNatsServer(config, access=access) as server:
@@ -924,9 +1015,10 @@ def parse_arguments() -> argparse.Namespace | str:
     design = parser.add_mutually_exclusive_group()
     design.add_argument(
         "--notices",
-        default="jetstream:sent",
-        help="DELIVERY:TABLE, DELIVERY jetstream (stream, durable consumer, ack: today) or "
-        "core (live core-NATS notices), TABLE sent (today), before (until 2026-12-06) or "
+        default="core:sent",
+        help="DELIVERY:TABLE (default core:sent, the protocol today), DELIVERY core (live "
+        "core-NATS notices, batched signed notices.ack: today) or jetstream (stream, durable "
+        "consumer, ack: until 2026-12-07), TABLE sent (today), before (until 2026-12-06) or "
         "counterparty",
     )
     design.add_argument(

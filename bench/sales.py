@@ -14,7 +14,7 @@ database, ``--database postgres``).
   end (as ``TimeTravel`` does in tests/exchange/test_subscriptions.py); the
   timed part is the worker's own timer, ``subscriptions.sweep()``, called
   pass after pass (each takes at most SWEEP_BATCH_MAX) until one finds none
-  due, and the renewals' notices published to JetStream. The worker's
+  due, and the renewals' notices sent (on core NATS). The worker's
   background timers are put to sleep for the run (TIMERS_ASLEEP_S), so
   these passes are the only ones. Renewals per second, and CPU per renewal
   of this process (the exchange alone: no agent is connected then;

@@ -5,16 +5,17 @@ permissions of its role, decided by the key it proved it holds:
 
 * an **agent** publishes only its own requests (``agentx.v2.x.<id>.>``,
   ``agentx.v2.portal.<id>.>``), RFQs, counter-offers and walk-aways to
-  providers, acknowledgements of its own notice consumer, and one reply to
-  each message it received (a quote to an RFQ, an answer to a
-  counter-offer); it receives only on its own inbox prefix, its own
-  negotiation subject and the RFQ subjects. It has no JetStream API at all:
-  the exchange creates its notice consumer for it (``notices.subscribe``)
-  and pushes notices to its inbox.
+  providers, and one reply to each message it received (a quote to an
+  RFQ, an answer to a counter-offer); it receives only on its own inbox
+  prefix, its own negotiation subject and the RFQ subjects. It has no
+  JetStream API at all: its notices come into its inbox
+  (``_INBOX.<id>.notices``) and it acknowledges them with a signed request
+  (``notices.ack``).
 * an **exchange worker** (the exchange key) serves the exchange's request
-  subjects and ``info`` in its queue group, publishes notices and result
-  chunks into their streams, and uses the JetStream API, except to delete
-  or purge a stream or a stored message: nobody connected can.
+  subjects and ``info`` in its queue group, publishes notices into agents'
+  notice subjects (``_INBOX.*.notices``, which only each agent may read)
+  and result chunks into their stream, and uses the JetStream API, except
+  to delete or purge a stream or a stored message: nobody connected can.
 * a **portal** process (the portal key) serves the portal's subjects and
   relays agents' signed ``contract.open`` requests.
 
@@ -31,7 +32,6 @@ from dataclasses import dataclass
 from agent_client import limits as protocol_limits
 from agent_client import subjects
 from broker.nats_jwt import ResponsePermission, SubjectPermission, UserPermissions
-from broker.streams import NOTICE_STREAM, notice_consumer_name
 
 __all__ = ["AccessPolicy", "Role", "permissions_for"]
 
@@ -99,7 +99,6 @@ def _agent_permissions(agent_id: str) -> UserPermissions:
                 subjects.EXCHANGE_INFO,
                 subjects.rfq(">"),
                 subjects.negotiation("*"),
-                f"$JS.ACK.{NOTICE_STREAM}.{notice_consumer_name(agent_id)}.>",
                 *_DISCOVERY,
             )
         ),
@@ -119,7 +118,7 @@ def _exchange_permissions(exchange_id: str) -> UserPermissions:
         pub=SubjectPermission(
             allow=(
                 "$JS.API.>",
-                subjects.notifications("*"),
+                subjects.notice_deliver_subject("*"),
                 subjects.RESULT_CHUNKS,
                 subjects.GOODS_CHUNKS,
                 *_DISCOVERY,

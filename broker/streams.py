@@ -1,10 +1,9 @@
 """JetStream streams the exchange relies on, declared in one place.
 
-``AGENTX_NOTICES`` keeps every notice the exchange sends to an agent
-(``agentx.v2.agent.<id>.notify``) until the agent acknowledges it through its
-durable consumer, so an agent that was offline receives what it missed when
-it reconnects. Publishes carry the notice id as ``Nats-Msg-Id``, so the
-outbox relay re-publishing a notice never stores it twice.
+Notices are not here: the exchange sends them on core NATS and keeps them
+in its own outbox until each agent acknowledges them
+(exchange/use_cases/notices.py); a stream with a durable consumer per
+agent needed 52 KB of nats-server memory per agent (docs/PERFORMANCE.md).
 
 ``AGENTX_RESULTS`` holds results too large to deliver inline, one message per
 chunk on ``agentx.v2.results.<contract id>.<index>``. Only the exchange
@@ -26,9 +25,6 @@ from typing import Final
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
     DiscardPolicy,
     RetentionPolicy,
     StorageType,
@@ -43,37 +39,19 @@ from broker.errors import StreamSetupFailed
 __all__ = [
     "GOODS_STREAM",
     "GOODS_STREAM_BYTES_MAX",
-    "NOTICE_CONSUMERS_MAX",
-    "NOTICE_QUEUE_GROUP_PREFIX",
-    "NOTICE_STREAM",
     "RESULT_STREAM",
     "ensure_goods_stream",
-    "ensure_notice_consumer",
-    "ensure_notice_stream",
     "ensure_result_stream",
     "goods_stream_config",
-    "notice_consumer_config",
-    "notice_consumer_name",
 ]
 
-NOTICE_STREAM: Final = "AGENTX_NOTICES"
 # Creating or updating a stream: tries after a timeout, and the pause between.
 STREAM_SETUP_TRIES: Final = 5
 STREAM_SETUP_PAUSE_S: Final = 0.5
-NOTICE_STREAM_BYTES_MAX: Final = 1024**3
-NOTICES_PER_AGENT_MAX: Final = 100_000
-# Every agent has a durable consumer on the stream (removed after 8 days
-# without a connection), so this bounds the agents active within 8 days.
-# nats-server 2.15 caps a stream at 1,000 consumers unless it sets its own
-# limit (it treats 0 and -1 as "use the default"), which an exchange with
-# more than 1,000 agents would hit.
-NOTICE_CONSUMERS_MAX: Final = 100_000
-# Duplicate publishes of one notice within this window are stored once.
-NOTICE_DEDUPLICATION_WINDOW_S: Final = 120
 RESULT_STREAM: Final = "AGENTX_RESULTS"
 GOODS_STREAM: Final = "AGENTX_GOODS"
-# All digital goods' ciphertext together (with the notices' 1 GiB and the
-# results' 4 GiB, within the embedded server's 8 GiB of file store).
+# All digital goods' ciphertext together (with the results' 4 GiB, within
+# the embedded server's 8 GiB of file store).
 GOODS_STREAM_BYTES_MAX: Final = 2 * 1024**3
 # All stored results together. A full stream refuses new uploads (discard
 # new) rather than drop results already delivered.
@@ -82,40 +60,6 @@ RESULT_STREAM_BYTES_MAX: Final = 4 * 1024**3
 RESULT_CHUNK_MESSAGE_BYTES_MAX: Final = protocol_limits.RESULT_CHUNK_BYTES_MAX + 1024
 # Retries of one chunk's upload within this window are stored once.
 RESULT_DEDUPLICATION_WINDOW_S: Final = 120
-# An agent's notice consumer: unacknowledged notices come again after this.
-NOTICE_ACK_WAIT_S: Final = 30.0
-# Notices in flight to one agent, unacknowledged, at most.
-NOTICES_UNACKNOWLEDGED_MAX: Final = 256
-# A consumer nobody listened to for this long is removed by the server (the
-# stream keeps notices as long, so nothing is lost that it still holds).
-NOTICE_CONSUMER_INACTIVE_S: Final = float(protocol_limits.NOTICE_LIFETIME_MAX_S)
-# Processes of one agent share its notices as one queue group.
-NOTICE_QUEUE_GROUP_PREFIX: Final = "notices_"
-
-
-def notice_stream_config(*, replicas: int = 1) -> StreamConfig:
-    return StreamConfig(
-        name=NOTICE_STREAM,
-        num_replicas=replicas,
-        subjects=[subjects.notifications("*")],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=protocol_limits.NOTICE_LIFETIME_MAX_S,
-        max_bytes=NOTICE_STREAM_BYTES_MAX,
-        max_msgs_per_subject=NOTICES_PER_AGENT_MAX,
-        max_msg_size=protocol_limits.MESSAGE_BYTES_MAX,
-        discard=DiscardPolicy.OLD,
-        duplicate_window=NOTICE_DEDUPLICATION_WINDOW_S,
-        max_consumers=NOTICE_CONSUMERS_MAX,
-        # Nobody removes a notice by hand; old ones age out (max_age).
-        deny_delete=True,
-        deny_purge=True,
-    )
-
-
-async def ensure_notice_stream(js: JetStreamContext, /, *, replicas: int = 1) -> None:
-    """Create the notice stream, or bring an existing one to this config (idempotent)."""
-    await _ensure_stream(js, notice_stream_config(replicas=replicas))
 
 
 def result_stream_config(*, replicas: int = 1) -> StreamConfig:
@@ -231,47 +175,3 @@ def _already_configured(existing: StreamConfig, wanted: StreamConfig, /) -> bool
     }
     current = existing.as_dict()
     return all(current.get(name) == value for name, value in chosen.items())
-
-
-def notice_consumer_name(agent_id: str, /) -> str:
-    """The durable consumer through which ``agent_id`` receives its notices."""
-    return f"{NOTICE_QUEUE_GROUP_PREFIX}{agent_id}"
-
-
-def notice_consumer_config(agent_id: str, /) -> ConsumerConfig:
-    """A push consumer delivering into the agent's own inbox prefix.
-
-    Only the exchange creates it (agents have no JetStream API permission);
-    the agent queue-subscribes to the deliver subject with the deliver group
-    and acknowledges each notice, which is all its permissions allow.
-    """
-    name = notice_consumer_name(agent_id)
-    return ConsumerConfig(
-        durable_name=name,
-        filter_subject=subjects.notifications(agent_id),
-        deliver_subject=subjects.notice_deliver_subject(agent_id),
-        deliver_group=name,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=NOTICE_ACK_WAIT_S,
-        max_ack_pending=NOTICES_UNACKNOWLEDGED_MAX,
-        inactive_threshold=NOTICE_CONSUMER_INACTIVE_S,
-    )
-
-
-async def ensure_notice_consumer(js: JetStreamContext, agent_id: str, /) -> None:
-    """Create the agent's notice consumer, or bring it to this config (idempotent).
-
-    The server updates a consumer in place (keeping its position in the
-    stream) when only updatable fields differ. One it cannot update, made
-    by an older client, is replaced: the new one delivers every notice still
-    in the stream for the agent again (deliver policy ``all``), which
-    receivers tolerate (they deduplicate by nonce within a run, and a
-    repeated delivery is answered idempotently).
-    """
-    config = notice_consumer_config(agent_id)
-    try:
-        await js.add_consumer(NOTICE_STREAM, config)
-    except BadRequestError:
-        await js.delete_consumer(NOTICE_STREAM, notice_consumer_name(agent_id))
-        await js.add_consumer(NOTICE_STREAM, config)

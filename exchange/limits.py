@@ -14,8 +14,8 @@ INFO_REQUEST_BYTES_MIN: Final = 16
 INFO_REQUEST_BYTES_MAX: Final = 128
 
 
-# Notices wait in JetStream for agents that are offline, so they must stay
-# verifiable as long as the stream keeps them.
+# Notices wait in the outbox for agents that are offline, so they must stay
+# verifiable as long as the outbox keeps them.
 NOTICE_LIFETIME_S: Final = protocol_limits.NOTICE_LIFETIME_MAX_S
 # Listings returned per search page and how deep a search may page.
 SEARCH_PAGE_SIZE_MAX: Final = protocol_limits.SEARCH_PAGE_SIZE_MAX
@@ -48,7 +48,23 @@ DISPUTE_DEFAULT_PROVIDER_SHARE_BPS: Final = 5_000
 # The sweeper and the outbox relay: how often they wake, how much they take.
 SWEEP_INTERVAL_S: Final = 1.0
 SWEEP_BATCH_MAX: Final = 200
-OUTBOX_RELAY_DELAY_MS: Final = 2_000
+# A notice stays in the outbox until its recipient acknowledges it; one not
+# acknowledged this long after it was sent is sent again, and then after
+# waits as long as its age, up to NOTICE_RESEND_MAX_S (an agent that stays
+# offline costs ever fewer sends; its notices.subscribe gets it everything).
+NOTICE_ACK_WAIT_S: Final = 30.0
+NOTICE_RESEND_MAX_S: Final = 1_800.0
+# notices.subscribe sends again what the agent has not acknowledged, a page
+# at a time, at most NOTICES_PER_AGENT_MAX in all.
+NOTICE_CATCH_UP_PAGE: Final = 256
+NOTICES_PER_AGENT_MAX: Final = 100_000
+# Catch-ups one worker runs at once; past that an agent's missed notices
+# come with the relay's next sends instead.
+NOTICE_CATCH_UPS_MAX: Final = 64
+# Notices past their lifetime (no receiver accepts them) leave the outbox,
+# this many per pass.
+OUTBOX_PRUNE_BATCH_MAX: Final = 5_000
+OUTBOX_PRUNE_INTERVAL_S: Final = 60.0
 # How often each worker checks that its streams exist (two JetStream look-ups).
 STREAMS_CHECK_INTERVAL_S: Final = 10.0
 OUTBOX_BATCH_MAX: Final = 500
@@ -61,7 +77,7 @@ TIMER_LEASE_TTL_INTERVALS: Final = 5
 # Each loop sleeps its interval stretched or shrunk by up to this fraction, so
 # workers (and one worker's loops) do not all wake and query at one instant.
 TIMER_JITTER_FRACTION: Final = 0.2
-# The outbox relay backs off while JetStream refuses notices: the delay starts
+# The outbox relay backs off while notices cannot be sent: the delay starts
 # here, doubles on each failed pass and stays at the maximum until one succeeds.
 OUTBOX_RELAY_BACKOFF_MIN_S: Final = 1.0
 OUTBOX_RELAY_BACKOFF_MAX_S: Final = 30.0
@@ -72,6 +88,7 @@ OUTBOX_RELAY_BACKOFF_MAX_S: Final = 30.0
 assert TIMER_LEASE_TTL_INTERVALS / 2 >= 2 * (1 + TIMER_JITTER_FRACTION)
 assert 0 < TIMER_JITTER_FRACTION < 1
 assert 0 < OUTBOX_RELAY_BACKOFF_MIN_S <= OUTBOX_RELAY_BACKOFF_MAX_S
+assert 0 < NOTICE_ACK_WAIT_S <= NOTICE_RESEND_MAX_S
 # Notices being published after their step's reply went out (bounded, so a
 # slow JetStream slows the repliers instead of piling up tasks).
 NOTICES_PUBLISHING_MAX: Final = 4_096

@@ -28,21 +28,26 @@ from exchange.errors import ErrorCode, ExchangeError
 from wallet.prepared_statements import PreparedStatement, among, id_list
 
 __all__ = [
+    "OutboxRow",
     "add_audit_record",
     "add_contract_events",
     "add_outbox_notices",
     "contract_event_rows",
     "contracts_in_state",
     "contracts_of_agents",
-    "delete_outbox_notices",
+    "delete_acknowledged_notices",
+    "delete_expired_notices",
     "due_contract_ids",
+    "due_notices",
     "get_contract",
     "get_contracts",
     "insert_contracts",
+    "mark_notices_due",
+    "mark_notices_sent",
     "open_escrow_total",
-    "outbox_notices",
     "settled_contracts_not_adding_up",
     "transition_contracts",
+    "unacknowledged_notices",
 ]
 
 
@@ -303,13 +308,24 @@ async def contract_event_rows(
     return [dict(row) for row in (await connection.execute(statement)).mappings()]
 
 
-_OUTBOX_COLUMNS = ("notice_id", "subject", "payload", "created_at_ms")
+_OUTBOX_COLUMNS = (
+    "notice_id",
+    "subject",
+    "payload",
+    "created_at_ms",
+    "recipient",
+    "published_at_ms",
+    "due_at_ms",
+)
 _insert_notices = PreparedStatement(
     lambda _dialect: outbox.insert().values(
         {column: sa.bindparam(column) for column in _OUTBOX_COLUMNS}
     ),
     _OUTBOX_COLUMNS,
 )
+
+# A notice as the outbox keeps it: id, recipient, subject, payload, created at.
+OutboxRow = tuple[str, str, str, str, int]
 
 
 async def add_outbox_notices(connection: AsyncConnection, notices: list[dict[str, Any]], /) -> None:
@@ -319,33 +335,137 @@ async def add_outbox_notices(connection: AsyncConnection, notices: list[dict[str
     )
 
 
-_select_outbox_notices = PreparedStatement(
+_OUTBOX_ROW = (
+    outbox.c.notice_id,
+    outbox.c.recipient,
+    outbox.c.subject,
+    outbox.c.payload,
+    outbox.c.created_at_ms,
+)
+
+_select_due_notices = PreparedStatement(
     lambda _dialect: (
-        sa.select(outbox.c.notice_id, outbox.c.subject, outbox.c.payload)
-        .where(outbox.c.created_at_ms <= sa.bindparam("created_before_ms"))
+        sa.select(*_OUTBOX_ROW)
+        .where(outbox.c.due_at_ms <= sa.bindparam("now_ms"))
+        .order_by(outbox.c.due_at_ms)
+        .limit(sa.bindparam("limit"))
+    ),
+    ("now_ms", "limit"),
+)
+
+
+async def due_notices(
+    connection: AsyncConnection, /, *, now_ms: int, limit: int
+) -> list[OutboxRow]:
+    """The notices to send again now (never acknowledged, and due), most overdue first."""
+    return _outbox_rows(await _select_due_notices.rows(connection, (now_ms, limit)))
+
+
+_select_unacknowledged = PreparedStatement(
+    lambda _dialect: (
+        sa.select(*_OUTBOX_ROW)
+        .where(
+            outbox.c.recipient == sa.bindparam("recipient"),
+            outbox.c.published_at_ms <= sa.bindparam("sent_before_ms"),
+        )
+        .order_by(outbox.c.created_at_ms, outbox.c.notice_id)
+        .limit(sa.bindparam("limit"))
+    ),
+    ("recipient", "sent_before_ms", "limit"),
+)
+
+
+async def unacknowledged_notices(
+    connection: AsyncConnection, recipient: str, /, *, sent_before_ms: int, limit: int
+) -> list[OutboxRow]:
+    """``recipient``'s notices not acknowledged and not sent since ``sent_before_ms``,
+    oldest first."""
+    rows = await _select_unacknowledged.rows(connection, (recipient, sent_before_ms, limit))
+    return _outbox_rows(rows)
+
+
+def _outbox_rows(rows: list[Any]) -> list[OutboxRow]:
+    return [
+        (str(notice_id), str(recipient), str(subject), str(payload), int(created_at_ms))
+        for notice_id, recipient, subject, payload, created_at_ms in rows
+    ]
+
+
+_mark_sent = PreparedStatement(
+    lambda _dialect: (
+        outbox.update()
+        .where(outbox.c.notice_id == sa.bindparam("id"))
+        .values(published_at_ms=sa.bindparam("sent_at_ms"), due_at_ms=sa.bindparam("due_at_ms"))
+    ),
+    ("sent_at_ms", "due_at_ms", "id"),
+)
+
+
+async def mark_notices_sent(
+    connection: AsyncConnection, sent: list[tuple[int, int, str]], /
+) -> None:
+    """Each (sent at, next due at, notice id): when it was sent, and when to send it
+    again unless acknowledged."""
+    await _mark_sent.run_many(connection, sent)
+
+
+_mark_due = PreparedStatement(
+    lambda dialect: (
+        outbox.update()
+        .where(among(dialect, outbox.c.notice_id, "ids"))
+        .values(due_at_ms=sa.bindparam("due_at_ms"))
+    ),
+    ("due_at_ms", "ids"),
+)
+
+
+async def mark_notices_due(
+    connection: AsyncConnection, notice_ids: list[str], /, *, due_at_ms: int
+) -> None:
+    """Send these notices again from ``due_at_ms`` on (their send failed)."""
+    if notice_ids:
+        await _mark_due.run(connection, (due_at_ms, id_list(connection, notice_ids)))
+
+
+_delete_acknowledged = PreparedStatement(
+    lambda dialect: outbox.delete().where(
+        outbox.c.recipient == sa.bindparam("recipient"),
+        among(dialect, outbox.c.notice_id, "ids"),
+    ),
+    ("recipient", "ids"),
+)
+
+
+async def delete_acknowledged_notices(
+    connection: AsyncConnection, recipient: str, notice_ids: list[str], /
+) -> int:
+    """Drop the notices ``recipient`` acknowledged (only its own); how many there were."""
+    return await _delete_acknowledged.run(connection, (recipient, id_list(connection, notice_ids)))
+
+
+_select_expired = PreparedStatement(
+    lambda _dialect: (
+        sa.select(outbox.c.notice_id)
+        .where(outbox.c.created_at_ms < sa.bindparam("created_before_ms"))
         .order_by(outbox.c.created_at_ms)
         .limit(sa.bindparam("limit"))
     ),
     ("created_before_ms", "limit"),
 )
-
-
-async def outbox_notices(
-    connection: AsyncConnection, /, *, created_before_ms: int, limit: int
-) -> list[tuple[str, str, str]]:
-    """The oldest notices still in the outbox (not yet stored by JetStream):
-    each one's id, subject and payload."""
-    rows = await _select_outbox_notices.rows(connection, (created_before_ms, limit))
-    return [(str(notice_id), str(subject), str(payload)) for notice_id, subject, payload in rows]
-
-
-async def delete_outbox_notices(connection: AsyncConnection, notice_ids: list[str], /) -> None:
-    """Drop notices JetStream has stored: the stream keeps them from now on."""
-    if notice_ids:
-        await _delete_notices.run(connection, (id_list(connection, notice_ids),))
-
-
 _delete_notices = PreparedStatement(
     lambda dialect: outbox.delete().where(among(dialect, outbox.c.notice_id, "ids")),
     ("ids",),
 )
+
+
+async def delete_expired_notices(
+    connection: AsyncConnection, /, *, created_before_ms: int, limit: int
+) -> int:
+    """Drop up to ``limit`` notices created before ``created_before_ms`` (past their
+    lifetime: no receiver would accept them); how many."""
+    rows = await _select_expired.rows(connection, (created_before_ms, limit))
+    if not rows:
+        return 0
+    ids = [str(notice_id) for (notice_id,) in rows]
+    await _delete_notices.run(connection, (id_list(connection, ids),))
+    return len(ids)

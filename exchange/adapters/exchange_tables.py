@@ -6,7 +6,7 @@ are what the repository queries with.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Float, Integer, MetaData, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, MetaData, Table, Text
 
 __all__ = [
     "contract_events",
@@ -112,7 +112,10 @@ contract_events = Table(
     Column("at_ms", BigInteger, nullable=False),
 )
 
-# The notices JetStream has not stored yet: each is deleted once it has.
+# The notices their recipients have not acknowledged yet (notices.ack deletes
+# them): sent live after commit, sent again once ``due_at_ms`` passes, and
+# again to an agent that asks (notices.subscribe) if not sent within the last
+# moments (``published_at_ms``).
 outbox = Table(
     "exchange_outbox",
     metadata,
@@ -120,6 +123,12 @@ outbox = Table(
     Column("subject", Text, nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("published_at_ms", BigInteger, nullable=False),
+    Column("due_at_ms", BigInteger, nullable=False),
+    Index("exchange_outbox_by_due", "due_at_ms"),
+    Index("exchange_outbox_by_recipient", "recipient", "created_at_ms"),
+    Index("exchange_outbox_by_created", "created_at_ms"),
 )
 
 operator_audit = Table(

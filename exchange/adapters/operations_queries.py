@@ -20,7 +20,7 @@ async def database_answers(engine: AsyncEngine, /) -> None:
 
 
 async def outbox_backlog(connection: AsyncConnection, /) -> int:
-    """Notices committed to the outbox and not yet stored by JetStream (the outbox holds
-    nothing else; a notice JetStream stored leaves it at the next flush, within a second)."""
+    """Notices committed to the outbox and not yet acknowledged by their recipients (a
+    connected agent acknowledges within about a second; an absent one's wait for it)."""
     count = await connection.scalar(sa.select(sa.func.count()).select_from(outbox))
     return int(count or 0)

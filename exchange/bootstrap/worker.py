@@ -26,24 +26,18 @@ from agent_client.transport import connect_nats
 from broker.admission import DEFAULT_ADMISSION, AdmissionLimits
 from broker.errors import StreamSetupFailed
 from broker.signed_service import AgentEvictor
-from broker.streams import (
-    GOODS_STREAM,
-    ensure_goods_stream,
-    ensure_notice_stream,
-    ensure_result_stream,
-)
+from broker.streams import GOODS_STREAM, ensure_goods_stream, ensure_result_stream
 from escrow import Escrow
-from exchange.adapters.jetstream import (
-    JetStreamNoticeConsumers,
-    JetStreamNoticePublisher,
-    JetStreamResultStore,
-)
+from exchange.adapters.jetstream import JetStreamResultStore
+from exchange.adapters.live_notices import CoreNoticePublisher
 from exchange.bootstrap.components import extra_migration_paths, spending_controls
 from exchange.bootstrap.periodic import Job, run_periodically
 from exchange.bootstrap.worker_metrics import WorkerMetrics
 from exchange.entrypoints.nats_endpoints import ExchangeEndpoints
 from exchange.limits import (
     GROUP_JOBS_MAX,
+    NOTICE_ACK_WAIT_S,
+    NOTICE_RESEND_MAX_S,
     REQUEST_CONCURRENCY_MAX,
     STREAMS_CHECK_INTERVAL_S,
     SWEEP_INTERVAL_S,
@@ -57,6 +51,7 @@ from exchange.use_cases.exchange_context import LifecycleSettings
 from exchange.use_cases.fee_settings import FeeSettings
 from exchange.use_cases.group_commit import GroupCommitter
 from exchange.use_cases.metered_sessions import MeteredUseCases
+from exchange.use_cases.notices import NoticeDelivery
 from exchange.use_cases.subscriptions import SubscriptionUseCases
 from exchange.use_cases.timer_leases import TimerLeases, worker_instance_id
 from wallet import FeeSchedule, SqlLedger, WalletError, open_database, upgrade_schema
@@ -106,16 +101,21 @@ class ExchangeConfig:
     previous_exchange_ids: frozenset[str] = frozenset()
     # How much one agent may ask of a worker (broker/admission.py).
     admission: AdmissionLimits = DEFAULT_ADMISSION
-    # JetStream replicas of the notice, result and goods streams: the cluster's
+    # JetStream replicas of the result and goods streams: the cluster's
     # node count (3 on a 3-node cluster), 1 on a single server.
     stream_replicas: int = 1
     # Where /metrics and /healthz are served: None serves neither, 0 any free port.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # A notice its recipient has not acknowledged this long after it was
+    # sent is sent again (then after ever longer waits).
+    notice_ack_wait_s: float = NOTICE_ACK_WAIT_S
 
     def __post_init__(self) -> None:
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError("metrics_port must be 0 to 65535")
+        if not 0 < self.notice_ack_wait_s <= NOTICE_RESEND_MAX_S:
+            raise ValueError(f"notice_ack_wait_s must be above 0 and at most {NOTICE_RESEND_MAX_S}")
         if not 1 <= self.stream_replicas <= STREAM_REPLICAS_MAX:
             raise ValueError(f"stream_replicas must be 1 to {STREAM_REPLICAS_MAX}")
 
@@ -172,15 +172,11 @@ class ExchangeWorker:
         except StreamSetupFailed:
             await self.stop()  # a worker without its streams must not serve
             raise
-        notices = JetStreamNoticePublisher(
-            self._client, inbox_prefix=subjects.inbox_prefix(self.config.keys.agent_id)
-        )
-        await notices.start()
         context = ExchangeContext(
             self._engine,
             ledger,
             Escrow(ledger),
-            notices,
+            CoreNoticePublisher(self._client),
             keys=self.config.keys,
             clock=self._clock,
             operator_ids=self.config.operator_ids,
@@ -190,8 +186,10 @@ class ExchangeWorker:
             spending=spending_controls(),
             group_size_max=GROUP_JOBS_MAX if self.config.group_commit else 1,
             fees=self.config.fees,
+            notice_ack_wait_s=self.config.notice_ack_wait_s,
         )
         self.contracts = ContractUseCases(context)
+        self.notices = NoticeDelivery(context)
         self.metered = MeteredUseCases(context)
         self.goods = GoodsUseCases(context)
         self.subscriptions = SubscriptionUseCases(context)
@@ -202,7 +200,7 @@ class ExchangeWorker:
         self._endpoints = ExchangeEndpoints(
             self._client,
             context,
-            JetStreamNoticeConsumers(js),
+            self.notices,
             clock=self._clock,
             escrow_fee_bps=self.config.fees.escrow_bps,
             portal_id=self.config.portal_id,
@@ -234,8 +232,8 @@ class ExchangeWorker:
 
     def _start_background_loops(self, context: ExchangeContext) -> list[asyncio.Task[None]]:
         """The timers and the relay run on one worker at a time (each job's lease
-        holder); every worker refreshes its fee table, marks the notices it
-        published and checks its streams."""
+        holder); every worker refreshes its fee table, makes the notices it
+        failed to send due at once and checks its streams."""
         interval_s = self.config.sweep_interval_s
         self._leases = TimerLeases(
             context, holder=self.instance_id, ttl_s=TIMER_LEASE_TTL_INTERVALS * interval_s
@@ -251,7 +249,7 @@ class ExchangeWorker:
         every_tick = [
             *(self._leader_only(job, run_pass) for job, run_pass in leased_jobs.items()),
             self.fees.refresh,
-            context.flush_published,
+            context.flush_unsent,
         ]
         return [
             asyncio.create_task(self._every(interval_s, *every_tick)),
@@ -281,13 +279,12 @@ class ExchangeWorker:
         return 0
 
     async def _ensure_streams(self, js: JetStreamContext) -> None:
-        """Create the notice, result and goods streams, or bring them back if they vanished.
+        """Create the result and goods streams, or bring them back if they vanished.
 
         Nobody connected may delete them (broker/permissions.py); this covers
         an operator with server access, and a store lost with its disk.
         """
         replicas = self.config.stream_replicas
-        await ensure_notice_stream(js, replicas=replicas)
         await ensure_result_stream(js, replicas=replicas)
         await ensure_goods_stream(js, replicas=replicas)
 
@@ -305,8 +302,11 @@ class ExchangeWorker:
         return groups
 
     async def relay_outbox(self) -> int:
-        """Publish notices whose publish after commit did not happen (or failed)."""
-        return await self.context.relay_outbox()
+        """Send again the notices due (not acknowledged in time, or whose send failed);
+        once a minute, also drop those past their lifetime. How many were sent."""
+        sent = await self.context.relay_outbox()
+        await self.notices.prune_if_due()
+        return sent
 
     async def _every(self, interval_s: float, *jobs: Job) -> None:
         await run_periodically(interval_s, jobs, passed=self._passed, failed=self._failed)
@@ -336,9 +336,10 @@ class ExchangeWorker:
             await self._endpoints.stop()
             self._endpoints = None
         if self._context is not None:
+            await self.notices.close()
             await self._context.close()
             with contextlib.suppress(WalletError):
-                await self._context.flush_published()
+                await self._context.flush_unsent()
             self._context = None
         if self._client is not None:
             with contextlib.suppress(nats.errors.Error):

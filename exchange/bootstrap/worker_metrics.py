@@ -15,7 +15,7 @@ The metrics (docs/OPERATIONS.md says what each means):
 ``agentx_requests_total``         counter    requests by ``endpoint`` and ``code``
 ``agentx_request_seconds``        histogram  time to answer, by ``endpoint``
 ``agentx_group_size``             histogram  contract steps per group transaction
-``agentx_outbox_backlog``         gauge      notices committed, not yet published
+``agentx_outbox_backlog``         gauge      notices committed, not yet acknowledged
 ``agentx_timers_due``             gauge      what each periodic job's last pass did
 ``agentx_background_failures``    counter    failed passes of a periodic job
 ``agentx_ledger_errors_total``    counter    ledger failures, by ``where``
@@ -87,7 +87,7 @@ class WorkerMetrics:
         )
         self.outbox_backlog = Gauge(
             "agentx_outbox_backlog",
-            "Notices committed to the outbox and not yet published to JetStream.",
+            "Notices committed to the outbox and not yet acknowledged by their recipients.",
             registry=registry,
         )
         self.timers_due = Gauge(

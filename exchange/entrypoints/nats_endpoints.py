@@ -22,6 +22,7 @@ from agent_client.limits import PROTOCOL_VERSION
 from agent_client.protocol import (
     EXCHANGE_REQUEST_TYPES,
     AcceptDelivery,
+    AcknowledgeNotices,
     Advertise,
     BuyGoods,
     CancelContract,
@@ -112,7 +113,7 @@ from exchange.use_cases import (
 from exchange.use_cases.digital_goods import GoodsUseCases
 from exchange.use_cases.fee_settings import FeeSettings
 from exchange.use_cases.metered_sessions import MeteredUseCases
-from exchange.use_cases.notices import NoticeConsumers, NoticeSubscriptions
+from exchange.use_cases.notices import NoticeDelivery
 from exchange.use_cases.provider_analytics import AnalyticsUseCases
 from exchange.use_cases.results import ResultUseCases
 from exchange.use_cases.subscriptions import SubscriptionUseCases
@@ -140,7 +141,7 @@ class ExchangeEndpoints:
         self,
         client: Client,
         context: ExchangeContext,
-        consumers: NoticeConsumers,
+        notices: NoticeDelivery,
         /,
         *,
         clock: Clock,
@@ -152,7 +153,7 @@ class ExchangeEndpoints:
         evictor: AgentEvictor | None = None,
         observer: RequestObserver = NO_OBSERVER,
     ) -> None:
-        routes = _routes(context, consumers)
+        routes = _routes(context, notices)
         # One route per request document type of the protocol, in its order.
         assert tuple(route.document_type for route in routes) == EXCHANGE_REQUEST_TYPES
         info = InfoReply(
@@ -192,7 +193,7 @@ class ExchangeEndpoints:
         await self._service.stop()
 
 
-def _routes(context: ExchangeContext, consumers: NoticeConsumers) -> list[Route[Any]]:
+def _routes(context: ExchangeContext, notices: NoticeDelivery) -> list[Route[Any]]:
     """Each request document and the use case that answers it, in the protocol's order."""
     catalog = CatalogUseCases(context)
     contracts = ContractUseCases(context)
@@ -203,7 +204,6 @@ def _routes(context: ExchangeContext, consumers: NoticeConsumers) -> list[Route[
     fees = FeeSettings(context)
     analytics = AnalyticsUseCases(context)
     results = ResultUseCases(context)
-    notices = NoticeSubscriptions(consumers)
     metered = MeteredUseCases(context)
     return [
         _route(Advertise, lambda by, v: _listing(catalog.advertise(by, v.document))),
@@ -229,6 +229,7 @@ def _routes(context: ExchangeContext, consumers: NoticeConsumers) -> list[Route[
         _route(Transfer, lambda by, v: transfers.transfer(by, v.document)),
         _route(Mint, lambda by, v: wallets.mint(by, v.document)),
         _route(SubscribeNotices, lambda by, v: notices.subscribe(by)),
+        _route(AcknowledgeNotices, lambda by, v: notices.acknowledge(by, v.document)),
         _route(OpenMetered, lambda by, v: _metered(metered.open(by, v))),
         _route(ClaimUsage, lambda by, v: _metered(metered.claim(by, v.document))),
         _route(CloseMetered, lambda by, v: _metered(metered.close(by, v.document))),

@@ -16,7 +16,8 @@ It shows, each section saying what it could not see rather than failing:
 * **Streams**: the exchange's JetStream streams with their replicas, leader
   and messages; JetStream's API is also the exchange key's only.
 * **Database** (with ``--database-url``): whether it answers ``SELECT 1``,
-  and the outbox backlog (notices committed, not yet stored by JetStream).
+  and the outbox backlog (notices committed, not yet acknowledged by their
+  recipients; an agent that stays away keeps its notices here for 8 days).
 
 On a terminal the sections are tables (``exchange/entrypoints/cli_tables.py``);
 in a pipe they are plain aligned columns, and ``--json`` prints the sections
@@ -48,7 +49,7 @@ from sqlalchemy.engine import make_url
 
 from agent_client import AgentClientError, AgentKeys
 from agent_client.transport import connect_nats
-from broker.streams import GOODS_STREAM, NOTICE_STREAM, RESULT_STREAM
+from broker.streams import GOODS_STREAM, RESULT_STREAM
 from exchange.adapters.operations_queries import database_answers, outbox_backlog
 from exchange.entrypoints.cli_tables import new_table, output_console
 from wallet import open_database
@@ -65,7 +66,7 @@ FLUSH_TIMEOUT_S: Final = 3
 NODES_MAX: Final = 16
 SERVICE_REPLIES_MAX: Final = 256
 INFO_LINE_BYTES_MAX: Final = 64 * 1024
-STREAMS: Final = (NOTICE_STREAM, RESULT_STREAM, GOODS_STREAM)
+STREAMS: Final = (RESULT_STREAM, GOODS_STREAM)
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 

@@ -2,14 +2,16 @@
 
 Notices follow the outbox pattern: a use case seals its notices and writes
 them to the outbox table in the same transaction as the change they report;
-after commit they are published to JetStream (deduplicated by notice id) and
-deleted from the outbox, which so holds only what JetStream has not stored
-yet. If the worker dies in between, the relay publishes them later, so a
-committed transition is never left unannounced.
+after commit each is sent on core NATS into its recipient's inbox
+(``_INBOX.<id>.notices``). It stays in the outbox until the recipient
+acknowledges it (``notices.ack``, exchange/use_cases/notices.py); the relay
+sends again what was not acknowledged within the ack wait, then after ever
+longer waits, and a send that failed (or a worker that died before sending)
+is caught by the same relay. So a committed transition is never left
+unannounced, and nothing is announced for a transaction that rolled back.
 
-A step's reply does not wait for JetStream: its notices are already safe in
-the outbox, so they are published in the background (``publish_soon``) and
-the requester gets its answer one JetStream round trip sooner. Receivers
+A step's reply does not wait for the send: its notices are already safe in
+the outbox, so they are sent in the background (``publish_soon``). Receivers
 never relied on the order of a reply and a notice (notices may arrive late,
 twice or out of order anyway; PROTOCOL.md section 1.7).
 """
@@ -35,12 +37,13 @@ from exchange.limits import (
     DISPUTE_DEFAULT_PROVIDER_SHARE_BPS,
     DISPUTE_WINDOW_DEFAULT_S,
     GROUP_JOBS_MAX,
+    NOTICE_ACK_WAIT_S,
     NOTICE_LIFETIME_S,
+    NOTICE_RESEND_MAX_S,
     NOTICES_PUBLISHING_MAX,
     OUTBOX_BATCH_MAX,
     OUTBOX_RELAY_BACKOFF_MAX_S,
     OUTBOX_RELAY_BACKOFF_MIN_S,
-    OUTBOX_RELAY_DELAY_MS,
     REVIEW_WINDOW_DEFAULT_S,
     STORED_RESULT_DELIVERIES_MAX,
 )
@@ -66,12 +69,12 @@ _K = TypeVar("_K")
 
 
 class NoticePublisher(Protocol):
-    """Where notices go after commit (JetStream in production); must deduplicate by id."""
+    """Sends notices to their recipients (core NATS in production)."""
 
     async def publish_notices(
         self, notices: Sequence[OutboxNotice], /
     ) -> Sequence[BaseException | None]:
-        """For each notice, None once it is stored, else why not (the outbox keeps it)."""
+        """For each notice, None once it is sent, else why not (the relay sends it again)."""
         ...
 
 
@@ -108,6 +111,7 @@ class LifecycleSettings:
 @dataclass(frozen=True, slots=True)
 class OutboxNotice:
     notice_id: str
+    recipient: str
     subject: str
     payload: bytes
 
@@ -141,6 +145,7 @@ class ExchangeContext:
         spending: SpendingControls | None = None,
         group_size_max: int = GROUP_JOBS_MAX,
         fees: FeeSchedule | None = None,
+        notice_ack_wait_s: float = NOTICE_ACK_WAIT_S,
     ) -> None:
         self.engine = engine
         self.ledger = ledger
@@ -172,9 +177,13 @@ class ExchangeContext:
         # SQLite takes one writer at a time: this worker's transactions queue
         # for it in order, on one kept connection (wallet.database.HeldConnection).
         self.sqlite_writer = HeldConnection(engine) if engine.dialect.name == "sqlite" else None
-        # Notices published but still in the outbox; deleted from it in one
-        # transaction by flush_published (the relay loop calls it).
-        self._published_unflushed: list[str] = []
+        # A notice not acknowledged this long after it was sent is sent again.
+        assert 0 < notice_ack_wait_s <= NOTICE_RESEND_MAX_S
+        self.notice_ack_wait_ms = round(notice_ack_wait_s * 1000)
+        # Notices whose send after commit failed: made due at once, in one
+        # transaction, by flush_unsent (the relay calls it), so the relay's
+        # next pass sends them instead of waiting for the ack wait.
+        self._unsent_unflushed: list[str] = []
         # Background publishes (publish_soon) and how many notices they carry.
         self._publishing: set[asyncio.Task[None]] = set()
         self._notices_publishing = 0
@@ -182,7 +191,7 @@ class ExchangeContext:
         self._notices_queued: list[OutboxNotice] = []
         # Whether the last publish failed: a change is logged once, not each notice.
         self._publishing_fails = False
-        # The relay waits, ever longer, while JetStream refuses its notices.
+        # The relay waits, ever longer, while its notices cannot be sent.
         self._relay_backoff = RelayBackoff(
             delay_min_ms=round(OUTBOX_RELAY_BACKOFF_MIN_S * 1000),
             delay_max_ms=round(OUTBOX_RELAY_BACKOFF_MAX_S * 1000),
@@ -230,14 +239,17 @@ class ExchangeContext:
         )
 
     def notice(self, agent_id: str, build: Callable[[Header], Document], /) -> OutboxNotice:
-        """Seal a notice for ``agent_id``; its nonce is its id in the outbox and JetStream."""
+        """Seal a notice for ``agent_id``; its nonce is its id in the outbox and in
+        the recipient's acknowledgement."""
         header = self.notice_header(agent_id)
         payload = json_encoder.encode(seal(build(header), self.keys))
-        return OutboxNotice(header.nonce, header.subject, payload)
+        return OutboxNotice(header.nonce, agent_id, header.subject, payload)
 
     async def stage(self, connection: AsyncConnection, notices: Sequence[OutboxNotice]) -> None:
-        """Write notices to the outbox inside the caller's transaction."""
+        """Write notices to the outbox inside the caller's transaction: sent right
+        after commit, and again after the ack wait unless acknowledged by then."""
         created_at_ms = self.clock.now_ms()
+        due_at_ms = created_at_ms + self.notice_ack_wait_ms
         await contract_store.add_outbox_notices(
             connection,
             [
@@ -246,20 +258,28 @@ class ExchangeContext:
                     "subject": notice.subject,
                     "payload": notice.payload.decode(),
                     "created_at_ms": created_at_ms,
+                    "recipient": notice.recipient,
+                    "published_at_ms": created_at_ms,
+                    "due_at_ms": due_at_ms,
                 }
                 for notice in notices
             ],
         )
+
+    @property
+    def notices_in_flight(self) -> int:
+        """Notices committed whose send after commit has not finished yet."""
+        return self._notices_publishing
 
     async def publish_soon(self, notices: Sequence[OutboxNotice]) -> None:
         """After commit: publish in the background, so the caller can reply at once.
 
         Notices queued in one turn of the event loop go out as one batch: a
         group's callers are all woken at once, so a group's notices share one
-        publish call (one wait for JetStream's answers) instead of one each.
-        At most NOTICES_PUBLISHING_MAX notices are in flight this way; past
-        that the caller publishes its own and waits (back-pressure, so a slow
-        JetStream cannot pile up tasks). ``close`` waits for them all.
+        publish call instead of one each. At most NOTICES_PUBLISHING_MAX
+        notices are in flight this way; past that the caller publishes its
+        own and waits (back-pressure, so a connection slow to take them cannot
+        pile up tasks). ``close`` waits for them all.
         """
         if not notices:
             return
@@ -281,91 +301,115 @@ class ExchangeContext:
             self._notices_publishing -= len(notices)
 
     async def publish(self, notices: Sequence[OutboxNotice]) -> int:
-        """After commit: publish and wait for JetStream; how many failed (they wait for the relay).
-
-        Successes leave the outbox later, many in one transaction: a
-        notice the relay re-publishes before that is dropped by JetStream's
-        duplicate window (the notice id is the message id), so the worst case
-        is a wasted publish, never a second delivery.
-        """
+        """Send notices now; how many failed (the relay sends those again soon)."""
         if not notices:
             return 0
         try:
             failures = await self.publisher.publish_notices(notices)
         except Exception as exc:
             failures = [exc] * len(notices)
-        self._published_unflushed.extend(
+        unsent = [
             notice.notice_id
             for notice, failure in zip(notices, failures, strict=True)
-            if failure is None
-        )
-        if len(self._published_unflushed) >= OUTBOX_BATCH_MAX:
-            await self.flush_published()
-        failed = [failure for failure in failures if failure is not None]
-        self._note_publishing(failed[0] if failed else None)
-        return len(failed)
+            if failure is not None
+        ]
+        self._unsent_unflushed.extend(unsent)
+        if len(self._unsent_unflushed) >= OUTBOX_BATCH_MAX:
+            await self.flush_unsent()
+        self._note_publishing(next((f for f in failures if f is not None), None))
+        return len(unsent)
 
     def _note_publishing(self, failure: BaseException | None) -> None:
-        """One line when publishing starts failing (JetStream down), not one per
-        notice: the outbox keeps them all for the relay; one when it works again."""
+        """One line when sending starts failing (NATS down), not one per notice:
+        the outbox keeps them all for the relay; one when it works again."""
         if failure is not None and not self._publishing_fails:
             self._publishing_fails = True
-            log.warning("notices are not being published (%r); the relay retries them", failure)
+            log.warning("notices are not being sent (%r); the relay retries them", failure)
         elif failure is None and self._publishing_fails:
             self._publishing_fails = False
-            log.info("notices are being published again")
+            log.info("notices are being sent again")
             self._relay_backoff.retry_now()  # the relay need not sit out its delay
 
     async def relay_outbox(self) -> int:
-        """Publish the outbox's notices that are OUTBOX_RELAY_DELAY_MS old and still unpublished.
-
-        They are those whose publish after commit failed, or whose worker died
-        first. One already stored by JetStream is dropped there as a duplicate.
-        While JetStream refuses them the relay backs off (``RelayBackoff``).
-        """
-        await self.flush_published()
+        """Send again the outbox's notices that are due: not acknowledged within the
+        wait since they were last sent, or whose send failed, or whose worker died
+        before sending. Each is next due after a wait as long as its age (at least
+        the ack wait, at most NOTICE_RESEND_MAX_S), so a notice for an agent that
+        stays offline costs ever fewer sends; the agent's notices.subscribe has
+        them all sent again when it comes back. While sending fails the relay
+        backs off (``RelayBackoff``)."""
+        await self.flush_unsent()
         now_ms = self.clock.now_ms()
         if not self._relay_backoff.ready(now_ms):
             return 0
-        created_before_ms = now_ms - OUTBOX_RELAY_DELAY_MS
 
-        async def work(connection: AsyncConnection) -> list[tuple[str, str, str]]:
-            return await contract_store.outbox_notices(
-                connection, created_before_ms=created_before_ms, limit=OUTBOX_BATCH_MAX
+        async def due(connection: AsyncConnection) -> list[contract_store.OutboxRow]:
+            return await contract_store.due_notices(
+                connection, now_ms=now_ms, limit=OUTBOX_BATCH_MAX
             )
 
-        rows = await self.run(work)
-        failed = await self.publish(
-            [
-                OutboxNotice(notice_id, subject, payload.encode())
-                for notice_id, subject, payload in rows
-            ]
-        )
+        rows = await self.run(due)
+        sent = await self.send_again(rows, lambda age_ms: self._resend_wait_ms(age_ms))
+        failed = len(rows) - sent
         self._note_relay_outcome(failed, len(rows))
-        return len(rows) - failed
+        return sent
+
+    def _resend_wait_ms(self, age_ms: int) -> int:
+        return min(max(age_ms, self.notice_ack_wait_ms), round(NOTICE_RESEND_MAX_S * 1000))
+
+    async def send_again(
+        self, rows: Sequence[contract_store.OutboxRow], wait_ms: Callable[[int], int], /
+    ) -> int:
+        """Send stored notices, and note when each was sent and is next due (after
+        ``wait_ms(its age)`` unless acknowledged); how many were sent."""
+        if not rows:
+            return 0
+        notices = [
+            OutboxNotice(notice_id, recipient, subject, payload.encode())
+            for notice_id, recipient, subject, payload, _ in rows
+        ]
+        try:
+            failures = await self.publisher.publish_notices(notices)
+        except Exception as exc:
+            failures = [exc] * len(notices)
+        self._note_publishing(next((f for f in failures if f is not None), None))
+        now_ms = self.clock.now_ms()
+        sent = [
+            (now_ms, now_ms + wait_ms(now_ms - created_at_ms), notice_id)
+            for (notice_id, _, _, _, created_at_ms), failure in zip(rows, failures, strict=True)
+            if failure is None
+        ]
+
+        async def note(connection: AsyncConnection) -> None:
+            await contract_store.mark_notices_sent(connection, sent)
+
+        if sent:
+            await self.run(note)
+        return len(sent)
 
     def _note_relay_outcome(self, failed: int, tried: int) -> None:
-        """Back off after a pass that could not publish everything; one log line per change."""
+        """Back off after a pass that could not send everything; one log line per change."""
         backoff = self._relay_backoff
         if failed and backoff.failed(self.clock.now_ms()):
             log.warning(
-                "outbox relay: %d of %d notices not published; next try in %.0f s",
+                "outbox relay: %d of %d notices not sent; next try in %.0f s",
                 failed,
                 tried,
                 backoff.delay_ms / 1000,
             )
         elif not failed and backoff.succeeded():
-            log.info("outbox relay: notices are being published again")
+            log.info("outbox relay: notices are being sent again")
 
-    async def flush_published(self) -> int:
-        """Delete from the outbox, in one transaction, the notices published since the
-        last flush: JetStream keeps them from now on."""
-        notice_ids, self._published_unflushed = self._published_unflushed, []
+    async def flush_unsent(self) -> int:
+        """Make the notices whose send failed since the last flush due now, in one
+        transaction (the relay's next pass sends them)."""
+        notice_ids, self._unsent_unflushed = self._unsent_unflushed, []
         if not notice_ids:
             return 0
+        now_ms = self.clock.now_ms()
 
         async def work(connection: AsyncConnection) -> None:
-            await contract_store.delete_outbox_notices(connection, notice_ids)
+            await contract_store.mark_notices_due(connection, notice_ids, due_at_ms=now_ms)
 
         await self.run(work)
         return len(notice_ids)

@@ -1,8 +1,8 @@
-"""When the outbox relay may try again after JetStream refused its notices (pure).
+"""When the outbox relay may try again after its notices could not be sent (pure).
 
-While the notice stream is unavailable, a relay that retried every sweep
-interval would re-send the same batch every second and log a line per
-notice each time. Instead it waits: the delay starts at a minimum, doubles
+While NATS cannot take them (the worker's connection is down), a relay
+that retried every sweep interval would re-send the same batch every
+second and log a line per notice each time. Instead it waits: the delay starts at a minimum, doubles
 after each failed pass up to a maximum, and returns to nothing after a pass
 that published everything. Each change of delay is worth one log line; the
 caller logs it.
@@ -40,7 +40,7 @@ class RelayBackoff:
         return changed
 
     def retry_now(self) -> None:
-        """JetStream took a notice again (a publish after commit): the next pass may
+        """A notice was sent again (a send after commit): the next pass may
         publish at once, keeping the delay in case it fails again."""
         self.next_attempt_at_ms = 0
 

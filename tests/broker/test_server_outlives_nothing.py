@@ -6,7 +6,7 @@ Two defences, each proven with real processes and no fakes:
   small Python process running an EmbeddedNatsServer) and watch its
   nats-server disappear, then start ``agentx up`` again on the same data
   directory and check that exactly one nats-server uses it, on the same
-  JetStream store (the notice stream keeps its creation time);
+  JetStream store (the result stream keeps its creation time);
 - the pid file: we start a nats-server ourselves with a data directory's
   config file and no parent-death signal, as a crashed earlier run would
   leave it, and check that the next start stops it (SIGTERM, or SIGKILL if
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.skipif(
 
 AGENTX = Path(sys.executable).parent / "agentx"
 CHILD_SCRIPT = Path(__file__).with_name("embedded_server_child.py")
-NOTICE_STREAM = "AGENTX_NOTICES"
+RESULT_STREAM = "AGENTX_RESULTS"
 
 # agentx up migrates a database and starts workers before it says "running".
 STACK_START_TIMEOUT_S = 60.0
@@ -98,15 +98,15 @@ def read_pid_file(nats_dir: Path) -> int | None:
         return None
 
 
-async def notice_stream_created(nats_dir: Path, process_id: int) -> str:
-    """The notice stream's creation time, as the server's HTTP monitor reports it."""
+async def result_stream_created(nats_dir: Path, process_id: int) -> str:
+    """The result stream's creation time, as the server's HTTP monitor reports it."""
     monitor_url = monitor_url_from_ports_file(nats_dir, process_id)
     report = await get_monitor_json(monitor_url, "/jsz?accounts=true&streams=true")
     created = [
         stream["created"]
         for account in report.get("account_details", [])
         for stream in account.get("stream_detail", [])
-        if stream["name"] == NOTICE_STREAM
+        if stream["name"] == RESULT_STREAM
     ]
     assert len(created) == 1, report
     return str(created[0])
@@ -179,8 +179,8 @@ async def test_agentx_up_killed_with_sigkill_leaves_no_server_and_restarts_on_th
             await wait_until_running(first, stderr_path)
             first_server = read_pid_file(nats_dir)
             assert first_server is not None and runs_with_config(first_server, config_path)
-            created_before = await notice_stream_created(nats_dir, first_server)
-            assert list(nats_dir.glob(f"jetstream/*/streams/{NOTICE_STREAM}/meta.inf"))
+            created_before = await result_stream_created(nats_dir, first_server)
+            assert list(nats_dir.glob(f"jetstream/*/streams/{RESULT_STREAM}/meta.inf"))
 
             first.kill()
             await asyncio.wait_for(first.wait(), timeout=PROCESS_EXIT_TIMEOUT_S)
@@ -195,7 +195,7 @@ async def test_agentx_up_killed_with_sigkill_leaves_no_server_and_restarts_on_th
             second_server = read_pid_file(nats_dir)
             assert second_server is not None and second_server != first_server
             assert live_servers_using(config_path) == [second_server]
-            assert await notice_stream_created(nats_dir, second_server) == created_before
+            assert await result_stream_created(nats_dir, second_server) == created_before
 
             second.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(second.wait(), timeout=PROCESS_EXIT_TIMEOUT_S) == 0

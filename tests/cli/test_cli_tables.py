@@ -232,7 +232,7 @@ def check_the_tables_against_the_demo(data_dir: Path, lines: list[str]) -> None:
         "--key", str(data_dir / "exchange.seed"),
     )  # fmt: skip
     assert row(status, "agentx-exchange")[4] != "-"
-    assert row(status, "AGENTX_NOTICES")[1] == "1"
+    assert row(status, "AGENTX_RESULTS")[1] == "1"
 
 
 def check_linking_and_the_operator(data_dir: Path, printed: dict[str, str]) -> None:

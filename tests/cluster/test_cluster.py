@@ -46,7 +46,7 @@ from broker import nats_cluster as nats_cluster_module
 from broker.errors import NatsServerConfigInvalid
 from broker.nats_cluster import NatsCluster, NatsClusterConfig
 from broker.nats_process import _render_config_file
-from broker.streams import NOTICE_STREAM, RESULT_STREAM
+from broker.streams import GOODS_STREAM, RESULT_STREAM
 from exchange import check_exchange_invariants
 from exchange.bootstrap.cluster import ClusterConfig, ExchangeCluster
 from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
@@ -196,7 +196,7 @@ async def _assert_streams_have_three_replicas(cluster: ExchangeCluster) -> None:
     client = await connect_nats(cluster.nats_url, cluster.exchange_keys, name="replica-check")
     try:
         js = client.jetstream(timeout=5)
-        for stream in (NOTICE_STREAM, RESULT_STREAM):
+        for stream in (RESULT_STREAM, GOODS_STREAM):
             info = await js.stream_info(stream)
             assert info.config.num_replicas == 3
             assert info.cluster is not None and info.cluster.leader

@@ -21,7 +21,7 @@ from agent_client.transport import connect_nats
 from broker import EmbeddedNatsServer
 from broker.signed_service import AgentEvictor
 from exchange import ExchangeConfig, ExchangeWorker, check_exchange_invariants, migrate_database
-from tests.exchange.stored_notices import stored_notices, wait_outbox_empty
+from tests.exchange.notice_tap import NoticeTap, settled, start_tap
 
 TIMERS_ASLEEP_S = 3_600  # a sweep interval no test outlives
 
@@ -36,14 +36,23 @@ class RunningExchange:
     agents: list[Agent] = field(default_factory=list)
     keys_by_agent_id: dict[str, AgentKeys] = field(default_factory=dict)
     raw_connections: dict[str, Client] = field(default_factory=dict)
+    # Each agent's notices, as sent (tests/exchange/notice_tap.py).
+    taps: dict[str, NoticeTap] = field(default_factory=dict)
 
     async def agent(self, keys: AgentKeys | None = None) -> Agent:
         keys = keys or AgentKeys.generate()
+        await self.tap(keys)
         # Tests stall handlers on purpose; closing need not wait for them.
         agent = await Agent.connect(self.nats_url, keys, options=AgentOptions(close_grace_s=0.2))
         self.agents.append(agent)
         self.keys_by_agent_id[agent.agent_id] = keys
         return agent
+
+    async def tap(self, keys: AgentKeys) -> NoticeTap:
+        """Start recording what ``keys`` is sent (once per agent)."""
+        if keys.agent_id not in self.taps:
+            self.taps[keys.agent_id] = await start_tap(self.nats_url, keys)
+        return self.taps[keys.agent_id]
 
     async def restart(self, **config_changes: object) -> ExchangeWorker:
         """Replace the worker by one with changed settings (same database and keys)."""
@@ -76,13 +85,12 @@ class RunningExchange:
         await check_exchange_invariants(self.worker.engine)
 
     async def notices_to(self, agent_id: str) -> list[Document]:
-        """The notices JetStream stores for ``agent_id``, oldest first, once every notice
-        committed so far has left the outbox."""
-        await wait_outbox_empty(self.worker.engine, flush=self.worker.context.flush_published)
-        client = await self.raw_connection(self.worker.config.keys)
-        return [
-            notice for _, notice in await stored_notices(client, subjects.notifications(agent_id))
-        ]
+        """The notices sent to ``agent_id`` (an agent made by :meth:`agent`, or tapped
+        with :meth:`tap`), in order, each once, when nothing more is being sent."""
+        await settled(
+            list(self.taps.values()), busy=lambda: self.worker.context.notices_in_flight > 0
+        )
+        return list(self.taps[agent_id].notices.values())
 
     async def raw_connection(self, keys: AgentKeys) -> Client:
         """A plain NATS connection authenticated as ``keys``, for hand-made messages."""
@@ -134,6 +142,8 @@ async def exchange(
             await agent.close()
         for client in running.raw_connections.values():
             await client.close()
+        for tap in running.taps.values():
+            await tap.client.close()
         # A test may have replaced the worker (to restart it); stop the current one.
         await running.worker.stop()
 

@@ -1,12 +1,15 @@
-"""Notices after commit: a step's reply does not wait for JetStream, and no notice is lost.
+"""Notices after commit: a step's reply does not wait for the send, and no notice is lost.
 
 A step writes its notices to the outbox in its own transaction, so once it
-has committed they are safe; they are then published in the background while
-the caller gets its reply. These tests put a gate in front of the worker's
-real JetStream publisher (held shut, or failing) and check that the reply
-comes first, the notices still arrive, stopping the worker publishes those in
-flight, a failed publish is relayed from the outbox, and past the in-flight
-bound a step waits for its own notices. Both databases; invariants at the end.
+has committed they are safe; they are then sent in the background while the
+caller gets its reply, and stay in the outbox until their recipient
+acknowledges them. These tests put a gate in front of the worker's real
+notice publisher (held shut, or failing) and check that the reply comes
+first, the notices still arrive, stopping the worker sends those in flight,
+a failed send is relayed from the outbox, past the in-flight bound a step
+waits for its own notices, a notice nobody acknowledged is sent again, and
+an agent that was away gets what it missed when it comes back. Both
+databases; invariants at the end.
 """
 
 from __future__ import annotations
@@ -14,9 +17,21 @@ from __future__ import annotations
 import asyncio
 
 from agent_client import AgentKeys, subjects
+from agent_client.limits import NOTICE_ACK_IDS_MAX
+from agent_client.protocol import (
+    AcknowledgeNotices,
+    NoticesAckedReply,
+    NoticesReply,
+    SubscribeNotices,
+    json_encoder,
+)
+from agent_client.signing import SystemClock, make_header, seal
+from broker import auth_callout
+from exchange.adapters import contract_store
+from exchange.limits import NOTICE_CATCH_UP_PAGE, NOTICE_LIFETIME_S
 from exchange.use_cases import exchange_context as context_module
 from exchange.use_cases.exchange_context import OutboxNotice
-from tests.exchange import stored_notices
+from tests.exchange import notice_tap
 from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
 from wallet import open_database
 
@@ -44,7 +59,7 @@ class GatedPublisher:
         await self.gate.wait()
         refused = min(self.failures_left, len(notices))
         self.failures_left -= refused
-        failures = [ConnectionError("JetStream is unreachable (test)")] * refused
+        failures = [ConnectionError("NATS is unreachable (test)")] * refused
         failures += await self.real.publish_notices(notices[refused:])
         self.published.extend(
             notice.notice_id
@@ -73,7 +88,15 @@ async def outbox_ids(database_url: str) -> list[str]:
     be stopped)."""
     engine = open_database(database_url)
     try:
-        return await stored_notices.outbox_ids(engine)
+        return await notice_tap.outbox_ids(engine)
+    finally:
+        await engine.dispose()
+
+
+async def wait_all_acknowledged(exchange) -> None:
+    engine = open_database(exchange.worker.config.database_url)
+    try:
+        await notice_tap.wait_outbox_empty(engine)
     finally:
         await engine.dispose()
 
@@ -92,7 +115,7 @@ async def notices_described(exchange, agent) -> list[str]:
     return sorted(described)
 
 
-async def test_a_step_is_answered_while_its_notices_still_wait_for_jetstream(exchange):
+async def test_a_step_is_answered_while_its_notices_are_still_being_sent(exchange):
     buyer, quote = await quoted_buyer(exchange)
     publisher = gated_publisher(exchange)
     publisher.gate.clear()
@@ -106,14 +129,16 @@ async def test_a_step_is_answered_while_its_notices_still_wait_for_jetstream(exc
     await settle(contract)
     balance = await buyer.balance()
     assert (balance.available_millicredits, balance.held_millicredits) == (0, 0)
+    # Each party acknowledged what it was sent.
+    await wait_all_acknowledged(exchange)
     await exchange.check_invariants()
 
 
-async def test_stopping_the_worker_publishes_the_notices_in_flight(exchange):
+async def test_stopping_the_worker_sends_the_notices_in_flight(exchange):
     buyer, quote = await quoted_buyer(exchange)
     publisher = gated_publisher(exchange)
     publisher.gate.clear()
-    await buyer.hire(quote, {"n": 1})
+    contract = await buyer.hire(quote, {"n": 1})
 
     stopping = asyncio.create_task(exchange.worker.stop())
     await asyncio.sleep(0.2)
@@ -122,14 +147,15 @@ async def test_stopping_the_worker_publishes_the_notices_in_flight(exchange):
     await asyncio.wait_for(stopping, timeout=10)
 
     assert sorted(publisher.published) == sorted(publisher.attempted)
-    # Stored by JetStream, so out of the outbox.
-    assert await outbox_ids(exchange.worker.config.database_url) == []
     await exchange.restart()
+    # The provider got its task while the worker stopped; its delivery (retried
+    # until a worker answers) and acknowledgement reach the new one.
+    await settle(contract)
+    await wait_all_acknowledged(exchange)
     await exchange.check_invariants()
 
 
-async def test_notices_whose_publish_failed_are_relayed_from_the_outbox(exchange, monkeypatch):
-    monkeypatch.setattr(context_module, "OUTBOX_RELAY_DELAY_MS", 0)
+async def test_notices_whose_send_failed_are_relayed_from_the_outbox(exchange):
     buyer, quote = await quoted_buyer(exchange)
     publisher = gated_publisher(exchange)
     publisher.failures_left = 1  # the opening's one notice, to the provider
@@ -141,18 +167,11 @@ async def test_notices_whose_publish_failed_are_relayed_from_the_outbox(exchange
         await asyncio.sleep(0.01)
     assert await outbox_ids(exchange.worker.config.database_url) == publisher.attempted[:1]
 
-    # The provider hears of the contract only through the relay.
+    # The provider hears of the contract only through the relay, which finds
+    # the failed notice due at once, not after the ack wait.
     await exchange.worker.relay_outbox()
     await settle(contract)
-    # Each relay run first deletes what was published since the last one.
-    for _ in range(50):
-        await exchange.worker.relay_outbox()
-        if not await outbox_ids(exchange.worker.config.database_url):
-            break
-        await asyncio.sleep(0.1)
-    assert await outbox_ids(exchange.worker.config.database_url) == []
-    # With no relay delay, a notice may be re-published before its first publish
-    # left the outbox; JetStream stores it once (its id is the message id).
+    await wait_all_acknowledged(exchange)
     assert len(set(publisher.published)) == NOTICES_PER_DEAL
     await exchange.check_invariants()
 
@@ -210,43 +229,52 @@ async def test_a_party_is_sent_only_what_its_reply_did_not_tell_it(exchange):
     await exchange.check_invariants()
 
 
-async def test_the_outbox_keeps_only_what_jetstream_has_not_stored(exchange, monkeypatch):
-    """Published notices leave the outbox (JetStream keeps them); unpublished ones stay."""
-    monkeypatch.setattr(context_module, "OUTBOX_RELAY_DELAY_MS", 0)
-    provider = await exchange.agent()
+async def test_a_notice_stays_in_the_outbox_until_its_recipient_acknowledges_it(exchange):
+    """Sent to an agent that is away, a notice waits in the outbox, is sent again
+    once nobody acknowledged it within the ack wait, and reaches the agent when it
+    comes back (notices.subscribe); the agent acts on it once and acknowledges it."""
+    await exchange.put_timers_to_sleep(notice_ack_wait_s=0.5)
+    provider_keys = AgentKeys.generate()
+    provider = await exchange.agent(provider_keys)
     await open_echo_shop(provider)
-    buyer = await exchange.funded_agent(2 * PRICE)
-    await settle(await buyer.hire(await echo_quote(buyer), {"n": 1}))
-    assert len(await exchange.notices_to(provider.agent_id)) == 2
-    assert await outbox_ids(exchange.worker.config.database_url) == []
-
+    buyer = await exchange.funded_agent(PRICE)
+    quote = await echo_quote(buyer)
+    await provider.close()
     publisher = gated_publisher(exchange)
-    publisher.failures_left = 1_000  # JetStream refuses every notice from now on
-    contract = await buyer.hire(await echo_quote(buyer), {"n": 2})
-    for _ in range(100):
-        if publisher.attempted:
-            break
-        await asyncio.sleep(0.01)
-    await exchange.worker.context.flush_published()
-    assert await outbox_ids(exchange.worker.config.database_url) == publisher.attempted
 
-    publisher.failures_left = 0
-    await exchange.worker.relay_outbox()  # what the relay re-published leaves too
-    await settle(contract)
-    assert len(await exchange.notices_to(provider.agent_id)) == 4
-    assert await outbox_ids(exchange.worker.config.database_url) == []
+    contract = await buyer.hire(quote, {"n": 7})
+    await exchange.notices_to(provider_keys.agent_id)
+    (opening,) = publisher.published
+    assert await outbox_ids(exchange.worker.config.database_url) == [opening]
+    assert await exchange.worker.relay_outbox() == 0  # not due yet
+    await asyncio.sleep(0.6)
+    assert await exchange.worker.relay_outbox() == 1  # nobody acknowledged it
+    assert publisher.published == [opening, opening]
+    # Next due after a wait as long as its age: not at the next pass.
+    assert await exchange.worker.relay_outbox() == 0
+
+    provider = await exchange.agent(provider_keys)  # asks for what it missed
+    await open_echo_shop(provider)  # the kept task runs now, once
+    delivery = await contract.wait_delivery(timeout_s=10)
+    assert delivery.result == {"n": 7}
+    await contract.accept_delivery(delivery)
+    await wait_all_acknowledged(exchange)
+    assert publisher.published.count(opening) == 3
+    view = await buyer.contract(contract.contract_id)
+    assert view.state == "released"
     await exchange.check_invariants()
 
 
 async def test_notices_queued_in_one_turn_of_the_loop_are_published_as_one_batch(exchange):
-    """A group's callers are woken together: their notices share one publish call
-    (one wait for JetStream's answers), not one call each."""
+    """A group's callers are woken together: their notices share one publish call,
+    not one call each."""
     publisher = gated_publisher(exchange)
     publisher.gate.clear()
     context = exchange.worker.context
-    # Nobody listens to this agent's notices: the stream just keeps them.
-    subject = subjects.notifications(AgentKeys.generate().agent_id)
-    notices = [OutboxNotice(f"batched-{number}", subject, b"{}") for number in range(5)]
+    # Nobody listens to this agent's notices.
+    recipient = AgentKeys.generate().agent_id
+    subject = subjects.notifications(recipient)
+    notices = [OutboxNotice(f"batched-{number}", recipient, subject, b"{}") for number in range(5)]
 
     # Five callers, each with its own notice, in one turn of the loop.
     await asyncio.gather(*(context.publish_soon([notice]) for notice in notices))
@@ -258,3 +286,111 @@ async def test_notices_queued_in_one_turn_of_the_loop_are_published_as_one_batch
     assert sorted(publisher.published) == sorted(notice.notice_id for notice in notices)
     await exchange.restart()
     await exchange.check_invariants()
+
+
+async def test_notices_sent_while_an_agent_reconnects_come_when_it_asks_again(
+    exchange, monkeypatch
+):
+    """A notice published while the provider's connection is down is lost on the
+    way (core NATS keeps nothing); after the reconnect the client asks again
+    (notices.subscribe) and gets it at once, not after the 30 s ack wait."""
+    monkeypatch.setattr(auth_callout, "AGENT_SUSPENSION_S", 0.5)
+    provider = await exchange.agent()
+    await open_echo_shop(provider)
+    buyer = await exchange.funded_agent(PRICE)
+    quote = await echo_quote(buyer)
+    publisher = gated_publisher(exchange)
+
+    assert exchange.evictor is not None
+    await exchange.evictor.evict(provider.agent_id)  # its connection is cut
+    contract = await buyer.hire(quote, {"n": 9})
+    for _ in range(100):
+        if publisher.published:
+            break
+        await asyncio.sleep(0.01)
+    assert len(publisher.published) == 1  # sent while nobody was listening
+
+    delivery = await contract.wait_delivery(timeout_s=15)
+    assert delivery.result == {"n": 9}
+    assert publisher.published.count(publisher.published[0]) == 2  # once more, on asking
+    await contract.accept_delivery(delivery)
+    await wait_all_acknowledged(exchange)
+    await exchange.check_invariants()
+
+
+CATCH_UP_NOTICES = NOTICE_CATCH_UP_PAGE + 44  # more than one page
+
+
+async def test_asking_sends_everything_missed_oldest_first_page_after_page(exchange):
+    await exchange.put_timers_to_sleep()
+    keys = AgentKeys.generate()
+    context = exchange.worker.context
+    notices = [
+        OutboxNotice(f"missed-notice-{n:04}", keys.agent_id, "s", b"{}")
+        for n in range(CATCH_UP_NOTICES)
+    ]
+
+    async def stage(connection) -> None:
+        await context.stage(connection, notices)
+
+    await context.run(stage)  # committed, never sent: the agent was away
+    tap = await exchange.tap(keys)
+    publisher = gated_publisher(exchange)
+
+    await ask_for_notices(exchange, keys)
+    for _ in range(200):
+        if tap.arrivals == CATCH_UP_NOTICES:
+            break
+        await asyncio.sleep(0.02)
+    assert [len(batch) for batch in publisher.batches] == [NOTICE_CATCH_UP_PAGE, 44]
+    assert publisher.published == [notice.notice_id for notice in notices]
+    assert tap.arrivals == CATCH_UP_NOTICES
+    # Once acknowledged, nothing is sent again, however often the agent asks.
+    ids = [notice.notice_id for notice in notices]
+    for start in range(0, len(ids), NOTICE_ACK_IDS_MAX):
+        await acknowledge(exchange, keys, ids[start : start + NOTICE_ACK_IDS_MAX])
+    assert await notice_tap.outbox_ids(exchange.worker.engine) == []
+    await ask_for_notices(exchange, keys)
+    await asyncio.sleep(0.2)
+    assert len(publisher.published) == CATCH_UP_NOTICES
+    await exchange.check_invariants()
+
+
+async def test_notices_past_their_lifetime_leave_the_outbox(exchange):
+    context = exchange.worker.context
+    now_ms = context.clock.now_ms()
+    lifetime_ms = NOTICE_LIFETIME_S * 1000
+    rows = [
+        {"notice_id": notice_id, "subject": "s", "payload": "{}", "created_at_ms": created,
+         "recipient": "U", "published_at_ms": created, "due_at_ms": created}
+        for notice_id, created in (("expired", now_ms - lifetime_ms - 1), ("alive", now_ms - 1))
+    ]  # fmt: skip
+
+    async def add(connection) -> None:
+        await contract_store.add_outbox_notices(connection, rows)
+
+    await context.run(add)
+    assert await exchange.worker.notices.prune() == 1
+    assert await notice_tap.outbox_ids(exchange.worker.engine) == ["alive"]
+
+
+async def ask_for_notices(exchange, keys: AgentKeys) -> None:
+    reply = await signed_request(exchange, keys, "notices.subscribe", SubscribeNotices)
+    assert isinstance(reply, NoticesReply)
+
+
+async def acknowledge(exchange, keys: AgentKeys, notice_ids: list[str]) -> None:
+    reply = await signed_request(
+        exchange, keys, "notices.ack", AcknowledgeNotices, notice_ids=notice_ids
+    )
+    assert reply == NoticesAckedReply(removed=len(notice_ids))
+
+
+async def signed_request(exchange, keys: AgentKeys, endpoint: str, kind, **fields):
+    """A hand-signed request from ``keys`` (no Agent: nothing acknowledges by itself)."""
+    subject = subjects.exchange_request(keys.agent_id, endpoint)
+    header = make_header(
+        keys, audience="exchange", subject=subject, lifetime_s=10, clock=SystemClock()
+    )
+    payload = json_encoder.encode(seal(kind(header=header, **fields), keys))
+    return await exchange.raw_request(keys, subject, payload)

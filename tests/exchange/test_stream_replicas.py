@@ -14,7 +14,7 @@ import pytest
 
 from agent_client import AgentKeys
 from broker.errors import StreamSetupFailed
-from broker.streams import goods_stream_config, notice_stream_config, result_stream_config
+from broker.streams import goods_stream_config, result_stream_config
 from exchange import ExchangeConfig, ExchangeWorker, migrate_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ PROCESS_TIMEOUT_S = 60
 
 
 def test_every_stream_takes_the_replicas_asked_for():
-    for config_of in (notice_stream_config, result_stream_config, goods_stream_config):
+    for config_of in (result_stream_config, goods_stream_config):
         assert config_of().num_replicas == 1
         assert config_of(replicas=3).num_replicas == 3
 
@@ -53,7 +53,7 @@ async def test_r3_on_a_single_server_stops_the_worker_with_a_clear_error(
     )
     with pytest.raises(StreamSetupFailed) as failed:
         await asyncio.wait_for(worker.start(), 30)
-    assert failed.value.stream == "AGENTX_NOTICES" and failed.value.replicas == 3
+    assert failed.value.stream == "AGENTX_RESULTS" and failed.value.replicas == 3
     assert "(R3)" in str(failed.value)
     # Nothing was left running: the worker is stopped and can be dropped.
     assert worker._client is None and worker._engine is None
@@ -89,5 +89,5 @@ async def test_agentx_worker_says_so_in_one_line_and_exits_1(
     _, stderr = await asyncio.wait_for(process.communicate(), PROCESS_TIMEOUT_S)
     assert process.returncode == 1
     error = stderr.decode().strip()
-    assert error.startswith("agentx: could not set up the JetStream stream AGENTX_NOTICES (R3)")
+    assert error.startswith("agentx: could not set up the JetStream stream AGENTX_RESULTS (R3)")
     assert "\n" not in error and "Traceback" not in error

@@ -44,7 +44,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_client import Agent, AgentKeys, AgentOptions, OperatorClient, QuoteRequest, subjects
 from agent_client.protocol import ContractUpdatedNotice
-from agent_client.transport import connect_nats
 from escrow import Escrow
 from exchange import check_exchange_invariants, migrate_database
 from exchange.adapters import timer_lease_store
@@ -55,7 +54,7 @@ from exchange.use_cases import exchange_context as context_module
 from exchange.use_cases.exchange_context import OutboxNotice
 from exchange.use_cases.relay_backoff import RelayBackoff
 from exchange.use_cases.timer_leases import TimerLease, TimerLeases
-from tests.exchange.stored_notices import stored_notices, wait_outbox_empty
+from tests.exchange.notice_tap import NoticeTap, settled, start_tap, wait_outbox_empty
 from wallet import SqlLedger, open_database, run_transaction
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -208,7 +207,7 @@ async def test_a_holder_renews_its_lease_only_once_half_of_it_has_run(bare_conte
 
 
 class RefusingPublisher:
-    """JetStream as the relay sees it while the notice stream is down, then back."""
+    """The connection as the relay sees it while it cannot send, then back."""
 
     def __init__(self) -> None:
         self.available = False
@@ -217,7 +216,7 @@ class RefusingPublisher:
     async def publish_notices(self, notices: Sequence[OutboxNotice]) -> list[Exception | None]:
         self.attempts.extend(notice.notice_id for notice in notices)
         if not self.available:
-            return [ConnectionError("no responders for the notice stream (test)")] * len(notices)
+            return [ConnectionError("the connection is closed (test)")] * len(notices)
         return [None] * len(notices)
 
 
@@ -269,19 +268,22 @@ NOTICES = 20
 RELAY_MINUTE_S = 60
 
 
-async def test_the_relay_backs_off_while_jetstream_refuses_and_logs_each_change_once(
+async def test_the_relay_backs_off_while_sending_fails_and_logs_each_change_once(
     bare_context, caplog
 ):
     clock = MovableClock()
     publisher = RefusingPublisher()
     context = bare_context(clock, publisher)
-    notices = [OutboxNotice(f"n{n}", f"test.notices.{n}", b"{}") for n in range(NOTICES)]
+    notices = [
+        OutboxNotice(f"n{n}", f"U{n}", subjects.notifications(f"U{n}"), b"{}")
+        for n in range(NOTICES)
+    ]
 
     async def stage(connection: AsyncConnection) -> None:
         await context.stage(connection, notices)
 
     await context.run(stage)
-    clock.now += context_module.OUTBOX_RELAY_DELAY_MS
+    clock.now += context.notice_ack_wait_ms  # sent after commit, never acknowledged
     caplog.set_level(logging.INFO, logger=context_module.__name__)
 
     passes_publishing = 0
@@ -300,11 +302,10 @@ async def test_the_relay_backs_off_while_jetstream_refuses_and_logs_each_change_
     publisher.available = True
     clock.now += 30_000
     assert await context.relay_outbox() == NOTICES
-    await context.flush_published()
-    assert await context.relay_outbox() == 0
+    assert await context.relay_outbox() == 0  # sent: due again only after the ack wait
     assert relay_log_lines(caplog)[len(lines) :] == [
-        "notices are being published again",
-        "outbox relay: notices are being published again",
+        "notices are being sent again",
+        "outbox relay: notices are being sent again",
     ]
 
 
@@ -356,9 +357,13 @@ class WorkerCluster:
     engine: AsyncEngine
     workers: list[WorkerProcess] = field(default_factory=list)
     agents: list[Agent] = field(default_factory=list)
+    # What each agent made by :meth:`agent` is sent (tests/exchange/notice_tap.py).
+    taps: dict[str, NoticeTap] = field(default_factory=dict)
 
     async def agent(self) -> Agent:
-        agent = await Agent.connect(self.nats_url, AgentKeys.generate(), options=AGENT_OPTIONS)
+        keys = AgentKeys.generate()
+        self.taps[keys.agent_id] = await start_tap(self.nats_url, keys)
+        agent = await Agent.connect(self.nats_url, keys, options=AGENT_OPTIONS)
         self.agents.append(agent)
         return agent
 
@@ -453,6 +458,8 @@ async def cluster(
     finally:
         for agent in running.agents:
             await agent.close()
+        for tap in running.taps.values():
+            await tap.client.close()
         await asyncio.gather(*(stop_worker(worker) for worker in running.workers))
         await engine.dispose()
 
@@ -544,21 +551,16 @@ async def check_refunded_once(
             )
         )
     assert events == collections.Counter(contract_ids)
+    # Every notice acknowledged by its recipient, so every one sent.
     await wait_outbox_empty(cluster.engine, timeout_s=SETTLED_TIMEOUT_S)
-    client = await connect_nats(cluster.nats_url, cluster.exchange_keys, name="test-reader")
-    try:
-        sent = [
-            entry
-            for party in parties
-            for entry in await stored_notices(client, subjects.notifications(party.agent_id))
-        ]
-    finally:
-        await client.close()
+    taps = [cluster.taps[party.agent_id] for party in parties]
+    await settled(taps)
     refund_notices: collections.Counter[tuple[str, str]] = collections.Counter()
-    for subject, notice in sent:
-        if isinstance(notice, ContractUpdatedNotice) and notice.state == "refunded":
-            refund_notices[(notice.contract_id, subject)] += 1
-    # Two parties, so two subjects per contract, each told once.
+    for party, tap in zip(parties, taps, strict=True):
+        for notice in tap.notices.values():
+            if isinstance(notice, ContractUpdatedNotice) and notice.state == "refunded":
+                refund_notices[(notice.contract_id, party.agent_id)] += 1
+    # Two parties per contract, each told once.
     assert set(refund_notices.values()) == {1}
     assert collections.Counter(contract_id for contract_id, _ in refund_notices) == {
         contract_id: 2 for contract_id in contract_ids

@@ -9,9 +9,10 @@ with the whole URL list and retrying a lost answer REQUEST_TRIES times,
 each buyer running deals back to back: RFQ, hire, wait for the delivery,
 accept) and injects ONE fault while it runs:
 
-- kill-node: SIGKILL of the NATS node that leads the notice stream. Clients
+- kill-node: SIGKILL of the NATS node that leads the result stream. Clients
   and workers on it reconnect to the other two; the R3 streams elect a new
-  leader and keep serving.
+  leader and keep serving; notices sent while an agent was reconnecting
+  come again when it asks (``notices.subscribe`` after the reconnect).
 - kill-worker: SIGKILL of one worker process. The other two keep serving;
   a step it was taking is either committed or asked again by the client
   (with the same outcome), and its timer lease passes to a survivor.
@@ -71,7 +72,7 @@ from agent_client import (
     QuoteRequest,
 )
 from agent_client.transport import connect_nats
-from broker.streams import NOTICE_STREAM
+from broker.streams import RESULT_STREAM
 from exchange import check_exchange_invariants
 from exchange.bootstrap.cluster import ClusterConfig, ExchangeCluster, WorkerProcess
 from tests.exchange.echo_shop import CAPABILITY, PRICE
@@ -432,24 +433,24 @@ def _cluster_config(tmp_path: Path, postgres_url: str) -> ClusterConfig:
     )
 
 
-async def _notice_stream_leader(cluster: ExchangeCluster) -> str:
+async def _result_stream_leader(cluster: ExchangeCluster) -> str:
     client = await connect_nats(cluster.nats_url, cluster.exchange_keys, name="fault-test")
     try:
-        info = await client.jetstream(timeout=5).stream_info(NOTICE_STREAM)
+        info = await client.jetstream(timeout=5).stream_info(RESULT_STREAM)
         assert info.cluster is not None and info.cluster.leader
         return info.cluster.leader
     finally:
         await client.close()
 
 
-async def test_deals_go_on_when_the_notice_streams_leader_node_is_killed(
+async def test_deals_go_on_when_the_result_streams_leader_node_is_killed(
     tmp_path, postgres_url, retry_counter
 ):
     async with (
         asyncio.timeout(TEST_TIMEOUT_S),
         ExchangeCluster(_cluster_config(tmp_path, postgres_url)) as cluster,
     ):
-        leader = await _notice_stream_leader(cluster)
+        leader = await _result_stream_leader(cluster)
         [victim] = [node for node in cluster.nats.nodes if node.config.data_dir.name == leader]
         assert victim.process_id is not None
 
@@ -459,7 +460,7 @@ async def test_deals_go_on_when_the_notice_streams_leader_node_is_killed(
 
         load = await _run_under_load(cluster, kill_node)
         assert victim.exit_code == -signal.SIGKILL
-        new_leader = await _notice_stream_leader(cluster)
+        new_leader = await _result_stream_leader(cluster)
         assert new_leader != leader
         await _check_after_load(
             cluster,

@@ -44,7 +44,7 @@ async def test_status_shows_the_node_worker_streams_and_database(
     worker_rows = [line for line in out.splitlines() if line.strip().startswith("agentx-exchange")]
     assert len(worker_rows) == 1
     assert worker_rows[0].split()[4] != "-"  # request counts, from $SRV.STATS
-    assert "AGENTX_NOTICES" in out and "AGENTX_RESULTS" in out
+    assert "AGENTX_RESULTS" in out and "AGENTX_GOODS" in out
     assert "answers" in out  # the database
 
 

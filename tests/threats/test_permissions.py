@@ -3,10 +3,10 @@
 Each test connects an attacker with a fresh agent key (a real nats-py client,
 tests/threats/wire.py) and tries what the issue's adversary did against the
 exchange before connection permissions existed: listen to everything, read
-the notice history, take another agent's notices, delete the streams and
-consumers, serve the exchange's subjects or its ``info``, publish as
-somebody else or into somebody's inbox, flood an offline provider's notice
-subject. Each attempt is refused by the server (the violation reaches the
+the stored results, take another agent's notices or acknowledge them away,
+delete the streams, serve the exchange's subjects or its ``info``, publish
+as somebody else or into somebody's inbox, flood an offline provider's
+notice subject. Each attempt is refused by the server (the violation reaches the
 attacker's error callback), and honest agents trade alongside: every deal
 settles, nothing is refunded, and the ledger invariants hold.
 """
@@ -20,9 +20,12 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from agent_client import Agent, AgentKeys, AgentOptions, subjects
+from agent_client.protocol import AcknowledgeNotices, ErrorReply, NoticesAckedReply, json_encoder
+from agent_client.signing import SystemClock, make_header, seal
 from agent_client.transport import connect_nats
-from broker.streams import NOTICE_STREAM, RESULT_STREAM, notice_consumer_name
+from broker.streams import GOODS_STREAM, RESULT_STREAM
 from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
+from tests.exchange.notice_tap import outbox_ids
 from tests.threats.wire import connect_attacker
 
 # A request the server silently refuses (a publish violation) gets no answer.
@@ -64,22 +67,22 @@ async def test_an_agent_cannot_listen_to_everything(exchange, nats_url):
     await exchange.check_invariants()
 
 
-async def test_an_agent_cannot_read_the_notice_history_or_the_stored_results(exchange, nats_url):
+async def test_an_agent_cannot_read_the_stored_results(exchange, nats_url):
     await shop(exchange)
     await settle_one_deal(await exchange.funded_agent(PRICE))
     attacker = await connect_attacker(nats_url, AgentKeys.generate())
     js = attacker.client.jetstream(timeout=REFUSED_REQUEST_TIMEOUT_S)
     attempts = {
-        "an ephemeral consumer": js.add_consumer(NOTICE_STREAM, ConsumerConfig()),
-        "the stream's info": js.stream_info(NOTICE_STREAM),
-        "a stored message": js.get_msg(NOTICE_STREAM, seq=1),
+        "an ephemeral consumer": js.add_consumer(RESULT_STREAM, ConsumerConfig()),
+        "the stream's info": js.stream_info(RESULT_STREAM),
+        "a stored message": js.get_msg(RESULT_STREAM, seq=1),
         "a stored result": js.get_last_msg(RESULT_STREAM, "agentx.v2.results.>"),
     }
     for what, attempt in attempts.items():
         with pytest.raises((nats.errors.TimeoutError, TimeoutError)):
             await attempt
             pytest.fail(f"the attacker got {what}")
-    await attacker.wait_for_violation("publish", f"$JS.API.STREAM.INFO.{NOTICE_STREAM}")
+    await attacker.wait_for_violation("publish", f"$JS.API.STREAM.INFO.{RESULT_STREAM}")
     await attacker.client.close()
 
 
@@ -92,7 +95,7 @@ async def test_an_agent_cannot_take_another_agents_notices(exchange, nats_url):
         stolen.append(message.data)
 
     deliver_subject = subjects.notice_deliver_subject(provider.agent_id)
-    queue = notice_consumer_name(provider.agent_id)
+    queue = subjects.notice_queue_group(provider.agent_id)
     await attacker.client.subscribe(deliver_subject, queue=queue, cb=steal)
     await attacker.wait_for_violation("subscription", deliver_subject)
     buyers = [await exchange.funded_agent(PRICE) for _ in range(5)]
@@ -102,18 +105,14 @@ async def test_an_agent_cannot_take_another_agents_notices(exchange, nats_url):
     await exchange.check_invariants()
 
 
-async def test_nobody_connected_can_delete_a_stream_or_another_agents_consumer(
-    exchange, nats_url, exchange_keys
-):
-    provider = await shop(exchange)
+async def test_nobody_connected_can_delete_a_stream(exchange, nats_url, exchange_keys):
+    await shop(exchange)
     attacker = await connect_attacker(nats_url, AgentKeys.generate())
     js = attacker.client.jetstream(timeout=REFUSED_REQUEST_TIMEOUT_S)
-    victim_consumer = notice_consumer_name(provider.agent_id)
     for attempt in (
-        js.delete_consumer(NOTICE_STREAM, victim_consumer),
-        js.delete_stream(NOTICE_STREAM),
-        js.purge_stream(NOTICE_STREAM),
         js.delete_stream(RESULT_STREAM),
+        js.purge_stream(RESULT_STREAM),
+        js.delete_stream(GOODS_STREAM),
     ):
         with pytest.raises((nats.errors.TimeoutError, TimeoutError)):
             await attempt
@@ -121,13 +120,12 @@ async def test_nobody_connected_can_delete_a_stream_or_another_agents_consumer(
     # Not even a connection with the exchange's own key may delete or purge.
     worker = await connect_nats(nats_url, exchange_keys, name="a stolen worker key")
     worker_js = worker.jetstream(timeout=REFUSED_REQUEST_TIMEOUT_S)
-    for attempt in (worker_js.delete_stream(NOTICE_STREAM), worker_js.purge_stream(NOTICE_STREAM)):
+    for attempt in (worker_js.delete_stream(RESULT_STREAM), worker_js.purge_stream(GOODS_STREAM)):
         with pytest.raises((nats.errors.TimeoutError, TimeoutError)):
             await attempt
     worker_js = worker.jetstream(timeout=5)
-    assert (await worker_js.stream_info(NOTICE_STREAM)).config.name == NOTICE_STREAM
     assert (await worker_js.stream_info(RESULT_STREAM)).config.name == RESULT_STREAM
-    assert (await worker_js.consumer_info(NOTICE_STREAM, victim_consumer)).name == victim_consumer
+    assert (await worker_js.stream_info(GOODS_STREAM)).config.name == GOODS_STREAM
     await worker.close()
     await settle_one_deal(await exchange.funded_agent(PRICE))
     await exchange.check_invariants()
@@ -166,9 +164,10 @@ async def test_an_agent_cannot_publish_as_someone_else_or_into_their_inbox(excha
         subjects.exchange_request(victim.agent_id, "wallet.transfer"),
         subjects.portal_requests_of(victim.agent_id).replace(">", "cash_out"),
         f"{subjects.inbox_prefix(victim.agent_id)}.forged",
+        # A forged notice, straight into the victim's notice subject.
+        subjects.notice_deliver_subject(victim.agent_id),
         subjects.notifications(victim.agent_id),
-        # A forged acknowledgement would drop a notice JetStream never stored.
-        f"{subjects.inbox_prefix(exchange.worker.exchange_id)}.notice_acks.0",
+        f"{subjects.inbox_prefix(exchange.worker.exchange_id)}.forged",
     ]
     for subject in targets:
         await attacker.client.publish(subject, b"{}")
@@ -185,11 +184,11 @@ async def test_junk_on_an_offline_providers_notice_subject_evicts_nothing(exchan
     await open_echo_shop(provider)
     buyer = await exchange.funded_agent(PRICE)
     quote = await echo_quote(buyer)
-    await provider.close()  # offline from here: its notices wait in the stream
+    await provider.close()  # offline from here: its notices wait in the outbox
     contract = await buyer.hire(quote, {"n": 7})
 
     attacker = await connect_attacker(nats_url, AgentKeys.generate())
-    notify = subjects.notifications(provider.agent_id)
+    notify = subjects.notice_deliver_subject(provider.agent_id)
     for _ in range(JUNK_MESSAGES):
         await attacker.client.publish(notify, b"junk")
     await attacker.client.flush()
@@ -204,3 +203,43 @@ async def test_junk_on_an_offline_providers_notice_subject_evicts_nothing(exchan
     assert delivery.result == {"n": 7}
     await contract.accept_delivery(delivery)
     await exchange.check_invariants()
+
+
+async def test_an_agent_cannot_acknowledge_away_another_agents_notices(exchange, nats_url):
+    """Even knowing the ids (a worst case: notice ids are never published), an
+    acknowledgement drops only the signer's own notices; the victim, away while
+    hired, still gets its task when it comes back."""
+    provider_keys = AgentKeys.generate()
+    provider = await exchange.agent(provider_keys)
+    await open_echo_shop(provider)
+    buyer = await exchange.funded_agent(PRICE)
+    quote = await echo_quote(buyer)
+    await provider.close()
+    contract = await buyer.hire(quote, {"n": 3})
+    waiting = await outbox_ids(exchange.worker.engine)
+    assert len(waiting) == 1
+
+    attacker_keys = AgentKeys.generate()
+    reply = await acknowledge(exchange, attacker_keys, waiting)
+    assert reply == NoticesAckedReply(removed=0)
+    too_many = await acknowledge(exchange, attacker_keys, waiting * 257)
+    assert isinstance(too_many, ErrorReply) and too_many.code == "malformed"
+    assert await outbox_ids(exchange.worker.engine) == waiting
+
+    back = await exchange.agent(provider_keys)
+    await open_echo_shop(back)  # hired while away: the task runs now
+    delivery = await contract.wait_delivery(timeout_s=15)
+    assert delivery.result == {"n": 3}
+    await contract.accept_delivery(delivery)
+    await exchange.check_invariants()
+
+
+async def acknowledge(exchange, keys: AgentKeys, notice_ids: list[str]):
+    """A hand-signed notices.ack from ``keys``: the exchange's verified answer."""
+    subject = subjects.exchange_request(keys.agent_id, "notices.ack")
+    header = make_header(
+        keys, audience="exchange", subject=subject, lifetime_s=10, clock=SystemClock()
+    )
+    request = AcknowledgeNotices(header=header, notice_ids=notice_ids)
+    payload = json_encoder.encode(seal(request, keys))
+    return await exchange.raw_request(keys, subject, payload)
