@@ -14,9 +14,9 @@ import pytest_asyncio
 from nats.aio.client import Client
 
 from agent_client import Agent, AgentKeys, AgentOptions, OperatorClient, subjects
-from agent_client.protocol import Document, Reply
+from agent_client.protocol import Document, Reply, endpoint_of, json_encoder
 from agent_client.replies import open_reply
-from agent_client.signing import SystemClock
+from agent_client.signing import SystemClock, make_header, seal
 from agent_client.transport import connect_nats
 from broker import EmbeddedNatsServer
 from broker.signed_service import AgentEvictor
@@ -99,6 +99,18 @@ class RunningExchange:
             client = await connect_nats(self.nats_url, keys, name="raw-test-agent")
             self.raw_connections[keys.agent_id] = client
         return client
+
+    async def signed_request(
+        self, keys: AgentKeys, kind: type[Document], /, **fields: object
+    ) -> Reply:
+        """A hand-signed request of ``kind`` from ``keys``, without an Agent (which
+        would, say, acknowledge its notices by itself): the exchange's answer."""
+        subject = subjects.exchange_request(keys.agent_id, endpoint_of(kind))
+        header = make_header(
+            keys, audience="exchange", subject=subject, lifetime_s=10, clock=SystemClock()
+        )
+        document = kind(header=header, **fields)  # type: ignore[call-arg]
+        return await self.raw_request(keys, subject, json_encoder.encode(seal(document, keys)))
 
     async def raw_request(self, keys: AgentKeys, subject: str, payload: bytes) -> Reply:
         """A hand-made request to the exchange from ``keys``' connection: the exchange's

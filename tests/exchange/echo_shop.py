@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_client import Agent, QuoteRequest
+from agent_client import Agent, AgentKeys, QuoteRequest
 
 PRICE = 1_000
 CAPABILITY = "bench.echo"
@@ -26,3 +26,15 @@ async def echo_quote(buyer: Agent, /) -> Any:
         QuoteRequest(CAPABILITY, "echo", budget_millicredits=PRICE, quotes_max=1)
     )
     return quote
+
+
+async def quote_from_a_shop_gone_away(exchange: Any, /) -> tuple[AgentKeys, Agent, Any]:
+    """An echo shop that quoted a funded buyer, then disconnected: its keys (to come
+    back with), the buyer and the quote, whose contract's notice waits for it."""
+    provider_keys = AgentKeys.generate()
+    provider = await exchange.agent(provider_keys)
+    await open_echo_shop(provider)
+    buyer = await exchange.funded_agent(PRICE)
+    quote = await echo_quote(buyer)
+    await provider.close()
+    return provider_keys, buyer, quote

@@ -23,16 +23,14 @@ from agent_client.protocol import (
     NoticesAckedReply,
     NoticesReply,
     SubscribeNotices,
-    json_encoder,
 )
-from agent_client.signing import SystemClock, make_header, seal
 from broker import auth_callout
 from exchange.adapters import contract_store
 from exchange.limits import NOTICE_CATCH_UP_PAGE, NOTICE_LIFETIME_S
 from exchange.use_cases import exchange_context as context_module
 from exchange.use_cases.exchange_context import OutboxNotice
 from tests.exchange import notice_tap
-from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
+from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop, quote_from_a_shop_gone_away
 from wallet import open_database
 
 # A settled deal's notices (PROTOCOL.md section 1.7.1): the task to the
@@ -234,12 +232,7 @@ async def test_a_notice_stays_in_the_outbox_until_its_recipient_acknowledges_it(
     once nobody acknowledged it within the ack wait, and reaches the agent when it
     comes back (notices.subscribe); the agent acts on it once and acknowledges it."""
     await exchange.put_timers_to_sleep(notice_ack_wait_s=0.5)
-    provider_keys = AgentKeys.generate()
-    provider = await exchange.agent(provider_keys)
-    await open_echo_shop(provider)
-    buyer = await exchange.funded_agent(PRICE)
-    quote = await echo_quote(buyer)
-    await provider.close()
+    provider_keys, buyer, quote = await quote_from_a_shop_gone_away(exchange)
     publisher = gated_publisher(exchange)
 
     contract = await buyer.hire(quote, {"n": 7})
@@ -375,22 +368,10 @@ async def test_notices_past_their_lifetime_leave_the_outbox(exchange):
 
 
 async def ask_for_notices(exchange, keys: AgentKeys) -> None:
-    reply = await signed_request(exchange, keys, "notices.subscribe", SubscribeNotices)
+    reply = await exchange.signed_request(keys, SubscribeNotices)
     assert isinstance(reply, NoticesReply)
 
 
 async def acknowledge(exchange, keys: AgentKeys, notice_ids: list[str]) -> None:
-    reply = await signed_request(
-        exchange, keys, "notices.ack", AcknowledgeNotices, notice_ids=notice_ids
-    )
+    reply = await exchange.signed_request(keys, AcknowledgeNotices, notice_ids=notice_ids)
     assert reply == NoticesAckedReply(removed=len(notice_ids))
-
-
-async def signed_request(exchange, keys: AgentKeys, endpoint: str, kind, **fields):
-    """A hand-signed request from ``keys`` (no Agent: nothing acknowledges by itself)."""
-    subject = subjects.exchange_request(keys.agent_id, endpoint)
-    header = make_header(
-        keys, audience="exchange", subject=subject, lifetime_s=10, clock=SystemClock()
-    )
-    payload = json_encoder.encode(seal(kind(header=header, **fields), keys))
-    return await exchange.raw_request(keys, subject, payload)

@@ -20,11 +20,10 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from agent_client import Agent, AgentKeys, AgentOptions, subjects
-from agent_client.protocol import AcknowledgeNotices, ErrorReply, NoticesAckedReply, json_encoder
-from agent_client.signing import SystemClock, make_header, seal
+from agent_client.protocol import AcknowledgeNotices, ErrorReply, NoticesAckedReply
 from agent_client.transport import connect_nats
 from broker.streams import GOODS_STREAM, RESULT_STREAM
-from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop
+from tests.exchange.echo_shop import PRICE, echo_quote, open_echo_shop, quote_from_a_shop_gone_away
 from tests.exchange.notice_tap import outbox_ids
 from tests.threats.wire import connect_attacker
 
@@ -209,20 +208,17 @@ async def test_an_agent_cannot_acknowledge_away_another_agents_notices(exchange,
     """Even knowing the ids (a worst case: notice ids are never published), an
     acknowledgement drops only the signer's own notices; the victim, away while
     hired, still gets its task when it comes back."""
-    provider_keys = AgentKeys.generate()
-    provider = await exchange.agent(provider_keys)
-    await open_echo_shop(provider)
-    buyer = await exchange.funded_agent(PRICE)
-    quote = await echo_quote(buyer)
-    await provider.close()
+    provider_keys, buyer, quote = await quote_from_a_shop_gone_away(exchange)
     contract = await buyer.hire(quote, {"n": 3})
     waiting = await outbox_ids(exchange.worker.engine)
     assert len(waiting) == 1
 
     attacker_keys = AgentKeys.generate()
-    reply = await acknowledge(exchange, attacker_keys, waiting)
+    reply = await exchange.signed_request(attacker_keys, AcknowledgeNotices, notice_ids=waiting)
     assert reply == NoticesAckedReply(removed=0)
-    too_many = await acknowledge(exchange, attacker_keys, waiting * 257)
+    too_many = await exchange.signed_request(
+        attacker_keys, AcknowledgeNotices, notice_ids=waiting * 257
+    )
     assert isinstance(too_many, ErrorReply) and too_many.code == "malformed"
     assert await outbox_ids(exchange.worker.engine) == waiting
 
@@ -232,14 +228,3 @@ async def test_an_agent_cannot_acknowledge_away_another_agents_notices(exchange,
     assert delivery.result == {"n": 3}
     await contract.accept_delivery(delivery)
     await exchange.check_invariants()
-
-
-async def acknowledge(exchange, keys: AgentKeys, notice_ids: list[str]):
-    """A hand-signed notices.ack from ``keys``: the exchange's verified answer."""
-    subject = subjects.exchange_request(keys.agent_id, "notices.ack")
-    header = make_header(
-        keys, audience="exchange", subject=subject, lifetime_s=10, clock=SystemClock()
-    )
-    request = AcknowledgeNotices(header=header, notice_ids=notice_ids)
-    payload = json_encoder.encode(seal(request, keys))
-    return await exchange.raw_request(keys, subject, payload)
