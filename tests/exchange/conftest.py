@@ -105,12 +105,19 @@ class RunningExchange:
     ) -> Reply:
         """A hand-signed request of ``kind`` from ``keys``, without an Agent (which
         would, say, acknowledge its notices by itself): the exchange's answer."""
+        return await self.raw_request(keys, *self.signed_payload(keys, kind, **fields))
+
+    def signed_payload(
+        self, keys: AgentKeys, kind: type[Document], /, **fields: object
+    ) -> tuple[str, bytes]:
+        """The subject and bytes of a request of ``kind`` signed by ``keys`` (to send
+        once, or twice as a replay)."""
         subject = subjects.exchange_request(keys.agent_id, endpoint_of(kind))
         header = make_header(
             keys, audience="exchange", subject=subject, lifetime_s=10, clock=SystemClock()
         )
         document = kind(header=header, **fields)  # type: ignore[call-arg]
-        return await self.raw_request(keys, subject, json_encoder.encode(seal(document, keys)))
+        return subject, json_encoder.encode(seal(document, keys))
 
     async def raw_request(self, keys: AgentKeys, subject: str, payload: bytes) -> Reply:
         """A hand-made request to the exchange from ``keys``' connection: the exchange's

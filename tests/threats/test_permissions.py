@@ -220,6 +220,18 @@ async def test_an_agent_cannot_acknowledge_away_another_agents_notices(exchange,
         attacker_keys, AcknowledgeNotices, notice_ids=waiting * 257
     )
     assert isinstance(too_many, ErrorReply) and too_many.code == "malformed"
+    not_an_id = await exchange.signed_request(
+        attacker_keys, AcknowledgeNotices, notice_ids=["not an id!" * 2]
+    )
+    assert isinstance(not_an_id, ErrorReply) and not_an_id.code == "malformed"
+    # The victim's own acknowledgement, captured and sent again, is refused.
+    subject, captured = exchange.signed_payload(
+        provider_keys, AcknowledgeNotices, notice_ids=["nothing-it-holds-0"]
+    )
+    first = await exchange.raw_request(provider_keys, subject, captured)
+    assert first == NoticesAckedReply(removed=0)
+    again = await exchange.raw_request(provider_keys, subject, captured)
+    assert isinstance(again, ErrorReply) and again.code == "replayed"
     assert await outbox_ids(exchange.worker.engine) == waiting
 
     back = await exchange.agent(provider_keys)
