@@ -63,14 +63,9 @@ class BoundedDispatcher:
     piling up tasks without limit.
     """
 
-    def __init__(
-        self, handler: MessageHandler, *, concurrency_max: int, acknowledge: bool = False
-    ) -> None:
+    def __init__(self, handler: MessageHandler, *, concurrency_max: int) -> None:
         assert concurrency_max > 0
         self._handler = handler
-        # JetStream messages are acknowledged once handled (even if the handler
-        # failed: a message that breaks the handler would break it again).
-        self._acknowledge = acknowledge
         self._slots = asyncio.Semaphore(concurrency_max)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -89,9 +84,6 @@ class BoundedDispatcher:
             log.exception("handler failed for a message on %s", msg.subject)
         finally:
             self._slots.release()
-        if self._acknowledge:
-            with contextlib.suppress(nats.errors.Error):
-                await msg.ack()
 
     async def wait_idle(self) -> None:
         if self._tasks:
@@ -237,10 +229,10 @@ class NatsConnection:
         name: str,
         connect_timeout_s: float = CONNECT_TIMEOUT_DEFAULT_S,
     ) -> NatsConnection:
-        listeners: list[NatsConnection] = []
+        connection: NatsConnection | None = None
 
         async def reconnected() -> None:
-            for connection in listeners:
+            if connection is not None:  # (a reconnect before connect returned)
                 await connection._reconnected()
 
         connection = cls(
@@ -248,7 +240,6 @@ class NatsConnection:
                 url, keys, name=name, connect_timeout_s=connect_timeout_s, reconnected=reconnected
             )
         )
-        listeners.append(connection)
         return connection
 
     @property
@@ -284,16 +275,9 @@ class NatsConnection:
         *,
         concurrency_max: int,
         queue: str = "",
-        acknowledge: bool = False,
     ) -> Subscription:
-        """Run ``handler`` for each message, at most ``concurrency_max`` at once.
-
-        ``acknowledge``: the messages come from a JetStream consumer and each
-        is acknowledged once handled.
-        """
-        dispatcher = BoundedDispatcher(
-            handler, concurrency_max=concurrency_max, acknowledge=acknowledge
-        )
+        """Run ``handler`` for each message, at most ``concurrency_max`` at once."""
+        dispatcher = BoundedDispatcher(handler, concurrency_max=concurrency_max)
         self._dispatchers.append(dispatcher)
         try:
             subscription = await self._client.subscribe(

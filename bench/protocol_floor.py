@@ -227,6 +227,8 @@ class FloorDesign:
 
 
 SUBSCRIBE_STEP = "subscribe"
+# JetStream mode: a pushed message is acknowledged by publishing this to its reply subject.
+JETSTREAM_ACK = b"+ACK"
 # Core mode: an agent's batch of acknowledged notice ids (notices.ack).
 ACK_STEP = "ack"
 # The contract's state after each step, as the exchange's replies and notices say it.
@@ -543,6 +545,9 @@ class FloorAgent:
                 await on_notice(notice)
             if notices is NoticeDelivery.CORE:
                 self._acks.add(notice.header.nonce)
+            else:
+                # What nats-py's Msg.ack() sends: the consumer's acknowledgement.
+                await self.connection.publish(message.reply, JETSTREAM_ACK)
 
         if notices is NoticeDelivery.CORE:
             await self.connection.subscribe(
@@ -560,7 +565,6 @@ class FloorAgent:
             reply.deliver_subject,
             handle,
             queue=reply.queue_group,
-            acknowledge=True,
             concurrency_max=HANDLER_CONCURRENCY_MAX,
         )
 

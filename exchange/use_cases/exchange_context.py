@@ -304,10 +304,7 @@ class ExchangeContext:
         """Send notices now; how many failed (the relay sends those again soon)."""
         if not notices:
             return 0
-        try:
-            failures = await self.publisher.publish_notices(notices)
-        except Exception as exc:
-            failures = [exc] * len(notices)
+        failures = await self._send(notices)
         unsent = [
             notice.notice_id
             for notice, failure in zip(notices, failures, strict=True)
@@ -316,8 +313,17 @@ class ExchangeContext:
         self._unsent_unflushed.extend(unsent)
         if len(self._unsent_unflushed) >= OUTBOX_BATCH_MAX:
             await self.flush_unsent()
-        self._note_publishing(next((f for f in failures if f is not None), None))
         return len(unsent)
+
+    async def _send(self, notices: Sequence[OutboxNotice]) -> Sequence[BaseException | None]:
+        """Hand notices to the publisher; for each, None once sent, else why not. A
+        change between failing and working is logged once."""
+        try:
+            failures = await self.publisher.publish_notices(notices)
+        except Exception as exc:
+            failures = [exc] * len(notices)
+        self._note_publishing(next((f for f in failures if f is not None), None))
+        return failures
 
     def _note_publishing(self, failure: BaseException | None) -> None:
         """One line when sending starts failing (NATS down), not one per notice:
@@ -368,11 +374,7 @@ class ExchangeContext:
             OutboxNotice(notice_id, recipient, subject, payload.encode())
             for notice_id, recipient, subject, payload, _ in rows
         ]
-        try:
-            failures = await self.publisher.publish_notices(notices)
-        except Exception as exc:
-            failures = [exc] * len(notices)
-        self._note_publishing(next((f for f in failures if f is not None), None))
+        failures = await self._send(notices)
         now_ms = self.clock.now_ms()
         sent = [
             (now_ms, now_ms + wait_ms(now_ms - created_at_ms), notice_id)
