@@ -125,9 +125,8 @@ async def _upper(task):
 async def test_a_sealed_delivery_that_is_not_a_json_string_is_refused(exchange):
     import msgspec
 
-    from agent_client import subjects
-    from agent_client.protocol import Deliver, ErrorReply, json_encoder
-    from agent_client.signing import SystemClock, make_header, seal, sha256_hex
+    from agent_client.protocol import Deliver, ErrorReply
+    from agent_client.signing import sha256_hex
 
     gate = asyncio.Event()
 
@@ -135,20 +134,15 @@ async def test_a_sealed_delivery_that_is_not_a_json_string_is_refused(exchange):
         await gate.wait()
 
     provider, buyer, contract = await hired(exchange, stuck, seal_result=True)
-    keys = exchange.keys_of(provider)
-    subject = subjects.exchange_request(provider.agent_id, "contract.deliver")
     not_a_string = b'{"a":1}'
-    header = make_header(
-        keys, audience="exchange", subject=subject, lifetime_s=10, clock=SystemClock()
-    )
-    request = Deliver(
-        header=header,
+    answer = await exchange.signed_request(
+        exchange.keys_of(provider),
+        Deliver,
         contract_id=contract.contract_id,
         result=msgspec.Raw(not_a_string),
         result_sha256=sha256_hex(not_a_string),
         sealed=True,
     )
-    answer = await exchange.raw_request(keys, subject, json_encoder.encode(seal(request, keys)))
     assert isinstance(answer, ErrorReply) and answer.code == "invalid_request"
     assert (await buyer.contract(contract.contract_id)).state == "open"
     gate.set()

@@ -19,7 +19,6 @@ ledger invariants.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import nats
 import nats.errors
@@ -31,17 +30,15 @@ from agent_client.protocol import (
     ChunkStoredReply,
     ContractReply,
     Deliver,
-    Document,
     ErrorReply,
     GetResult,
-    Header,
     Reply,
     ResultChunkReply,
     ResultRef,
     UploadResult,
     json_encoder,
 )
-from agent_client.signing import SystemClock, b64decode, b64encode, make_header, seal, sha256_hex
+from agent_client.signing import b64decode, b64encode, sha256_hex
 from agent_client.transport import connect_nats
 from broker.streams import RESULT_STREAM, ensure_result_stream
 
@@ -89,56 +86,35 @@ async def hired_with_a_large_result(exchange):
     return provider, buyer, contract, delivery
 
 
-async def signed_request(exchange, agent, endpoint: str, build: Callable[[Header], Document]):
-    """A request signed with ``agent``'s key, sent on its own connection; the verified answer."""
-    keys = exchange.keys_of(agent)
-    subject = subjects.exchange_request(agent.agent_id, endpoint)
-    header = make_header(
-        keys, audience="exchange", subject=subject, lifetime_s=10, clock=SystemClock()
-    )
-    return await exchange.raw_request(keys, subject, json_encoder.encode(seal(build(header), keys)))
-
-
 async def upload(exchange, provider, contract_id: str, result_bytes: bytes, index: int) -> Reply:
     chunk_bytes_max = limits.RESULT_CHUNK_BYTES_MAX
     chunk = result_bytes[index * chunk_bytes_max : (index + 1) * chunk_bytes_max]
-    return await signed_request(
-        exchange,
-        provider,
-        "contract.upload",
-        lambda header: UploadResult(
-            header=header,
-            contract_id=contract_id,
-            index=index,
-            chunk_count=-(-len(result_bytes) // chunk_bytes_max),
-            size_bytes=len(result_bytes),
-            chunk=b64encode(chunk),
-        ),
+    return await exchange.signed_request(
+        exchange.keys_of(provider),
+        UploadResult,
+        contract_id=contract_id,
+        index=index,
+        chunk_count=-(-len(result_bytes) // chunk_bytes_max),
+        size_bytes=len(result_bytes),
+        chunk=b64encode(chunk),
     )
 
 
 async def deliver_stored(
     exchange, provider, contract_id: str, reference: ResultRef, result_sha256: str
 ) -> Reply:
-    return await signed_request(
-        exchange,
-        provider,
-        "contract.deliver",
-        lambda header: Deliver(
-            header=header,
-            contract_id=contract_id,
-            result_sha256=result_sha256,
-            result_ref=reference,
-        ),
+    return await exchange.signed_request(
+        exchange.keys_of(provider),
+        Deliver,
+        contract_id=contract_id,
+        result_sha256=result_sha256,
+        result_ref=reference,
     )
 
 
 async def read_chunk(exchange, agent, contract_id: str, index: int) -> Reply:
-    return await signed_request(
-        exchange,
-        agent,
-        "contract.result",
-        lambda header: GetResult(header=header, contract_id=contract_id, index=index),
+    return await exchange.signed_request(
+        exchange.keys_of(agent), GetResult, contract_id=contract_id, index=index
     )
 
 
